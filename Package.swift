@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Every kernel file in Kernels/ is embedded into the binary, so that a static build runs with no
+// file beside it. Add a new kernel file here and to `KernelSource` in Kernels/KernelSources.swift.
+let kernelFiles = ["Util.cl"]
+
+let package = Package(
+    name: "CLNet",
+    products: [
+        .library(name: "CLNet", targets: ["CLNet"]),
+        .executable(name: "clnet", targets: ["clnet"]),
+        .executable(name: "clnet-bench", targets: ["clnet-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenCL",
+            pkgConfig: "OpenCL",
+            providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]
+        ),
+        .systemLibrary(
+            name: "CCLBlast",
+            pkgConfig: "clblast",
+            providers: [.apt(["libclblast-dev"])]
+        ),
+        .target(
+            name: "CLNetKernels",
+            path: "Kernels",
+            resources: kernelFiles.map { .embedInCode($0) }
+        ),
+        .target(
+            name: "CLNet",
+            dependencies: ["COpenCL", "CCLBlast", "CLNetKernels"]
+        ),
+        .executableTarget(
+            name: "clnet",
+            dependencies: ["CLNet", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "clnet-bench",
+            dependencies: ["CLNet", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/clnet-bench"
+        ),
+        .testTarget(
+            name: "CLNetTests",
+            dependencies: ["CLNet"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,138 @@
+import COpenCL
+import Foundation
+import Synchronization
+
+/// An OpenCL context on one device: it creates queues and buffers and builds and caches programs.
+///
+/// One context per device is the intended use: programs are cached per context, so a second build
+/// of the same source with the same options in a process returns the program already built.
+public final class Context: @unchecked Sendable {
+    // OpenCL contexts are thread-safe (OpenCL 1.2, appendix A.2); the mutable program cache is
+    // guarded by `programsLock`.
+    let handle: cl_context
+    /// The device this context runs on.
+    public let device: Device
+    /// The on-disk program cache, or nil when it is off (`CLNET_CACHE=0`, or a driver that keeps its own).
+    public let diskCache: ProgramDiskCache?
+    /// The OpenCL objects created through this context and not yet released.
+    public let live = LiveObjects()
+    private let programsLock = NSLock()
+    private var programs: [ProgramKey: Program] = [:]
+
+    /// Creates a context on `device` (by default `Device.default`).
+    ///
+    /// - Parameter diskCache: overrides the default on-disk program cache; pass `.some(nil)` to
+    ///   turn it off for this context.
+    public init(device: Device? = nil, diskCache: ProgramDiskCache?? = .none) throws(CLNetError) {
+        let device = if let device { device } else { try Device.default }
+        self.device = device
+        var id: cl_device_id? = device.id
+        var status: cl_int = 0
+        guard let ctx = clCreateContext(nil, 1, &id, nil, nil, &status), status == CL_SUCCESS else {
+            throw .openCL(call: "clCreateContext(\(device.info.name))", status: status)
+        }
+        handle = ctx
+        self.diskCache = diskCache ?? ProgramDiskCache.defaultCache(for: device)
+    }
+
+    deinit {
+        clReleaseContext(handle)
+    }
+
+    /// A new in-order command queue with profiling on.
+    public func makeQueue() throws(CLNetError) -> CommandQueue {
+        try CommandQueue(context: self)
+    }
+
+    /// A new device buffer of `bytes` bytes (uninitialised).
+    public func buffer(bytes: Int) throws(CLNetError) -> Buffer {
+        try Buffer(context: self, bytes: bytes)
+    }
+
+    /// A new device buffer of `count` Float32 values (uninitialised).
+    public func buffer(floats count: Int) throws(CLNetError) -> Buffer {
+        try Buffer(context: self, bytes: count * MemoryLayout<Float>.stride)
+    }
+
+    /// The program for one of CLNet's kernel files, specialised by `-D` macros, from the cache
+    /// when it has been built before.
+    public func program(_ source: KernelSource, defines: [String: String] = [:]) throws(CLNetError) -> Program {
+        let macros = defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" }
+        return try program(source: source.text, fileName: source.fileName, options: macros.joined(separator: " "))
+    }
+
+    /// The program for arbitrary OpenCL C source. `fileName` only labels build logs and errors.
+    ///
+    /// The options always start with the `-cl-std` the kernels are written for (OpenCL C 1.2, which
+    /// every current driver accepts, PoCL's included); `options` follows it.
+    public func program(source: String, fileName: String, options: String = "") throws(CLNetError) -> Program {
+        let fullOptions = (try languageOption() + " " + options).trimmingCharacters(in: .whitespaces)
+        let key = ProgramKey(sourceHash: fnv1a64(source), sourceLength: source.utf8.count, options: fullOptions)
+        programsLock.lock()
+        defer { programsLock.unlock() }
+        if let cached = programs[key] { return cached }
+        let built = try Program.build(context: self, source: source, fileName: fileName,
+                                      options: fullOptions, diskCache: diskCache)
+        programs[key] = built
+        return built
+    }
+
+    /// Number of programs held by this context's in-memory cache.
+    public var cachedProgramCount: Int {
+        programsLock.lock()
+        defer { programsLock.unlock() }
+        return programs.count
+    }
+
+    private func languageOption() throws(CLNetError) -> String {
+        // "OpenCL C 1.2 PoCL" -> (1, 2). CLNet's kernels are OpenCL C 1.2.
+        let parts = device.info.openCLCVersion.split(separator: " ")
+        if parts.count >= 3, let version = Double(parts[2]), version < 1.2 {
+            throw .noDevice("""
+                \(device.info.name) compiles only \(device.info.openCLCVersion); CLNet's kernels need \
+                OpenCL C 1.2 or later: choose another device with CLNET_DEVICE
+                """)
+        }
+        return "-cl-std=CL1.2"
+    }
+}
+
+struct ProgramKey: Hashable {
+    var sourceHash: UInt64
+    var sourceLength: Int
+    var options: String
+}
+
+/// Counts of the OpenCL objects a context currently holds, for leak checks and reports.
+public final class LiveObjects: Sendable {
+    let queues = Atomic<Int>(0)
+    let buffers = Atomic<Int>(0)
+    let bufferBytes = Atomic<Int>(0)
+    let events = Atomic<Int>(0)
+    let programs = Atomic<Int>(0)
+    let kernels = Atomic<Int>(0)
+
+    /// A snapshot of every count: queues, buffers, bufferBytes, events, programs, kernels.
+    public var snapshot: [String: Int] {
+        [
+            "queues": queues.load(ordering: .relaxed),
+            "buffers": buffers.load(ordering: .relaxed),
+            "bufferBytes": bufferBytes.load(ordering: .relaxed),
+            "events": events.load(ordering: .relaxed),
+            "programs": programs.load(ordering: .relaxed),
+            "kernels": kernels.load(ordering: .relaxed),
+        ]
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash (Swift's `Hasher` is seeded per process, so it cannot name files).
+func fnv1a64<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash &*= 0x0000_0100_0000_01b3
+    }
+    return hash
+}
+
+func fnv1a64(_ text: String) -> UInt64 { fnv1a64(text.utf8) }
