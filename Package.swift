@@ -35,18 +35,22 @@ let package = Package(
             name: "CLNet",
             dependencies: ["COpenCL", "CCLBlast", "CLNetKernels"]
         ),
+        .target(
+            name: "CLNetCLI",
+            dependencies: ["CLNet"]
+        ),
         .executableTarget(
             name: "clnet",
-            dependencies: ["CLNet", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CLNet", "CLNetCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "clnet-bench",
-            dependencies: ["CLNet", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CLNet", "CLNetCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/clnet-bench"
         ),
         .testTarget(
             name: "CLNetTests",
-            dependencies: ["CLNet"]
+            dependencies: ["CLNet", "CLNetCLI"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,6 @@
 import ArgumentParser
 import CLNet
-import Foundation
+import CLNetCLI
 
 @main
 struct CLNetCommand: ParsableCommand {
@@ -12,15 +12,9 @@ struct CLNetCommand: ParsableCommand {
     )
 }
 
-/// Prints an error the way every subcommand reports one: one line (plus a build log where there
-/// is one) on standard error, and a non-zero exit.
+/// Reports an error the way every subcommand does: the message (with a build log where there is
+/// one) on standard error, and a non-zero exit.
 func fail(_ error: Error) -> ExitCode {
-    FileHandle.standardError.write(Data("clnet: error: \(error)\n".utf8))
+    printError("clnet: error: \(error)")
     return ExitCode(1)
-}
-
-func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }

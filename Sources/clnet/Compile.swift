@@ -1,6 +1,6 @@
 import ArgumentParser
 import CLNet
-import Foundation
+import CLNetCLI
 
 struct Compile: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +16,8 @@ struct Compile: ParsableCommand {
         var file: String
         var origin: String
         var seconds: Double
+        /// The same request again in this process: a lookup in the context's program cache.
+        var cachedSeconds: Double
     }
 
     func run() throws {
@@ -25,7 +27,10 @@ struct Compile: ParsableCommand {
             let context = try Context(device: dev)
             for source in KernelSource.allCases {
                 let program = try context.program(source)
-                reports.append(Report(file: source.fileName, origin: "\(program.origin)", seconds: program.buildSeconds))
+                let again = ContinuousClock.now
+                _ = try context.program(source)
+                reports.append(Report(file: source.fileName, origin: "\(program.origin)", seconds: program.buildSeconds,
+                                      cachedSeconds: CLNetCLI.seconds(since: again)))
             }
         } catch {
             throw fail(error)
@@ -33,8 +38,8 @@ struct Compile: ParsableCommand {
         if json {
             try printJSON(reports)
         } else {
-            printTable(header: ["kernel file", "seconds", "from"],
-                       rows: reports.map { [$0.file, String(format: "%.3f", $0.seconds), $0.origin] })
+            printTable(header: ["kernel file", "build s", "from", "second request s"],
+                       rows: reports.map { [$0.file, format($0.seconds, 3), $0.origin, format($0.cachedSeconds, 6)] })
         }
     }
 }

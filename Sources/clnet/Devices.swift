@@ -1,6 +1,6 @@
 import ArgumentParser
 import CLNet
-import Foundation
+import CLNetCLI
 
 struct Devices: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,14 +36,5 @@ struct Devices: ParsableCommand {
         printTable(header: ["#", "type", "device", "platform", "driver", "OpenCL C", "CUs", "global", "max alloc",
                             "local"], rows: rows)
         print("* default device (override with CLNET_DEVICE=<index or name>)")
-    }
-}
-
-func printTable(header: [String], rows: [[String]]) {
-    let all = [header] + rows
-    let widths = header.indices.map { c in all.map { $0[c].count }.max() ?? 0 }
-    for row in all {
-        let cells = row.enumerated().map { c, text in text.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
-        print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
 }

@@ -52,6 +52,9 @@ struct GEMMTests {
         }
         list.append(Case(m: 1, n: 1, k: 1, batch: 3, transposeA: false, transposeB: false, padded: false, beta: 1))
         list.append(Case(m: 32, n: 49, k: 36, batch: 32, transposeA: false, transposeB: false, padded: false, beta: 0))
+        // Above 128^3 multiply-adds: CLBlast's padded (indirect) kernel with CLNet's CPU tuning.
+        list.append(Case(m: 150, n: 131, k: 140, batch: 1, transposeA: false, transposeB: true, padded: true, beta: 0))
+        list.append(Case(m: 129, n: 130, k: 131, batch: 2, transposeA: true, transposeB: false, padded: false, beta: 0.5))
         return list
     }()
 
@@ -133,4 +136,17 @@ struct GEMMTests {
         try q2.gemm(m: 8, n: 8, k: 8, a: a, b: b, c: c, waitFor: [fillA, fillB]).wait()
         #expect(try q2.read(c) == [Float](repeating: 16, count: 64))
     }
+}
+
+/// The example README.md shows, run as written.
+@Test func readmeExample() throws {
+    let context = try Context()
+    let queue = try context.makeQueue()
+    let a = try context.buffer(floats: 64 * 32), b = try context.buffer(floats: 32 * 16)
+    let c = try context.buffer(floats: 64 * 16)
+    try queue.write([Float](repeating: 1, count: 64 * 32), to: a)
+    try queue.write([Float](repeating: 2, count: 32 * 16), to: b)
+    try queue.gemm(m: 64, n: 16, k: 32, a: a, b: b, c: c)
+    let result: [Float] = try queue.read(c)
+    #expect(result == [Float](repeating: 64, count: 64 * 16))
 }

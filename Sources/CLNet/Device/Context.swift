@@ -1,5 +1,9 @@
 import COpenCL
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Synchronization
 
 /// An OpenCL context on one device: it creates queues and buffers and builds and caches programs.
@@ -16,8 +20,8 @@ public final class Context: @unchecked Sendable {
     public let diskCache: ProgramDiskCache?
     /// The OpenCL objects created through this context and not yet released.
     public let live = LiveObjects()
-    private let programsLock = NSLock()
-    private var programs: [ProgramKey: Program] = [:]
+    // Held while a program builds, so that two threads asking for the same program build it once.
+    private let programs = Mutex<[ProgramKey: Program]>([:])
 
     /// Creates a context on `device` (by default `Device.default`).
     ///
@@ -66,22 +70,20 @@ public final class Context: @unchecked Sendable {
     /// The options always start with the `-cl-std` the kernels are written for (OpenCL C 1.2, which
     /// every current driver accepts, PoCL's included); `options` follows it.
     public func program(source: String, fileName: String, options: String = "") throws(CLNetError) -> Program {
-        let fullOptions = (try languageOption() + " " + options).trimmingCharacters(in: .whitespaces)
+        let fullOptions = (try languageOption() + " " + options).trimmed()
         let key = ProgramKey(sourceHash: fnv1a64(source), sourceLength: source.utf8.count, options: fullOptions)
-        programsLock.lock()
-        defer { programsLock.unlock() }
-        if let cached = programs[key] { return cached }
-        let built = try Program.build(context: self, source: source, fileName: fileName,
-                                      options: fullOptions, diskCache: diskCache)
-        programs[key] = built
-        return built
+        return try programs.withLock { (cache) throws(CLNetError) -> Program in
+            if let cached = cache[key] { return cached }
+            let built = try Program.build(context: self, source: source, fileName: fileName,
+                                          options: fullOptions, diskCache: diskCache)
+            cache[key] = built
+            return built
+        }
     }
 
     /// Number of programs held by this context's in-memory cache.
     public var cachedProgramCount: Int {
-        programsLock.lock()
-        defer { programsLock.unlock() }
-        return programs.count
+        programs.withLock { $0.count }
     }
 
     private func languageOption() throws(CLNetError) -> String {

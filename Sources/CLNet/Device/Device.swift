@@ -1,5 +1,9 @@
 import COpenCL
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What OpenCL reports about one device, with the platform it belongs to.
 public struct DeviceInfo: Sendable, Codable, Equatable {
@@ -179,5 +183,16 @@ private func deviceValue<T: FixedWidthInteger>(_ device: cl_device_id, _ param: 
 func cString(_ bytes: [CChar]) -> String {
     let end = bytes.firstIndex(of: 0) ?? bytes.count
     let text = String(decoding: bytes[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return text.trimmingCharacters(in: .whitespaces)
+    return text.trimmed()
+}
+
+extension String {
+    /// The string without leading and trailing whitespace and newlines.
+    func trimmed() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+              let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
 }

@@ -1,5 +1,10 @@
 import COpenCL
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A built OpenCL program. Obtain one from `Context.program(_:defines:)`, which caches it.
 public final class Program: @unchecked Sendable {
@@ -16,8 +21,7 @@ public final class Program: @unchecked Sendable {
     public let origin: Origin
     /// Wall-clock seconds that building (or loading) took.
     public let buildSeconds: Double
-    private let lock = NSLock()
-    private var kernels: [String: Kernel] = [:]
+    private let kernels = Mutex<[String: Kernel]>([:])
 
     /// How a program was obtained.
     public enum Origin: Sendable, Equatable, CustomStringConvertible {
@@ -54,16 +58,16 @@ public final class Program: @unchecked Sendable {
     /// The kernel `name` of this program. The same object is returned on every call; `Kernel`
     /// serialises its own argument setting, so sharing it between threads is safe.
     public func kernel(_ name: String) throws(CLNetError) -> Kernel {
-        lock.lock()
-        defer { lock.unlock() }
-        if let k = kernels[name] { return k }
-        var status: cl_int = 0
-        guard let handle = clCreateKernel(handle, name, &status), status == CL_SUCCESS else {
-            throw .openCL(call: "clCreateKernel(\(name) in \(fileName))", status: status)
+        try kernels.withLock { (table) throws(CLNetError) -> Kernel in
+            if let k = table[name] { return k }
+            var status: cl_int = 0
+            guard let kernel = clCreateKernel(handle, name, &status), status == CL_SUCCESS else {
+                throw .openCL(call: "clCreateKernel(\(name) in \(fileName))", status: status)
+            }
+            let k = Kernel(handle: kernel, name: name, program: fileName, live: live)
+            table[name] = k
+            return k
         }
-        let k = Kernel(handle: handle, name: name, program: fileName, live: live)
-        kernels[name] = k
-        return k
     }
 
     static func build(context: Context, source: String, fileName: String, options: String,
@@ -95,9 +99,9 @@ public final class Program: @unchecked Sendable {
     private static func fromSource(context: Context, source: String, fileName: String,
                                    options: String) throws(CLNetError) -> cl_program {
         var status: cl_int = 0
+        var length = source.utf8.count
         let program: cl_program? = source.withCString { text in
             var ptr: UnsafePointer<CChar>? = text
-            var length = strlen(text)
             return clCreateProgramWithSource(context.handle, 1, &ptr, &length, &status)
         }
         guard let program, status == CL_SUCCESS else {
@@ -156,7 +160,7 @@ public final class Program: @unchecked Sendable {
             == CL_SUCCESS, size > 0 else { return "" }
         var bytes = [CChar](repeating: 0, count: size + 1)
         _ = clGetProgramBuildInfo(program, device, cl_program_build_info(CL_PROGRAM_BUILD_LOG), size, &bytes, nil)
-        return cString(bytes).trimmingCharacters(in: .whitespacesAndNewlines)
+        return cString(bytes)
     }
 }
 
@@ -185,7 +189,7 @@ public final class Kernel: @unchecked Sendable {
     /// The kernel file it comes from.
     public let fileName: String
     private let live: LiveObjects
-    private let lock = NSLock()
+    private let lock = Mutex<Void>(())
 
     init(handle: cl_kernel, name: String, program fileName: String, live: LiveObjects) {
         self.handle = handle
@@ -200,9 +204,12 @@ public final class Kernel: @unchecked Sendable {
         live.kernels.subtract(1, ordering: .relaxed)
     }
 
-    func withArguments<R>(_ arguments: [KernelArgument], _ body: () throws(CLNetError) -> R) throws(CLNetError) -> R {
-        lock.lock()
-        defer { lock.unlock() }
+    func withArguments(_ arguments: [KernelArgument], _ body: () throws(CLNetError) -> Event) throws(CLNetError) -> Event {
+        try lock.withLock { (_) throws(CLNetError) -> Event in try setArguments(arguments, then: body) }
+    }
+
+    private func setArguments(_ arguments: [KernelArgument], then body: () throws(CLNetError) -> Event)
+        throws(CLNetError) -> Event {
         for (i, argument) in arguments.enumerated() {
             let index = cl_uint(i)
             let status: cl_int

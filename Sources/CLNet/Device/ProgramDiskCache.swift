@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// CLNet's on-disk cache of compiled program binaries, so that a second process starts fast on
 /// drivers that keep no cache of their own.

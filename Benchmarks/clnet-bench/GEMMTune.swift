@@ -1,0 +1,83 @@
+import ArgumentParser
+import CLNet
+import CLNetCLI
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Sweeps CLBlast Xgemm parameter sets on the device and prints GFLOP/s for each, so that the
+/// set `GEMMTuning` supplies can be chosen and justified.
+struct GEMMTune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm-tune",
+        abstract: "Compare CLBlast Xgemm parameter sets (CLBlast's default first) at GEMM sizes.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Square sizes, comma-separated (sizes CLBlast serves with its indirect Xgemm kernel).")
+    var sizes = "1024,2048"
+
+    @Option(help: "Override CLBlast's XGEMM_MIN_INDIRECT_SIZE: GEMMs with m*n*k below its cube use the direct kernel.")
+    var minIndirect: Int?
+
+    @Option(help: "Run only these candidates (comma-separated names); a crash in one then spares the rest.")
+    var only: String?
+
+    func run() throws {
+        let context = try common.context()
+        let shapes = sizes.split(separator: ",").compactMap { Int($0) }.map(GEMMShape.square) + [.conv3x3]
+        var rows: [[String]] = []
+        if let minIndirect {
+            try GEMMTuning.apply(GEMMTuning.Parameters(kernel: "GemmRoutine", [("XGEMM_MIN_INDIRECT_SIZE", minIndirect)]),
+                                 to: context.device)
+        }
+        let chosen = only.map { Set($0.split(separator: ",").map(String.init)) }
+        for candidate in Self.candidates where chosen?.contains(candidate.name) ?? true {
+            try GEMMTuning.apply(GEMMTuning.Parameters(kernel: "Xgemm", candidate.values), to: context.device)
+            var row = [candidate.name]
+            for shape in shapes {
+                let r = try timeGEMM(context, shape, warmup: common.warmup, iters: common.iters)
+                row.append(format(r.gflops))
+            }
+            print(row.joined(separator: "  "))
+            flushOutput()
+            rows.append(row)
+        }
+        print("")
+        printTable(header: ["Xgemm parameters"] + shapes.map { "\($0.label) GFLOP/s" }, rows: rows)
+    }
+
+    static func set(_ text: String) -> [(String, Int)] {
+        text.split(separator: " ").map { pair in
+            let kv = pair.split(separator: "=")
+            return (String(kv[0]), Int(kv[1])!)
+        }
+    }
+
+    /// CLBlast 1.5.3's own entries (its generic default, its Intel-CPU default and tuned Intel CPUs)
+    /// and a few larger tiles for wide-vector CPUs.
+    static let candidates: [(name: String, values: [(String, Int)])] = [
+        ("clblast-default", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=32 NDIMB=16 NDIMC=16 NWG=32 SA=1 SB=1 STRM=0 STRN=0 VWM=4 VWN=2")),
+        ("intel-cpu-default", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=64 NDIMB=8 NDIMC=8 NWG=64 SA=0 SB=0 STRM=0 STRN=0 VWM=4 VWN=4")),
+        ("i7-5930K", set("GEMMK=0 KREG=1 KWG=32 KWI=8 MDIMA=16 MDIMC=16 MWG=64 NDIMB=32 NDIMC=32 NWG=64 SA=0 SB=1 STRM=1 STRN=0 VWM=1 VWN=2")),
+        ("i7-3770", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=32 MDIMC=8 MWG=128 NDIMB=8 NDIMC=8 NWG=128 SA=1 SB=1 STRM=1 STRN=1 VWM=2 VWN=8")),
+        ("i7-4790K", set("GEMMK=0 KREG=1 KWG=16 KWI=2 MDIMA=8 MDIMC=8 MWG=128 NDIMB=8 NDIMC=8 NWG=128 SA=1 SB=1 STRM=1 STRN=0 VWM=1 VWN=8")),
+        ("xeon-e5-2630v3", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=8 MWG=32 NDIMB=8 NDIMC=32 NWG=128 SA=1 SB=1 STRM=1 STRN=1 VWM=1 VWN=4")),
+        ("i9-9980HK", set("GEMMK=1 KREG=2 KWG=1 KWI=1 MDIMA=16 MDIMC=16 MWG=64 NDIMB=4 NDIMC=4 NWG=64 SA=0 SB=0 STRM=0 STRN=0 VWM=1 VWN=1")),
+        ("i5-4590S", set("GEMMK=1 KREG=16 KWG=1 KWI=1 MDIMA=2 MDIMC=2 MWG=64 NDIMB=2 NDIMC=2 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=2")),
+        ("wide-128x128-v8", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-k64", set("GEMMK=0 KREG=1 KWG=64 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-k128", set("GEMMK=0 KREG=1 KWG=128 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-k256", set("GEMMK=0 KREG=1 KWG=256 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-k64-kwi8", set("GEMMK=0 KREG=1 KWG=64 KWI=8 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-k64-nolocal", set("GEMMK=0 KREG=1 KWG=64 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v8-d8", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=128 NDIMB=8 NDIMC=8 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v16-d8", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=128 NDIMB=8 NDIMC=8 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=16 VWN=16")),
+        ("wide-256x128-v8", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=256 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-128x128-v4", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=4 VWN=4")),
+        ("wide-128x128-v8-nolocal", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=8")),
+        ("wide-64x128-v8-nolocal", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=64 NDIMB=16 NDIMC=16 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=8")),
+    ]
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import CLNet
+import CLNetCLI
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A GEMM problem to time: C (m x n) = A (m x k) B (k x n), row-major.
+struct GEMMShape: Codable, Hashable {
+    var label: String
+    var m: Int
+    var n: Int
+    var k: Int
+    var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+
+    static func square(_ s: Int) -> GEMMShape { GEMMShape(label: "\(s)", m: s, n: s, k: s) }
+
+    /// ResNet-50's 3x3 convolution of stage 2 (128 -> 128 channels at 28x28, batch 8) as im2col
+    /// + GEMM: out-channels x (batch * pixels) x (in-channels * 9).
+    static let conv3x3 = GEMMShape(label: "conv3x3 128ch 28x28 b8", m: 128, n: 8 * 28 * 28, k: 128 * 9)
+}
+
+struct GEMMResult: Codable {
+    var shape: GEMMShape
+    var time: Timing
+    var gflops: Double
+}
+
+/// Times `C = A B` for `shape` with random data.
+func timeGEMM(_ context: Context, _ shape: GEMMShape, warmup: Int, iters: Int) throws -> GEMMResult {
+    let queue = try context.makeQueue()
+    let a = try context.buffer(floats: shape.m * shape.k)
+    let b = try context.buffer(floats: shape.k * shape.n)
+    let c = try context.buffer(floats: shape.m * shape.n)
+    try queue.write((0..<shape.m * shape.k).map { _ in Float.random(in: -1...1) }, to: a)
+    try queue.write((0..<shape.k * shape.n).map { _ in Float.random(in: -1...1) }, to: b)
+    let time = try measure(queue, warmup: warmup, iters: iters) {
+        try queue.gemm(m: shape.m, n: shape.n, k: shape.k, a: a, b: b, c: c)
+    }
+    return GEMMResult(shape: shape, time: time, gflops: shape.flops / time.median * 1e-9)
+}
+
+struct CopyResult: Codable {
+    var bytes: Int
+    var time: Timing
+    /// Bytes read plus bytes written, per second.
+    var gbPerSecond: Double
+}
+
+/// Times a device-to-device copy of `bytes` (counting bytes read plus bytes written).
+func timeCopy(_ context: Context, bytes: Int, warmup: Int, iters: Int) throws -> CopyResult {
+    let queue = try context.makeQueue()
+    let src = try context.buffer(bytes: bytes), dst = try context.buffer(bytes: bytes)
+    try queue.fill(src, with: 1)
+    let time = try measure(queue, warmup: warmup, iters: iters) {
+        try queue.copy(from: src, to: dst, bytes: bytes)
+    }
+    return CopyResult(bytes: bytes, time: time, gbPerSecond: 2 * Double(bytes) / time.median * 1e-9)
+}
+
+struct Peak: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The device's measured GEMM GFLOP/s and copy GB/s, the yardsticks every fraction uses.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Square GEMM size (default: 1024 on a CPU, 4096 on a GPU).")
+    var size: Int?
+
+    @Option(help: "Bytes per copy buffer in MiB.")
+    var copyMiB = 256
+
+    struct Report: Codable {
+        var device: DeviceInfo
+        var gemm: GEMMResult
+        var copy: CopyResult
+    }
+
+    func run() throws {
+        let context = try common.context()
+        let s = size ?? (context.device.info.type == "GPU" ? 4096 : 1024)
+        let gemm = try timeGEMM(context, .square(s), warmup: common.warmup, iters: common.iters)
+        let bytes = min(copyMiB << 20, context.device.info.maxAllocationBytes)
+        let copy = try timeCopy(context, bytes: bytes, warmup: common.warmup, iters: common.iters)
+        let report = Report(device: context.device.info, gemm: gemm, copy: copy)
+        if common.json { return try printJSON(report) }
+        print("device: \(context.device)")
+        printTable(header: ["measure", "median ms", "p10 ms", "p90 ms", "rate"], rows: [
+            ["SGEMM \(s)^3", format(gemm.time.median * 1e3, 2), format(gemm.time.p10 * 1e3, 2),
+             format(gemm.time.p90 * 1e3, 2), format(gemm.gflops) + " GFLOP/s"],
+            ["copy \(bytes >> 20) MiB", format(copy.time.median * 1e3, 2), format(copy.time.p10 * 1e3, 2),
+             format(copy.time.p90 * 1e3, 2), format(copy.gbPerSecond) + " GB/s (read + write)"],
+        ])
+    }
+}
+
+struct GEMMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm", abstract: "CLBlast SGEMM GFLOP/s at square sizes and a convolution-shaped size.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Square sizes, comma-separated.")
+    var sizes = "512,1024,2048"
+
+    func run() throws {
+        let context = try common.context()
+        let shapes = sizes.split(separator: ",").compactMap { Int($0) }.map(GEMMShape.square) + [.conv3x3]
+        var results: [GEMMResult] = []
+        for shape in shapes {
+            results.append(try timeGEMM(context, shape, warmup: common.warmup, iters: common.iters))
+        }
+        if common.json { return try printJSON(results) }
+        print("device: \(context.device); CLNet tuning \(GEMMTuning.parameters(for: context.device).isEmpty || ProcessInfo.processInfo.environment["CLNET_CLBLAST_TUNING"] == "0" ? "off" : "on")")
+        printTable(header: ["shape", "m", "n", "k", "median ms", "p10 ms", "p90 ms", "GFLOP/s"], rows: results.map {
+            [$0.shape.label, "\($0.shape.m)", "\($0.shape.n)", "\($0.shape.k)", format($0.time.median * 1e3, 2),
+             format($0.time.p10 * 1e3, 2), format($0.time.p90 * 1e3, 2), format($0.gflops)]
+        })
+    }
+}
