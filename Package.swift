@@ -3,7 +3,10 @@ import PackageDescription
 
 // Every kernel file in Kernels/ is embedded into the binary, so that a static build runs with no
 // file beside it. Add a new kernel file here and to `KernelSource` in Kernels/KernelSources.swift.
-let kernelFiles = ["Util.cl"]
+let kernelFiles = [
+    "Common.cl", "Util.cl", "Activation.cl", "Elementwise.cl", "Norm.cl", "Pool.cl", "Concat.cl", "Linear.cl",
+    "Loss.cl", "Optimizer.cl", "Conv.cl",
+]
 
 let package = Package(
     name: "CLNet",

@@ -2,7 +2,17 @@
 // Package.swift), so that a statically linked CLNet needs no file beside it. CLNet reads them
 // through `KernelSource`; this module only carries the bytes.
 
-/// The embedded kernel files, by file name (e.g. "Util.cl").
+/// The embedded kernel files, by file name (e.g. "Conv.cl").
 public let embeddedKernelFiles: [String: [UInt8]] = [
+    "Common.cl": PackageResources.Common_cl,
     "Util.cl": PackageResources.Util_cl,
+    "Activation.cl": PackageResources.Activation_cl,
+    "Elementwise.cl": PackageResources.Elementwise_cl,
+    "Norm.cl": PackageResources.Norm_cl,
+    "Pool.cl": PackageResources.Pool_cl,
+    "Concat.cl": PackageResources.Concat_cl,
+    "Linear.cl": PackageResources.Linear_cl,
+    "Loss.cl": PackageResources.Loss_cl,
+    "Optimizer.cl": PackageResources.Optimizer_cl,
+    "Conv.cl": PackageResources.Conv_cl,
 ]

@@ -69,3 +69,59 @@ func productsDirectory() -> URL {
     }
     return dir
 }
+
+// MARK: - Operator tests
+
+/// Bounds of the operator suite: relative error ‖a − b‖ / ‖b‖ against the Double reference.
+let forwardBound = 1e-5
+let backwardBound = 1e-4
+
+func randomDoubles(_ count: Int, using rng: inout SplitMix64, in range: ClosedRange<Double> = -1...1) -> [Double] {
+    (0..<count).map { _ in Double(Float(Double.random(in: range, using: &rng))) }
+}
+
+/// A device tensor holding `values`. With `strided`, it is a view into a larger NaN-filled
+/// buffer (offset 2, two floats of gap between samples), which exercises the kernels' batch-stride
+/// addressing and shows any read outside the view.
+func deviceTensor(_ q: CommandQueue, _ values: [Double], _ shape: Shape, strided: Bool = false) throws -> Tensor {
+    let t = try poisonedTensor(q, shape, strided: strided)
+    try q.write(values.map(Float.init), to: t)
+    return t
+}
+
+/// A tensor whose every element (and, when strided, the gaps around it) is NaN.
+func poisonedTensor(_ q: CommandQueue, _ shape: Shape, strided: Bool = false) throws -> Tensor {
+    let stride = shape.sampleCount + (strided ? 2 : 0)
+    let offset = strided ? 2 : 0
+    let buffer = try q.context.buffer(floats: offset + shape[0] * stride + 1)
+    try q.fill(buffer, with: .nan)
+    return try Tensor(buffer: buffer, shape: shape, offset: offset, batchStride: stride)
+}
+
+/// Reads `t` and checks it against `want` within `bound`, naming `what` on failure.
+func expectClose(_ q: CommandQueue, _ t: Tensor, _ want: [Double], _ bound: Double, _ what: String,
+                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let got = try q.read(t)
+    let error = relativeError(got, want)
+    #expect(error <= bound, "\(what): relative error \(error) > \(bound)", sourceLocation: sourceLocation)
+}
+
+/// Central finite differences of a scalar function in Double.
+func finiteDifference(at x: [Double], h: Double = 1e-6, _ f: ([Double]) -> Double) -> [Double] {
+    var x = x
+    return x.indices.map { i in
+        let keep = x[i]
+        x[i] = keep + h
+        let up = f(x)
+        x[i] = keep - h
+        let down = f(x)
+        x[i] = keep
+        return (up - down) / (2 * h)
+    }
+}
+
+/// Σ a·b, the scalar whose gradient with respect to an op's output is `b`.
+func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+
+/// Shapes every element-wise test sweeps: batch 1 and more, odd sizes, channels not a multiple of 4.
+let elementwiseShapes: [Shape] = [[1, 1, 1, 1], [1, 3, 5, 7], [2, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3]]

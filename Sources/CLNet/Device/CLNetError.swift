@@ -16,6 +16,8 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
     case noDevice(String)
     /// An argument is out of range or inconsistent with another; the message names both.
     case invalidArgument(String)
+    /// An operator was given shapes or parameters it cannot work with; names the operator and the shapes.
+    case invalidShape(operation: String, message: String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
             return message
         case let .invalidArgument(message):
             return message
+        case let .invalidShape(operation, message):
+            return "\(operation): \(message)"
         }
     }
 }

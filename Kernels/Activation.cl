@@ -1,0 +1,111 @@
+// Activations: ReLU, PReLU (one learnable slope per channel), dropout and sigmoid.
+// Tensor arguments are (buffer, offset, batch stride); see Common.cl. Work items run over all
+// `total` elements; `sample` is the element count of one sample (C*H*W) and `plane` is H*W.
+
+__kernel void relu_forward(__global const float *x, uint xo, uint xs,
+                           __global float *y, uint yo, uint ys, uint sample, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    y[AT(yo, ys, n, j)] = fmax(x[AT(xo, xs, n, j)], 0.0f);
+}
+
+// Uses the output y (y > 0 exactly where x > 0), so ReLU can run in place.
+__kernel void relu_backward(__global const float *y, uint yo, uint ys,
+                            __global const float *dy, uint dyo, uint dys,
+                            __global float *dx, uint dxo, uint dxs, uint sample, uint total, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    const float g = y[AT(yo, ys, n, j)] > 0.0f ? dy[AT(dyo, dys, n, j)] : 0.0f;
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), g, accumulate);
+}
+
+__kernel void prelu_forward(__global const float *x, uint xo, uint xs, __global const float *slope, uint so,
+                            __global float *y, uint yo, uint ys, uint sample, uint plane, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample, c = j / plane;
+    const float v = x[AT(xo, xs, n, j)];
+    y[AT(yo, ys, n, j)] = v > 0.0f ? v : slope[so + c] * v;
+}
+
+__kernel void prelu_backward_input(__global const float *x, uint xo, uint xs, __global const float *slope, uint so,
+                                   __global const float *dy, uint dyo, uint dys,
+                                   __global float *dx, uint dxo, uint dxs,
+                                   uint sample, uint plane, uint total, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample, c = j / plane;
+    const float g = dy[AT(dyo, dys, n, j)];
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), x[AT(xo, xs, n, j)] > 0.0f ? g : slope[so + c] * g, accumulate);
+}
+
+// One work-group per channel: dslope[c] = sum over samples and pixels of dy * x where x <= 0.
+__kernel void prelu_backward_slope(__global const float *x, uint xo, uint xs,
+                                   __global const float *dy, uint dyo, uint dys,
+                                   __global float *dslope, uint dso, uint batch, uint channels, uint plane,
+                                   uint accumulate) {
+    __local float scratch[RED];
+    const uint c = get_group_id(0), lid = get_local_id(0);
+    const uint sample = channels * plane, count = batch * plane;
+    float sum = 0.0f;
+    for (uint k = lid; k < count; k += RED) {
+        const uint n = k / plane, j = c * plane + k % plane;
+        const float v = x[AT(xo, xs, n, j)];
+        if (v <= 0.0f) sum += dy[AT(dyo, dys, n, j)] * v;
+    }
+    sum = group_sum(sum, scratch);
+    if (lid == 0) STORE_GRAD(dslope, dso + c, sum, accumulate);
+}
+
+// A counter-based generator: the keep decision for element i depends only on (seed, i), so the
+// backward pass regenerates the mask instead of storing it.
+inline float dropout_uniform(uint seed, uint i) {
+    uint h = i * 0x9E3779B9u ^ seed;
+    h ^= h >> 16; h *= 0x7FEB352Du;
+    h ^= h >> 15; h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+// Training-mode dropout: each element is zeroed with probability p, the rest scaled by 1/(1-p).
+// The element index is the dense NCHW index, so the mask does not depend on the layout.
+__kernel void dropout_forward(__global const float *x, uint xo, uint xs,
+                              __global float *y, uint yo, uint ys, uint sample, uint total,
+                              float p, uint seed) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    const float keep = dropout_uniform(seed, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
+    y[AT(yo, ys, n, j)] = x[AT(xo, xs, n, j)] * keep;
+}
+
+__kernel void dropout_backward(__global const float *dy, uint dyo, uint dys,
+                               __global float *dx, uint dxo, uint dxs, uint sample, uint total,
+                               float p, uint seed, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    const float keep = dropout_uniform(seed, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), dy[AT(dyo, dys, n, j)] * keep, accumulate);
+}
+
+__kernel void sigmoid_forward(__global const float *x, uint xo, uint xs,
+                              __global float *y, uint yo, uint ys, uint sample, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    y[AT(yo, ys, n, j)] = 1.0f / (1.0f + exp(-x[AT(xo, xs, n, j)]));
+}
+
+// From the output: dsigmoid/dx = y (1 - y).
+__kernel void sigmoid_backward(__global const float *y, uint yo, uint ys,
+                               __global const float *dy, uint dyo, uint dys,
+                               __global float *dx, uint dxo, uint dxs, uint sample, uint total, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    const float s = y[AT(yo, ys, n, j)];
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), dy[AT(dyo, dys, n, j)] * s * (1.0f - s), accumulate);
+}

@@ -1,0 +1,72 @@
+// What every operator family shares: finding its kernels, passing tensors, checking shapes.
+
+extension Context {
+    /// Work-group size of the reduction kernels: a power of two that the device accepts.
+    var reductionSize: Int {
+        var size = 256
+        while size > device.info.maxWorkGroupSize { size /= 2 }
+        return size
+    }
+
+    /// A kernel of one of CLNet's kernel files, built with the standard macros.
+    func kernel(_ source: KernelSource, _ name: String) throws(CLNetError) -> Kernel {
+        try program(source, defines: ["RED": "\(reductionSize)"]).kernel(name)
+    }
+}
+
+extension CommandQueue {
+    /// Launches an element-wise kernel over `total` work items.
+    func launch(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], total: Int,
+                waitFor: [Event]) throws(CLNetError) -> Event {
+        try enqueue(try context.kernel(source, name), arguments, global: [total], waitFor: waitFor)
+    }
+
+    /// Launches a reduction kernel: `groups` work-groups of `Context.reductionSize` work items.
+    func reduce(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], groups: Int,
+                waitFor: [Event]) throws(CLNetError) -> Event {
+        let size = context.reductionSize
+        return try enqueue(try context.kernel(source, name), arguments, global: [groups * size], local: [size],
+                           waitFor: waitFor)
+    }
+}
+
+extension Tensor {
+    /// The three kernel arguments of a tensor: buffer, offset and batch stride (see Common.cl).
+    var arguments: [KernelArgument] {
+        [.buffer(buffer), .uint(UInt32(offset)), .uint(UInt32(batchStride))]
+    }
+
+    /// The two kernel arguments of a parameter vector (dense, e.g. in the parameter arena): buffer and offset.
+    var vectorArguments: [KernelArgument] {
+        [.buffer(buffer), .uint(UInt32(offset))]
+    }
+}
+
+/// Kernel indices are 32-bit: fail clearly rather than wrap.
+func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws(CLNetError) {
+    for t in tensors where t.buffer.floatCount > Int(UInt32.max) {
+        throw .invalidShape(operation: operation,
+                            message: "tensor \(t.shape) lives in a buffer of more than 2^32 floats; split the batch")
+    }
+}
+
+/// Throws unless every named shape equals the first.
+func checkSameShape(_ operation: String, _ shapes: KeyValuePairs<String, Shape>) throws(CLNetError) {
+    guard let first = shapes.first else { return }
+    for (name, shape) in shapes where shape != first.value {
+        throw .invalidShape(operation: operation,
+                            message: "\(name) has shape \(shape) but \(first.key) has shape \(first.value)")
+    }
+}
+
+/// Throws unless `shape` has `rank` dimensions.
+func checkRank(_ operation: String, _ name: String, _ shape: Shape, _ rank: Int) throws(CLNetError) {
+    guard shape.rank == rank else {
+        throw .invalidShape(operation: operation, message: "\(name) must have \(rank) dimensions, got \(shape)")
+    }
+}
+
+extension KernelArgument {
+    static func flag(_ value: Bool) -> KernelArgument { .uint(value ? 1 : 0) }
+    static func count(_ value: Int) -> KernelArgument { .uint(UInt32(value)) }
+}

@@ -1,0 +1,37 @@
+extension Reference {
+    public static func add(_ a: [Double], _ b: [Double], relu: Bool = false) -> [Double] {
+        zip(a, b).map { relu ? max($0 + $1, 0) : $0 + $1 }
+    }
+
+    /// The gradient each addend receives.
+    public static func addBackward(y: [Double], dy: [Double], relu: Bool = false) -> [Double] {
+        relu ? reluBackward(y: y, dy: dy) : dy
+    }
+
+    public static func scaledAdd(_ x: [Double], branch: [Double], scale: [Double], shape: Shape,
+                                 relu: Bool = false) -> [Double] {
+        x.indices.map { i in
+            let v = x[i] + scale[i / shape.sampleCount] * branch[i]
+            return relu ? max(v, 0) : v
+        }
+    }
+
+    public static func scaledAddBackward(y: [Double], dy: [Double], scale: [Double], shape: Shape,
+                                         relu: Bool = false) -> (dx: [Double], dbranch: [Double]) {
+        let dx = addBackward(y: y, dy: dy, relu: relu)
+        return (dx, dx.indices.map { dx[$0] * scale[$0 / shape.sampleCount] })
+    }
+
+    public static func channelScale(_ x: [Double], shape: Shape, scale: [Double]) -> [Double] {
+        let plane = shape.h * shape.w
+        return x.indices.map { x[$0] * scale[$0 / plane] }
+    }
+
+    public static func channelScaleBackward(_ x: [Double], shape: Shape, scale: [Double], dy: [Double])
+        -> (dx: [Double], dscale: [Double]) {
+        let plane = shape.h * shape.w
+        var ds = [Double](repeating: 0, count: shape.n * shape.c)
+        for i in x.indices { ds[i / plane] += x[i] * dy[i] }
+        return (dy.indices.map { dy[$0] * scale[$0 / plane] }, ds)
+    }
+}

@@ -1,0 +1,115 @@
+/// The shape of an NCHW Float32 tensor. Vectors and matrices use fewer dimensions
+/// (`[N, C]` for logits, `[C]` for per-channel parameters).
+public struct Shape: Hashable, Sendable, CustomStringConvertible, ExpressibleByArrayLiteral {
+    public var dims: [Int]
+
+    public init(_ dims: [Int]) { self.dims = dims }
+    public init(arrayLiteral elements: Int...) { dims = elements }
+
+    /// Number of elements.
+    public var count: Int { dims.reduce(1, *) }
+    public var rank: Int { dims.count }
+    public subscript(i: Int) -> Int { dims[i] }
+
+    /// For a 4-D shape: batch, channels, height, width.
+    public var n: Int { dims[0] }
+    public var c: Int { dims[1] }
+    public var h: Int { dims.count > 2 ? dims[2] : 1 }
+    public var w: Int { dims.count > 3 ? dims[3] : 1 }
+    /// Elements of one sample: C * H * W (for any rank, the product of all but the first dimension).
+    public var sampleCount: Int { dims.dropFirst().reduce(1, *) }
+
+    public var description: String { "[" + dims.map(String.init).joined(separator: ", ") + "]" }
+}
+
+/// A Float32 tensor on the device: a view of a buffer.
+///
+/// Samples sit `batchStride` elements apart, which may be more than a sample's size: a DenseNet
+/// layer's output is a channel slice of its block's buffer (`slice(channels:)`), so producers
+/// write into place and concatenation copies nothing. Within a sample the layout is dense.
+public struct Tensor: Sendable {
+    public let buffer: Buffer
+    /// First element, in Float32 elements from the buffer's start.
+    public let offset: Int
+    public let shape: Shape
+    /// Elements from one sample to the next.
+    public let batchStride: Int
+
+    /// A view of `buffer`; throws if it does not fit.
+    public init(buffer: Buffer, shape: Shape, offset: Int = 0, batchStride: Int? = nil) throws(CLNetError) {
+        let stride = batchStride ?? shape.sampleCount
+        guard shape.rank >= 1, shape.dims.allSatisfy({ $0 > 0 }) else {
+            throw .invalidArgument("tensor shape \(shape) must have positive dimensions")
+        }
+        guard offset >= 0, stride >= shape.sampleCount,
+              offset + (shape[0] - 1) * stride + shape.sampleCount <= buffer.floatCount
+        else {
+            throw .invalidArgument("""
+                tensor \(shape) at offset \(offset) with batch stride \(stride) does not fit a buffer of \
+                \(buffer.floatCount) floats
+                """)
+        }
+        self.buffer = buffer
+        self.offset = offset
+        self.shape = shape
+        self.batchStride = stride
+    }
+
+    /// A new dense tensor (uninitialised).
+    public init(context: Context, shape: Shape) throws(CLNetError) {
+        try self.init(buffer: try context.buffer(floats: max(shape.count, 1)), shape: shape)
+    }
+
+    /// True when samples follow each other with no gap.
+    public var isDense: Bool { batchStride == shape.sampleCount }
+
+    /// Channels `range` of a 4-D tensor, as a view into the same buffer.
+    public func slice(channels range: Range<Int>) throws(CLNetError) -> Tensor {
+        guard shape.rank == 4, range.lowerBound >= 0, range.upperBound <= shape.c, !range.isEmpty else {
+            throw .invalidArgument("channel slice \(range) of a tensor \(shape) is out of range")
+        }
+        let plane = shape.h * shape.w
+        return try Tensor(buffer: buffer, shape: [shape.n, range.count, shape.h, shape.w],
+                          offset: offset + range.lowerBound * plane, batchStride: batchStride)
+    }
+
+    /// The same elements under another shape with the same count (dense tensors only).
+    public func reshaped(_ newShape: Shape) throws(CLNetError) -> Tensor {
+        guard isDense, newShape.count == shape.count else {
+            throw .invalidArgument("cannot reshape \(shape)\(isDense ? "" : " (a strided view)") to \(newShape)")
+        }
+        return try Tensor(buffer: buffer, shape: newShape, offset: offset)
+    }
+}
+
+extension CommandQueue {
+    /// Uploads `values` (dense NCHW) into `tensor`.
+    public func write(_ values: [Float], to tensor: Tensor) throws(CLNetError) {
+        guard values.count == tensor.shape.count else {
+            throw .invalidArgument("writing \(values.count) values into a tensor \(tensor.shape)")
+        }
+        if tensor.isDense { return try write(values, to: tensor.buffer, offset: tensor.offset) }
+        let per = tensor.shape.sampleCount
+        for n in 0..<tensor.shape[0] {
+            try write(Array(values[n * per..<(n + 1) * per]), to: tensor.buffer, offset: tensor.offset + n * tensor.batchStride)
+        }
+    }
+
+    /// Downloads `tensor` as dense NCHW values, after all earlier work on this queue.
+    public func read(_ tensor: Tensor) throws(CLNetError) -> [Float] {
+        if tensor.isDense { return try read(tensor.buffer, count: tensor.shape.count, offset: tensor.offset) }
+        var out: [Float] = []
+        out.reserveCapacity(tensor.shape.count)
+        for n in 0..<tensor.shape[0] {
+            out += try read(tensor.buffer, count: tensor.shape.sampleCount, offset: tensor.offset + n * tensor.batchStride)
+        }
+        return out
+    }
+
+    /// A new dense tensor holding `values`.
+    public func upload(_ values: [Float], shape: Shape) throws(CLNetError) -> Tensor {
+        let t = try Tensor(context: context, shape: shape)
+        try write(values, to: t)
+        return t
+    }
+}
