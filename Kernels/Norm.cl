@@ -1,1 +1,192 @@
-// placeholder
+// Batch norm and group norm, forward and backward, each optionally fused with a following ReLU.
+//
+// Both normalise over "statistics sets": batch norm has one per channel (all samples and
+// pixels), group norm one per (sample, group) (the group's channels and pixels). GROUPS == 0
+// selects batch norm; otherwise it is the number of groups. `plane` is H*W.
+//
+// The workspace `ws` (offset wso) holds, for S statistics sets: mean[S], invstd[S], then two
+// sums of the backward pass sum1[S], sum2[S].
+//
+// Tensor arguments are (buffer, offset, batch stride); see Common.cl. Parameters (gamma, beta,
+// running statistics) are (buffer, offset).
+
+// The statistics set of element j (dense index within sample n).
+inline uint stat_of(uint n, uint c, uint channels, uint groups) {
+    return groups == 0 ? c : n * groups + c / (channels / groups);
+}
+
+// Elements of set s, enumerated by k in [0, count): returns sample and in-sample index.
+inline void element_of(uint s, uint k, uint batch, uint channels, uint plane, uint groups,
+                       uint *n, uint *j) {
+    if (groups == 0) {
+        *n = k / plane;
+        *j = s * plane + k % plane;
+    } else {
+        const uint per = channels / groups;
+        *n = s / groups;
+        *j = (s % groups) * per * plane + k;
+    }
+}
+
+// One work-group per statistics set: mean and 1/sqrt(var + eps) in one pass over x (Welford per
+// work item, then Chan et al.'s pairwise combination). In batch-norm training it also updates
+// the running statistics as PyTorch does: momentum-weighted, with the unbiased variance.
+__kernel void norm_stats(__global const float *x, uint xo, uint xs,
+                         __global float *ws, uint wso,
+                         __global float *run_mean, uint rmo, __global float *run_var, uint rvo,
+                         uint batch, uint channels, uint plane, uint groups,
+                         float eps, float momentum, uint update_running) {
+    __local float l_n[RED], l_mean[RED], l_m2[RED];
+    const uint s = get_group_id(0), lid = get_local_id(0);
+    const uint sets = groups == 0 ? channels : batch * groups;
+    const uint count = groups == 0 ? batch * plane : (channels / groups) * plane;
+    float cnt = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (uint k = lid; k < count; k += RED) {
+        uint n, j;
+        element_of(s, k, batch, channels, plane, groups, &n, &j);
+        const float v = x[AT(xo, xs, n, j)];
+        cnt += 1.0f;
+        const float d = v - mean;
+        mean += d / cnt;
+        m2 += d * (v - mean);
+    }
+    l_n[lid] = cnt; l_mean[lid] = mean; l_m2[lid] = m2;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = RED / 2; h > 0; h >>= 1) {
+        if (lid < h) {
+            const float na = l_n[lid], nb = l_n[lid + h], nt = na + nb;
+            if (nt > 0.0f) {
+                const float d = l_mean[lid + h] - l_mean[lid];
+                l_mean[lid] = l_mean[lid] + d * (nb / nt);
+                l_m2[lid] = l_m2[lid] + l_m2[lid + h] + d * d * (na * nb / nt);
+                l_n[lid] = nt;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) {
+        const float m = l_mean[0], var = l_m2[0] / (float)count;
+        ws[wso + s] = m;
+        ws[wso + sets + s] = rsqrt(var + eps);
+        if (update_running) {
+            const float unbiased = l_m2[0] / (float)(count - 1);
+            run_mean[rmo + s] = (1.0f - momentum) * run_mean[rmo + s] + momentum * m;
+            run_var[rvo + s] = (1.0f - momentum) * run_var[rvo + s] + momentum * unbiased;
+        }
+    }
+}
+
+// y = (x - mean) * invstd * gamma[c] + beta[c], then ReLU when asked. With FROM_RUNNING the
+// statistics are batch norm's running mean and variance (inference) instead of the workspace.
+__kernel void norm_apply(__global const float *x, uint xo, uint xs,
+                         __global const float *gamma, uint go, __global const float *beta, uint bo,
+                         __global const float *mean, uint mo, __global const float *second, uint so,
+                         __global float *y, uint yo, uint ys,
+                         uint batch, uint channels, uint plane, uint groups, uint total,
+                         uint from_running, float eps, uint relu) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    const uint s = stat_of(n, c, channels, groups);
+    const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
+    const float v = (x[AT(xo, xs, n, j)] - mean[mo + s]) * invstd * gamma[go + c] + beta[bo + c];
+    y[AT(yo, ys, n, j)] = relu ? fmax(v, 0.0f) : v;
+}
+
+// The upstream gradient, masked by the fused ReLU (recomputing y from x), and x-hat.
+inline void grad_and_xhat(__global const float *x, uint xi, __global const float *dy, uint dyi,
+                          float mean, float invstd, float gamma, float beta, uint relu,
+                          float *g, float *xhat) {
+    *xhat = (x[xi] - mean) * invstd;
+    *g = dy[dyi];
+    if (relu && *xhat * gamma + beta <= 0.0f) *g = 0.0f;
+}
+
+// Group norm: one work-group per (sample, group): sum1 = sum of gamma*g, sum2 = sum of
+// gamma*g*xhat over the set. (Batch norm gets these from norm_backward_params.)
+__kernel void norm_backward_sums(__global const float *x, uint xo, uint xs,
+                                 __global const float *dy, uint dyo, uint dys,
+                                 __global const float *gamma, uint go, __global const float *beta, uint bo,
+                                 __global float *ws, uint wso,
+                                 uint batch, uint channels, uint plane, uint groups, uint relu) {
+    __local float scratch[RED];
+    const uint s = get_group_id(0), lid = get_local_id(0);
+    const uint sets = batch * groups, count = (channels / groups) * plane;
+    const float mean = ws[wso + s], invstd = ws[wso + sets + s];
+    float s1 = 0.0f, s2 = 0.0f;
+    for (uint k = lid; k < count; k += RED) {
+        uint n, j;
+        element_of(s, k, batch, channels, plane, groups, &n, &j);
+        const uint c = j / plane;
+        float g, xhat;
+        grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), mean, invstd, gamma[go + c], beta[bo + c],
+                      relu, &g, &xhat);
+        s1 += g * gamma[go + c];
+        s2 += g * gamma[go + c] * xhat;
+    }
+    s1 = group_sum(s1, scratch);
+    s2 = group_sum(s2, scratch);
+    if (lid == 0) {
+        ws[wso + 2 * sets + s] = s1;
+        ws[wso + 3 * sets + s] = s2;
+    }
+}
+
+// One work-group per channel: dgamma[c] = sum of g * xhat, dbeta[c] = sum of g, over samples and
+// pixels. In batch norm these are also the sums the input gradient needs (times gamma), so
+// they are written to the workspace too.
+__kernel void norm_backward_params(__global const float *x, uint xo, uint xs,
+                                   __global const float *dy, uint dyo, uint dys,
+                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
+                                   __global float *ws, uint wso,
+                                   __global float *dgamma, uint dgo, __global float *dbeta, uint dbo,
+                                   uint batch, uint channels, uint plane, uint groups, uint relu,
+                                   uint write_params, uint accumulate) {
+    __local float scratch[RED];
+    const uint c = get_group_id(0), lid = get_local_id(0);
+    const uint sets = groups == 0 ? channels : batch * groups, count = batch * plane;
+    float sg = 0.0f, sgx = 0.0f;
+    for (uint k = lid; k < count; k += RED) {
+        const uint n = k / plane, j = c * plane + k % plane;
+        const uint s = stat_of(n, c, channels, groups);
+        float g, xhat;
+        grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), ws[wso + s], ws[wso + sets + s],
+                      gamma[go + c], beta[bo + c], relu, &g, &xhat);
+        sg += g;
+        sgx += g * xhat;
+    }
+    sg = group_sum(sg, scratch);
+    sgx = group_sum(sgx, scratch);
+    if (lid == 0) {
+        if (write_params) {
+            STORE_GRAD(dgamma, dgo + c, sgx, accumulate);
+            STORE_GRAD(dbeta, dbo + c, sg, accumulate);
+        }
+        if (groups == 0) {
+            ws[wso + 2 * sets + c] = sg * gamma[go + c];
+            ws[wso + 3 * sets + c] = sgx * gamma[go + c];
+        }
+    }
+}
+
+// dx = invstd * (gamma*g - sum1/M - xhat * sum2/M), M the size of the statistics set.
+__kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
+                                  __global const float *dy, uint dyo, uint dys,
+                                  __global const float *gamma, uint go, __global const float *beta, uint bo,
+                                  __global const float *ws, uint wso,
+                                  __global float *dx, uint dxo, uint dxs,
+                                  uint batch, uint channels, uint plane, uint groups, uint total,
+                                  uint relu, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    const uint s = stat_of(n, c, channels, groups);
+    const uint sets = groups == 0 ? channels : batch * groups;
+    const float m = groups == 0 ? (float)(batch * plane) : (float)((channels / groups) * plane);
+    const float invstd = ws[wso + sets + s];
+    float g, xhat;
+    grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), ws[wso + s], invstd, gamma[go + c], beta[bo + c],
+                  relu, &g, &xhat);
+    const float v = invstd * (gamma[go + c] * g - ws[wso + 2 * sets + s] / m - xhat * ws[wso + 3 * sets + s] / m);
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), v, accumulate);
+}

@@ -1,0 +1,175 @@
+// Batch norm and group norm on the device, optionally fused with the ReLU that follows.
+// CPU reference: Reference/NormReference.swift; kernels: Kernels/Norm.cl.
+
+/// Batch normalisation (Ioffe & Szegedy 2015) over NCHW, per channel.
+///
+/// Training mode normalises with the batch's statistics and updates the running statistics as
+/// PyTorch does (`running = (1 - momentum) * running + momentum * stat`, with the unbiased
+/// variance); inference mode normalises with the running statistics. `relu` fuses the ReLU that
+/// follows, so that the pair reads and writes each tensor once per pass.
+public enum BatchNorm {
+    /// Floats of workspace a training forward needs, kept for the backward: 4 per channel.
+    public static func workspaceCount(channels: Int) -> Int { 4 * channels }
+
+    @discardableResult
+    public static func forwardTraining(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor,
+                                       runningMean: Tensor, runningVar: Tensor, y: Tensor, workspace: Tensor,
+                                       relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
+                                       waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let op = relu ? "BatchNorm+ReLU" : "BatchNorm"
+        try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: 0)
+        try NormKernels.checkVector(op, "running mean", runningMean, x.shape.c)
+        try NormKernels.checkVector(op, "running variance", runningVar, x.shape.c)
+        try NormKernels.checkVector(op, "workspace", workspace, workspaceCount(channels: x.shape.c))
+        guard x.shape.n * x.shape.h * x.shape.w > 1 else {
+            throw .invalidShape(operation: op, message: """
+                training needs more than one value per channel to estimate a variance; x has shape \(x.shape)
+                """)
+        }
+        let stats = try NormKernels.stats(q, x: x, workspace: workspace, running: (runningMean, runningVar),
+                                          groups: 0, eps: eps, momentum: momentum, waitFor: waitFor)
+        return try NormKernels.apply(q, x: x, gamma: gamma, beta: beta, mean: workspace,
+                                     second: try workspace.vector(offset: x.shape.c, count: x.shape.c),
+                                     fromRunning: false, y: y, groups: 0, eps: eps, relu: relu, waitFor: [stats])
+    }
+
+    @discardableResult
+    public static func forwardInference(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor,
+                                        runningMean: Tensor, runningVar: Tensor, y: Tensor, relu: Bool = false,
+                                        eps: Float = 1e-5, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let op = relu ? "BatchNorm+ReLU (inference)" : "BatchNorm (inference)"
+        try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: 0)
+        try NormKernels.checkVector(op, "running mean", runningMean, x.shape.c)
+        try NormKernels.checkVector(op, "running variance", runningVar, x.shape.c)
+        return try NormKernels.apply(q, x: x, gamma: gamma, beta: beta, mean: runningMean, second: runningVar,
+                                     fromRunning: true, y: y, groups: 0, eps: eps, relu: relu, waitFor: waitFor)
+    }
+
+    /// Gradients after a training forward whose `workspace` is passed back. Any of dx, dgamma and
+    /// dbeta may be nil; dgamma and dbeta come together.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
+                                dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, relu: Bool = false,
+                                accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try NormKernels.backward(q, op: relu ? "BatchNorm+ReLU backward" : "BatchNorm backward", x: x, gamma: gamma,
+                                 beta: beta, workspace: workspace, dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta,
+                                 groups: 0, relu: relu, accumulate: accumulate, waitFor: waitFor)
+    }
+}
+
+/// Group normalisation (Wu & He 2018): statistics per sample over groups of channels, a learned
+/// scale and shift per channel. It behaves the same in training and inference.
+public enum GroupNorm {
+    /// Floats of workspace the forward needs and the backward reads: 4 per (sample, group).
+    public static func workspaceCount(batch: Int, groups: Int) -> Int { 4 * batch * groups }
+
+    @discardableResult
+    public static func forward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, groups: Int, y: Tensor,
+                               workspace: Tensor, relu: Bool = false, eps: Float = 1e-5,
+                               waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let op = relu ? "GroupNorm+ReLU" : "GroupNorm"
+        try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: groups)
+        let sets = x.shape.n * groups
+        try NormKernels.checkVector(op, "workspace", workspace, workspaceCount(batch: x.shape.n, groups: groups))
+        let stats = try NormKernels.stats(q, x: x, workspace: workspace, running: nil, groups: groups, eps: eps,
+                                          momentum: 0, waitFor: waitFor)
+        return try NormKernels.apply(q, x: x, gamma: gamma, beta: beta, mean: workspace,
+                                     second: try workspace.vector(offset: sets, count: sets), fromRunning: false,
+                                     y: y, groups: groups, eps: eps, relu: relu, waitFor: [stats])
+    }
+
+    @discardableResult
+    public static func backward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, groups: Int,
+                                workspace: Tensor, dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?,
+                                relu: Bool = false, accumulate: Bool = false,
+                                waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try NormKernels.backward(q, op: relu ? "GroupNorm+ReLU backward" : "GroupNorm backward", x: x, gamma: gamma,
+                                 beta: beta, workspace: workspace, dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta,
+                                 groups: groups, relu: relu, accumulate: accumulate, waitFor: waitFor)
+    }
+}
+
+/// The launches batch norm and group norm share (`groups` 0 means batch norm).
+enum NormKernels {
+    static func check(_ op: String, x: Tensor, y: Tensor, gamma: Tensor, beta: Tensor,
+                      groups: Int) throws(CLNetError) {
+        try checkRank(op, "x", x.shape, 4)
+        try checkSameShape(op, ["x": x.shape, "y": y.shape])
+        try checkVector(op, "gamma", gamma, x.shape.c)
+        try checkVector(op, "beta", beta, x.shape.c)
+        if groups != 0 {
+            guard groups > 0, x.shape.c % groups == 0 else {
+                throw .invalidShape(operation: op, message: "\(x.shape.c) channels of x \(x.shape) are not divisible into \(groups) groups")
+            }
+        }
+        try checkIndexable(op, [x, y])
+    }
+
+    static func checkVector(_ op: String, _ name: String, _ t: Tensor, _ count: Int) throws(CLNetError) {
+        guard t.shape.count == count, t.isDense else {
+            throw .invalidShape(operation: op, message: "\(name) has shape \(t.shape) but \(count) values are needed")
+        }
+    }
+
+    static func geometry(_ x: Tensor, _ groups: Int) -> [KernelArgument] {
+        [.count(x.shape.n), .count(x.shape.c), .count(x.shape.h * x.shape.w), .count(groups)]
+    }
+
+    static func stats(_ q: CommandQueue, x: Tensor, workspace: Tensor, running: (Tensor, Tensor)?, groups: Int,
+                      eps: Float, momentum: Float, waitFor: [Event]) throws(CLNetError) -> Event {
+        let (rm, rv) = running ?? (workspace, workspace)
+        return try q.reduce(.norm, "norm_stats", x.arguments + workspace.vectorArguments + rm.vectorArguments +
+                            rv.vectorArguments + geometry(x, groups) +
+                            [.float(eps), .float(momentum), .flag(running != nil)],
+                            groups: groups == 0 ? x.shape.c : x.shape.n * groups, waitFor: waitFor)
+    }
+
+    static func apply(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, second: Tensor,
+                      fromRunning: Bool, y: Tensor, groups: Int, eps: Float, relu: Bool,
+                      waitFor: [Event]) throws(CLNetError) -> Event {
+        try q.launch(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
+                     mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
+                     [.count(x.shape.count), .flag(fromRunning), .float(eps), .flag(relu)],
+                     total: x.shape.count, waitFor: waitFor)
+    }
+
+    static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
+                         dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, groups: Int, relu: Bool,
+                         accumulate: Bool, waitFor: [Event]) throws(CLNetError) -> Event {
+        try check(op, x: x, y: dy, gamma: gamma, beta: beta, groups: groups)
+        let sets = groups == 0 ? x.shape.c : x.shape.n * groups
+        try checkVector(op, "workspace", workspace, 4 * sets)
+        guard (dgamma == nil) == (dbeta == nil) else {
+            throw .invalidShape(operation: op, message: "dgamma and dbeta are computed together; pass both or neither")
+        }
+        if let dgamma, let dbeta {
+            try checkVector(op, "dgamma", dgamma, x.shape.c)
+            try checkVector(op, "dbeta", dbeta, x.shape.c)
+        }
+        if let dx { try checkSameShape(op, ["x": x.shape, "dx": dx.shape]) }
+        let common = x.arguments + dy.arguments + gamma.vectorArguments + beta.vectorArguments + workspace.vectorArguments
+        var last: [Event] = waitFor
+        // Batch norm's input gradient needs the per-channel sums that the parameter pass makes.
+        if dgamma != nil || (groups == 0 && dx != nil) {
+            let dg = dgamma ?? workspace, db = dbeta ?? workspace
+            last = [try q.reduce(.norm, "norm_backward_params", common + dg.vectorArguments + db.vectorArguments +
+                                 geometry(x, groups) + [.flag(relu), .flag(dgamma != nil), .flag(accumulate)],
+                                 groups: x.shape.c, waitFor: waitFor)]
+        }
+        guard let dx else { return try q.marker(waitFor: last) }
+        if groups != 0 {
+            last = [try q.reduce(.norm, "norm_backward_sums", common + geometry(x, groups) + [.flag(relu)],
+                                 groups: sets, waitFor: last)]
+        }
+        return try q.launch(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
+                            [.count(x.shape.count), .flag(relu), .flag(accumulate)],
+                            total: x.shape.count, waitFor: last)
+    }
+}
+
+extension Tensor {
+    /// `count` floats of this dense tensor starting at element `offset`, as a vector.
+    func vector(offset start: Int, count: Int) throws(CLNetError) -> Tensor {
+        try Tensor(buffer: buffer, shape: [count], offset: offset + start)
+    }
+}

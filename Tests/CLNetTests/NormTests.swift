@@ -1,0 +1,137 @@
+import CLNet
+import Testing
+
+@Suite("Norm: batch norm, group norm, fused ReLU")
+struct NormTests {
+    // Not two values per channel: there the input gradient is exactly zero up to eps, and a
+    // relative error against zero measures only rounding.
+    static let shapes: [Shape] = [[1, 3, 5, 7], [3, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3], [8, 32, 7, 7]]
+
+    @Test(arguments: shapes, [false, true])
+    func batchNormTraining(shape: Shape, relu: Bool) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("batchNorm \(shape) relu \(relu)")
+        let c = shape.c
+        let x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
+        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+        let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                               runningVar: rv, relu: relu)
+        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
+
+        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
+        let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+        let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
+        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(channels: c)])
+        try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
+                                      workspace: ws, relu: relu)
+        try expectClose(q, yt, want.y, forwardBound, "y")
+        try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
+        try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
+
+        let dyt = try deviceTensor(q, dy, shape)
+        let dxt = try poisonedTensor(q, shape, strided: true)
+        let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
+                               dbeta: dbt, relu: relu)
+        try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+        try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+        try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+
+        // Input gradient alone, accumulated into what is there.
+        let prior = randomDoubles(shape.count, using: &rng)
+        let acc = try deviceTensor(q, prior, shape)
+        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: acc, dgamma: nil,
+                               dbeta: nil, relu: relu, accumulate: true)
+        try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx")
+    }
+
+    @Test(arguments: shapes)
+    func batchNormInference(shape: Shape) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("batchNorm inference \(shape)")
+        let c = shape.c
+        let x = randomDoubles(shape.count, using: &rng)
+        let gamma = randomDoubles(c, using: &rng), beta = randomDoubles(c, using: &rng)
+        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.1...2)
+        for relu in [false, true] {
+            let want = Reference.batchNormInference(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                    runningVar: rv, relu: relu)
+            let xt = try deviceTensor(q, x, shape), yt = try poisonedTensor(q, shape, strided: true)
+            try BatchNorm.forwardInference(q, x: xt, gamma: try deviceTensor(q, gamma, [c]),
+                                           beta: try deviceTensor(q, beta, [c]), runningMean: try deviceTensor(q, rm, [c]),
+                                           runningVar: try deviceTensor(q, rv, [c]), y: yt, relu: relu)
+            try expectClose(q, yt, want, forwardBound, "inference relu \(relu)")
+        }
+    }
+
+    struct GroupCase: Sendable, CustomTestStringConvertible {
+        var shape: Shape
+        var groups: Int
+        var testDescription: String { "\(shape) groups \(groups)" }
+    }
+
+    @Test(arguments: [
+        GroupCase(shape: [1, 6, 5, 7], groups: 1), GroupCase(shape: [2, 6, 3, 3], groups: 2),
+        GroupCase(shape: [3, 5, 4, 3], groups: 5), GroupCase(shape: [2, 64, 3, 3], groups: 32),
+        GroupCase(shape: [1, 12, 1, 1], groups: 3),
+    ], [false, true])
+    func groupNorm(_ t: GroupCase, relu: Bool) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("groupNorm \(t.testDescription)")
+        let shape = t.shape, c = shape.c
+        let x = randomDoubles(shape.count, using: &rng, in: -1...2), dy = randomDoubles(shape.count, using: &rng)
+        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+        let y = Reference.groupNorm(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, relu: relu)
+        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, dy: dy, relu: relu)
+        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
+        let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+        let ws = try poisonedTensor(q, [GroupNorm.workspaceCount(batch: shape.n, groups: t.groups)])
+        try GroupNorm.forward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, y: yt, workspace: ws, relu: relu)
+        try expectClose(q, yt, y, forwardBound, "y")
+        let dyt = try deviceTensor(q, dy, shape, strided: true), dxt = try poisonedTensor(q, shape)
+        let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+        try GroupNorm.backward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, workspace: ws, dy: dyt, dx: dxt,
+                               dgamma: dgt, dbeta: dbt, relu: relu)
+        try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+        try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+        try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+    }
+
+    @Test(arguments: [0, 1, 2, 3])
+    func referenceGradientsMatchFiniteDifferences(groups: Int) {
+        var rng = freshGenerator("norm finite differences groups \(groups)")
+        let shape: Shape = [2, 6, 2, 3]
+        let groupCount = groups == 0 ? 0 : [1, 2, 3][groups - 1]
+        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+        let gamma = randomDoubles(shape.c, using: &rng, in: 0.5...1.5), beta = randomDoubles(shape.c, using: &rng)
+        let zeros = [Double](repeating: 0, count: shape.c), ones = [Double](repeating: 1, count: shape.c)
+        func forward(_ x: [Double], _ g: [Double], _ b: [Double]) -> [Double] {
+            groupCount == 0
+                ? Reference.batchNormTraining(x, shape: shape, gamma: g, beta: b, runningMean: zeros, runningVar: ones).y
+                : Reference.groupNorm(x, shape: shape, gamma: g, beta: b, groups: groupCount)
+        }
+        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: groupCount, dy: dy)
+        #expect(relativeError(grads.dx, finiteDifference(at: x) { dot(forward($0, gamma, beta), dy) }) < 1e-6)
+        #expect(relativeError(grads.dgamma, finiteDifference(at: gamma) { dot(forward(x, $0, beta), dy) }) < 1e-6)
+        #expect(relativeError(grads.dbeta, finiteDifference(at: beta) { dot(forward(x, gamma, $0), dy) }) < 1e-6)
+    }
+
+    @Test func badArgumentsThrow() throws {
+        let q = try Shared.context().makeQueue()
+        let x = try poisonedTensor(q, [1, 4, 1, 1]), v = try poisonedTensor(q, [4]), ws = try poisonedTensor(q, [16])
+        let one = #expect(throws: CLNetError.self) {
+            try BatchNorm.forwardTraining(q, x: x, gamma: v, beta: v, runningMean: v, runningVar: v, y: x, workspace: ws)
+        }
+        #expect("\(one!)".contains("BatchNorm") && "\(one!)".contains("[1, 4, 1, 1]"))
+        let x2 = try poisonedTensor(q, [2, 6, 3, 3]), v6 = try poisonedTensor(q, [6])
+        let groups = #expect(throws: CLNetError.self) {
+            try GroupNorm.forward(q, x: x2, gamma: v6, beta: v6, groups: 4, y: x2, workspace: try poisonedTensor(q, [32]))
+        }
+        #expect("\(groups!)".contains("GroupNorm") && "\(groups!)".contains("4 groups"))
+        let gamma = #expect(throws: CLNetError.self) {
+            try BatchNorm.forwardInference(q, x: x2, gamma: v, beta: v6, runningMean: v6, runningVar: v6, y: x2)
+        }
+        #expect("\(gamma!)".contains("gamma") && "\(gamma!)".contains("[4]"))
+    }
+}
