@@ -1,0 +1,77 @@
+// The fully connected layer on the device: CLBlast GEMM plus the bias kernels of
+// Kernels/Linear.cl (which convolutions use too). CPU reference: Reference/LinearReference.swift.
+
+/// y = x W^T + b with x [N, in] (any tensor whose samples hold `in` values, e.g. [N, C, 1, 1]),
+/// W [out, in] as torchvision's `fc.weight`, b [out].
+public enum Linear {
+    static func check(_ op: String, _ x: Tensor, _ weight: Tensor, _ y: Shape?) throws(CLNetError) -> (Int, Int) {
+        try checkRank(op, "weight", weight.shape, 2)
+        let (outF, inF) = (weight.shape[0], weight.shape[1])
+        guard x.shape.sampleCount == inF else {
+            throw .invalidShape(operation: op, message: "x \(x.shape) has \(x.shape.sampleCount) features per sample but weight \(weight.shape) expects \(inF)")
+        }
+        if let y, y.count != x.shape.n * outF || y[0] != x.shape.n {
+            throw .invalidShape(operation: op, message: "output \(y) does not hold [\(x.shape.n), \(outF)] for x \(x.shape) and weight \(weight.shape)")
+        }
+        return (outF, inF)
+    }
+
+    @discardableResult
+    public static func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor,
+                               waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let (outF, inF) = try check("Linear", x, weight, y.shape)
+        let gemm = try q.gemm(transposeB: true, m: x.shape.n, n: outF, k: inF, a: x.buffer, aOffset: x.offset,
+                              lda: x.batchStride, b: weight.buffer, bOffset: weight.offset, ldb: inF,
+                              c: y.buffer, cOffset: y.offset, ldc: y.batchStride, waitFor: waitFor)
+        guard let bias else { return gemm }
+        return try Bias.forward(q, y: y, bias: bias, channels: outF, waitFor: [gemm])
+    }
+
+    /// Gradients for the input, the weight and the bias; each may be nil.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,
+                                dbias: Tensor?, accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> [Event] {
+        let (outF, inF) = try check("Linear backward", x, weight, dy.shape)
+        let beta: Float = accumulate ? 1 : 0
+        var events: [Event] = []
+        if let dx {
+            try checkSameShape("Linear backward", ["x": x.shape, "dx": dx.shape])
+            events.append(try q.gemm(m: x.shape.n, n: inF, k: outF, a: dy.buffer, aOffset: dy.offset, lda: dy.batchStride,
+                                     b: weight.buffer, bOffset: weight.offset, ldb: inF, beta: beta,
+                                     c: dx.buffer, cOffset: dx.offset, ldc: dx.batchStride, waitFor: waitFor))
+        }
+        if let dweight {
+            try checkSameShape("Linear backward", ["weight": weight.shape, "dweight": dweight.shape])
+            events.append(try q.gemm(transposeA: true, m: outF, n: inF, k: x.shape.n, a: dy.buffer, aOffset: dy.offset,
+                                     lda: dy.batchStride, b: x.buffer, bOffset: x.offset, ldb: x.batchStride, beta: beta,
+                                     c: dweight.buffer, cOffset: dweight.offset, ldc: inF, waitFor: waitFor))
+        }
+        if let dbias {
+            events.append(try Bias.backward(q, dy: dy, dbias: dbias, channels: outF, accumulate: accumulate, waitFor: waitFor))
+        }
+        return events
+    }
+}
+
+/// A per-channel bias over NCHW (or [N, C]) tensors, shared by Linear and Conv2D.
+enum Bias {
+    static func forward(_ q: CommandQueue, y: Tensor, bias: Tensor, channels: Int,
+                        waitFor: [Event]) throws(CLNetError) -> Event {
+        guard bias.shape.count == channels else {
+            throw .invalidShape(operation: "bias", message: "bias \(bias.shape) does not match \(channels) output channels of \(y.shape)")
+        }
+        return try q.launch(.linear, "bias_forward", y.arguments + bias.vectorArguments +
+                            [.count(channels), .count(y.shape.sampleCount / channels), .count(y.shape.count)],
+                            total: y.shape.count, waitFor: waitFor)
+    }
+
+    static func backward(_ q: CommandQueue, dy: Tensor, dbias: Tensor, channels: Int, accumulate: Bool,
+                         waitFor: [Event]) throws(CLNetError) -> Event {
+        guard dbias.shape.count == channels else {
+            throw .invalidShape(operation: "bias backward", message: "dbias \(dbias.shape) does not match \(channels) channels of \(dy.shape)")
+        }
+        return try q.reduce(.linear, "bias_backward", dy.arguments + dbias.vectorArguments +
+                            [.count(dy.shape.n), .count(channels), .count(dy.shape.sampleCount / channels), .flag(accumulate)],
+                            groups: channels, waitFor: waitFor)
+    }
+}

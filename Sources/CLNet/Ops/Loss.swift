@@ -1,0 +1,50 @@
+// Softmax cross-entropy on the device. CPU reference: Reference/LossReference.swift; kernels:
+// Kernels/Loss.cl.
+
+/// Mean softmax cross-entropy of logits [N, K] against integer labels, with optional label
+/// smoothing (PyTorch's `label_smoothing`); it also counts correct top-1 predictions.
+public enum SoftmaxCrossEntropy {
+    /// Floats of workspace the forward needs: 2 per sample.
+    public static func workspaceCount(batch: Int) -> Int { 2 * batch }
+
+    static func check(_ op: String, _ logits: Tensor, _ labels: Buffer, _ smoothing: Float) throws(CLNetError) {
+        guard logits.shape.rank >= 2 else {
+            throw .invalidShape(operation: op, message: "logits must be [N, K], got \(logits.shape)")
+        }
+        guard labels.byteCount >= logits.shape.n * 4 else {
+            throw .invalidShape(operation: op, message: "labels buffer of \(labels.byteCount) bytes is too small for \(logits.shape.n) samples")
+        }
+        guard smoothing >= 0, smoothing < 1 else {
+            throw .invalidShape(operation: op, message: "label smoothing must be in [0, 1), got \(smoothing)")
+        }
+    }
+
+    /// Writes [mean loss, correct count] into `result` (two floats). `labels` holds N Int32
+    /// values; one outside [0, K) makes the loss NaN (check labels on the host before upload).
+    @discardableResult
+    public static func forward(_ q: CommandQueue, logits: Tensor, labels: Buffer, result: Tensor, workspace: Tensor,
+                               labelSmoothing: Float = 0, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try check("SoftmaxCrossEntropy", logits, labels, labelSmoothing)
+        let n = logits.shape.n
+        guard result.shape.count == 2, workspace.shape.count >= workspaceCount(batch: n) else {
+            throw .invalidShape(operation: "SoftmaxCrossEntropy", message: "result \(result.shape) must hold 2 floats and workspace \(workspace.shape) \(2 * n)")
+        }
+        let per = try q.reduce(.loss, "xent_forward", logits.arguments + [.buffer(labels), .uint(0)] +
+                               workspace.vectorArguments + [.count(n), .count(logits.shape.sampleCount),
+                                .float(labelSmoothing)], groups: n, waitFor: waitFor)
+        return try q.reduce(.loss, "xent_reduce", workspace.vectorArguments + [.count(n)] + result.vectorArguments,
+                            groups: 1, waitFor: [per])
+    }
+
+    /// dlogits = scale / N * (softmax(logits) - target); `scale` is the loss's upstream gradient.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, logits: Tensor, labels: Buffer, dlogits: Tensor,
+                                labelSmoothing: Float = 0, scale: Float = 1, accumulate: Bool = false,
+                                waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try check("SoftmaxCrossEntropy backward", logits, labels, labelSmoothing)
+        try checkSameShape("SoftmaxCrossEntropy backward", ["logits": logits.shape, "dlogits": dlogits.shape])
+        return try q.reduce(.loss, "xent_backward", logits.arguments + [.buffer(labels), .uint(0)] + dlogits.arguments +
+                            [.count(logits.shape.n), .count(logits.shape.sampleCount), .float(labelSmoothing),
+                             .float(scale), .flag(accumulate)], groups: logits.shape.n, waitFor: waitFor)
+    }
+}

@@ -1,0 +1,45 @@
+import CLNet
+import Testing
+
+@Suite("Concat: channel concatenation, copying and in place")
+struct ConcatTests {
+    @Test(arguments: [[1, 2, 3], [5], [4, 4, 1, 7]], [1, 3])
+    func concat(channels: [Int], batch: Int) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("concat \(channels) batch \(batch)")
+        let shapes = channels.map { Shape([batch, $0, 5, 3]) }
+        let xs = shapes.map { randomDoubles($0.count, using: &rng) }
+        let out = try Concat.outputShape(shapes)
+        let dy = randomDoubles(out.count, using: &rng)
+        let inputs = try zip(xs, shapes).map { try deviceTensor(q, $0, $1, strided: true) }
+        let yt = try poisonedTensor(q, out, strided: true)
+        try Concat.forward(q, inputs: inputs, y: yt)
+        try expectClose(q, yt, Reference.concat(xs, shapes: shapes), forwardBound, "forward")
+        let dyt = try deviceTensor(q, dy, out)
+        let dxs = try shapes.map { try poisonedTensor(q, $0) }
+        try Concat.backward(q, dy: dyt, dxs: dxs, channels: channels)
+        for (i, want) in Reference.concatBackward(dy: dy, shapes: shapes).enumerated() {
+            try expectClose(q, dxs[i], want, backwardBound, "dx \(i)")
+        }
+    }
+
+    /// The DenseNet form: producers write into slices of one preallocated buffer and the
+    /// concatenation is the buffer itself.
+    @Test func producersWriteIntoTheirSlices() throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("concat in place")
+        let shapes: [Shape] = [[2, 3, 4, 4], [2, 5, 4, 4]]
+        let xs = shapes.map { randomDoubles($0.count, using: &rng) }
+        let block = try poisonedTensor(q, try Concat.outputShape(shapes))
+        for (i, (x, s)) in zip(xs, shapes).enumerated() {
+            let start = i == 0 ? 0 : 3
+            try ReLU.forward(q, x: try deviceTensor(q, x, s), y: try block.slice(channels: start..<start + s.c))
+        }
+        try expectClose(q, block, Reference.concat(xs.map(Reference.relu), shapes: shapes), forwardBound, "block")
+    }
+
+    @Test func mismatchedInputsThrow() throws {
+        let e = #expect(throws: CLNetError.self) { try Concat.outputShape([[2, 3, 4, 4], [2, 3, 5, 4]]) }
+        #expect("\(e!)".contains("Concat") && "\(e!)".contains("[2, 3, 5, 4]") && "\(e!)".contains("[2, 3, 4, 4]"))
+    }
+}
