@@ -1,1 +1,118 @@
-// placeholder
+// 2-D convolution helpers: im2col and col2im for the GEMM path (the products go through
+// CLBlast), and direct kernels for depthwise convolution.
+// Tensor arguments are (buffer, offset, batch stride); see Common.cl. Weights are OIHW.
+// Geometry: C input channels of H x W, output OH x OW, kernel KH x KW, stride SH, SW,
+// zero padding PH, PW, dilation DH, DW.
+
+#define GEOMETRY uint C, uint H, uint W, uint OH, uint OW, uint KH, uint KW, \
+                 uint SH, uint SW, uint PH, uint PW, uint DH, uint DW
+
+// col[s][(c*KH + kh)*KW + kw][oh*OW + ow] = x[n0 + s][c][oh*SH - PH + kh*DH][ow*SW - PW + kw*DW]
+// (zero outside the input), for `count` samples starting at n0.
+__kernel void im2col(__global const float *x, uint xo, uint xs, __global float *col, uint co,
+                     GEOMETRY, uint n0, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint plane = OH * OW, rows = C * KH * KW;
+    const uint p = i % plane, r = (i / plane) % rows, s = i / (plane * rows);
+    const uint ow = p % OW, oh = p / OW;
+    const uint kw = r % KW, kh = (r / KW) % KH, c = r / (KW * KH);
+    const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
+    const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
+    float v = 0.0f;
+    if (h >= 0 && h < (int)H && w >= 0 && w < (int)W) v = x[AT(xo, xs, n0 + s, (c * H + h) * W + w)];
+    col[co + i] = v;
+}
+
+// The adjoint of im2col: each input element gathers every column entry that im2col copied it to.
+__kernel void col2im(__global const float *col, uint co, __global float *dx, uint dxo, uint dxs,
+                     GEOMETRY, uint n0, uint total, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint iw = i % W, ih = (i / W) % H, c = (i / (W * H)) % C, s = i / (W * H * C);
+    const uint plane = OH * OW, rows = C * KH * KW;
+    float sum = 0.0f;
+    for (uint kh = 0; kh < KH; ++kh) {
+        const int th = (int)ih + (int)PH - (int)(kh * DH);
+        if (th < 0 || th % (int)SH != 0) continue;
+        const uint oh = (uint)th / SH;
+        if (oh >= OH) continue;
+        for (uint kw = 0; kw < KW; ++kw) {
+            const int tw = (int)iw + (int)PW - (int)(kw * DW);
+            if (tw < 0 || tw % (int)SW != 0) continue;
+            const uint ow = (uint)tw / SW;
+            if (ow >= OW) continue;
+            sum += col[co + (s * rows + (c * KH + kh) * KW + kw) * plane + oh * OW + ow];
+        }
+    }
+    STORE_GRAD(dx, AT(dxo, dxs, n0 + s, (c * H + ih) * W + iw), sum, accumulate);
+}
+
+// Depthwise: groups == C, each input channel c feeds MULT output channels c*MULT + m with its
+// own KH x KW filter (weight [C*MULT, 1, KH, KW]). One work item per output element.
+__kernel void depthwise_forward(__global const float *x, uint xo, uint xs, __global const float *wt, uint wo,
+                                __global float *y, uint yo, uint ys, GEOMETRY, uint MULT, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint ow = i % OW, oh = (i / OW) % OH, oc = (i / (OW * OH)) % (C * MULT), n = i / (OW * OH * C * MULT);
+    const uint c = oc / MULT;
+    float sum = 0.0f;
+    for (uint kh = 0; kh < KH; ++kh) {
+        const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
+        if (h < 0 || h >= (int)H) continue;
+        for (uint kw = 0; kw < KW; ++kw) {
+            const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
+            if (w < 0 || w >= (int)W) continue;
+            sum += x[AT(xo, xs, n, (c * H + h) * W + w)] * wt[wo + (oc * KH + kh) * KW + kw];
+        }
+    }
+    y[AT(yo, ys, n, (oc * OH + oh) * OW + ow)] = sum;
+}
+
+// One work item per input element, gathering from the outputs its channel feeds.
+__kernel void depthwise_backward_input(__global const float *dy, uint dyo, uint dys, __global const float *wt, uint wo,
+                                       __global float *dx, uint dxo, uint dxs, GEOMETRY, uint MULT, uint total,
+                                       uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint iw = i % W, ih = (i / W) % H, c = (i / (W * H)) % C, n = i / (W * H * C);
+    float sum = 0.0f;
+    for (uint kh = 0; kh < KH; ++kh) {
+        const int th = (int)ih + (int)PH - (int)(kh * DH);
+        if (th < 0 || th % (int)SH != 0) continue;
+        const uint oh = (uint)th / SH;
+        if (oh >= OH) continue;
+        for (uint kw = 0; kw < KW; ++kw) {
+            const int tw = (int)iw + (int)PW - (int)(kw * DW);
+            if (tw < 0 || tw % (int)SW != 0) continue;
+            const uint ow = (uint)tw / SW;
+            if (ow >= OW) continue;
+            for (uint m = 0; m < MULT; ++m) {
+                const uint oc = c * MULT + m;
+                sum += dy[AT(dyo, dys, n, (oc * OH + oh) * OW + ow)] * wt[wo + (oc * KH + kh) * KW + kw];
+            }
+        }
+    }
+    STORE_GRAD(dx, AT(dxo, dxs, n, (c * H + ih) * W + iw), sum, accumulate);
+}
+
+// One work-group per weight element (oc, kh, kw): the sum over samples and output positions.
+__kernel void depthwise_backward_weight(__global const float *x, uint xo, uint xs,
+                                        __global const float *dy, uint dyo, uint dys,
+                                        __global float *dw, uint dwo, GEOMETRY, uint MULT, uint batch,
+                                        uint accumulate) {
+    __local float scratch[RED];
+    const uint e = get_group_id(0), lid = get_local_id(0);
+    const uint kw = e % KW, kh = (e / KW) % KH, oc = e / (KW * KH), c = oc / MULT;
+    const uint plane = OH * OW, count = batch * plane;
+    float sum = 0.0f;
+    for (uint k = lid; k < count; k += RED) {
+        const uint n = k / plane, p = k % plane, oh = p / OW, ow = p % OW;
+        const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
+        const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
+        if (h >= 0 && h < (int)H && w >= 0 && w < (int)W)
+            sum += x[AT(xo, xs, n, (c * H + h) * W + w)] * dy[AT(dyo, dys, n, oc * plane + p)];
+    }
+    sum = group_sum(sum, scratch);
+    if (lid == 0) STORE_GRAD(dw, dwo + e, sum, accumulate);
+}

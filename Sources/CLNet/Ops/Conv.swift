@@ -1,0 +1,266 @@
+// 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
+// Kernels/Conv.cl (im2col, col2im, depthwise); matrix products through CLBlast.
+
+/// A 2-D convolution's hyper-parameters, with the weight layout of torchvision (OIHW:
+/// `[out, in / groups, kH, kW]`) and an optional bias `[out]`.
+public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
+    public var inChannels: Int
+    public var outChannels: Int
+    public var kernel: Pair
+    public var stride: Pair
+    public var padding: Pair
+    public var dilation: Pair
+    public var groups: Int
+
+    /// A (height, width) pair.
+    public struct Pair: Sendable, Hashable {
+        public var h: Int
+        public var w: Int
+        public init(_ h: Int, _ w: Int) { self.h = h; self.w = w }
+    }
+
+    public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1) {
+        self.init(inChannels: inChannels, outChannels: outChannels, kernel: Pair(kernel, kernel),
+                  stride: Pair(stride, stride), padding: Pair(padding, padding), dilation: Pair(dilation, dilation),
+                  groups: groups)
+    }
+
+    public init(inChannels: Int, outChannels: Int, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: Int) {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+    }
+
+    public var description: String {
+        "conv \(inChannels)->\(outChannels) k\(kernel.h)x\(kernel.w) s\(stride.h) p\(padding.h) d\(dilation.h) g\(groups)"
+    }
+
+    /// `[out, in / groups, kH, kW]`.
+    public var weightShape: Shape { [outChannels, inChannels / max(groups, 1), kernel.h, kernel.w] }
+
+    /// How the convolution is computed; chosen from the shape alone, and reported by benchmarks.
+    public enum Algorithm: String, Sendable {
+        /// 1x1, stride 1, no padding, one group: the convolution is a matrix product per sample.
+        case gemm1x1 = "gemm-1x1"
+        /// im2col, then GEMM (strided-batched over samples, or over groups when grouped).
+        case im2col = "im2col+gemm"
+        /// groups == input channels: a direct kernel.
+        case depthwise
+    }
+
+    public var algorithm: Algorithm {
+        if groups == inChannels && groups > 1 && outChannels % inChannels == 0 { return .depthwise }
+        if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return .gemm1x1 }
+        return .im2col
+    }
+
+    /// The output shape for input `x`; throws naming the layer and both shapes when they do not fit.
+    public func outputShape(_ x: Shape) throws(CLNetError) -> Shape {
+        let op = "Conv2D(\(self))"
+        try checkRank(op, "x", x, 4)
+        guard inChannels > 0, outChannels > 0, groups > 0, inChannels % groups == 0, outChannels % groups == 0 else {
+            throw .invalidShape(operation: op, message: "\(inChannels) input and \(outChannels) output channels must both be divisible by \(groups) groups")
+        }
+        guard x.c == inChannels else {
+            throw .invalidShape(operation: op, message: "x \(x) has \(x.c) channels but the weight \(weightShape) expects \(inChannels)")
+        }
+        guard kernel.h > 0, kernel.w > 0, stride.h > 0, stride.w > 0, dilation.h > 0, dilation.w > 0 else {
+            throw .invalidShape(operation: op, message: "kernel, stride and dilation must be positive")
+        }
+        guard padding.h >= 0, padding.w >= 0 else {
+            throw .invalidShape(operation: op, message: "padding \(padding.h)x\(padding.w) must not be negative")
+        }
+        let ekh = (kernel.h - 1) * dilation.h + 1, ekw = (kernel.w - 1) * dilation.w + 1
+        guard ekh <= x.h + 2 * padding.h, ekw <= x.w + 2 * padding.w else {
+            throw .invalidShape(operation: op, message: """
+                kernel \(ekh)x\(ekw) (with dilation) is larger than the padded input \(x.h + 2 * padding.h)x\(x.w + 2 * padding.w) of x \(x)
+                """)
+        }
+        return [x.n, outChannels, (x.h + 2 * padding.h - ekh) / stride.h + 1, (x.w + 2 * padding.w - ekw) / stride.w + 1]
+    }
+
+    /// Floats per sample of the im2col buffer.
+    func columnCount(_ x: Shape, _ y: Shape) -> Int { inChannels * kernel.h * kernel.w * y.h * y.w }
+
+    /// Samples im2col handles per launch: a whole chunk shares one batched GEMM when there is one group.
+    func chunk(_ x: Shape, _ y: Shape, budget: Int) -> Int {
+        groups > 1 ? 1 : max(1, min(x.n, budget / max(columnCount(x, y), 1)))
+    }
+
+    /// The workspace floats forward and backward need for input `x` (0 unless im2col), within
+    /// about `budget` floats where a batch allows.
+    public func workspaceCount(_ x: Shape, budget: Int = 1 << 24) throws(CLNetError) -> Int {
+        guard algorithm == .im2col else { return 0 }
+        let y = try outputShape(x)
+        return chunk(x, y, budget: budget) * columnCount(x, y)
+    }
+
+    private func check(_ x: Tensor, _ weight: Tensor, _ y: Shape, _ bias: Tensor?, workspace: Tensor?,
+                       _ label: String) throws(CLNetError) -> Shape {
+        let op = "Conv2D(\(self))\(label)"
+        let out = try outputShape(x.shape)
+        guard weight.shape == weightShape, weight.isDense else {
+            throw .invalidShape(operation: op, message: "weight has shape \(weight.shape) but \(weightShape) is needed")
+        }
+        guard y == out else { throw .invalidShape(operation: op, message: "output has shape \(y) but x \(x.shape) gives \(out)") }
+        if let bias, bias.shape.count != outChannels {
+            throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(outChannels) values are needed")
+        }
+        if algorithm == .im2col {
+            guard let workspace, workspace.isDense, workspace.shape.count >= columnCount(x.shape, out) else {
+                throw .invalidShape(operation: op, message: "needs a workspace of at least \(columnCount(x.shape, out)) floats (workspaceCount)")
+            }
+        }
+        return out
+    }
+
+    private func geometry(_ x: Shape, _ y: Shape) -> [KernelArgument] {
+        [x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w, dilation.h, dilation.w]
+            .map { .count($0) }
+    }
+
+    /// y = conv(x, weight) + bias. `workspace` is needed by the im2col algorithm (`workspaceCount`).
+    @discardableResult
+    public func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Tensor? = nil,
+                        waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let out = try check(x, weight, y.shape, bias, workspace: workspace, "")
+        try checkIndexable("Conv2D", [x, y])
+        var last: Event
+        switch algorithm {
+        case .gemm1x1:
+            let hw = x.shape.h * x.shape.w
+            last = try q.gemmStridedBatched(m: outChannels, n: hw, k: inChannels, a: weight.buffer, aOffset: weight.offset,
+                                            lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
+                                            strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
+                                            strideC: y.batchStride, batch: x.shape.n, waitFor: waitFor)
+        case .depthwise:
+            last = try q.launch(.conv, "depthwise_forward", x.arguments + weight.vectorArguments + y.arguments +
+                                geometry(x.shape, out) + [.count(outChannels / inChannels), .count(out.count)],
+                                total: out.count, waitFor: waitFor)
+        case .im2col:
+            let ws = workspace!
+            let kk = kernel.h * kernel.w, plane = out.h * out.w, perSample = columnCount(x.shape, out)
+            let cg = inChannels / groups, og = outChannels / groups
+            let step = chunk(x.shape, out, budget: ws.shape.count)
+            var wait = waitFor
+            last = try q.marker(waitFor: waitFor)
+            for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
+                let count = min(step, x.shape.n - n0)
+                _ = try im2col(q, x, out, ws, n0: n0, count: count, waitFor: wait)
+                wait = []
+                if groups == 1 {
+                    last = try q.gemmStridedBatched(m: outChannels, n: plane, k: inChannels * kk, a: weight.buffer,
+                                                    aOffset: weight.offset, lda: inChannels * kk, strideA: 0,
+                                                    b: ws.buffer, bOffset: ws.offset, ldb: plane, strideB: perSample,
+                                                    c: y.buffer, cOffset: y.offset + n0 * y.batchStride, ldc: plane,
+                                                    strideC: y.batchStride, batch: count)
+                } else {
+                    last = try q.gemmStridedBatched(m: og, n: plane, k: cg * kk, a: weight.buffer, aOffset: weight.offset,
+                                                    lda: cg * kk, strideA: og * cg * kk, b: ws.buffer, bOffset: ws.offset,
+                                                    ldb: plane, strideB: cg * kk * plane, c: y.buffer,
+                                                    cOffset: y.offset + n0 * y.batchStride, ldc: plane,
+                                                    strideC: og * plane, batch: groups)
+                }
+            }
+        }
+        if let bias { last = try Bias.forward(q, y: y, bias: bias, channels: outChannels, waitFor: [last]) }
+        return last
+    }
+
+    /// Gradients for the input, the weight and the bias; each may be nil. With `accumulate` they
+    /// are added to what the tensors hold.
+    @discardableResult
+    public func backward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,
+                         dbias: Tensor?, workspace: Tensor? = nil, accumulate: Bool = false,
+                         waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let out = try check(x, weight, dy.shape, dbias, workspace: workspace, " backward")
+        if let dx { try checkSameShape("Conv2D(\(self)) backward", ["x": x.shape, "dx": dx.shape]) }
+        if let dweight, dweight.shape != weightShape || !dweight.isDense {
+            throw .invalidShape(operation: "Conv2D(\(self)) backward", message: "dweight has shape \(dweight.shape) but \(weightShape) is needed")
+        }
+        let beta: Float = accumulate ? 1 : 0
+        var last = try q.marker(waitFor: waitFor)
+        if let dbias { last = try Bias.backward(q, dy: dy, dbias: dbias, channels: outChannels, accumulate: accumulate, waitFor: []) }
+        let kk = kernel.h * kernel.w, plane = out.h * out.w
+        switch algorithm {
+        case .gemm1x1:
+            let hw = plane
+            if let dweight {
+                for n in 0..<x.shape.n {
+                    last = try q.gemm(transposeB: true, m: outChannels, n: inChannels, k: hw, a: dy.buffer,
+                                      aOffset: dy.offset + n * dy.batchStride, lda: hw, b: x.buffer,
+                                      bOffset: x.offset + n * x.batchStride, ldb: hw, beta: n == 0 ? beta : 1,
+                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inChannels)
+                }
+            }
+            if let dx {
+                last = try q.gemmStridedBatched(transposeA: true, m: inChannels, n: hw, k: outChannels, a: weight.buffer,
+                                                aOffset: weight.offset, lda: inChannels, strideA: 0, b: dy.buffer,
+                                                bOffset: dy.offset, ldb: hw, strideB: dy.batchStride, beta: beta,
+                                                c: dx.buffer, cOffset: dx.offset, ldc: hw, strideC: dx.batchStride,
+                                                batch: x.shape.n)
+            }
+        case .depthwise:
+            let mult = outChannels / inChannels
+            if let dweight {
+                last = try q.reduce(.conv, "depthwise_backward_weight", x.arguments + dy.arguments + dweight.vectorArguments +
+                                    geometry(x.shape, out) + [.count(mult), .count(x.shape.n), .flag(accumulate)],
+                                    groups: outChannels * kk, waitFor: [])
+            }
+            if let dx {
+                last = try q.launch(.conv, "depthwise_backward_input", dy.arguments + weight.vectorArguments + dx.arguments +
+                                    geometry(x.shape, out) + [.count(mult), .count(x.shape.count), .flag(accumulate)],
+                                    total: x.shape.count, waitFor: [])
+            }
+        case .im2col:
+            let ws = workspace!
+            let perSample = columnCount(x.shape, out), cg = inChannels / groups, og = outChannels / groups
+            let step = chunk(x.shape, out, budget: ws.shape.count)
+            for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
+                let count = min(step, x.shape.n - n0)
+                if let dweight {
+                    _ = try im2col(q, x, out, ws, n0: n0, count: count, waitFor: [])
+                    for s in 0..<count {
+                        last = try q.gemmStridedBatched(transposeB: true, m: og, n: cg * kk, k: plane, a: dy.buffer,
+                                                        aOffset: dy.offset + (n0 + s) * dy.batchStride, lda: plane,
+                                                        strideA: og * plane, b: ws.buffer, bOffset: ws.offset + s * perSample,
+                                                        ldb: plane, strideB: cg * kk * plane, beta: n0 + s == 0 ? beta : 1,
+                                                        c: dweight.buffer, cOffset: dweight.offset, ldc: cg * kk,
+                                                        strideC: og * cg * kk, batch: groups)
+                    }
+                }
+                if let dx {
+                    if groups == 1 {
+                        _ = try q.gemmStridedBatched(transposeA: true, m: inChannels * kk, n: plane, k: outChannels,
+                                                     a: weight.buffer, aOffset: weight.offset, lda: inChannels * kk,
+                                                     strideA: 0, b: dy.buffer, bOffset: dy.offset + n0 * dy.batchStride,
+                                                     ldb: plane, strideB: dy.batchStride, c: ws.buffer, cOffset: ws.offset,
+                                                     ldc: plane, strideC: perSample, batch: count)
+                    } else {
+                        _ = try q.gemmStridedBatched(transposeA: true, m: cg * kk, n: plane, k: og, a: weight.buffer,
+                                                     aOffset: weight.offset, lda: cg * kk, strideA: og * cg * kk,
+                                                     b: dy.buffer, bOffset: dy.offset + n0 * dy.batchStride, ldb: plane,
+                                                     strideB: og * plane, c: ws.buffer, cOffset: ws.offset, ldc: plane,
+                                                     strideC: cg * kk * plane, batch: groups)
+                    }
+                    let total = count * x.shape.sampleCount
+                    last = try q.launch(.conv, "col2im", ws.vectorArguments + dx.arguments + geometry(x.shape, out) +
+                                        [.count(n0), .count(total), .flag(accumulate)], total: total, waitFor: [])
+                }
+            }
+        }
+        return last
+    }
+
+    private func im2col(_ q: CommandQueue, _ x: Tensor, _ out: Shape, _ ws: Tensor, n0: Int, count: Int,
+                        waitFor: [Event]) throws(CLNetError) -> Event {
+        let total = count * columnCount(x.shape, out)
+        return try q.launch(.conv, "im2col", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
+                            [.count(n0), .count(total)], total: total, waitFor: waitFor)
+    }
+}

@@ -1,0 +1,143 @@
+import CLNet
+import Testing
+
+@Suite("Conv: 1x1, im2col, grouped, depthwise")
+struct ConvTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        var shape: Shape
+        var conv: Conv2D
+        var bias: Bool
+        var testDescription: String { "\(shape) \(conv)\(bias ? " bias" : "") [\(conv.algorithm.rawValue)]" }
+    }
+
+    static func c(_ shape: Shape, out: Int, k: Int, s: Int = 1, p: Int = 0, d: Int = 1, g: Int = 1, bias: Bool = false) -> Case {
+        Case(shape: shape, conv: Conv2D(inChannels: shape.c, outChannels: out, kernel: k, stride: s, padding: p,
+                                        dilation: d, groups: g), bias: bias)
+    }
+
+    static let cases: [Case] = [
+        c([2, 5, 6, 7], out: 7, k: 1),                          // 1x1 GEMM
+        c([1, 3, 9, 9], out: 4, k: 1, bias: true),              // 1x1, batch 1, bias
+        c([2, 6, 8, 8], out: 10, k: 1, s: 2),                   // 1x1 stride 2 (ResNet's downsample)
+        c([2, 3, 11, 9], out: 5, k: 3, p: 1),                   // 3x3 pad 1
+        c([1, 4, 9, 10], out: 6, k: 3, s: 2, p: 1, bias: true), // stride 2, batch 1
+        c([3, 3, 15, 13], out: 8, k: 7, s: 2, p: 3),            // ResNet's stem
+        c([2, 5, 9, 9], out: 3, k: 3, p: 0),                    // padding 0
+        c([2, 4, 11, 11], out: 6, k: 3, p: 2, d: 2),            // dilation 2
+        c([2, 8, 7, 6], out: 12, k: 3, p: 1, g: 2),             // 2 groups
+        c([2, 64, 5, 5], out: 64, k: 3, s: 2, p: 1, g: 32),     // ResNeXt: 32 groups of 2 channels
+        c([2, 6, 7, 7], out: 6, k: 3, p: 1, g: 6, bias: true),  // depthwise
+        c([1, 5, 8, 9], out: 10, k: 3, s: 2, p: 1, g: 5),       // depthwise, multiplier 2, stride 2
+        c([2, 4, 9, 9], out: 4, k: 3, p: 2, d: 2, g: 4),        // depthwise dilated
+        c([2, 4, 6, 6], out: 6, k: 2, s: 1, p: 0),              // even kernel
+    ]
+
+    @Test(arguments: cases)
+    func matchesReference(_ t: Case) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("conv \(t.testDescription)")
+        let conv = t.conv, shape = t.shape
+        let out = try conv.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let b = t.bias ? randomDoubles(conv.outChannels, using: &rng) : nil
+        let dy = randomDoubles(out.count, using: &rng)
+        let y = Reference.conv2d(x, shape: shape, weight: w, bias: b, conv: conv)
+        let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
+
+        // Input and output as strided views, as in a DenseNet block.
+        let xt = try deviceTensor(q, x, shape, strided: true), wt = try deviceTensor(q, w, conv.weightShape)
+        let bt = try b.map { try deviceTensor(q, $0, [conv.outChannels]) }
+        let yt = try poisonedTensor(q, out, strided: true)
+        let wsCount = try conv.workspaceCount(shape)
+        let ws = wsCount > 0 ? try poisonedTensor(q, [wsCount]) : nil
+        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws)
+        try expectClose(q, yt, y, forwardBound, "forward")
+
+        let dyt = try deviceTensor(q, dy, out, strided: true)
+        let dxt = try poisonedTensor(q, shape, strided: true), dwt = try poisonedTensor(q, conv.weightShape)
+        let dbt = t.bias ? try poisonedTensor(q, [conv.outChannels]) : nil
+        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: dxt, dweight: dwt, dbias: dbt, workspace: ws)
+        try expectClose(q, dxt, g.dx, backwardBound, "dx")
+        try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
+        if let dbt { try expectClose(q, dbt, g.dbias, backwardBound, "dbias") }
+
+        // Accumulating: both gradients added to random prior values.
+        let px = randomDoubles(shape.count, using: &rng), pw = randomDoubles(conv.weightShape.count, using: &rng)
+        let ax = try deviceTensor(q, px, shape), aw = try deviceTensor(q, pw, conv.weightShape)
+        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: ax, dweight: aw, dbias: nil, workspace: ws, accumulate: true)
+        try expectClose(q, ax, zip(px, g.dx).map(+), backwardBound, "accumulated dx")
+        try expectClose(q, aw, zip(pw, g.dweight).map(+), backwardBound, "accumulated dweight")
+    }
+
+    /// A workspace smaller than a whole batch: im2col runs in chunks of samples.
+    @Test func chunkedWorkspace() throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("conv chunked")
+        let shape: Shape = [5, 3, 8, 8]
+        let conv = Conv2D(inChannels: 3, outChannels: 4, kernel: 3, padding: 1)
+        let out = try conv.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let dy = randomDoubles(out.count, using: &rng)
+        let perSample = 3 * 9 * 64
+        let count = try conv.workspaceCount(shape, budget: 2 * perSample)
+        #expect(count == 2 * perSample)
+        let ws = try poisonedTensor(q, [count])
+        let xt = try deviceTensor(q, x, shape), wt = try deviceTensor(q, w, conv.weightShape)
+        let yt = try poisonedTensor(q, out)
+        try conv.forward(q, x: xt, weight: wt, bias: nil, y: yt, workspace: ws)
+        try expectClose(q, yt, Reference.conv2d(x, shape: shape, weight: w, bias: nil, conv: conv), forwardBound, "forward")
+        let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
+        let dxt = try poisonedTensor(q, shape), dwt = try poisonedTensor(q, conv.weightShape)
+        try conv.backward(q, x: xt, weight: wt, dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil, workspace: ws)
+        try expectClose(q, dxt, g.dx, backwardBound, "dx")
+        try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
+    }
+
+    @Test func algorithmChoice() {
+        #expect(Conv2D(inChannels: 64, outChannels: 256, kernel: 1).algorithm == .gemm1x1)
+        #expect(Conv2D(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).algorithm == .im2col)
+        #expect(Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm == .im2col)
+        #expect(Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm == .im2col)
+        #expect(Conv2D(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).algorithm == .depthwise)
+    }
+
+    @Test(arguments: [
+        ConvTests.c([1, 2, 6, 5], out: 3, k: 3, d: 2, bias: true), ConvTests.c([2, 4, 5, 4], out: 2, k: 3, s: 2, p: 1, g: 2),
+        ConvTests.c([1, 3, 4, 5], out: 3, k: 3, p: 1, g: 3),
+    ])
+    func referenceGradientsMatchFiniteDifferences(_ t: Case) throws {
+        var rng = freshGenerator("conv finite differences \(t.testDescription)")
+        let conv = t.conv, shape = t.shape
+        let out = try conv.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let b = randomDoubles(conv.outChannels, using: &rng), dy = randomDoubles(out.count, using: &rng)
+        let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
+        #expect(relativeError(g.dx, finiteDifference(at: x) { dot(Reference.conv2d($0, shape: shape, weight: w, bias: b, conv: conv), dy) }) < 1e-6)
+        #expect(relativeError(g.dweight, finiteDifference(at: w) { dot(Reference.conv2d(x, shape: shape, weight: $0, bias: b, conv: conv), dy) }) < 1e-6)
+        #expect(relativeError(g.dbias, finiteDifference(at: b) { dot(Reference.conv2d(x, shape: shape, weight: w, bias: $0, conv: conv), dy) }) < 1e-6)
+    }
+
+    @Test func badArgumentsNameTheLayerAndShapes() throws {
+        let q = try Shared.context().makeQueue()
+        let groups = #expect(throws: CLNetError.self) {
+            try Conv2D(inChannels: 6, outChannels: 8, kernel: 3, groups: 4).outputShape([1, 6, 8, 8])
+        }
+        #expect("\(groups!)".contains("Conv2D") && "\(groups!)".contains("divisible by 4 groups"))
+        let big = #expect(throws: CLNetError.self) {
+            try Conv2D(inChannels: 3, outChannels: 4, kernel: 7).outputShape([1, 3, 5, 5])
+        }
+        #expect("\(big!)".contains("larger than the padded input") && "\(big!)".contains("[1, 3, 5, 5]"))
+        let channels = #expect(throws: CLNetError.self) {
+            try Conv2D(inChannels: 3, outChannels: 4, kernel: 3).outputShape([1, 5, 8, 8])
+        }
+        #expect("\(channels!)".contains("[1, 5, 8, 8]") && "\(channels!)".contains("[4, 3, 3, 3]"))
+        let negative = #expect(throws: CLNetError.self) {
+            try Conv2D(inChannels: 3, outChannels: 4, kernel: 3, padding: -1).outputShape([1, 3, 8, 8])
+        }
+        #expect("\(negative!)".contains("padding"))
+        let conv = Conv2D(inChannels: 3, outChannels: 4, kernel: 1)
+        let x = try poisonedTensor(q, [1, 3, 4, 4]), w = try poisonedTensor(q, [4, 2, 1, 1]), y = try poisonedTensor(q, [1, 4, 4, 4])
+        let weight = #expect(throws: CLNetError.self) { try conv.forward(q, x: x, weight: w, bias: nil, y: y) }
+        #expect("\(weight!)".contains("[4, 2, 1, 1]") && "\(weight!)".contains("[4, 3, 1, 1]"))
+    }
+}
