@@ -30,6 +30,8 @@ struct ConvTests {
         c([1, 5, 8, 9], out: 10, k: 3, s: 2, p: 1, g: 5),       // depthwise, multiplier 2, stride 2
         c([2, 4, 9, 9], out: 4, k: 3, p: 2, d: 2, g: 4),        // depthwise dilated
         c([2, 4, 6, 6], out: 6, k: 2, s: 1, p: 0),              // even kernel
+        c([4, 3, 32, 32], out: 4, k: 3, p: 1, bias: true),      // large K: split-K weight gradient
+        c([2, 8, 24, 24], out: 5, k: 1),                        // 1x1 with split-K
     ]
 
     @Test(arguments: cases)
@@ -78,9 +80,9 @@ struct ConvTests {
         let out = try conv.outputShape(shape)
         let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
         let dy = randomDoubles(out.count, using: &rng)
-        let perSample = 3 * 9 * 64
-        let count = try conv.workspaceCount(shape, budget: 2 * perSample)
-        #expect(count == 2 * perSample)
+        let perSample = (3 * 9 + 4) * 64  // im2col columns plus the channel-major output gradient
+        let count = try conv.workspaceCount(shape, budget: 2 * perSample + (1 << 20))
+        #expect(count == 2 * perSample + (1 << 20))  // two samples, and the split-K partial sums
         let ws = try poisonedTensor(q, [count])
         let xt = try deviceTensor(q, x, shape), wt = try deviceTensor(q, w, conv.weightShape)
         let yt = try poisonedTensor(q, out)

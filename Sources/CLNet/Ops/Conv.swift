@@ -87,21 +87,29 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// Floats per sample of the im2col buffer.
     func columnCount(_ x: Shape, _ y: Shape) -> Int { inChannels * kernel.h * kernel.w * y.h * y.w }
 
-    /// Samples im2col handles per launch: a whole chunk shares one batched GEMM when there is one group.
-    func chunk(_ x: Shape, _ y: Shape, budget: Int) -> Int {
-        groups > 1 ? 1 : max(1, min(x.n, budget / max(columnCount(x, y), 1)))
+    /// Floats per sample of the workspace: the im2col columns, plus the output gradient laid out
+    /// channel-major for the weight gradient's single GEMM per chunk.
+    func workspacePerSample(_ x: Shape, _ y: Shape) -> Int { columnCount(x, y) + outChannels * y.h * y.w }
+
+    /// Samples handled per chunk, so that the workspace holds what a chunk needs.
+    func chunk(_ x: Shape, _ y: Shape, workspace: Int) -> Int {
+        max(1, min(x.n, workspace / max(workspacePerSample(x, y), 1)))
     }
 
-    /// The workspace floats forward and backward need for input `x` (0 unless im2col), within
-    /// about `budget` floats where a batch allows.
+    /// Floats of the workspace's tail that hold split-K partial weight gradients (one group only).
+    var partialsCount: Int { groups == 1 ? 1 << 20 : 0 }
+
+    /// The workspace floats that forward (im2col) and backward (im2col and 1x1) need for input
+    /// `x`: whole chunks of samples, up to about `budget` floats, and at least one sample, plus
+    /// room for split-K partial sums. Depthwise needs none.
     public func workspaceCount(_ x: Shape, budget: Int = 1 << 24) throws(CLNetError) -> Int {
-        guard algorithm == .im2col else { return 0 }
+        guard algorithm != .depthwise else { return 0 }
         let y = try outputShape(x)
-        return chunk(x, y, budget: budget) * columnCount(x, y)
+        return chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount
     }
 
     private func check(_ x: Tensor, _ weight: Tensor, _ y: Shape, _ bias: Tensor?, workspace: Tensor?,
-                       _ label: String) throws(CLNetError) -> Shape {
+                       needsWorkspace: Bool, _ label: String) throws(CLNetError) -> Shape {
         let op = "Conv2D(\(self))\(label)"
         let out = try outputShape(x.shape)
         guard weight.shape == weightShape, weight.isDense else {
@@ -111,9 +119,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         if let bias, bias.shape.count != outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(outChannels) values are needed")
         }
-        if algorithm == .im2col {
-            guard let workspace, workspace.isDense, workspace.shape.count >= columnCount(x.shape, out) else {
-                throw .invalidShape(operation: op, message: "needs a workspace of at least \(columnCount(x.shape, out)) floats (workspaceCount)")
+        if needsWorkspace {
+            let least = workspacePerSample(x.shape, out)
+            guard let workspace, workspace.isDense, workspace.shape.count >= least else {
+                throw .invalidShape(operation: op, message: "needs a workspace of at least \(least) floats (see workspaceCount)")
             }
         }
         return out
@@ -128,7 +137,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     @discardableResult
     public func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Tensor? = nil,
                         waitFor: [Event] = []) throws(CLNetError) -> Event {
-        let out = try check(x, weight, y.shape, bias, workspace: workspace, "")
+        let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "")
         try checkIndexable("Conv2D", [x, y])
         var last: Event
         switch algorithm {
@@ -146,7 +155,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
             let ws = workspace!
             let kk = kernel.h * kernel.w, plane = out.h * out.w, perSample = columnCount(x.shape, out)
             let cg = inChannels / groups, og = outChannels / groups
-            let step = chunk(x.shape, out, budget: ws.shape.count)
+            let step = groups == 1 ? chunk(x.shape, out, workspace: ws.shape.count) : 1
             var wait = waitFor
             last = try q.marker(waitFor: waitFor)
             for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
@@ -178,7 +187,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     public func backward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,
                          dbias: Tensor?, workspace: Tensor? = nil, accumulate: Bool = false,
                          waitFor: [Event] = []) throws(CLNetError) -> Event {
-        let out = try check(x, weight, dy.shape, dbias, workspace: workspace, " backward")
+        let out = try check(x, weight, dy.shape, dbias, workspace: workspace,
+                            needsWorkspace: algorithm == .im2col || (algorithm == .gemm1x1 && dweight != nil), " backward")
         if let dx { try checkSameShape("Conv2D(\(self)) backward", ["x": x.shape, "dx": dx.shape]) }
         if let dweight, dweight.shape != weightShape || !dweight.isDense {
             throw .invalidShape(operation: "Conv2D(\(self)) backward", message: "dweight has shape \(dweight.shape) but \(weightShape) is needed")
@@ -190,14 +200,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         switch algorithm {
         case .gemm1x1:
             let hw = plane
-            if let dweight {
-                for n in 0..<x.shape.n {
-                    last = try q.gemm(transposeB: true, m: outChannels, n: inChannels, k: hw, a: dy.buffer,
-                                      aOffset: dy.offset + n * dy.batchStride, lda: hw, b: x.buffer,
-                                      bOffset: x.offset + n * x.batchStride, ldb: hw, beta: n == 0 ? beta : 1,
-                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inChannels)
-                }
-            }
+            if let dweight { last = try weightGradient(q, x: x, dy: dy, out: out, dweight: dweight, workspace: workspace!, beta: beta) }
             if let dx {
                 last = try q.gemmStridedBatched(transposeA: true, m: inChannels, n: hw, k: outChannels, a: weight.buffer,
                                                 aOffset: weight.offset, lda: inChannels, strideA: 0, b: dy.buffer,
@@ -220,20 +223,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         case .im2col:
             let ws = workspace!
             let perSample = columnCount(x.shape, out), cg = inChannels / groups, og = outChannels / groups
-            let step = chunk(x.shape, out, budget: ws.shape.count)
+            if let dweight { last = try weightGradient(q, x: x, dy: dy, out: out, dweight: dweight, workspace: ws, beta: beta) }
+            let step = groups == 1 ? chunk(x.shape, out, workspace: ws.shape.count) : 1
             for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
                 let count = min(step, x.shape.n - n0)
-                if let dweight {
-                    _ = try im2col(q, x, out, ws, n0: n0, count: count, waitFor: [])
-                    for s in 0..<count {
-                        last = try q.gemmStridedBatched(transposeB: true, m: og, n: cg * kk, k: plane, a: dy.buffer,
-                                                        aOffset: dy.offset + (n0 + s) * dy.batchStride, lda: plane,
-                                                        strideA: og * plane, b: ws.buffer, bOffset: ws.offset + s * perSample,
-                                                        ldb: plane, strideB: cg * kk * plane, beta: n0 + s == 0 ? beta : 1,
-                                                        c: dweight.buffer, cOffset: dweight.offset, ldc: cg * kk,
-                                                        strideC: og * cg * kk, batch: groups)
-                    }
-                }
                 if let dx {
                     if groups == 1 {
                         _ = try q.gemmStridedBatched(transposeA: true, m: inChannels * kk, n: plane, k: outChannels,
@@ -255,6 +248,58 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
             }
         }
         return last
+    }
+
+    /// dW (+)= Σ over samples of dY_s col_s^T, one GEMM (batched over groups) per chunk of samples.
+    private func weightGradient(_ q: CommandQueue, x: Tensor, dy: Tensor, out: Shape, dweight: Tensor, workspace ws: Tensor,
+                                beta: Float) throws(CLNetError) -> Event {
+        let kk = kernel.h * kernel.w, plane = out.h * out.w, cg = inChannels / groups, og = outChannels / groups
+        let room = ws.shape.count - partialsCount
+        let step = chunk(x.shape, out, workspace: room)
+        var last: Event? = nil
+        for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
+            let count = min(step, x.shape.n - n0)
+            let width = count * plane, colCount = inChannels * kk * width
+            _ = try q.launch(.conv, "im2col_wide", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
+                             [.count(n0), .count(count), .count(colCount)], total: colCount, waitFor: [])
+            let dyCount = outChannels * width
+            _ = try q.launch(.conv, "channel_major", dy.arguments + [.buffer(ws.buffer), .count(ws.offset + colCount),
+                             .count(outChannels), .count(plane), .count(n0), .count(count), .count(dyCount)],
+                             total: dyCount, waitFor: [])
+            let slices = splitK(m: og, n: cg * kk, width: width, computeUnits: q.context.device.info.computeUnits,
+                                room: ws.shape.count >= room + partialsCount ? partialsCount : 0)
+            if slices == 1 {
+                last = try q.gemmStridedBatched(transposeB: true, m: og, n: cg * kk, k: width, a: ws.buffer,
+                                                aOffset: ws.offset + colCount, lda: width, strideA: og * width,
+                                                b: ws.buffer, bOffset: ws.offset, ldb: width, strideB: cg * kk * width,
+                                                beta: n0 == 0 ? beta : 1, c: dweight.buffer, cOffset: dweight.offset,
+                                                ldc: cg * kk, strideC: og * cg * kk, batch: groups)
+            } else {
+                // One group: the slices of K become the batch, then a kernel sums them.
+                let ks = width / slices, mn = outChannels * inChannels * kk, partials = ws.offset + room
+                _ = try q.gemmStridedBatched(transposeB: true, m: outChannels, n: inChannels * kk, k: ks, a: ws.buffer,
+                                             aOffset: ws.offset + colCount, lda: width, strideA: ks, b: ws.buffer,
+                                             bOffset: ws.offset, ldb: width, strideB: ks, c: ws.buffer, cOffset: partials,
+                                             ldc: inChannels * kk, strideC: mn, batch: slices)
+                last = try q.launch(.conv, "sum_partials", [.buffer(ws.buffer), .count(partials), .count(slices), .count(mn)] +
+                                    dweight.vectorArguments + [.flag(n0 > 0 || beta != 0)], total: mn, waitFor: [])
+            }
+        }
+        return last!
+    }
+
+    /// How many slices to split the weight gradient's K (= samples x pixels) into. The product is
+    /// small (out x in*kh*kw) and K huge, and CLBlast gives each output tile one work-group, so
+    /// without a split an early layer's weight gradient occupies a few of a GPU's compute units.
+    /// The slices fill about two work-groups per compute unit, fit the partial-sum room, divide
+    /// K evenly and keep each slice at least 256 long.
+    func splitK(m: Int, n: Int, width: Int, computeUnits: Int, room: Int) -> Int {
+        guard groups == 1, room > 0 else { return 1 }
+        let tiles = max(1, (m * n) / 4096)
+        let target = min(64, max(1, 2 * computeUnits / tiles), room / (m * n))
+        guard target > 1 else { return 1 }
+        for d in Swift.stride(from: target, through: 2, by: -1) where width % d == 0 && width / d >= 256 { return d }
+        return 1
     }
 
     private func im2col(_ q: CommandQueue, _ x: Tensor, _ out: Shape, _ ws: Tensor, n0: Int, count: Int,
