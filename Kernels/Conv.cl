@@ -1,5 +1,6 @@
 // 2-D convolution helpers: im2col and col2im for the GEMM path (the products go through
-// CLBlast), and direct kernels for depthwise convolution.
+// CLBlast), and direct kernels for grouped convolutions with few channels per group (depthwise
+// included).
 // Tensor arguments are (buffer, offset, batch stride); see Common.cl. Weights are OIHW.
 // Geometry: C input channels of H x W, output OH x OW, kernel KH x KW, stride SH, SW,
 // zero padding PH, PW, dilation DH, DW.
@@ -48,34 +49,41 @@ __kernel void col2im(__global const float *col, uint co, __global float *dx, uin
     STORE_GRAD(dx, AT(dxo, dxs, n0 + s, (c * H + ih) * W + iw), sum, accumulate);
 }
 
-// Depthwise: groups == C, each input channel c feeds MULT output channels c*MULT + m with its
-// own KH x KW filter (weight [C*MULT, 1, KH, KW]). One work item per output element.
-__kernel void depthwise_forward(__global const float *x, uint xo, uint xs, __global const float *wt, uint wo,
-                                __global float *y, uint yo, uint ys, GEOMETRY, uint MULT, uint total) {
+// Direct grouped convolution, for groups of few channels (depthwise included), where per-group
+// GEMMs are too small to run well. Each group maps CG input channels to OG output channels;
+// weight [C/CG*OG, CG, KH, KW]. Forward: one work item per output element.
+__kernel void grouped_forward(__global const float *x, uint xo, uint xs, __global const float *wt, uint wo,
+                              __global float *y, uint yo, uint ys, GEOMETRY, uint CG, uint OG, uint total) {
     const uint i = get_global_id(0);
     if (i >= total) return;
-    const uint ow = i % OW, oh = (i / OW) % OH, oc = (i / (OW * OH)) % (C * MULT), n = i / (OW * OH * C * MULT);
-    const uint c = oc / MULT;
+    const uint OC = C / CG * OG;
+    const uint ow = i % OW, oh = (i / OW) % OH, oc = (i / (OW * OH)) % OC, n = i / (OW * OH * OC);
+    const uint c0 = oc / OG * CG;
+    const int h0 = (int)(oh * SH) - (int)PH, w0 = (int)(ow * SW) - (int)PW;
     float sum = 0.0f;
-    for (uint kh = 0; kh < KH; ++kh) {
-        const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
-        if (h < 0 || h >= (int)H) continue;
-        for (uint kw = 0; kw < KW; ++kw) {
-            const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
-            if (w < 0 || w >= (int)W) continue;
-            sum += x[AT(xo, xs, n, (c * H + h) * W + w)] * wt[wo + (oc * KH + kh) * KW + kw];
+    for (uint ic = 0; ic < CG; ++ic) {
+        const uint xc = (c0 + ic) * H, wc = (oc * CG + ic) * KH;
+        for (uint kh = 0; kh < KH; ++kh) {
+            const int h = h0 + (int)(kh * DH);
+            if (h < 0 || h >= (int)H) continue;
+            for (uint kw = 0; kw < KW; ++kw) {
+                const int w = w0 + (int)(kw * DW);
+                if (w < 0 || w >= (int)W) continue;
+                sum += x[AT(xo, xs, n, (xc + h) * W + w)] * wt[wo + (wc + kh) * KW + kw];
+            }
         }
     }
     y[AT(yo, ys, n, (oc * OH + oh) * OW + ow)] = sum;
 }
 
-// One work item per input element, gathering from the outputs its channel feeds.
-__kernel void depthwise_backward_input(__global const float *dy, uint dyo, uint dys, __global const float *wt, uint wo,
-                                       __global float *dx, uint dxo, uint dxs, GEOMETRY, uint MULT, uint total,
-                                       uint accumulate) {
+// One work item per input element, gathering from the OG output channels of its group.
+__kernel void grouped_backward_input(__global const float *dy, uint dyo, uint dys, __global const float *wt, uint wo,
+                                     __global float *dx, uint dxo, uint dxs, GEOMETRY, uint CG, uint OG, uint total,
+                                     uint accumulate) {
     const uint i = get_global_id(0);
     if (i >= total) return;
     const uint iw = i % W, ih = (i / W) % H, c = (i / (W * H)) % C, n = i / (W * H * C);
+    const uint g = c / CG, ic = c % CG;
     float sum = 0.0f;
     for (uint kh = 0; kh < KH; ++kh) {
         const int th = (int)ih + (int)PH - (int)(kh * DH);
@@ -87,23 +95,24 @@ __kernel void depthwise_backward_input(__global const float *dy, uint dyo, uint 
             if (tw < 0 || tw % (int)SW != 0) continue;
             const uint ow = (uint)tw / SW;
             if (ow >= OW) continue;
-            for (uint m = 0; m < MULT; ++m) {
-                const uint oc = c * MULT + m;
-                sum += dy[AT(dyo, dys, n, (oc * OH + oh) * OW + ow)] * wt[wo + (oc * KH + kh) * KW + kw];
+            for (uint m = 0; m < OG; ++m) {
+                const uint oc = g * OG + m;
+                sum += dy[AT(dyo, dys, n, (oc * OH + oh) * OW + ow)] * wt[wo + ((oc * CG + ic) * KH + kh) * KW + kw];
             }
         }
     }
     STORE_GRAD(dx, AT(dxo, dxs, n, (c * H + ih) * W + iw), sum, accumulate);
 }
 
-// One work-group per weight element (oc, kh, kw): the sum over samples and output positions.
-__kernel void depthwise_backward_weight(__global const float *x, uint xo, uint xs,
-                                        __global const float *dy, uint dyo, uint dys,
-                                        __global float *dw, uint dwo, GEOMETRY, uint MULT, uint batch,
-                                        uint accumulate) {
+// One work-group per weight element (oc, ic, kh, kw): the sum over samples and output positions.
+__kernel void grouped_backward_weight(__global const float *x, uint xo, uint xs,
+                                      __global const float *dy, uint dyo, uint dys,
+                                      __global float *dw, uint dwo, GEOMETRY, uint CG, uint OG, uint batch,
+                                      uint accumulate) {
     __local float scratch[RED];
     const uint e = get_group_id(0), lid = get_local_id(0);
-    const uint kw = e % KW, kh = (e / KW) % KH, oc = e / (KW * KH), c = oc / MULT;
+    const uint kw = e % KW, kh = (e / KW) % KH, ic = (e / (KW * KH)) % CG, oc = e / (KW * KH * CG);
+    const uint c = oc / OG * CG + ic;
     const uint plane = OH * OW, count = batch * plane;
     float sum = 0.0f;
     for (uint k = lid; k < count; k += RED) {

@@ -114,6 +114,7 @@ struct OpBench {
             ("conv1x1 64->256", [n, 64, 56, 56], Conv2D(inChannels: 64, outChannels: 256, kernel: 1)),
             ("conv3x3 64->64", [n, 64, 56, 56], Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1)),
             ("conv3x3 g32 128", [n, 128, 56, 56], Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32)),
+            ("conv3x3 g32 1024 7x7", [n, 1024, 7, 7], Conv2D(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32)),
             ("conv3x3 depthwise 64", [n, 64, 56, 56], Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1, groups: 64)),
             ("conv7x7 s2 stem", [n, 3, 224, 224], Conv2D(inChannels: 3, outChannels: 64, kernel: 7, stride: 2, padding: 3)),
         ]

@@ -1,7 +1,7 @@
 import CLNet
 import Testing
 
-@Suite("Conv: 1x1, im2col, grouped, depthwise")
+@Suite("Conv: 1x1 GEMM, im2col + GEMM, direct grouped and depthwise")
 struct ConvTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var shape: Shape
@@ -15,6 +15,8 @@ struct ConvTests {
                                         dilation: d, groups: g), bias: bias)
     }
 
+    // Groups of more than 16 input channels go through im2col + batched GEMM, fewer through the
+    // direct kernel; both are swept.
     static let cases: [Case] = [
         c([2, 5, 6, 7], out: 7, k: 1),                          // 1x1 GEMM
         c([1, 3, 9, 9], out: 4, k: 1, bias: true),              // 1x1, batch 1, bias
@@ -24,8 +26,10 @@ struct ConvTests {
         c([3, 3, 15, 13], out: 8, k: 7, s: 2, p: 3),            // ResNet's stem
         c([2, 5, 9, 9], out: 3, k: 3, p: 0),                    // padding 0
         c([2, 4, 11, 11], out: 6, k: 3, p: 2, d: 2),            // dilation 2
-        c([2, 8, 7, 6], out: 12, k: 3, p: 1, g: 2),             // 2 groups
-        c([2, 64, 5, 5], out: 64, k: 3, s: 2, p: 1, g: 32),     // ResNeXt: 32 groups of 2 channels
+        c([2, 8, 7, 6], out: 12, k: 3, p: 1, g: 2),             // 2 groups (direct)
+        c([2, 40, 6, 5], out: 20, k: 3, s: 2, p: 1, g: 2),      // 2 groups of 20 (im2col)
+        c([2, 64, 5, 5], out: 64, k: 3, s: 2, p: 1, g: 32),     // ResNeXt-like: 32 groups of 2 channels
+        c([1, 128, 4, 4], out: 128, k: 3, p: 1, g: 32, bias: true), // ResNeXt 32x4d: 32 groups of 4
         c([2, 6, 7, 7], out: 6, k: 3, p: 1, g: 6, bias: true),  // depthwise
         c([1, 5, 8, 9], out: 10, k: 3, s: 2, p: 1, g: 5),       // depthwise, multiplier 2, stride 2
         c([2, 4, 9, 9], out: 4, k: 3, p: 2, d: 2, g: 4),        // depthwise dilated
@@ -99,8 +103,9 @@ struct ConvTests {
         #expect(Conv2D(inChannels: 64, outChannels: 256, kernel: 1).algorithm == .gemm1x1)
         #expect(Conv2D(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).algorithm == .im2col)
         #expect(Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm == .im2col)
-        #expect(Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm == .im2col)
-        #expect(Conv2D(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).algorithm == .depthwise)
+        #expect(Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm == .direct)
+        #expect(Conv2D(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).algorithm == .im2col)
+        #expect(Conv2D(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).algorithm == .direct)
     }
 
     @Test(arguments: [

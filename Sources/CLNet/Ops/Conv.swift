@@ -1,5 +1,5 @@
 // 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
-// Kernels/Conv.cl (im2col, col2im, depthwise); matrix products through CLBlast.
+// Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise); matrix products through CLBlast.
 
 /// A 2-D convolution's hyper-parameters, with the weight layout of torchvision (OIHW:
 /// `[out, in / groups, kH, kW]`) and an optional bias `[out]`.
@@ -49,12 +49,17 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         case gemm1x1 = "gemm-1x1"
         /// im2col, then GEMM (strided-batched over samples, or over groups when grouped).
         case im2col = "im2col+gemm"
-        /// groups == input channels: a direct kernel.
-        case depthwise
+        /// Grouped with few input channels per group (depthwise included): a direct kernel, since
+        /// per-group GEMMs of a few rows leave a GPU idle (ResNeXt's 32x4d 3x3 convolutions ran at
+        /// 0.04 of the GEMM rate as batched GEMMs on an H100).
+        case direct
     }
 
+    /// Groups of at most this many input channels use the direct kernel.
+    static let directChannelsPerGroup = 16
+
     public var algorithm: Algorithm {
-        if groups == inChannels && groups > 1 && outChannels % inChannels == 0 { return .depthwise }
+        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return .direct }
         if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return .gemm1x1 }
         return .im2col
     }
@@ -101,9 +106,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// The workspace floats that forward (im2col) and backward (im2col and 1x1) need for input
     /// `x`: whole chunks of samples, up to about `budget` floats, and at least one sample, plus
-    /// room for split-K partial sums. Depthwise needs none.
+    /// room for split-K partial sums. The direct algorithm needs none.
     public func workspaceCount(_ x: Shape, budget: Int = 1 << 24) throws(CLNetError) -> Int {
-        guard algorithm != .depthwise else { return 0 }
+        guard algorithm != .direct else { return 0 }
         let y = try outputShape(x)
         return chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount
     }
@@ -128,6 +133,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         return out
     }
 
+    /// Input and output channels per group, for the direct kernels.
+    private var groupArguments: [KernelArgument] { [.count(inChannels / groups), .count(outChannels / groups)] }
+
     private func geometry(_ x: Shape, _ y: Shape) -> [KernelArgument] {
         [x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w, dilation.h, dilation.w]
             .map { .count($0) }
@@ -147,9 +155,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                             lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
                                             strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
                                             strideC: y.batchStride, batch: x.shape.n, waitFor: waitFor)
-        case .depthwise:
-            last = try q.launch(.conv, "depthwise_forward", x.arguments + weight.vectorArguments + y.arguments +
-                                geometry(x.shape, out) + [.count(outChannels / inChannels), .count(out.count)],
+        case .direct:
+            last = try q.launch(.conv, "grouped_forward", x.arguments + weight.vectorArguments + y.arguments +
+                                geometry(x.shape, out) + groupArguments + [.count(out.count)],
                                 total: out.count, waitFor: waitFor)
         case .im2col:
             let ws = workspace!
@@ -208,16 +216,15 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                 c: dx.buffer, cOffset: dx.offset, ldc: hw, strideC: dx.batchStride,
                                                 batch: x.shape.n)
             }
-        case .depthwise:
-            let mult = outChannels / inChannels
+        case .direct:
             if let dweight {
-                last = try q.reduce(.conv, "depthwise_backward_weight", x.arguments + dy.arguments + dweight.vectorArguments +
-                                    geometry(x.shape, out) + [.count(mult), .count(x.shape.n), .flag(accumulate)],
-                                    groups: outChannels * kk, waitFor: [])
+                last = try q.reduce(.conv, "grouped_backward_weight", x.arguments + dy.arguments + dweight.vectorArguments +
+                                    geometry(x.shape, out) + groupArguments + [.count(x.shape.n), .flag(accumulate)],
+                                    groups: weightShape.count, waitFor: [])
             }
             if let dx {
-                last = try q.launch(.conv, "depthwise_backward_input", dy.arguments + weight.vectorArguments + dx.arguments +
-                                    geometry(x.shape, out) + [.count(mult), .count(x.shape.count), .flag(accumulate)],
+                last = try q.launch(.conv, "grouped_backward_input", dy.arguments + weight.vectorArguments + dx.arguments +
+                                    geometry(x.shape, out) + groupArguments + [.count(x.shape.count), .flag(accumulate)],
                                     total: x.shape.count, waitFor: [])
             }
         case .im2col:
