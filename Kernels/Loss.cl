@@ -29,11 +29,13 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
     const float zmax = scratch[0];
     const uint top = lidx[0];
     barrier(CLK_LOCAL_MEM_FENCE);
+    // sz sums zmax - z (never negative), so that the loss below adds non-negative terms: a
+    // well-classified sample's small loss is not the difference of two large numbers.
     float se = 0.0f, sz = 0.0f;
     for (uint k = lid; k < classes; k += RED) {
         const float v = z[AT(zo, zs, n, k)];
         se += exp(v - zmax);
-        sz += v;
+        sz += zmax - v;
     }
     se = group_sum(se, scratch);
     sz = group_sum(sz, scratch);
@@ -43,9 +45,9 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
             per[po + n] = NAN;
             per[po + batch + n] = 0.0f;
         } else {
-            const float lse = zmax + log(se);
+            // lse - (1 - eps) z_label - eps mean(z), rearranged around zmax.
             const float zl = z[AT(zo, zs, n, (uint)label)];
-            per[po + n] = lse - (1.0f - eps) * zl - eps / (float)classes * sz;
+            per[po + n] = log(se) + (1.0f - eps) * (zmax - zl) + eps / (float)classes * sz;
             per[po + batch + n] = top == (uint)label ? 1.0f : 0.0f;
         }
     }
