@@ -148,3 +148,21 @@ struct ConvTests {
         #expect("\(weight!)".contains("[4, 2, 1, 1]") && "\(weight!)".contains("[4, 3, 1, 1]"))
     }
 }
+
+/// The operator example README.md shows, with concrete data.
+@Test func readmeOperatorExample() throws {
+    let context = try Context()
+    let queue = try context.makeQueue()
+    let pixels = [Float](repeating: 0.5, count: 8 * 3 * 32 * 32)
+    let weights = [Float](repeating: 0.1, count: 16 * 3 * 3 * 3)
+    let x = try queue.upload(pixels, shape: [8, 3, 32, 32])
+    let conv = Conv2D(inChannels: 3, outChannels: 16, kernel: 3, padding: 1)
+    let w = try queue.upload(weights, shape: conv.weightShape)
+    let y = try Tensor(context: context, shape: try conv.outputShape(x.shape))
+    let ws = try Tensor(context: context, shape: [try conv.workspaceCount(x.shape)])
+    try conv.forward(queue, x: x, weight: w, bias: nil, y: y, workspace: ws)
+    #expect(conv.algorithm == .im2col)
+    let out = try queue.read(y)
+    // An interior pixel sees all 27 taps: 27 * 0.5 * 0.1.
+    #expect(abs(out[16 * 32 + 16] - 1.35) < 1e-5)
+}
