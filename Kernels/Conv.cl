@@ -8,6 +8,15 @@
 #define GEOMETRY uint C, uint H, uint W, uint OH, uint OW, uint KH, uint KW, \
                  uint SH, uint SW, uint PH, uint PW, uint DH, uint DW
 
+// The output position (along one axis) whose kernel tap k lands on input position i, if any:
+// i = o*S - P + k*D. Backward passes gather through it.
+inline bool tap_output(uint i, uint k, uint P, uint D, uint S, uint O, uint *o) {
+    const int t = (int)i + (int)P - (int)(k * D);
+    if (t < 0 || t % (int)S != 0) return false;
+    *o = (uint)t / S;
+    return *o < O;
+}
+
 // col[s][(c*KH + kh)*KW + kw][oh*OW + ow] = x[n0 + s][c][oh*SH - PH + kh*DH][ow*SW - PW + kw*DW]
 // (zero outside the input), for `count` samples starting at n0.
 __kernel void im2col(__global const float *x, uint xo, uint xs, __global float *col, uint co,
@@ -34,15 +43,10 @@ __kernel void col2im(__global const float *col, uint co, __global float *dx, uin
     const uint plane = OH * OW, rows = C * KH * KW;
     float sum = 0.0f;
     for (uint kh = 0; kh < KH; ++kh) {
-        const int th = (int)ih + (int)PH - (int)(kh * DH);
-        if (th < 0 || th % (int)SH != 0) continue;
-        const uint oh = (uint)th / SH;
-        if (oh >= OH) continue;
+        uint oh, ow;
+        if (!tap_output(ih, kh, PH, DH, SH, OH, &oh)) continue;
         for (uint kw = 0; kw < KW; ++kw) {
-            const int tw = (int)iw + (int)PW - (int)(kw * DW);
-            if (tw < 0 || tw % (int)SW != 0) continue;
-            const uint ow = (uint)tw / SW;
-            if (ow >= OW) continue;
+            if (!tap_output(iw, kw, PW, DW, SW, OW, &ow)) continue;
             sum += col[co + (s * rows + (c * KH + kh) * KW + kw) * plane + oh * OW + ow];
         }
     }
@@ -86,15 +90,10 @@ __kernel void grouped_backward_input(__global const float *dy, uint dyo, uint dy
     const uint g = c / CG, ic = c % CG;
     float sum = 0.0f;
     for (uint kh = 0; kh < KH; ++kh) {
-        const int th = (int)ih + (int)PH - (int)(kh * DH);
-        if (th < 0 || th % (int)SH != 0) continue;
-        const uint oh = (uint)th / SH;
-        if (oh >= OH) continue;
+        uint oh, ow;
+        if (!tap_output(ih, kh, PH, DH, SH, OH, &oh)) continue;
         for (uint kw = 0; kw < KW; ++kw) {
-            const int tw = (int)iw + (int)PW - (int)(kw * DW);
-            if (tw < 0 || tw % (int)SW != 0) continue;
-            const uint ow = (uint)tw / SW;
-            if (ow >= OW) continue;
+            if (!tap_output(iw, kw, PW, DW, SW, OW, &ow)) continue;
             for (uint m = 0; m < OG; ++m) {
                 const uint oc = g * OG + m;
                 sum += dy[AT(dyo, dys, n, (oc * OH + oh) * OW + ow)] * wt[wo + ((oc * CG + ic) * KH + kh) * KW + kw];
