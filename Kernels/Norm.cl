@@ -5,7 +5,10 @@
 // selects batch norm; otherwise it is the number of groups. `plane` is H*W.
 //
 // The workspace `ws` (offset wso) holds, for S statistics sets: mean[S], invstd[S], then two
-// sums of the backward pass sum1[S], sum2[S].
+// sums of the backward pass sum1[S], sum2[S], then 3*S*P floats of partial results: each
+// reduction over a set is split into P parts (P work-groups), so that a GPU has enough
+// work-groups even when there are few sets (a batch norm of 64 channels), and a second kernel
+// combines the parts.
 //
 // Tensor arguments are (buffer, offset, batch stride); see Common.cl. Parameters (gamma, beta,
 // running statistics) are (buffer, offset).
@@ -28,20 +31,17 @@ inline void element_of(uint s, uint k, uint batch, uint channels, uint plane, ui
     }
 }
 
-// One work-group per statistics set: mean and 1/sqrt(var + eps) in one pass over x (Welford per
-// work item, then Chan et al.'s pairwise combination). In batch-norm training it also updates
-// the running statistics as PyTorch does: momentum-weighted, with the unbiased variance.
-__kernel void norm_stats(__global const float *x, uint xo, uint xs,
-                         __global float *ws, uint wso,
-                         __global float *run_mean, uint rmo, __global float *run_var, uint rvo,
-                         uint batch, uint channels, uint plane, uint groups,
-                         float eps, float momentum, uint update_running) {
+// Work-group (s, p) covers part p of set s: count, mean and M2 (sum of squared deviations) in
+// one pass over x (Welford per work item, then Chan et al.'s pairwise combination).
+__kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __global float *ws, uint wso,
+                                 uint batch, uint channels, uint plane, uint groups, uint parts) {
     __local float l_n[RED], l_mean[RED], l_m2[RED];
-    const uint s = get_group_id(0), lid = get_local_id(0);
+    const uint wg = get_group_id(0), s = wg / parts, part = wg % parts, lid = get_local_id(0);
     const uint sets = groups == 0 ? channels : batch * groups;
     const uint count = groups == 0 ? batch * plane : (channels / groups) * plane;
+    const uint len = (count + parts - 1) / parts, k0 = part * len, k1 = min(count, k0 + len);
     float cnt = 0.0f, mean = 0.0f, m2 = 0.0f;
-    for (uint k = lid; k < count; k += RED) {
+    for (uint k = k0 + lid; k < k1; k += RED) {
         uint n, j;
         element_of(s, k, batch, channels, plane, groups, &n, &j);
         const float v = x[AT(xo, xs, n, j)];
@@ -65,14 +65,34 @@ __kernel void norm_stats(__global const float *x, uint xo, uint xs,
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (lid == 0) {
-        const float m = l_mean[0], var = l_m2[0] / (float)count;
-        ws[wso + s] = m;
-        ws[wso + sets + s] = rsqrt(var + eps);
-        if (update_running) {
-            const float unbiased = l_m2[0] / (float)(count - 1);
-            run_mean[rmo + s] = (1.0f - momentum) * run_mean[rmo + s] + momentum * m;
-            run_var[rvo + s] = (1.0f - momentum) * run_var[rvo + s] + momentum * unbiased;
-        }
+        __global float *out = ws + wso + 4 * sets + 3 * wg;
+        out[0] = l_n[0]; out[1] = l_mean[0]; out[2] = l_m2[0];
+    }
+}
+
+// One work item per set: combines its parts into mean and 1/sqrt(var + eps). In batch-norm
+// training it also updates the running statistics as PyTorch does: momentum-weighted, with the
+// unbiased variance.
+__kernel void norm_stats_finish(__global float *ws, uint wso,
+                                __global float *run_mean, uint rmo, __global float *run_var, uint rvo,
+                                uint sets, uint parts, float eps, float momentum, uint update_running) {
+    const uint s = get_global_id(0);
+    if (s >= sets) return;
+    __global const float *part = ws + wso + 4 * sets + 3 * s * parts;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (uint p = 0; p < parts; ++p) {
+        const float nb = part[3 * p], nt = n + nb;
+        if (nb == 0.0f) continue;
+        const float d = part[3 * p + 1] - mean;
+        mean += d * (nb / nt);
+        m2 += part[3 * p + 2] + d * d * (n * nb / nt);
+        n = nt;
+    }
+    ws[wso + s] = mean;
+    ws[wso + sets + s] = rsqrt(m2 / n + eps);
+    if (update_running) {
+        run_mean[rmo + s] = (1.0f - momentum) * run_mean[rmo + s] + momentum * mean;
+        run_var[rvo + s] = (1.0f - momentum) * run_var[rvo + s] + momentum * m2 / (n - 1.0f);
     }
 }
 
@@ -132,21 +152,19 @@ __kernel void norm_backward_sums(__global const float *x, uint xo, uint xs,
     }
 }
 
-// One work-group per channel: dgamma[c] = sum of g * xhat, dbeta[c] = sum of g, over samples and
-// pixels. In batch norm these are also the sums the input gradient needs (times gamma), so
-// they are written to the workspace too.
-__kernel void norm_backward_params(__global const float *x, uint xo, uint xs,
-                                   __global const float *dy, uint dyo, uint dys,
-                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
-                                   __global float *ws, uint wso,
-                                   __global float *dgamma, uint dgo, __global float *dbeta, uint dbo,
-                                   uint batch, uint channels, uint plane, uint groups, uint relu,
-                                   uint write_params, uint accumulate) {
+// Work-group (c, p) covers part p of channel c's samples and pixels: the sums of g * xhat and
+// of g, written to the workspace's partial area.
+__kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
+                                  __global const float *dy, uint dyo, uint dys,
+                                  __global const float *gamma, uint go, __global const float *beta, uint bo,
+                                  __global float *ws, uint wso,
+                                  uint batch, uint channels, uint plane, uint groups, uint relu, uint parts) {
     __local float scratch[RED];
-    const uint c = get_group_id(0), lid = get_local_id(0);
+    const uint wg = get_group_id(0), c = wg / parts, part = wg % parts, lid = get_local_id(0);
     const uint sets = groups == 0 ? channels : batch * groups, count = batch * plane;
+    const uint len = (count + parts - 1) / parts, k0 = part * len, k1 = min(count, k0 + len);
     float sg = 0.0f, sgx = 0.0f;
-    for (uint k = lid; k < count; k += RED) {
+    for (uint k = k0 + lid; k < k1; k += RED) {
         const uint n = k / plane, j = c * plane + k % plane;
         const uint s = stat_of(n, c, channels, groups);
         float g, xhat;
@@ -158,14 +176,30 @@ __kernel void norm_backward_params(__global const float *x, uint xo, uint xs,
     sg = group_sum(sg, scratch);
     sgx = group_sum(sgx, scratch);
     if (lid == 0) {
-        if (write_params) {
-            STORE_GRAD(dgamma, dgo + c, sgx, accumulate);
-            STORE_GRAD(dbeta, dbo + c, sg, accumulate);
-        }
-        if (groups == 0) {
-            ws[wso + 2 * sets + c] = sg * gamma[go + c];
-            ws[wso + 3 * sets + c] = sgx * gamma[go + c];
-        }
+        __global float *out = ws + wso + 4 * sets + 2 * wg;
+        out[0] = sgx; out[1] = sg;
+    }
+}
+
+// One work item per channel: dgamma[c] = sum of g * xhat, dbeta[c] = sum of g. In batch norm
+// these are also the sums the input gradient needs (times gamma), so they go to the workspace.
+__kernel void norm_params_finish(__global const float *gamma, uint go, __global float *ws, uint wso,
+                                 __global float *dgamma, uint dgo, __global float *dbeta, uint dbo,
+                                 uint batch, uint channels, uint groups, uint parts,
+                                 uint write_params, uint accumulate) {
+    const uint c = get_global_id(0);
+    if (c >= channels) return;
+    const uint sets = groups == 0 ? channels : batch * groups;
+    __global const float *part = ws + wso + 4 * sets + 2 * c * parts;
+    float sgx = 0.0f, sg = 0.0f;
+    for (uint p = 0; p < parts; ++p) { sgx += part[2 * p]; sg += part[2 * p + 1]; }
+    if (write_params) {
+        STORE_GRAD(dgamma, dgo + c, sgx, accumulate);
+        STORE_GRAD(dbeta, dbo + c, sg, accumulate);
+    }
+    if (groups == 0) {
+        ws[wso + 2 * sets + c] = sg * gamma[go + c];
+        ws[wso + 3 * sets + c] = sgx * gamma[go + c];
     }
 }
 

@@ -147,12 +147,12 @@ struct OpBench {
         let c = s.c, count = s.count, act = "\(s)"
         list.append(OpBench(name: "batchnorm train fwd", shape: act, bytes: 8 * count) {
             let x = try tensor(s), y = try Tensor(context: context, shape: s), g = try positive([c]), b = try tensor([c])
-            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [4 * c])
+            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [BatchNorm.workspaceCount(s)])
             return { try BatchNorm.forwardTraining(q, x: x, gamma: g, beta: b, runningMean: rm, runningVar: rv, y: y, workspace: ws) }
         })
         list.append(OpBench(name: "batchnorm+relu train fwd", shape: act, bytes: 8 * count) {
             let x = try tensor(s), y = try Tensor(context: context, shape: s), g = try positive([c]), b = try tensor([c])
-            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [4 * c])
+            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [BatchNorm.workspaceCount(s)])
             return { try BatchNorm.forwardTraining(q, x: x, gamma: g, beta: b, runningMean: rm, runningVar: rv, y: y,
                                                    workspace: ws, relu: true) }
         })
@@ -163,7 +163,7 @@ struct OpBench {
         })
         list.append(OpBench(name: "batchnorm+relu bwd", shape: act, bytes: 12 * count) {
             let x = try tensor(s), y = try Tensor(context: context, shape: s), g = try positive([c]), b = try tensor([c])
-            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [4 * c])
+            let rm = try tensor([c]), rv = try positive([c]), ws = try Tensor(context: context, shape: [BatchNorm.workspaceCount(s)])
             try BatchNorm.forwardTraining(q, x: x, gamma: g, beta: b, runningMean: rm, runningVar: rv, y: y, workspace: ws, relu: true)
             let dy = try tensor(s), dx = try Tensor(context: context, shape: s), dg = try Tensor(context: context, shape: [c])
             let db = try Tensor(context: context, shape: [c])
@@ -171,12 +171,12 @@ struct OpBench {
         })
         list.append(OpBench(name: "groupnorm(32) fwd", shape: act, bytes: 8 * count) {
             let x = try tensor(s), y = try Tensor(context: context, shape: s), g = try positive([c]), b = try tensor([c])
-            let ws = try Tensor(context: context, shape: [4 * n * 32])
+            let ws = try Tensor(context: context, shape: [GroupNorm.workspaceCount(s, groups: 32)])
             return { try GroupNorm.forward(q, x: x, gamma: g, beta: b, groups: 32, y: y, workspace: ws) }
         })
         list.append(OpBench(name: "groupnorm(32) bwd", shape: act, bytes: 12 * count) {
             let x = try tensor(s), y = try Tensor(context: context, shape: s), g = try positive([c]), b = try tensor([c])
-            let ws = try Tensor(context: context, shape: [4 * n * 32])
+            let ws = try Tensor(context: context, shape: [GroupNorm.workspaceCount(s, groups: 32)])
             try GroupNorm.forward(q, x: x, gamma: g, beta: b, groups: 32, y: y, workspace: ws)
             let dy = try tensor(s), dx = try Tensor(context: context, shape: s), dg = try Tensor(context: context, shape: [c])
             let db = try Tensor(context: context, shape: [c])

@@ -5,7 +5,8 @@ import Testing
 struct NormTests {
     // Not two values per channel: there the input gradient is exactly zero up to eps, and a
     // relative error against zero measures only rounding.
-    static let shapes: [Shape] = [[1, 3, 5, 7], [3, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3], [8, 32, 7, 7]]
+    static let shapes: [Shape] = [[1, 3, 5, 7], [3, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3], [8, 32, 7, 7],
+                                  [5, 3, 48, 41]]  // the last splits each reduction into parts
 
     @Test(arguments: shapes, [false, true])
     func batchNormTraining(shape: Shape, relu: Bool) throws {
@@ -22,7 +23,7 @@ struct NormTests {
         let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
         let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
         let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
-        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(channels: c)])
+        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
         try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
                                       workspace: ws, relu: relu)
         try expectClose(q, yt, want.y, forwardBound, "y")
@@ -74,7 +75,7 @@ struct NormTests {
     @Test(arguments: [
         GroupCase(shape: [1, 6, 5, 7], groups: 1), GroupCase(shape: [2, 6, 3, 3], groups: 2),
         GroupCase(shape: [3, 5, 4, 3], groups: 5), GroupCase(shape: [2, 64, 3, 3], groups: 32),
-        GroupCase(shape: [1, 12, 1, 1], groups: 3),
+        GroupCase(shape: [1, 12, 1, 1], groups: 3), GroupCase(shape: [2, 4, 64, 65], groups: 2),
     ], [false, true])
     func groupNorm(_ t: GroupCase, relu: Bool) throws {
         let q = try Shared.context().makeQueue()
@@ -86,7 +87,7 @@ struct NormTests {
         let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, dy: dy, relu: relu)
         let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
         let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
-        let ws = try poisonedTensor(q, [GroupNorm.workspaceCount(batch: shape.n, groups: t.groups)])
+        let ws = try poisonedTensor(q, [GroupNorm.workspaceCount(shape, groups: t.groups)])
         try GroupNorm.forward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, y: yt, workspace: ws, relu: relu)
         try expectClose(q, yt, y, forwardBound, "y")
         let dyt = try deviceTensor(q, dy, shape, strided: true), dxt = try poisonedTensor(q, shape)
@@ -119,7 +120,8 @@ struct NormTests {
 
     @Test func badArgumentsThrow() throws {
         let q = try Shared.context().makeQueue()
-        let x = try poisonedTensor(q, [1, 4, 1, 1]), v = try poisonedTensor(q, [4]), ws = try poisonedTensor(q, [16])
+        let x = try poisonedTensor(q, [1, 4, 1, 1]), v = try poisonedTensor(q, [4])
+        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount([1, 4, 1, 1])])
         let one = #expect(throws: CLNetError.self) {
             try BatchNorm.forwardTraining(q, x: x, gamma: v, beta: v, runningMean: v, runningVar: v, y: x, workspace: ws)
         }

@@ -8,8 +8,8 @@
 /// variance); inference mode normalises with the running statistics. `relu` fuses the ReLU that
 /// follows, so that the pair reads and writes each tensor once per pass.
 public enum BatchNorm {
-    /// Floats of workspace a training forward needs, kept for the backward: 4 per channel.
-    public static func workspaceCount(channels: Int) -> Int { 4 * channels }
+    /// Floats of workspace a training forward on `x` needs, kept for its backward.
+    public static func workspaceCount(_ x: Shape) -> Int { NormKernels.workspaceCount(x, groups: 0) }
 
     @discardableResult
     public static func forwardTraining(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor,
@@ -20,7 +20,7 @@ public enum BatchNorm {
         try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: 0)
         try NormKernels.checkVector(op, "running mean", runningMean, x.shape.c)
         try NormKernels.checkVector(op, "running variance", runningVar, x.shape.c)
-        try NormKernels.checkVector(op, "workspace", workspace, workspaceCount(channels: x.shape.c))
+        try NormKernels.checkWorkspace(op, workspace, x.shape, groups: 0)
         guard x.shape.n * x.shape.h * x.shape.w > 1 else {
             throw .invalidShape(operation: op, message: """
                 training needs more than one value per channel to estimate a variance; x has shape \(x.shape)
@@ -60,8 +60,8 @@ public enum BatchNorm {
 /// Group normalisation (Wu & He 2018): statistics per sample over groups of channels, a learned
 /// scale and shift per channel. It behaves the same in training and inference.
 public enum GroupNorm {
-    /// Floats of workspace the forward needs and the backward reads: 4 per (sample, group).
-    public static func workspaceCount(batch: Int, groups: Int) -> Int { 4 * batch * groups }
+    /// Floats of workspace the forward on `x` needs and its backward reads.
+    public static func workspaceCount(_ x: Shape, groups: Int) -> Int { NormKernels.workspaceCount(x, groups: groups) }
 
     @discardableResult
     public static func forward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, groups: Int, y: Tensor,
@@ -70,7 +70,7 @@ public enum GroupNorm {
         let op = relu ? "GroupNorm+ReLU" : "GroupNorm"
         try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: groups)
         let sets = x.shape.n * groups
-        try NormKernels.checkVector(op, "workspace", workspace, workspaceCount(batch: x.shape.n, groups: groups))
+        try NormKernels.checkWorkspace(op, workspace, x.shape, groups: groups)
         let stats = try NormKernels.stats(q, x: x, workspace: workspace, running: nil, groups: groups, eps: eps,
                                           momentum: 0, waitFor: waitFor)
         return try NormKernels.apply(q, x: x, gamma: gamma, beta: beta, mean: workspace,
@@ -105,6 +105,27 @@ enum NormKernels {
         try checkIndexable(op, [x, y])
     }
 
+    static func sets(_ x: Shape, _ groups: Int) -> Int { groups == 0 ? x.c : x.n * groups }
+
+    /// Parts each reduction over `count` elements is split into (see Norm.cl).
+    static func parts(_ count: Int) -> Int { max(1, min(64, count / 4096)) }
+    static func statParts(_ x: Shape, _ groups: Int) -> Int {
+        parts(groups == 0 ? x.n * x.h * x.w : x.c / max(groups, 1) * x.h * x.w)
+    }
+    static func paramParts(_ x: Shape) -> Int { parts(x.n * x.h * x.w) }
+
+    static func workspaceCount(_ x: Shape, groups: Int) -> Int {
+        let s = sets(x, groups)
+        return 4 * s + max(3 * s * statParts(x, groups), 2 * x.c * paramParts(x))
+    }
+
+    static func checkWorkspace(_ op: String, _ t: Tensor, _ x: Shape, groups: Int) throws(CLNetError) {
+        let need = workspaceCount(x, groups: groups)
+        guard t.shape.count >= need, t.isDense else {
+            throw .invalidShape(operation: op, message: "workspace has shape \(t.shape) but \(need) floats are needed (see workspaceCount)")
+        }
+    }
+
     static func checkVector(_ op: String, _ name: String, _ t: Tensor, _ count: Int) throws(CLNetError) {
         guard t.shape.count == count, t.isDense else {
             throw .invalidShape(operation: op, message: "\(name) has shape \(t.shape) but \(count) values are needed")
@@ -118,10 +139,12 @@ enum NormKernels {
     static func stats(_ q: CommandQueue, x: Tensor, workspace: Tensor, running: (Tensor, Tensor)?, groups: Int,
                       eps: Float, momentum: Float, waitFor: [Event]) throws(CLNetError) -> Event {
         let (rm, rv) = running ?? (workspace, workspace)
-        return try q.reduce(.norm, "norm_stats", x.arguments + workspace.vectorArguments + rm.vectorArguments +
-                            rv.vectorArguments + geometry(x, groups) +
-                            [.float(eps), .float(momentum), .flag(running != nil)],
-                            groups: groups == 0 ? x.shape.c : x.shape.n * groups, waitFor: waitFor)
+        let s = sets(x.shape, groups), p = statParts(x.shape, groups)
+        _ = try q.reduce(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
+                         [.count(p)], groups: s * p, waitFor: waitFor)
+        return try q.launch(.norm, "norm_stats_finish", workspace.vectorArguments + rm.vectorArguments + rv.vectorArguments +
+                            [.count(s), .count(p), .float(eps), .float(momentum), .flag(running != nil)],
+                            total: s, waitFor: [])
     }
 
     static func apply(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, second: Tensor,
@@ -137,8 +160,8 @@ enum NormKernels {
                          dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, groups: Int, relu: Bool,
                          accumulate: Bool, waitFor: [Event]) throws(CLNetError) -> Event {
         try check(op, x: x, y: dy, gamma: gamma, beta: beta, groups: groups)
-        let sets = groups == 0 ? x.shape.c : x.shape.n * groups
-        try checkVector(op, "workspace", workspace, 4 * sets)
+        let sets = sets(x.shape, groups)
+        try checkWorkspace(op, workspace, x.shape, groups: groups)
         guard (dgamma == nil) == (dbeta == nil) else {
             throw .invalidShape(operation: op, message: "dgamma and dbeta are computed together; pass both or neither")
         }
@@ -151,10 +174,13 @@ enum NormKernels {
         var last: [Event] = waitFor
         // Batch norm's input gradient needs the per-channel sums that the parameter pass makes.
         if dgamma != nil || (groups == 0 && dx != nil) {
-            let dg = dgamma ?? workspace, db = dbeta ?? workspace
-            last = [try q.reduce(.norm, "norm_backward_params", common + dg.vectorArguments + db.vectorArguments +
-                                 geometry(x, groups) + [.flag(relu), .flag(dgamma != nil), .flag(accumulate)],
-                                 groups: x.shape.c, waitFor: waitFor)]
+            let dg = dgamma ?? workspace, db = dbeta ?? workspace, p = paramParts(x.shape)
+            _ = try q.reduce(.norm, "norm_params_partial", common + geometry(x, groups) + [.flag(relu), .count(p)],
+                             groups: x.shape.c * p, waitFor: waitFor)
+            last = [try q.launch(.norm, "norm_params_finish", gamma.vectorArguments + workspace.vectorArguments +
+                                 dg.vectorArguments + db.vectorArguments +
+                                 [.count(x.shape.n), .count(x.shape.c), .count(groups), .count(p), .flag(dgamma != nil),
+                                  .flag(accumulate)], total: x.shape.c, waitFor: [])]
         }
         guard let dx else { return try q.marker(waitFor: last) }
         if groups != 0 {
