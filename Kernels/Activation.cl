@@ -7,7 +7,7 @@ __kernel void relu_forward(__global const float *x, uint xo, uint xs,
     const uint i = get_global_id(0);
     if (i >= total) return;
     const uint n = i / sample, j = i % sample;
-    y[AT(yo, ys, n, j)] = fmax(x[AT(xo, xs, n, j)], 0.0f);
+    y[AT(yo, ys, n, j)] = RELU(x[AT(xo, xs, n, j)]);
 }
 
 // Uses the output y (y > 0 exactly where x > 0), so ReLU can run in place.

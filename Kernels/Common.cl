@@ -26,6 +26,9 @@ inline float group_sum(float v, __local float *scratch) {
     return r;
 }
 
+// ReLU that keeps a NaN a NaN, as PyTorch's does (fmax would turn it into 0 and hide it).
+#define RELU(v) ((v) < 0.0f ? 0.0f : (v))
+
 // Gradient outputs either overwrite or add (a tensor used twice receives the sum). Selecting
 // rather than multiplying by 0 keeps a NaN-poisoned destination from leaking into the result.
 #define STORE_GRAD(dst, index, value, accumulate) \

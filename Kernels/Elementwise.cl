@@ -10,7 +10,7 @@ __kernel void add_forward(__global const float *a, uint ao, uint as,
     if (i >= total) return;
     const uint n = i / sample, j = i % sample;
     const float v = a[AT(ao, as, n, j)] + b[AT(bo, bs, n, j)];
-    y[AT(yo, ys, n, j)] = relu ? fmax(v, 0.0f) : v;
+    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
 }
 
 // Stochastic depth: y = x + scale[n] * branch, scale being the per-sample 0/1 keep mask in
@@ -22,7 +22,7 @@ __kernel void scaled_add_forward(__global const float *x, uint xo, uint xs,
     if (i >= total) return;
     const uint n = i / sample, j = i % sample;
     const float v = x[AT(xo, xs, n, j)] + scale[so + n] * branch[AT(bo, bs, n, j)];
-    y[AT(yo, ys, n, j)] = relu ? fmax(v, 0.0f) : v;
+    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
 }
 
 // Gradient of an addition with respect to one addend, dx = factor * dy where factor is scale[n]

@@ -29,12 +29,13 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
     const float zmax = scratch[0];
     const uint top = lidx[0];
     barrier(CLK_LOCAL_MEM_FENCE);
-    // sz sums zmax - z (never negative), so that the loss below adds non-negative terms: a
-    // well-classified sample's small loss is not the difference of two large numbers.
+    // The loss is log(sum exp(z - zmax)) + (1 - eps)(zmax - z_label) + eps mean(zmax - z): all
+    // terms non-negative, and the first is log1p of the sum without the maximum's own 1, so a
+    // well-classified sample's small loss is never the difference of two large numbers.
     float se = 0.0f, sz = 0.0f;
     for (uint k = lid; k < classes; k += RED) {
         const float v = z[AT(zo, zs, n, k)];
-        se += exp(v - zmax);
+        if (k != top) se += exp(v - zmax);
         sz += zmax - v;
     }
     se = group_sum(se, scratch);
@@ -45,9 +46,8 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
             per[po + n] = NAN;
             per[po + batch + n] = 0.0f;
         } else {
-            // lse - (1 - eps) z_label - eps mean(z), rearranged around zmax.
             const float zl = z[AT(zo, zs, n, (uint)label)];
-            per[po + n] = log(se) + (1.0f - eps) * (zmax - zl) + eps / (float)classes * sz;
+            per[po + n] = log1p(se) + (1.0f - eps) * (zmax - zl) + eps / (float)classes * sz;
             per[po + batch + n] = top == (uint)label ? 1.0f : 0.0f;
         }
     }
@@ -81,14 +81,20 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
     }
     const float zmax = scratch[0];
     barrier(CLK_LOCAL_MEM_FENCE);
-    float se = 0.0f;
-    for (uint k = lid; k < classes; k += RED) se += exp(z[AT(zo, zs, n, k)] - zmax);
-    se = group_sum(se, scratch);
+    // others = the sum of exp(z - zmax) over every class but the label's, so that the label's
+    // gradient p - 1 = -others / total keeps its precision when p is close to 1.
     const int label = labels[lo + n];
-    const float f = scale / (float)batch;
+    const bool valid = label >= 0 && label < (int)classes;
+    float others = 0.0f;
+    for (uint k = lid; k < classes; k += RED)
+        if ((int)k != label) others += exp(z[AT(zo, zs, n, k)] - zmax);
+    others = group_sum(others, scratch);
+    const float total = others + (valid ? exp(z[AT(zo, zs, n, (uint)label)] - zmax) : 0.0f);
+    const float f = scale / (float)batch, uniform = eps / (float)classes;
     for (uint k = lid; k < classes; k += RED) {
-        const float p = exp(z[AT(zo, zs, n, k)] - zmax) / se;
-        const float t = (label == (int)k ? 1.0f - eps : 0.0f) + eps / (float)classes;
-        STORE_GRAD(dz, AT(dzo, dzs, n, k), f * (p - t), accumulate);
+        const float g = (int)k == label ? -others / total + eps - uniform
+                                        : exp(z[AT(zo, zs, n, k)] - zmax) / total - uniform;
+        // A label out of range poisons its sample's gradient, as it does the loss.
+        STORE_GRAD(dz, AT(dzo, dzs, n, k), valid ? f * g : NAN, accumulate);
     }
 }

@@ -110,7 +110,7 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
     const uint s = stat_of(n, c, channels, groups);
     const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
     const float v = (x[AT(xo, xs, n, j)] - mean[mo + s]) * invstd * gamma[go + c] + beta[bo + c];
-    y[AT(yo, ys, n, j)] = relu ? fmax(v, 0.0f) : v;
+    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
 }
 
 // The upstream gradient, masked by the fused ReLU (recomputing y from x), and x-hat.

@@ -99,6 +99,30 @@ struct ConvTests {
         try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
     }
 
+    /// The smallest workspace (one sample's columns, no room for split-K partial sums) still gives
+    /// the right weight gradient.
+    @Test func minimalWorkspace() throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("conv minimal workspace")
+        let shape: Shape = [2, 3, 40, 40]
+        let conv = Conv2D(inChannels: 3, outChannels: 4, kernel: 3, padding: 1)
+        let out = try conv.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let dy = randomDoubles(out.count, using: &rng)
+        let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
+        let ws = try poisonedTensor(q, [(3 * 9 + 4) * 40 * 40])
+        let dxt = try poisonedTensor(q, shape), dwt = try poisonedTensor(q, conv.weightShape)
+        try conv.backward(q, x: try deviceTensor(q, x, shape), weight: try deviceTensor(q, w, conv.weightShape),
+                          dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil, workspace: ws)
+        try expectClose(q, dxt, g.dx, backwardBound, "dx")
+        try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
+        let tooSmall = try poisonedTensor(q, [100])
+        #expect(throws: CLNetError.self) {
+            try conv.backward(q, x: dxt, weight: dwt, dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil,
+                              workspace: tooSmall)
+        }
+    }
+
     @Test func algorithmChoice() {
         #expect(Conv2D(inChannels: 64, outChannels: 256, kernel: 1).algorithm == .gemm1x1)
         #expect(Conv2D(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).algorithm == .im2col)

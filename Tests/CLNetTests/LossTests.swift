@@ -20,7 +20,7 @@ struct LossTests {
                                         labelSmoothing: Float(smoothing))
         let r: [Float] = try q.read(result)
         #expect(relativeError([r[0]], [want.loss]) <= forwardBound, "loss \(r[0]) vs \(want.loss)")
-        #expect(Int(r[1]) == want.correct)
+        #expect(r[1].isFinite && Int(exactly: r[1]) == want.correct, "correct count \(r[1]), expected \(want.correct)")
         let dzt = try poisonedTensor(q, [batch, classes], strided: true)
         try SoftmaxCrossEntropy.backward(q, logits: zt, labels: lb, dlogits: dzt, labelSmoothing: Float(smoothing), scale: 0.5)
         try expectClose(q, dzt, Reference.softmaxCrossEntropyBackward(z, batch: batch, labels: labels, smoothing: smoothing,
@@ -35,6 +35,11 @@ struct LossTests {
         let result = try poisonedTensor(q, [2]), ws = try poisonedTensor(q, [4])
         try SoftmaxCrossEntropy.forward(q, logits: zt, labels: lb, result: result, workspace: ws)
         #expect(try q.read(result)[0].isNaN)
+        let dz = try poisonedTensor(q, [2, 2])
+        try q.write([Float](repeating: 0, count: 4), to: dz)
+        try SoftmaxCrossEntropy.backward(q, logits: zt, labels: lb, dlogits: dz)
+        let grad: [Float] = try q.read(dz)
+        #expect(grad[0].isFinite && grad[1].isFinite && grad[2].isNaN && grad[3].isNaN, "only the bad sample is poisoned: \(grad)")
     }
 
     @Test func referenceGradientMatchesFiniteDifferences() {

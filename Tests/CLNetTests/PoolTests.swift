@@ -77,6 +77,8 @@ struct PoolTests {
         let y: [Float] = try q.read(yt)
         #expect(y[0] == 1 && y[1].isNaN)
         #expect(try q.read(idx, as: UInt32.self) == [0, 3])
+        let (ry, ridx) = Reference.maxPool(x, shape: shape, window: window)
+        #expect(ry[0] == 1 && ry[1].isNaN && ridx == [0, 3], "the reference agrees: \(ry) \(ridx)")
     }
 
     @Test func referenceGradientsMatchFiniteDifferences() throws {

@@ -98,12 +98,21 @@ func poisonedTensor(_ q: CommandQueue, _ shape: Shape, strided: Bool = false) th
     return try Tensor(buffer: buffer, shape: shape, offset: offset, batchStride: stride)
 }
 
-/// Reads `t` and checks it against `want` within `bound`, naming `what` on failure.
+/// Reads `t` and checks it against `want` within `bound`, naming `what` on failure. For a
+/// strided view (from `poisonedTensor` or `deviceTensor`) it also checks that the NaN around and
+/// between its samples is untouched: a kernel writing past a sample would corrupt a DenseNet
+/// block's neighbouring slice.
 func expectClose(_ q: CommandQueue, _ t: Tensor, _ want: [Double], _ bound: Double, _ what: String,
                  sourceLocation: SourceLocation = #_sourceLocation) throws {
     let got = try q.read(t)
     let error = relativeError(got, want)
     #expect(error <= bound, "\(what): relative error \(error) > \(bound)", sourceLocation: sourceLocation)
+    guard !t.isDense else { return }
+    let all: [Float] = try q.read(t.buffer)
+    var inside = Set<Int>()
+    for n in 0..<t.shape[0] { for j in 0..<t.shape.sampleCount { inside.insert(t.offset + n * t.batchStride + j) } }
+    let written = all.indices.filter { !inside.contains($0) && !all[$0].isNaN }
+    #expect(written.isEmpty, "\(what): wrote outside the view at \(written.prefix(5))", sourceLocation: sourceLocation)
 }
 
 /// Central finite differences of a scalar function in Double.

@@ -84,8 +84,11 @@ public final class CommandQueue: @unchecked Sendable {
                      waitFor: [Event] = []) throws(CLNetError) -> Event {
         let n = count ?? (buffer.floatCount - offset)
         try checkRange(buffer, start: offset * 4, bytes: n * 4, what: "fill")
+        guard let first = UInt32(exactly: offset), let count = UInt32(exactly: n) else {
+            throw .invalidArgument("fill of \(n) floats at \(offset) exceeds the kernel's 32-bit indices")
+        }
         let kernel = try context.program(.util).kernel("fill_f32")
-        return try enqueue(kernel, [.buffer(buffer), .uint(UInt32(offset)), .uint(UInt32(n)), .float(value)],
+        return try enqueue(kernel, [.buffer(buffer), .uint(first), .uint(count), .float(value)],
                            global: [max(n, 1)], waitFor: waitFor)
     }
 

@@ -40,7 +40,7 @@ public enum Concat {
     @discardableResult
     public static func backward(_ q: CommandQueue, dy: Tensor, dxs: [Tensor?], channels: [Int], accumulate: Bool = false,
                                 waitFor: [Event] = []) throws(CLNetError) -> [Event] {
-        guard channels.reduce(0, +) == dy.shape.c, dxs.count == channels.count else {
+        guard channels.allSatisfy({ $0 > 0 }), channels.reduce(0, +) == dy.shape.c, dxs.count == channels.count else {
             throw .invalidShape(operation: "Concat backward", message: "channels \(channels) do not split dy \(dy.shape)")
         }
         var start = 0, events: [Event] = []

@@ -134,11 +134,13 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Input and output channels per group, for the direct kernels.
-    private var groupArguments: [KernelArgument] { [.count(inChannels / groups), .count(outChannels / groups)] }
+    private var groupArguments: [KernelArgument] {
+        get throws(CLNetError) { try KernelArgument.counts([inChannels / groups, outChannels / groups]) }
+    }
 
-    private func geometry(_ x: Shape, _ y: Shape) -> [KernelArgument] {
-        [x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w, dilation.h, dilation.w]
-            .map { .count($0) }
+    private func geometry(_ x: Shape, _ y: Shape) throws(CLNetError) -> [KernelArgument] {
+        try KernelArgument.counts([x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w,
+                     dilation.h, dilation.w])
     }
 
     /// y = conv(x, weight) + bias. `workspace` is needed by the im2col algorithm (`workspaceCount`).
@@ -261,7 +263,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     private func weightGradient(_ q: CommandQueue, x: Tensor, dy: Tensor, out: Shape, dweight: Tensor, workspace ws: Tensor,
                                 beta: Float) throws(CLNetError) -> Event {
         let kk = kernel.h * kernel.w, plane = out.h * out.w, cg = inChannels / groups, og = outChannels / groups
-        let room = ws.shape.count - partialsCount
+        // The partial sums take the workspace's tail when there is room beyond one sample's
+        // columns; a smaller workspace runs without split-K.
+        let partialRoom = ws.shape.count >= workspacePerSample(x.shape, out) + partialsCount ? partialsCount : 0
+        let room = ws.shape.count - partialRoom
         let step = chunk(x.shape, out, workspace: room)
         var last: Event? = nil
         for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
@@ -274,7 +279,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                              .count(outChannels), .count(plane), .count(n0), .count(count), .count(dyCount)],
                              total: dyCount, waitFor: [])
             let slices = splitK(m: og, n: cg * kk, width: width, computeUnits: q.context.device.info.computeUnits,
-                                room: ws.shape.count >= room + partialsCount ? partialsCount : 0)
+                                room: partialRoom)
             if slices == 1 {
                 last = try q.gemmStridedBatched(transposeB: true, m: og, n: cg * kk, k: width, a: ws.buffer,
                                                 aOffset: ws.offset + colCount, lda: width, strideA: og * width,

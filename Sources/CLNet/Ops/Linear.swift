@@ -6,6 +6,7 @@
 public enum Linear {
     static func check(_ op: String, _ x: Tensor, _ weight: Tensor, _ y: Shape?) throws(CLNetError) -> (Int, Int) {
         try checkRank(op, "weight", weight.shape, 2)
+        guard weight.isDense else { throw .invalidShape(operation: op, message: "weight \(weight.shape) must be dense") }
         let (outF, inF) = (weight.shape[0], weight.shape[1])
         guard x.shape.sampleCount == inF else {
             throw .invalidShape(operation: op, message: "x \(x.shape) has \(x.shape.sampleCount) features per sample but weight \(weight.shape) expects \(inF)")
@@ -42,6 +43,7 @@ public enum Linear {
         }
         if let dweight {
             try checkSameShape("Linear backward", ["weight": weight.shape, "dweight": dweight.shape])
+            guard dweight.isDense else { throw .invalidShape(operation: "Linear backward", message: "dweight \(dweight.shape) must be dense") }
             events.append(try q.gemm(transposeA: true, m: outF, n: inF, k: x.shape.n, a: dy.buffer, aOffset: dy.offset,
                                      lda: dy.batchStride, b: x.buffer, bOffset: x.offset, ldb: x.batchStride, beta: beta,
                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inF, waitFor: waitFor))

@@ -132,8 +132,8 @@ enum NormKernels {
         }
     }
 
-    static func geometry(_ x: Tensor, _ groups: Int) -> [KernelArgument] {
-        [.count(x.shape.n), .count(x.shape.c), .count(x.shape.h * x.shape.w), .count(groups)]
+    static func geometry(_ x: Tensor, _ groups: Int) throws(CLNetError) -> [KernelArgument] {
+        [try .count(x.shape.n), try .count(x.shape.c), try .count(x.shape.h * x.shape.w), try .count(groups)]
     }
 
     static func stats(_ q: CommandQueue, x: Tensor, workspace: Tensor, running: (Tensor, Tensor)?, groups: Int,
@@ -170,7 +170,7 @@ enum NormKernels {
             try checkVector(op, "dbeta", dbeta, x.shape.c)
         }
         if let dx { try checkSameShape(op, ["x": x.shape, "dx": dx.shape]) }
-        let common = x.arguments + dy.arguments + gamma.vectorArguments + beta.vectorArguments + workspace.vectorArguments
+        let common = try x.arguments + dy.arguments + gamma.vectorArguments + beta.vectorArguments + workspace.vectorArguments
         var last: [Event] = waitFor
         // Batch norm's input gradient needs the per-channel sums that the parameter pass makes.
         if dgamma != nil || (groups == 0 && dx != nil) {

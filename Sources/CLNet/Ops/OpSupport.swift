@@ -36,17 +36,35 @@ extension CommandQueue {
 
 extension Tensor {
     /// The three kernel arguments of a tensor: buffer, offset and batch stride (see Common.cl).
+    /// Kernels index in 32 bits; a tensor they cannot address throws rather than wraps.
     var arguments: [KernelArgument] {
-        [.buffer(buffer), .uint(UInt32(offset)), .uint(UInt32(batchStride))]
+        get throws(CLNetError) {
+            try checkIndexable()
+            return [.buffer(buffer), .uint(UInt32(offset)), .uint(UInt32(batchStride))]
+        }
     }
 
-    /// The two kernel arguments of a parameter vector (dense, e.g. in the parameter arena): buffer and offset.
+    /// The two kernel arguments of a parameter vector (buffer and offset), which must be dense:
+    /// kernels read it as consecutive floats.
     var vectorArguments: [KernelArgument] {
-        [.buffer(buffer), .uint(UInt32(offset))]
+        get throws(CLNetError) {
+            guard isDense else {
+                throw .invalidShape(operation: "parameter vector", message: "\(shape) is a strided view; parameters must be dense")
+            }
+            try checkIndexable()
+            return [.buffer(buffer), .uint(UInt32(offset))]
+        }
+    }
+
+    func checkIndexable() throws(CLNetError) {
+        guard buffer.floatCount <= Int(UInt32.max) else {
+            throw .invalidShape(operation: "tensor \(shape)",
+                                message: "its buffer holds more than 2^32 floats, beyond the kernels' 32-bit indices; split the batch")
+        }
     }
 }
 
-/// Kernel indices are 32-bit: fail clearly rather than wrap.
+/// Kernel indices are 32-bit: fail clearly, naming the operator, rather than wrap.
 func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws(CLNetError) {
     for t in tensors where t.buffer.floatCount > Int(UInt32.max) {
         throw .invalidShape(operation: operation,
@@ -72,5 +90,19 @@ func checkRank(_ operation: String, _ name: String, _ shape: Shape, _ rank: Int)
 
 extension KernelArgument {
     static func flag(_ value: Bool) -> KernelArgument { .uint(value ? 1 : 0) }
-    static func count(_ value: Int) -> KernelArgument { .uint(UInt32(value)) }
+
+    /// A size or index argument; kernels take them as 32-bit unsigned integers.
+    static func count(_ value: Int) throws(CLNetError) -> KernelArgument {
+        guard let v = UInt32(exactly: value) else {
+            throw .invalidArgument("kernel argument \(value) does not fit the kernels' 32-bit indices")
+        }
+        return .uint(v)
+    }
+
+    /// `count` arguments for each value.
+    static func counts(_ values: [Int]) throws(CLNetError) -> [KernelArgument] {
+        var out: [KernelArgument] = []
+        for v in values { out.append(try count(v)) }
+        return out
+    }
 }

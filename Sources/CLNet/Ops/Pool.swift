@@ -39,8 +39,8 @@ public struct Pool2D: Sendable, Hashable {
         return [x.n, x.c, (x.h + 2 * padding.h - kernel.h) / stride.h + 1, (x.w + 2 * padding.w - kernel.w) / stride.w + 1]
     }
 
-    func geometry(_ x: Shape, _ y: Shape) -> [KernelArgument] {
-        [x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w].map { .count($0) }
+    func geometry(_ x: Shape, _ y: Shape) throws(CLNetError) -> [KernelArgument] {
+        try KernelArgument.counts([x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w])
     }
 }
 

@@ -5,7 +5,8 @@ import Darwin
 #endif
 
 extension Reference {
-    public static func relu(_ x: [Double]) -> [Double] { x.map { max($0, 0) } }
+    /// max(x, 0), keeping NaN (as PyTorch).
+    public static func relu(_ x: [Double]) -> [Double] { x.map { $0 < 0 ? 0 : $0 } }
 
     /// From the output, as the kernel: dy where y > 0.
     public static func reluBackward(y: [Double], dy: [Double]) -> [Double] {

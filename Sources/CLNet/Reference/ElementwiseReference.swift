@@ -1,6 +1,6 @@
 extension Reference {
     public static func add(_ a: [Double], _ b: [Double], relu: Bool = false) -> [Double] {
-        zip(a, b).map { relu ? max($0 + $1, 0) : $0 + $1 }
+        relu ? Reference.relu(zip(a, b).map(+)) : zip(a, b).map(+)
     }
 
     /// The gradient each addend receives.
@@ -12,7 +12,7 @@ extension Reference {
                                  relu: Bool = false) -> [Double] {
         x.indices.map { i in
             let v = x[i] + scale[i / shape.sampleCount] * branch[i]
-            return relu ? max(v, 0) : v
+            return relu && v < 0 ? 0 : v
         }
     }
 

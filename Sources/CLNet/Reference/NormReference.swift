@@ -34,7 +34,7 @@ extension Reference {
             for i in set {
                 let c = (i % shape.sampleCount) / plane
                 let v = (x[i] - mean[k]) * invstd * gamma[c] + beta[c]
-                y[i] = relu ? max(v, 0) : v
+                y[i] = relu && v < 0 ? 0 : v
             }
         }
         return y

@@ -1,13 +1,14 @@
 extension Reference {
     /// Max pooling: the output and each window's argmax (h * W + w in the input plane; first
-    /// maximum on ties).
+    /// maximum on ties; a NaN wins, as in PyTorch).
     public static func maxPool(_ x: [Double], shape: Shape, window: Pool2D) -> (y: [Double], indices: [Int]) {
         let out = poolShape(shape, window)
         var y = [Double](repeating: 0, count: out.count), indices = [Int](repeating: 0, count: out.count)
         forEachWindow(shape, out, window) { o, taps in
             var best = -Double.infinity, arg = taps[0]
-            for t in taps where x[t.index] > best || (best == -.infinity && t == taps[0]) {
+            for t in taps where x[t.index] > best || (best == -.infinity && t == taps[0]) || x[t.index].isNaN {
                 best = x[t.index]; arg = t
+                if best.isNaN { break }
             }
             y[o] = best
             indices[o] = arg.plane
