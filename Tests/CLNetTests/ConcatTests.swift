@@ -38,6 +38,16 @@ struct ConcatTests {
         try expectClose(q, block, Reference.concat(xs.map(Reference.relu), shapes: shapes), forwardBound, "block")
     }
 
+    @Test func referenceGradientMatchesFiniteDifferences() {
+        var rng = freshGenerator("concat finite differences")
+        let shapes: [Shape] = [[2, 1, 2, 2], [2, 3, 2, 2]]
+        let a = randomDoubles(shapes[0].count, using: &rng), b = randomDoubles(shapes[1].count, using: &rng)
+        let dy = randomDoubles(16 * 2, using: &rng)
+        let grads = Reference.concatBackward(dy: dy, shapes: shapes)
+        #expect(relativeError(grads[0], finiteDifference(at: a) { dot(Reference.concat([$0, b], shapes: shapes), dy) }) < 1e-6)
+        #expect(relativeError(grads[1], finiteDifference(at: b) { dot(Reference.concat([a, $0], shapes: shapes), dy) }) < 1e-6)
+    }
+
     @Test func mismatchedInputsThrow() throws {
         let e = #expect(throws: CLNetError.self) { try Concat.outputShape([[2, 3, 4, 4], [2, 3, 5, 4]]) }
         #expect("\(e!)".contains("Concat") && "\(e!)".contains("[2, 3, 5, 4]") && "\(e!)".contains("[2, 3, 4, 4]"))
