@@ -39,10 +39,10 @@ struct ProgramCacheTests {
         defer { try? FileManager.default.removeItem(at: root) }
         let cache = ProgramDiskCache(directory: root, device: device)
         let defines = ["DISK_PROBE": "\(UInt32.random(in: 0...UInt32.max))"]
-        var context = try Context(device: device, diskCache: cache)
+        var context = try Context(device: device, diskCache: .custom(cache))
         func build() throws -> Program {
             // A fresh context has an empty in-memory cache, as a new process would.
-            context = try Context(device: device, diskCache: cache)
+            context = try Context(device: device, diskCache: .custom(cache))
             return try context.program(.util, defines: defines)
         }
         #expect(try build().origin == .compiled(cacheNote: "not in disk cache"))

@@ -23,11 +23,18 @@ public final class Context: @unchecked Sendable {
     // Held while a program builds, so that two threads asking for the same program build it once.
     private let programs = Mutex<[ProgramKey: Program]>([:])
 
+    /// Where a context keeps compiled programs between processes.
+    public enum DiskCacheChoice: Sendable {
+        /// `ProgramDiskCache.defaultCache(for:)`: on, unless `CLNET_CACHE=0` or the driver keeps its own.
+        case automatic
+        /// No disk cache for this context.
+        case off
+        /// This cache.
+        case custom(ProgramDiskCache)
+    }
+
     /// Creates a context on `device` (by default `Device.default`).
-    ///
-    /// - Parameter diskCache: overrides the default on-disk program cache; pass `.some(nil)` to
-    ///   turn it off for this context.
-    public init(device: Device? = nil, diskCache: ProgramDiskCache?? = .none) throws(CLNetError) {
+    public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic) throws(CLNetError) {
         let device = if let device { device } else { try Device.default }
         self.device = device
         var id: cl_device_id? = device.id
@@ -36,7 +43,11 @@ public final class Context: @unchecked Sendable {
             throw .openCL(call: "clCreateContext(\(device.info.name))", status: status)
         }
         handle = ctx
-        self.diskCache = diskCache ?? ProgramDiskCache.defaultCache(for: device)
+        switch diskCache {
+        case .automatic: self.diskCache = ProgramDiskCache.defaultCache(for: device)
+        case .off: self.diskCache = nil
+        case let .custom(cache): self.diskCache = cache
+        }
     }
 
     deinit {

@@ -204,6 +204,14 @@ public final class Kernel: @unchecked Sendable {
         live.kernels.subtract(1, ordering: .relaxed)
     }
 
+    /// `CL_KERNEL_WORK_GROUP_SIZE`: the largest work-group this kernel can run with on `device`.
+    public func maxWorkGroupSize(on device: Device) throws(CLNetError) -> Int {
+        var size = 0
+        try clCheck(clGetKernelWorkGroupInfo(handle, device.id, cl_kernel_work_group_info(CL_KERNEL_WORK_GROUP_SIZE),
+                                             MemoryLayout<Int>.size, &size, nil), "clGetKernelWorkGroupInfo(\(name))")
+        return size
+    }
+
     func withArguments(_ arguments: [KernelArgument], _ body: () throws(CLNetError) -> Event) throws(CLNetError) -> Event {
         try lock.withLock { (_) throws(CLNetError) -> Event in try setArguments(arguments, then: body) }
     }

@@ -29,8 +29,17 @@ extension CommandQueue {
     func reduce(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], groups: Int,
                 waitFor: [Event]) throws(CLNetError) -> Event {
         let size = context.reductionSize
-        return try enqueue(try context.kernel(source, name), arguments, global: [groups * size], local: [size],
-                           waitFor: waitFor)
+        let kernel = try context.kernel(source, name)
+        // The size is compiled into the kernel (RED); a device may allow less for a given kernel
+        // than its general maximum, which would otherwise surface as CL_INVALID_WORK_GROUP_SIZE.
+        let limit = try kernel.maxWorkGroupSize(on: context.device)
+        guard limit >= size else {
+            throw .invalidArgument("""
+                kernel \(name) in \(source.fileName) allows work-groups of \(limit) on \(context.device.info.name) \
+                but its reduction needs \(size); this device is not supported yet
+                """)
+        }
+        return try enqueue(kernel, arguments, global: [groups * size], local: [size], waitFor: waitFor)
     }
 }
 
