@@ -17,21 +17,36 @@ inline bool tap_output(uint i, uint k, uint P, uint D, uint S, uint O, uint *o) 
     return *o < O;
 }
 
-// col[s][(c*KH + kh)*KW + kw][oh*OW + ow] = x[n0 + s][c][oh*SH - PH + kh*DH][ow*SW - PW + kw*DW]
-// (zero outside the input), for `count` samples starting at n0.
-__kernel void im2col(__global const float *x, uint xo, uint xs, __global float *col, uint co,
-                     GEOMETRY, uint n0, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint plane = OH * OW, rows = C * KH * KW;
-    const uint p = i % plane, r = (i / plane) % rows, s = i / (plane * rows);
+// The value im2col puts in column row r (= (c*KH + kh)*KW + kw) at output pixel p of sample
+// n: x[n][c][oh*SH - PH + kh*DH][ow*SW - PW + kw*DW], zero outside the input.
+inline float im2col_value(__global const float *x, uint xo, uint xs, uint n, uint r, uint p, GEOMETRY) {
     const uint ow = p % OW, oh = p / OW;
     const uint kw = r % KW, kh = (r / KW) % KH, c = r / (KW * KH);
     const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
     const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
-    float v = 0.0f;
-    if (h >= 0 && h < (int)H && w >= 0 && w < (int)W) v = x[AT(xo, xs, n0 + s, (c * H + h) * W + w)];
-    col[co + i] = v;
+    return (h >= 0 && h < (int)H && w >= 0 && w < (int)W) ? x[AT(xo, xs, n, (c * H + h) * W + w)] : 0.0f;
+}
+
+#define GEOMETRY_ARGS C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW
+
+// The columns of `count` samples from n0, in one of two layouts:
+//   per sample (wide == 0): col[s][r][p], a [rows x OH*OW] matrix per sample, for the forward
+//     and input-gradient GEMMs batched over samples;
+//   wide (wide == 1): col[r][s*OH*OW + p], the samples side by side, so that the weight gradient
+//     is one GEMM per chunk (per-sample GEMMs ran at a tenth of the GEMM rate on an H100).
+__kernel void im2col(__global const float *x, uint xo, uint xs, __global float *col, uint co,
+                     GEOMETRY, uint n0, uint count, uint wide, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint plane = OH * OW, rows = C * KH * KW;
+    uint s, r, p;
+    if (wide) {
+        const uint q = i % (count * plane);
+        r = i / (count * plane); s = q / plane; p = q % plane;
+    } else {
+        p = i % plane; r = (i / plane) % rows; s = i / (plane * rows);
+    }
+    col[co + i] = im2col_value(x, xo, xs, n0 + s, r, p, GEOMETRY_ARGS);
 }
 
 // The adjoint of im2col: each input element gathers every column entry that im2col copied it to.
@@ -123,24 +138,6 @@ __kernel void grouped_backward_weight(__global const float *x, uint xo, uint xs,
     }
     sum = group_sum(sum, scratch);
     if (lid == 0) STORE_GRAD(dw, dwo + e, sum, accumulate);
-}
-
-// The weight gradient takes one GEMM per chunk of samples when both of its operands are laid out
-// channel-major across the chunk: col[r][s*OH*OW + p] (im2col, samples side by side) and
-// dy[o][s*OH*OW + p]. Per-sample GEMMs instead ran at a tenth of the GEMM rate on an H100.
-__kernel void im2col_wide(__global const float *x, uint xo, uint xs, __global float *col, uint co,
-                          GEOMETRY, uint n0, uint count, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint plane = OH * OW, width = count * plane;
-    const uint q = i % width, r = i / width, s = q / plane, p = q % plane;
-    const uint ow = p % OW, oh = p / OW;
-    const uint kw = r % KW, kh = (r / KW) % KH, c = r / (KW * KH);
-    const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
-    const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
-    float v = 0.0f;
-    if (h >= 0 && h < (int)H && w >= 0 && w < (int)W) v = x[AT(xo, xs, n0 + s, (c * H + h) * W + w)];
-    col[co + i] = v;
 }
 
 // dst[c][s*plane + p] = src[n0 + s][c*plane + p] for `count` samples.

@@ -272,8 +272,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
             let count = min(step, x.shape.n - n0)
             let width = count * plane, colCount = inChannels * kk * width
-            _ = try q.launch(.conv, "im2col_wide", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
-                             [.count(n0), .count(count), .count(colCount)], total: colCount, waitFor: [])
+            _ = try q.launch(.conv, "im2col", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
+                             [.count(n0), .count(count), .flag(true), .count(colCount)], total: colCount, waitFor: [])
             let dyCount = outChannels * width
             _ = try q.launch(.conv, "channel_major", dy.arguments + [.buffer(ws.buffer), .count(ws.offset + colCount),
                              .count(outChannels), .count(plane), .count(n0), .count(count), .count(dyCount)],
@@ -318,6 +318,6 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                         waitFor: [Event]) throws(CLNetError) -> Event {
         let total = count * columnCount(x.shape, out)
         return try q.launch(.conv, "im2col", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
-                            [.count(n0), .count(total)], total: total, waitFor: waitFor)
+                            [.count(n0), .count(count), .flag(false), .count(total)], total: total, waitFor: waitFor)
     }
 }
