@@ -1,0 +1,235 @@
+// The graph IR that models are built as: values (tensors) produced by nodes (operators), and
+// named parameters. Shapes are inferred while the graph is built, so a wrong shape throws there,
+// naming the node, and never at run time.
+
+/// A tensor value of a graph: a graph input or a node's output.
+public struct Value: Hashable, Sendable, CustomStringConvertible {
+    public let index: Int
+    public var description: String { "%\(index)" }
+}
+
+/// What a parameter is, which decides how it is initialised, whether it is trained and whether
+/// the optimizer decays it.
+public enum ParameterRole: String, Sendable {
+    case weight, bias
+    /// Batch-norm scale and shift (trained, usually not decayed).
+    case normWeight, normBias
+    /// Batch-norm running statistics (buffers, not trained).
+    case runningMean, runningVar
+}
+
+/// A named parameter or buffer (torchvision's `state_dict` name, e.g. `layer1.0.conv1.weight`).
+public struct Parameter: Sendable, Equatable {
+    public let name: String
+    public let shape: Shape
+    public let role: ParameterRole
+    /// Parameters are trained; running statistics are buffers.
+    public var trainable: Bool { role != .runningMean && role != .runningVar }
+}
+
+/// An operator of the graph, with everything that fixes its output shape.
+public enum Operation: Sendable, Equatable {
+    case conv(Conv2D, bias: Bool)
+    case batchNorm(relu: Bool, eps: Float, momentum: Float)
+    case groupNorm(groups: Int, relu: Bool, eps: Float)
+    case relu
+    case add(relu: Bool)
+    case maxPool(Pool2D)
+    case avgPool(Pool2D)
+    case globalAvgPool
+    case concat
+    case linear(outFeatures: Int, bias: Bool)
+    case dropout(p: Float)
+}
+
+/// One operator application.
+public struct Node: Sendable {
+    /// A readable name, unique in its graph (the module path, e.g. `layer1.0.conv1`).
+    public let name: String
+    public let operation: Operation
+    public let inputs: [Value]
+    public let output: Value
+    /// Indices into `Graph.parameters`, in the order the operator takes them.
+    public let parameters: [Int]
+}
+
+/// A graph of operators over NCHW Float32 tensors, built with `GraphBuilder`.
+public struct Graph: Sendable {
+    /// The graph inputs, by name.
+    public internal(set) var inputs: [(name: String, value: Value)] = []
+    public internal(set) var nodes: [Node] = []
+    public internal(set) var parameters: [Parameter] = []
+    /// The shape of every value, by index.
+    public internal(set) var shapes: [Shape] = []
+    /// The node that produced each value, or nil for a graph input.
+    public internal(set) var producers: [Int?] = []
+
+    public func shape(of v: Value) -> Shape { shapes[v.index] }
+
+    /// Parameter index by name.
+    public func parameterIndex(_ name: String) -> Int? { parameters.firstIndex { $0.name == name } }
+
+    /// Number of trainable parameter values (what torchvision's parameter counts count).
+    public var trainableParameterCount: Int {
+        parameters.filter(\.trainable).reduce(0) { $0 + $1.shape.count }
+    }
+}
+
+/// Builds a `Graph` node by node, inferring shapes; every method throws `CLNetError.invalidShape`
+/// naming the node (and the nodes its inputs came from) when shapes do not fit.
+public struct GraphBuilder: Sendable {
+    public private(set) var graph = Graph()
+    private var names: Set<String> = []
+
+    public init() {}
+
+    /// A graph input of the given shape.
+    public mutating func input(_ name: String, shape: Shape) throws(CLNetError) -> Value {
+        guard shape.rank >= 1, shape.dims.allSatisfy({ $0 > 0 }) else {
+            throw .invalidShape(operation: "input \(name)", message: "shape \(shape) must have positive dimensions")
+        }
+        try claim(name)
+        let v = newValue(shape, producer: nil)
+        graph.inputs.append((name, v))
+        return v
+    }
+
+    /// A convolution with torchvision's parameter names: `<name>.weight` (and `<name>.bias`).
+    public mutating func conv(_ x: Value, _ conv: Conv2D, bias: Bool = false, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try conv.outputShape(shape(x)) }
+        var params = [("\(name).weight", conv.weightShape, ParameterRole.weight)]
+        if bias { params.append(("\(name).bias", [conv.outChannels], .bias)) }
+        return try add(name, .conv(conv, bias: bias), [x], out, params)
+    }
+
+    /// Batch norm with torchvision's names (`weight`, `bias`, `running_mean`, `running_var`),
+    /// optionally fused with the ReLU that follows.
+    public mutating func batchNorm(_ x: Value, relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
+                                   name: String) throws(CLNetError) -> Value {
+        let s = shape(x)
+        try require(s.rank == 4, name, "batch norm needs an NCHW input, got \(s) from \(origin(x))")
+        let c = s.c
+        let params: [(String, Shape, ParameterRole)] = [
+            ("\(name).weight", [c], .normWeight), ("\(name).bias", [c], .normBias),
+            ("\(name).running_mean", [c], .runningMean), ("\(name).running_var", [c], .runningVar),
+        ]
+        return try add(name, .batchNorm(relu: relu, eps: eps, momentum: momentum), [x], s, params)
+    }
+
+    public mutating func groupNorm(_ x: Value, groups: Int, relu: Bool = false, eps: Float = 1e-5,
+                                   name: String) throws(CLNetError) -> Value {
+        let s = shape(x)
+        try require(s.rank == 4 && groups > 0 && s.c % groups == 0, name,
+                    "\(s.rank == 4 ? s.c : 0) channels of \(s) from \(origin(x)) do not split into \(groups) groups")
+        let params: [(String, Shape, ParameterRole)] = [("\(name).weight", [s.c], .normWeight),
+                                                        ("\(name).bias", [s.c], .normBias)]
+        return try add(name, .groupNorm(groups: groups, relu: relu, eps: eps), [x], s, params)
+    }
+
+    public mutating func relu(_ x: Value, name: String) throws(CLNetError) -> Value {
+        try add(name, .relu, [x], shape(x), [])
+    }
+
+    /// The residual addition, optionally fused with the ReLU after it.
+    public mutating func add(_ a: Value, _ b: Value, relu: Bool = false, name: String) throws(CLNetError) -> Value {
+        try require(shape(a) == shape(b), name,
+                    "cannot add \(shape(a)) from \(origin(a)) and \(shape(b)) from \(origin(b))")
+        return try add(name, .add(relu: relu), [a, b], shape(a), [])
+    }
+
+    public mutating func maxPool(_ x: Value, _ window: Pool2D, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try window.outputShape("MaxPool", shape(x)) }
+        return try add(name, .maxPool(window), [x], out, [])
+    }
+
+    public mutating func avgPool(_ x: Value, _ window: Pool2D, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try window.outputShape("AvgPool", shape(x)) }
+        return try add(name, .avgPool(window), [x], out, [])
+    }
+
+    /// [N, C, H, W] to [N, C].
+    public mutating func globalAvgPool(_ x: Value, name: String) throws(CLNetError) -> Value {
+        let s = shape(x)
+        try require(s.rank == 4, name, "global pooling needs an NCHW input, got \(s) from \(origin(x))")
+        return try add(name, .globalAvgPool, [x], [s.n, s.c], [])
+    }
+
+    /// Concatenation along channels (DenseNet).
+    public mutating func concat(_ xs: [Value], name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, xs) { () throws(CLNetError) in try Concat.outputShape(xs.map { shape($0) }) }
+        return try add(name, .concat, xs, out, [])
+    }
+
+    /// A fully connected layer, `<name>.weight` [out, in] and `<name>.bias` [out].
+    public mutating func linear(_ x: Value, outFeatures: Int, bias: Bool = true, name: String) throws(CLNetError) -> Value {
+        let s = shape(x)
+        try require(outFeatures > 0, name, "needs at least one output feature")
+        var params = [("\(name).weight", Shape([outFeatures, s.sampleCount]), ParameterRole.weight)]
+        if bias { params.append(("\(name).bias", [outFeatures], .bias)) }
+        return try add(name, .linear(outFeatures: outFeatures, bias: bias), [x], [s.n, outFeatures], params)
+    }
+
+    public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {
+        try require(p >= 0 && p < 1, name, "dropout probability \(p) must be in [0, 1)")
+        return try add(name, .dropout(p: p), [x], shape(x), [])
+    }
+
+    // MARK: - Internals
+
+    private func shape(_ v: Value) -> Shape { graph.shapes[v.index] }
+
+    /// "input x" or "node layer1.0.conv1": where a value came from, for messages.
+    private func origin(_ v: Value) -> String {
+        if let p = graph.producers[v.index] { return "node \(graph.nodes[p].name)" }
+        return "input \(graph.inputs.first { $0.value == v }?.name ?? "\(v)")"
+    }
+
+    private func require(_ condition: Bool, _ name: String, _ message: @autoclosure () -> String) throws(CLNetError) {
+        if !condition { throw .invalidShape(operation: "node \(name)", message: message()) }
+    }
+
+    /// Runs an operator's own shape check, re-labelled with the node and its inputs' origins.
+    private func inferring(_ name: String, _ inputs: [Value], _ infer: () throws(CLNetError) -> Shape) throws(CLNetError) -> Shape {
+        for v in inputs where v.index >= graph.shapes.count {
+            throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
+        }
+        do {
+            return try infer()
+        } catch {
+            let from = inputs.map { "\(shape($0)) from \(origin($0))" }.joined(separator: ", ")
+            throw .invalidShape(operation: "node \(name)", message: "\(error) (inputs: \(from))")
+        }
+    }
+
+    private mutating func claim(_ name: String) throws(CLNetError) {
+        guard !name.isEmpty, names.insert(name).inserted else {
+            throw .invalidShape(operation: "node \(name)", message: "names must be unique and non-empty in a graph")
+        }
+    }
+
+    private mutating func newValue(_ shape: Shape, producer: Int?) -> Value {
+        graph.shapes.append(shape)
+        graph.producers.append(producer)
+        return Value(index: graph.shapes.count - 1)
+    }
+
+    /// Adds the node and its parameters, after every check, so that a throw leaves the graph as it was.
+    private mutating func add(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+                              _ params: [(String, Shape, ParameterRole)]) throws(CLNetError) -> Value {
+        for v in inputs where v.index >= graph.shapes.count {
+            throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
+        }
+        for (p, _, _) in params where graph.parameterIndex(p) != nil {
+            throw .invalidShape(operation: "node \(name)", message: "parameter \(p) is already defined")
+        }
+        try claim(name)
+        var indices: [Int] = []
+        for (p, shape, role) in params {
+            graph.parameters.append(Parameter(name: p, shape: shape, role: role))
+            indices.append(graph.parameters.count - 1)
+        }
+        let v = newValue(out, producer: graph.nodes.count)
+        graph.nodes.append(Node(name: name, operation: op, inputs: inputs, output: v, parameters: indices))
+        return v
+    }
+}

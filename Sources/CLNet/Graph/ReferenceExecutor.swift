@@ -1,0 +1,77 @@
+/// Runs a graph's forward pass with the CPU reference operators, in Double: the oracle that the
+/// device executor is tested against, and the CPU fallback.
+public struct ReferenceExecutor: Sendable {
+    public let graph: Graph
+    /// Every parameter and buffer by name; training-mode batch norm updates the running statistics here.
+    public private(set) var parameters: [String: [Double]]
+
+    /// Checks that `parameters` holds every parameter of `graph` with the right number of values.
+    public init(graph: Graph, parameters: [String: [Double]]) throws(CLNetError) {
+        for p in graph.parameters {
+            guard let values = parameters[p.name] else {
+                throw .invalidShape(operation: "parameter \(p.name)", message: "is missing (shape \(p.shape))")
+            }
+            guard values.count == p.shape.count else {
+                throw .invalidShape(operation: "parameter \(p.name)",
+                                    message: "has \(values.count) values but its shape \(p.shape) needs \(p.shape.count)")
+            }
+        }
+        self.graph = graph
+        self.parameters = parameters
+    }
+
+    /// Every value of the graph, by index, after one forward pass. In training mode batch norm
+    /// normalises with batch statistics (and updates its running statistics) and dropout drops
+    /// with a generator seeded by `seed` and the node's position.
+    public mutating func forward(_ inputs: [String: [Double]], training: Bool, seed: UInt32 = 0) throws(CLNetError) -> [[Double]] {
+        var values = [[Double]](repeating: [], count: graph.shapes.count)
+        for (name, v) in graph.inputs {
+            guard let x = inputs[name], x.count == graph.shape(of: v).count else {
+                throw .invalidShape(operation: "input \(name)", message: "needs \(graph.shape(of: v).count) values of shape \(graph.shape(of: v)), got \(inputs[name]?.count ?? 0)")
+            }
+            values[v.index] = x
+        }
+        for (k, node) in graph.nodes.enumerated() {
+            let xs = node.inputs.map { values[$0.index] }
+            let shape = graph.shape(of: node.inputs[0])
+            let p = node.parameters.map { parameters[graph.parameters[$0].name]! }
+            let y: [Double]
+            switch node.operation {
+            case let .conv(conv, bias):
+                y = Reference.conv2d(xs[0], shape: shape, weight: p[0], bias: bias ? p[1] : nil, conv: conv)
+            case let .batchNorm(relu, eps, momentum):
+                if training {
+                    let r = Reference.batchNormTraining(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
+                                                        runningVar: p[3], eps: Double(eps), momentum: Double(momentum),
+                                                        relu: relu)
+                    parameters[graph.parameters[node.parameters[2]].name] = r.runningMean
+                    parameters[graph.parameters[node.parameters[3]].name] = r.runningVar
+                    y = r.y
+                } else {
+                    y = Reference.batchNormInference(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
+                                                     runningVar: p[3], eps: Double(eps), relu: relu)
+                }
+            case let .groupNorm(groups, relu, eps):
+                y = Reference.groupNorm(xs[0], shape: shape, gamma: p[0], beta: p[1], groups: groups, eps: Double(eps), relu: relu)
+            case .relu:
+                y = Reference.relu(xs[0])
+            case let .add(relu):
+                y = Reference.add(xs[0], xs[1], relu: relu)
+            case let .maxPool(window):
+                y = Reference.maxPool(xs[0], shape: shape, window: window).y
+            case let .avgPool(window):
+                y = Reference.avgPool(xs[0], shape: shape, window: window)
+            case .globalAvgPool:
+                y = Reference.globalAvgPool(xs[0], shape: shape)
+            case .concat:
+                y = Reference.concat(xs, shapes: node.inputs.map { graph.shape(of: $0) })
+            case let .linear(outFeatures, bias):
+                y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
+            case let .dropout(rate):
+                y = training ? Reference.dropout(xs[0], p: rate, seed: seed &+ UInt32(truncatingIfNeeded: k) &* 0x9E37_79B9) : xs[0]
+            }
+            values[node.output.index] = y
+        }
+        return values
+    }
+}

@@ -1,0 +1,82 @@
+import CLNet
+import Testing
+
+@Suite("Graph: building, shape inference, reference execution")
+struct GraphTests {
+    /// A basic residual block with a projection shortcut, as torchvision names it.
+    static func basicBlock(_ b: inout GraphBuilder, _ x: Value, inC: Int, outC: Int, stride: Int, name: String) throws -> Value {
+        var y = try b.conv(x, Conv2D(inChannels: inC, outChannels: outC, kernel: 3, stride: stride, padding: 1), name: "\(name).conv1")
+        y = try b.batchNorm(y, relu: true, name: "\(name).bn1")
+        y = try b.conv(y, Conv2D(inChannels: outC, outChannels: outC, kernel: 3, padding: 1), name: "\(name).conv2")
+        y = try b.batchNorm(y, name: "\(name).bn2")
+        var shortcut = x
+        if stride != 1 || inC != outC {
+            shortcut = try b.conv(x, Conv2D(inChannels: inC, outChannels: outC, kernel: 1, stride: stride), name: "\(name).downsample.0")
+            shortcut = try b.batchNorm(shortcut, name: "\(name).downsample.1")
+        }
+        return try b.add(y, shortcut, relu: true, name: "\(name).add")
+    }
+
+    @Test func shapesAndTorchvisionNames() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 8, 8])
+        let y = try Self.basicBlock(&b, x, inC: 4, outC: 6, stride: 2, name: "layer2.0")
+        let pooled = try b.globalAvgPool(y, name: "avgpool")
+        let logits = try b.linear(pooled, outFeatures: 10, name: "fc")
+        let g = b.graph
+        #expect(g.shape(of: y) == [2, 6, 4, 4])
+        #expect(g.shape(of: logits) == [2, 10])
+        #expect(g.parameterIndex("layer2.0.downsample.0.weight") != nil)
+        #expect(g.parameterIndex("layer2.0.bn1.running_var") != nil)
+        #expect(g.parameters[g.parameterIndex("fc.weight")!].shape == [10, 6])
+        // conv1 4*6*9, bn1 2*6, conv2 6*6*9, bn2 2*6, downsample 4*6 + 2*6, fc 6*10 + 10.
+        #expect(g.trainableParameterCount == 216 + 12 + 324 + 12 + 24 + 12 + 70)
+    }
+
+    @Test func shapeErrorsThrowAtBuildTimeNamingTheNodes() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 8, 8])
+        let a = try b.conv(x, Conv2D(inChannels: 4, outChannels: 6, kernel: 3, padding: 1), name: "branch_a")
+        let c = try b.conv(x, Conv2D(inChannels: 4, outChannels: 6, kernel: 3, stride: 2, padding: 1), name: "branch_b")
+        let before = (b.graph.nodes.count, b.graph.parameters.count)
+        let add = #expect(throws: CLNetError.self) { try b.add(a, c, name: "merge") }
+        #expect("\(add!)".contains("merge") && "\(add!)".contains("branch_a") && "\(add!)".contains("branch_b"))
+        #expect("\(add!)".contains("[2, 6, 8, 8]") && "\(add!)".contains("[2, 6, 4, 4]"))
+        let cat = #expect(throws: CLNetError.self) { try b.concat([a, c], name: "dense") }
+        #expect("\(cat!)".contains("dense") && "\(cat!)".contains("branch_b"))
+        let conv = #expect(throws: CLNetError.self) {
+            try b.conv(a, Conv2D(inChannels: 4, outChannels: 8, kernel: 1), name: "wrong_in")
+        }
+        #expect("\(conv!)".contains("wrong_in") && "\(conv!)".contains("branch_a") && "\(conv!)".contains("[2, 6, 8, 8]"))
+        let dup = #expect(throws: CLNetError.self) {
+            try b.conv(a, Conv2D(inChannels: 6, outChannels: 6, kernel: 1), name: "branch_a")
+        }
+        #expect("\(dup!)".contains("branch_a"))
+        #expect((b.graph.nodes.count, b.graph.parameters.count) == before, "a failed build step changed the graph")
+    }
+
+    @Test func referenceExecutorComposesTheReferenceOperators() throws {
+        var rng = freshGenerator("graph reference forward")
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [3, 2, 5, 5])
+        let conv = Conv2D(inChannels: 2, outChannels: 3, kernel: 3, padding: 1)
+        let c = try b.conv(x, conv, bias: true, name: "conv")
+        let n = try b.batchNorm(c, relu: true, name: "bn")
+        let p = try b.maxPool(n, Pool2D(kernel: 2), name: "pool")
+        let g = b.graph
+        var params: [String: [Double]] = [:]
+        for q in g.parameters { params[q.name] = randomDoubles(q.shape.count, using: &rng, in: 0.5...1.5) }
+        let input = randomDoubles(3 * 2 * 25, using: &rng)
+        var exec = try ReferenceExecutor(graph: g, parameters: params)
+        let values = try exec.forward(["x": input], training: true)
+        let yc = Reference.conv2d(input, shape: [3, 2, 5, 5], weight: params["conv.weight"]!, bias: params["conv.bias"]!, conv: conv)
+        let bn = Reference.batchNormTraining(yc, shape: [3, 3, 5, 5], gamma: params["bn.weight"]!, beta: params["bn.bias"]!,
+                                             runningMean: params["bn.running_mean"]!, runningVar: params["bn.running_var"]!,
+                                             eps: Double(Float(1e-5)), momentum: Double(Float(0.1)), relu: true)
+        #expect(values[p.index] == Reference.maxPool(bn.y, shape: [3, 3, 5, 5], window: Pool2D(kernel: 2)).y)
+        #expect(exec.parameters["bn.running_mean"] == bn.runningMean, "training updates the running statistics")
+        params.removeValue(forKey: "bn.running_var")
+        let missing = #expect(throws: CLNetError.self) { try ReferenceExecutor(graph: g, parameters: params) }
+        #expect("\(missing!)".contains("bn.running_var"))
+    }
+}
