@@ -40,6 +40,8 @@ public enum Operation: Sendable, Equatable {
     case concat
     case linear(outFeatures: Int, bias: Bool)
     case dropout(p: Float)
+    /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
+    case softmaxCrossEntropy(labelSmoothing: Float)
 }
 
 /// One operator application.
@@ -69,10 +71,63 @@ public struct Graph: Sendable {
     /// Parameter index by name.
     public func parameterIndex(_ name: String) -> Int? { parameters.firstIndex { $0.name == name } }
 
+    /// The loss node, if the graph has one.
+    public var lossNode: Int? {
+        nodes.firstIndex { if case .softmaxCrossEntropy = $0.operation { return true } else { return false } }
+    }
+
+    /// Which values need a gradient: those computed, directly or not, from a trainable parameter.
+    /// Graph inputs and what depends only on them get none (no input gradient for the first layer).
+    public var needsGradient: [Bool] {
+        var needs = [Bool](repeating: false, count: shapes.count)
+        for node in nodes {
+            let fromParameter = node.parameters.contains { parameters[$0].trainable }
+            needs[node.output.index] = fromParameter || node.inputs.contains { needs[$0.index] }
+        }
+        return needs
+    }
+
+    /// The backward pass derived from the forward graph: the nodes in reverse, each with the
+    /// inputs it must produce a gradient for and whether that gradient adds to one a later
+    /// consumer already wrote (fan-out sums).
+    public var backwardSteps: [BackwardStep] {
+        let needs = needsGradient
+        var written = [Bool](repeating: false, count: shapes.count)
+        var steps: [BackwardStep] = []
+        for (k, node) in nodes.enumerated().reversed() where needs[node.output.index] {
+            var inputs: [BackwardStep.InputGradient] = []
+            for (i, v) in node.inputs.enumerated() where needs[v.index] {
+                inputs.append(.init(input: i, accumulate: written[v.index]))
+                written[v.index] = true
+            }
+            steps.append(BackwardStep(node: k, inputs: inputs))
+        }
+        return steps
+    }
+
     /// Number of trainable parameter values (what torchvision's parameter counts count).
     public var trainableParameterCount: Int {
         parameters.filter(\.trainable).reduce(0) { $0 + $1.shape.count }
     }
+}
+
+/// One node's part of the backward pass (see `Graph.backwardSteps`).
+public struct BackwardStep: Sendable, Equatable {
+    /// An input whose gradient this step writes.
+    public struct InputGradient: Sendable, Equatable {
+        /// Position in the node's inputs.
+        public let input: Int
+        /// True when a later consumer of the same value wrote its gradient first.
+        public let accumulate: Bool
+
+        public init(input: Int, accumulate: Bool) {
+            self.input = input
+            self.accumulate = accumulate
+        }
+    }
+
+    public let node: Int
+    public let inputs: [InputGradient]
 }
 
 /// Builds a `Graph` node by node, inferring shapes; every method throws `CLNetError.invalidShape`
@@ -167,6 +222,16 @@ public struct GraphBuilder: Sendable {
         var params = [("\(name).weight", Shape([outFeatures, s.sampleCount]), ParameterRole.weight)]
         if bias { params.append(("\(name).bias", [outFeatures], .bias)) }
         return try add(name, .linear(outFeatures: outFeatures, bias: bias), [x], [s.n, outFeatures], params)
+    }
+
+    /// The training loss: mean softmax cross-entropy of `logits` [N, K]; the labels are given to
+    /// the executor when it runs. A graph has at most one loss.
+    public mutating func softmaxCrossEntropy(_ logits: Value, labelSmoothing: Float = 0, name: String) throws(CLNetError) -> Value {
+        let s = shape(logits)
+        try require(s.rank == 2, name, "logits must be [N, K], got \(s) from \(origin(logits))")
+        try require(labelSmoothing >= 0 && labelSmoothing < 1, name, "label smoothing \(labelSmoothing) must be in [0, 1)")
+        try require(graph.lossNode == nil, name, "the graph already has a loss, node \(graph.lossNode.map { graph.nodes[$0].name } ?? "")")
+        return try add(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
     }
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {

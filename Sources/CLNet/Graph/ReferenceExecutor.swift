@@ -23,7 +23,8 @@ public struct ReferenceExecutor: Sendable {
     /// Every value of the graph, by index, after one forward pass. In training mode batch norm
     /// normalises with batch statistics (and updates its running statistics) and dropout drops
     /// with a generator seeded by `seed` and the node's position.
-    public mutating func forward(_ inputs: [String: [Double]], training: Bool, seed: UInt32 = 0) throws(CLNetError) -> [[Double]] {
+    public mutating func forward(_ inputs: [String: [Double]], labels: [Int] = [], training: Bool,
+                                 seed: UInt32 = 0) throws(CLNetError) -> [[Double]] {
         var values = [[Double]](repeating: [], count: graph.shapes.count)
         for (name, v) in graph.inputs {
             guard let x = inputs[name], x.count == graph.shape(of: v).count else {
@@ -68,10 +69,97 @@ public struct ReferenceExecutor: Sendable {
             case let .linear(outFeatures, bias):
                 y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
             case let .dropout(rate):
-                y = training ? Reference.dropout(xs[0], p: rate, seed: seed &+ UInt32(truncatingIfNeeded: k) &* 0x9E37_79B9) : xs[0]
+                y = training ? Reference.dropout(xs[0], p: rate, seed: Self.dropoutSeed(seed, node: k)) : xs[0]
+            case let .softmaxCrossEntropy(smoothing):
+                try Self.checkLabels(labels, shape)
+                y = [Reference.softmaxCrossEntropy(xs[0], batch: shape.n, labels: labels, smoothing: Double(smoothing)).loss]
             }
             values[node.output.index] = y
         }
         return values
+    }
+
+    /// The dropout seed of node `k` in a step seeded `seed`; the device executor uses the same.
+    public static func dropoutSeed(_ seed: UInt32, node k: Int) -> UInt32 {
+        seed &+ UInt32(truncatingIfNeeded: k) &* 0x9E37_79B9
+    }
+
+    static func checkLabels(_ labels: [Int], _ logits: Shape) throws(CLNetError) {
+        guard labels.count == logits.n else {
+            throw .invalidShape(operation: "loss", message: "needs \(logits.n) labels for logits \(logits), got \(labels.count)")
+        }
+        if let bad = labels.first(where: { $0 < 0 || $0 >= logits[1] }) {
+            throw .invalidShape(operation: "loss", message: "label \(bad) is outside [0, \(logits[1])) for logits \(logits)")
+        }
+    }
+
+    /// Gradients of the loss (scaled by 1) after `forward` in training mode on the same inputs:
+    /// each trainable parameter's by name, and each value's that needs one (by index, empty
+    /// where none is computed).
+    public func backward(values: [[Double]], labels: [Int], seed: UInt32 = 0) throws(CLNetError)
+        -> (parameters: [String: [Double]], values: [[Double]]) {
+        guard let loss = graph.lossNode else {
+            throw .invalidShape(operation: "backward", message: "the graph has no loss node")
+        }
+        var grads = [[Double]](repeating: [], count: graph.shapes.count)
+        grads[graph.nodes[loss].output.index] = [1]
+        var paramGrads: [String: [Double]] = [:]
+        func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
+            grads[v.index] = accumulate ? zip(grads[v.index], g).map(+) : g
+        }
+        for step in graph.backwardSteps {
+            let node = graph.nodes[step.node]
+            let dy = grads[node.output.index]
+            let xs = node.inputs.map { values[$0.index] }
+            let shape = graph.shape(of: node.inputs[0])
+            let p = node.parameters.map { parameters[graph.parameters[$0].name]! }
+            let names = node.parameters.map { graph.parameters[$0].name }
+            var inputGrads: [[Double]] = []
+            switch node.operation {
+            case let .conv(conv, bias):
+                let g = Reference.conv2dBackward(xs[0], shape: shape, weight: p[0], conv: conv, dy: dy)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dweight
+                if bias { paramGrads[names[1]] = g.dbias }
+            case let .batchNorm(relu, eps, _):
+                let g = Reference.normBackward(xs[0], shape: shape, gamma: p[0], beta: p[1], groups: 0, dy: dy,
+                                               eps: Double(eps), relu: relu)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dgamma
+                paramGrads[names[1]] = g.dbeta
+            case let .groupNorm(groups, relu, eps):
+                let g = Reference.normBackward(xs[0], shape: shape, gamma: p[0], beta: p[1], groups: groups, dy: dy,
+                                               eps: Double(eps), relu: relu)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dgamma
+                paramGrads[names[1]] = g.dbeta
+            case .relu:
+                inputGrads = [Reference.reluBackward(y: values[node.output.index], dy: dy)]
+            case let .add(relu):
+                let g = Reference.addBackward(y: values[node.output.index], dy: dy, relu: relu)
+                inputGrads = [g, g]
+            case let .maxPool(window):
+                let indices = Reference.maxPool(xs[0], shape: shape, window: window).indices
+                inputGrads = [Reference.maxPoolBackward(dy: dy, indices: indices, shape: shape, window: window)]
+            case let .avgPool(window):
+                inputGrads = [Reference.avgPoolBackward(dy: dy, shape: shape, window: window)]
+            case .globalAvgPool:
+                inputGrads = [Reference.globalAvgPoolBackward(dy: dy, shape: shape)]
+            case .concat:
+                inputGrads = Reference.concatBackward(dy: dy, shapes: node.inputs.map { graph.shape(of: $0) })
+            case let .linear(outFeatures, bias):
+                let g = Reference.linearBackward(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, dy: dy)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dweight
+                if bias { paramGrads[names[1]] = g.dbias }
+            case let .dropout(rate):
+                inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: Self.dropoutSeed(seed, node: step.node))]
+            case let .softmaxCrossEntropy(smoothing):
+                inputGrads = [Reference.softmaxCrossEntropyBackward(xs[0], batch: shape.n, labels: labels,
+                                                                    smoothing: Double(smoothing), scale: dy[0])]
+            }
+            for g in step.inputs { add(node.inputs[g.input], inputGrads[g.input], g.accumulate) }
+        }
+        return (paramGrads, grads)
     }
 }

@@ -1,0 +1,108 @@
+import CLNet
+import Testing
+
+@Suite("Executor: graphs on OpenCL against the CPU reference")
+struct ExecutorTests {
+    /// A random small graph: convolutions with random groups and strides, batch and group norm,
+    /// residual additions (fan-out), dense concatenations, pools, then a classifier and its loss.
+    static func randomGraph(_ rng: inout SplitMix64) throws -> (graph: Graph, input: Shape, logits: Value) {
+        var b = GraphBuilder()
+        let input: Shape = [Int.random(in: 1...3, using: &rng), Int.random(in: 2...5, using: &rng),
+                            Int.random(in: 6...9, using: &rng), Int.random(in: 6...9, using: &rng)]
+        var x = try b.input("x", shape: input)
+        var shape = input
+        for k in 0..<Int.random(in: 3...5, using: &rng) {
+            let c = shape.c
+            switch Int.random(in: 0...4, using: &rng) {
+            case 0:
+                let groups = [1, c, c % 2 == 0 ? 2 : 1].randomElement(using: &rng)!
+                let out = groups * Int.random(in: 1...3, using: &rng) * max(1, 4 / groups)
+                let stride = shape.h >= 6 && Bool.random(using: &rng) ? 2 : 1
+                x = try b.conv(x, Conv2D(inChannels: c, outChannels: out, kernel: 3, stride: stride, padding: 1, groups: groups),
+                               name: "b\(k).conv")
+                // No bias before a norm: its true gradient is zero, which a relative error cannot judge.
+                x = try b.batchNorm(x, relu: true, name: "b\(k).bn")
+            case 1:
+                var y = try b.conv(x, Conv2D(inChannels: c, outChannels: c, kernel: 3, padding: 1), name: "b\(k).conv1")
+                y = try b.batchNorm(y, relu: true, name: "b\(k).bn1")
+                y = try b.conv(y, Conv2D(inChannels: c, outChannels: c, kernel: 1), name: "b\(k).conv2")
+                y = try b.batchNorm(y, name: "b\(k).bn2")
+                x = try b.add(y, x, relu: true, name: "b\(k).add")
+            case 2:
+                var d = try b.conv(x, Conv2D(inChannels: c, outChannels: 3, kernel: 3, padding: 1), name: "b\(k).conv")
+                d = try b.groupNorm(d, groups: [1, 3].randomElement(using: &rng)!, relu: true, name: "b\(k).gn")
+                x = try b.concat([x, d], name: "b\(k).concat")
+            case 3:
+                x = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 1, kernel: 1), bias: true, name: "b\(k).conv")
+                x = try b.relu(x, name: "b\(k).relu")
+            default:
+                if shape.h >= 4 && shape.w >= 4 {
+                    x = Bool.random(using: &rng)
+                        ? try b.maxPool(x, Pool2D(kernel: 3, stride: 2, padding: 1), name: "b\(k).maxpool")
+                        : try b.avgPool(x, Pool2D(kernel: 2), name: "b\(k).avgpool")
+                } else {
+                    x = try b.relu(x, name: "b\(k).relu")
+                }
+            }
+            shape = b.graph.shape(of: x)
+        }
+        let pooled = try b.globalAvgPool(x, name: "avgpool")
+        let logits = try b.linear(pooled, outFeatures: 5, name: "fc")
+        _ = try b.softmaxCrossEntropy(logits, labelSmoothing: 0.1, name: "loss")
+        return (b.graph, input, logits)
+    }
+
+    @Test(arguments: 0..<6)
+    func randomGraphMatchesReference(_ trial: Int) throws {
+        var rng = freshGenerator("executor random graph \(trial)")
+        let (graph, inputShape, logits) = try Self.randomGraph(&rng)
+        print("graph: \(graph.nodes.map(\.name).joined(separator: " "))")
+        var params: [String: [Double]] = [:]
+        for p in graph.parameters {
+            switch p.role {
+            case .normWeight, .runningVar: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5)
+            default: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5)
+            }
+        }
+        let x = randomDoubles(inputShape.count, using: &rng)
+        let labels = (0..<inputShape.n).map { _ in Int.random(in: 0..<5, using: &rng) }
+
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["x": x], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true)
+        for (name, v) in params { try executor.setParameter(name, v.map(Float.init)) }
+        try executor.forward(["x": x.map(Float.init)], labels: labels)
+        try executor.backward()
+
+        let loss = try executor.loss().loss
+        #expect(relativeError([loss], [values[graph.nodes[graph.lossNode!].output.index][0]]) <= 1e-4, "loss")
+        #expect(relativeError(try executor.read(logits), values[logits.index]) <= 1e-4, "logits")
+        for p in graph.parameters where p.trainable {
+            let error = relativeError(try executor.gradient(p.name), grads.parameters[p.name]!)
+            #expect(error <= 1e-4, "gradient of \(p.name): relative error \(error)")
+        }
+        for p in graph.parameters where !p.trainable {
+            #expect(relativeError(try executor.parameter(p.name), reference.parameters[p.name]!) <= 1e-5, "\(p.name)")
+        }
+        // No gradient is computed for the graph input.
+        #expect(try executor.readGradient(graph.inputs[0].value) == nil)
+    }
+
+    @Test func backwardStepsSumFanOutAndSkipInputs() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 3, 4, 4])
+        let a = try b.conv(x, Conv2D(inChannels: 3, outChannels: 3, kernel: 1), name: "a")
+        let r = try b.relu(a, name: "r")
+        let s = try b.add(r, a, name: "s")  // a feeds r and s: its gradient is a sum
+        let p = try b.globalAvgPool(s, name: "p")
+        _ = try b.softmaxCrossEntropy(p, name: "loss")
+        let steps = b.graph.backwardSteps
+        #expect(steps.map { b.graph.nodes[$0.node].name } == ["loss", "p", "s", "r", "a"])
+        let add = steps[2], relu = steps[3], conv = steps[4]
+        #expect(add.inputs == [.init(input: 0, accumulate: false), .init(input: 1, accumulate: false)])
+        #expect(relu.inputs == [.init(input: 0, accumulate: true)])
+        #expect(conv.inputs.isEmpty, "no gradient for the graph input")
+    }
+}
