@@ -71,7 +71,9 @@ struct ExecutorTests {
         let values = try reference.forward(["x": x], labels: labels, training: true)
         let grads = try reference.backward(values: values, labels: labels)
 
-        let executor = try Executor(graph: graph, context: try Shared.context(), training: true)
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true,
+                                    keep: [logits, graph.inputs[0].value])
+        #expect(executor.plan.peakBytes <= executor.plan.naiveBytes)
         for (name, v) in params { try executor.setParameter(name, v.map(Float.init)) }
         try executor.forward(["x": x.map(Float.init)], labels: labels)
         try executor.backward()
@@ -88,6 +90,16 @@ struct ExecutorTests {
         }
         // No gradient is computed for the graph input.
         #expect(try executor.readGradient(graph.inputs[0].value) == nil)
+
+        // Inference: running statistics, no backward, and a smaller plan.
+        var inferenceReference = try ReferenceExecutor(graph: graph, parameters: params)
+        let inferred = try inferenceReference.forward(["x": x], labels: labels, training: false)
+        let inference = try Executor(graph: graph, context: try Shared.context(), training: false, keep: [logits])
+        for (name, v) in params { try inference.setParameter(name, v.map(Float.init)) }
+        try inference.forward(["x": x.map(Float.init)], labels: labels)
+        #expect(relativeError(try inference.read(logits), inferred[logits.index]) <= 1e-5, "inference logits")
+        #expect(inference.plan.peakBytes < executor.plan.peakBytes)
+        #expect(throws: CLNetError.self) { try inference.backward() }
     }
 
     @Test func backwardStepsSumFanOutAndSkipInputs() throws {

@@ -1,9 +1,9 @@
 /// Runs a graph on an OpenCL device: the forward pass, and in training mode the backward pass the
 /// graph derives (`Graph.backwardSteps`), with parameters and their gradients in one arena each.
 ///
-/// This first executor gives every value its own buffer and runs on one in-order queue. The
-/// memory planner (liveness-based reuse of one activation arena) and the scheduling over several
-/// queues build on it; see the graph issue.
+/// Activations and their gradients share one arena laid out by `MemoryPlan`, so only the values
+/// in `keep` can be read after a step. Work runs on one in-order queue; scheduling over several
+/// queues is not done yet (see the graph issue).
 public final class Executor: @unchecked Sendable {
     // Not safe to run from two threads at once: a step mutates the buffers it owns.
     public let graph: Graph
@@ -14,6 +14,9 @@ public final class Executor: @unchecked Sendable {
 
     private let values: [Tensor]
     private let gradients: [Tensor?]
+    /// The activation arena's layout.
+    public let plan: MemoryPlan
+    private let kept: Set<Value>
     private let parameterArena: Buffer
     private let parameterViews: [Tensor]
     private let gradientViews: [Tensor?]
@@ -27,7 +30,7 @@ public final class Executor: @unchecked Sendable {
     /// Allocates every buffer the graph needs. Parameters start at torchvision's neutral values
     /// for norms (weight 1, bias 0, running variance 1) and zero elsewhere; set them with
     /// `setParameter`.
-    public init(graph: Graph, context: Context, training: Bool) throws(CLNetError) {
+    public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = []) throws(CLNetError) {
         self.graph = graph
         self.context = context
         self.training = training
@@ -35,12 +38,22 @@ public final class Executor: @unchecked Sendable {
         if training && graph.lossNode == nil {
             throw .invalidShape(operation: "Executor", message: "training needs a graph with a loss node")
         }
-        var vals: [Tensor] = []
-        for shape in graph.shapes { vals.append(try Tensor(context: context, shape: shape)) }
-        let needs = graph.needsGradient
-        var grads: [Tensor?] = []
-        for (i, shape) in graph.shapes.enumerated() {
-            grads.append(training && needs[i] ? try Tensor(context: context, shape: shape) : nil)
+        var keepAll = keep
+        if let loss = graph.lossNode { keepAll.insert(graph.nodes[loss].output) }
+        kept = keepAll
+        plan = MemoryPlan(graph: graph, training: training, keep: keepAll)
+        guard plan.peakBytes <= context.device.info.maxAllocationBytes else {
+            throw .invalidShape(operation: "Executor", message: """
+                the activation arena needs \(plan.peakBytes >> 20) MiB in one buffer but \(context.device.info.name) \
+                allows \(context.device.info.maxAllocationBytes >> 20) MiB; use a smaller batch
+                """)
+        }
+        let arena = try context.buffer(floats: max(plan.arenaFloats, 1))
+        var vals: [Tensor?] = Array(repeating: nil, count: graph.shapes.count)
+        var grads: [Tensor?] = Array(repeating: nil, count: graph.shapes.count)
+        for slot in plan.slots {
+            let t = try Tensor(buffer: arena, shape: graph.shapes[slot.value.index], offset: slot.offset)
+            if slot.isGradient { grads[slot.value.index] = t } else { vals[slot.value.index] = t }
         }
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })
         parameterArena = try context.buffer(floats: total)
@@ -51,7 +64,7 @@ public final class Executor: @unchecked Sendable {
             gviews.append(try gradientArena.map { b throws(CLNetError) in try Tensor(buffer: b, shape: p.shape, offset: offset) })
             offset += p.shape.count
         }
-        values = vals
+        values = vals.map { $0! }
         gradients = grads
         parameterViews = views
         gradientViews = gviews
@@ -112,11 +125,22 @@ public final class Executor: @unchecked Sendable {
         return try queue.read(g)
     }
 
-    /// A value after `forward`, and its gradient after `backward` (where one is computed).
-    public func read(_ v: Value) throws(CLNetError) -> [Float] { try queue.read(values[v.index]) }
+    /// A kept value after `forward` (see `init(keep:)`).
+    public func read(_ v: Value) throws(CLNetError) -> [Float] {
+        try checkKept(v)
+        return try queue.read(values[v.index])
+    }
 
+    /// A kept value's gradient after `backward`, or nil where none is computed.
     public func readGradient(_ v: Value) throws(CLNetError) -> [Float]? {
-        try gradients[v.index].map { t throws(CLNetError) in try queue.read(t) }
+        try checkKept(v)
+        return try gradients[v.index].map { t throws(CLNetError) in try queue.read(t) }
+    }
+
+    private func checkKept(_ v: Value) throws(CLNetError) {
+        guard kept.contains(v) else {
+            throw .invalidShape(operation: "Executor", message: "value \(v) was not kept (init(keep:)); its memory is reused")
+        }
     }
 
     /// The mean loss and the number of correct top-1 predictions of the last forward.

@@ -1,0 +1,115 @@
+/// Where each activation and activation gradient lives in one arena, from their lifetimes.
+///
+/// The schedule is the forward nodes in order, then (in training) the backward steps. A forward
+/// value lives from the node that makes it to its last use, which in training includes the
+/// backward steps that read it (a convolution's backward reads its input; a ReLU's, its output).
+/// A gradient lives from the first backward step that writes it to the step of its producer.
+/// Buffers whose lifetimes do not overlap share memory; offsets are chosen first-fit, largest
+/// buffer first.
+public struct MemoryPlan: Sendable {
+    /// A buffer of the plan: an activation or an activation gradient.
+    public struct Slot: Sendable {
+        public let value: Value
+        public let isGradient: Bool
+        public let floats: Int
+        /// First and last schedule step (inclusive) at which it is live.
+        public let first: Int, last: Int
+        /// Offset in the arena, in floats.
+        public internal(set) var offset: Int = 0
+    }
+
+    public private(set) var slots: [Slot] = []
+    /// Floats of the arena: the plan's peak.
+    public private(set) var arenaFloats = 0
+
+    /// Bytes of the arena.
+    public var peakBytes: Int { arenaFloats * 4 }
+    /// Bytes if every activation and gradient had its own buffer (aligned alike).
+    public var naiveBytes: Int { slots.reduce(0) { $0 + Self.aligned($1.floats) } * 4 }
+
+    /// Sizes are rounded to 64 floats (256 bytes), which every OpenCL device accepts as an
+    /// alignment and which keeps vector loads aligned.
+    static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+
+    /// Arena offset of a value's activation (or gradient), if the plan holds it.
+    public func offset(of value: Value, gradient: Bool = false) -> Int? {
+        slots.first { $0.value == value && $0.isGradient == gradient }?.offset
+    }
+
+    /// Plans `graph` for training (activations and their gradients) or inference (activations
+    /// only). Values in `keep` (and their gradients) stay live to the end of the step, so that
+    /// they can be read after it; everything else may be overwritten.
+    public init(graph: Graph, training: Bool, keep: Set<Value> = []) {
+        let forwardSteps = graph.nodes.count
+        let backward = training ? graph.backwardSteps : []
+        let count = graph.shapes.count
+        var first = [Int](repeating: Int.max, count: count), last = [Int](repeating: -1, count: count)
+        func use(_ v: Value, _ t: Int) {
+            first[v.index] = min(first[v.index], t)
+            last[v.index] = max(last[v.index], t)
+        }
+        for (_, v) in graph.inputs { use(v, 0) }
+        for (t, node) in graph.nodes.enumerated() {
+            for v in node.inputs { use(v, t) }
+            use(node.output, t)
+        }
+        // Forward values that backward steps read.
+        var gFirst = [Int](repeating: Int.max, count: count), gLast = [Int](repeating: -1, count: count)
+        for (i, step) in backward.enumerated() {
+            let t = forwardSteps + i
+            let node = graph.nodes[step.node]
+            for v in Self.savedForBackward(node) { use(v, t) }
+            // The step reads its output's gradient and writes its inputs'.
+            gFirst[node.output.index] = min(gFirst[node.output.index], t)
+            gLast[node.output.index] = max(gLast[node.output.index], t)
+            for g in step.inputs {
+                let v = node.inputs[g.input]
+                gFirst[v.index] = min(gFirst[v.index], t)
+                gLast[v.index] = max(gLast[v.index], t)
+            }
+        }
+        let end = forwardSteps + backward.count - 1
+        for v in keep {
+            last[v.index] = max(last[v.index], end)
+            if gLast[v.index] >= 0 { gLast[v.index] = end }
+        }
+        for i in 0..<count where last[i] >= 0 {
+            slots.append(Slot(value: Value(index: i), isGradient: false, floats: graph.shapes[i].count,
+                              first: first[i], last: last[i]))
+        }
+        for i in 0..<count where gLast[i] >= 0 {
+            slots.append(Slot(value: Value(index: i), isGradient: true, floats: graph.shapes[i].count,
+                              first: gFirst[i], last: gLast[i]))
+        }
+        assignOffsets()
+    }
+
+    /// The forward tensors an operator's backward reads (its parameters aside).
+    static func savedForBackward(_ node: Node) -> [Value] {
+        switch node.operation {
+        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy: return [node.inputs[0]]
+        case .relu: return [node.output]
+        case let .add(relu): return relu ? [node.output] : []
+        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout: return []
+        }
+    }
+
+    private mutating func assignOffsets() {
+        let aligned = Self.aligned
+        var placed: [Int] = []
+        for i in slots.indices.sorted(by: { slots[$0].floats > slots[$1].floats }) {
+            let s = slots[i]
+            let overlapping = placed.filter { slots[$0].first <= s.last && s.first <= slots[$0].last }
+                .map { (slots[$0].offset, slots[$0].offset + aligned(slots[$0].floats)) }
+                .sorted { $0.0 < $1.0 }
+            var offset = 0
+            for (start, end) in overlapping {
+                if offset + aligned(s.floats) <= start { break }
+                offset = max(offset, end)
+            }
+            slots[i].offset = offset
+            arenaFloats = max(arenaFloats, offset + aligned(s.floats))
+            placed.append(i)
+        }
+    }
+}
