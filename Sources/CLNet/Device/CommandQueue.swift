@@ -121,6 +121,14 @@ public final class CommandQueue: @unchecked Sendable {
         }
     }
 
+    /// Makes every command enqueued after this wait for `events` (which may come from other
+    /// queues of the same context). Nothing happens when `events` is empty.
+    public func barrier(waitFor events: [Event]) throws(CLNetError) {
+        guard !events.isEmpty else { return }
+        let list: [cl_event?] = events.map { $0.handle }
+        try clCheck(clEnqueueBarrierWithWaitList(handle, cl_uint(list.count), list, nil), "clEnqueueBarrierWithWaitList")
+    }
+
     /// An event that completes when everything enqueued before it (and `waitFor`) has.
     public func marker(waitFor: [Event] = []) throws(CLNetError) -> Event {
         try withEvent(waitFor, "clEnqueueMarkerWithWaitList") { count, list, event in

@@ -2,42 +2,58 @@
 /// graph derives (`Graph.backwardSteps`), with parameters and their gradients in one arena each.
 ///
 /// Activations and their gradients share one arena laid out by `MemoryPlan`, so only the values
-/// in `keep` can be read after a step. Work runs on one in-order queue; scheduling over several
-/// queues is not done yet (see the graph issue).
+/// in `keep` can be read after a step. The work is a fixed list of tasks (forward nodes; backward
+/// steps, with a convolution's or linear layer's weight gradient as a task of its own) spread over
+/// in-order queues: everything on queue 0 except weight gradients, which go round the other
+/// queues, off the critical path. A task waits, through events, only for earlier tasks on other
+/// queues whose memory it shares (read after write, and the reuse of planned memory); a host read
+/// waits for every queue. The kernels a task enqueues do not depend on the number of queues, so
+/// neither do the results.
 public final class Executor: @unchecked Sendable {
     // Not safe to run from two threads at once: a step mutates the buffers it owns.
     public let graph: Graph
     public let context: Context
-    public let queue: CommandQueue
+    /// Queue 0 runs the critical path; the others run weight gradients.
+    public let queues: [CommandQueue]
     /// Training runs batch norm with batch statistics, dropout, and allows `backward`.
     public let training: Bool
-
-    private let values: [Tensor]
-    private let gradients: [Tensor?]
     /// The activation arena's layout.
     public let plan: MemoryPlan
+
+    private var queue: CommandQueue { queues[0] }
     private let kept: Set<Value>
+    private let values: [Tensor]
+    private let gradients: [Tensor?]
     private let parameterArena: Buffer
     private let parameterViews: [Tensor]
     private let gradientViews: [Tensor?]
-    private let workspace: Tensor?
+    private let workspaces: [Tensor?]
     private var nodeWorkspaces: [Int: Tensor] = [:]
     private var poolIndices: [Int: Buffer] = [:]
     private let labels: Buffer?
     private var lossResult: Tensor?
     private var stepSeed: UInt32 = 0
+    private var backwardSteps: [BackwardStep] = []
+    private var tasks: [Task] = []
+    private var forwardTaskCount = 0
+    private var events: [Event?] = []
+    /// The last event of each queue but 0 in the last step, which the next step waits for.
+    private var pending: [Event] = []
 
     /// Allocates every buffer the graph needs. Parameters start at torchvision's neutral values
     /// for norms (weight 1, bias 0, running variance 1) and zero elsewhere; set them with
-    /// `setParameter`.
-    public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = []) throws(CLNetError) {
+    /// `setParameter`. Values in `keep` (and the loss) can be read after a step.
+    public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int = 1) throws(CLNetError) {
         self.graph = graph
         self.context = context
         self.training = training
-        queue = try context.makeQueue()
+        guard (1...16).contains(queues) else { throw .invalidArgument("an executor runs on 1 to 16 queues, not \(queues)") }
         if training && graph.lossNode == nil {
             throw .invalidShape(operation: "Executor", message: "training needs a graph with a loss node")
         }
+        var made: [CommandQueue] = []
+        for _ in 0..<queues { made.append(try context.makeQueue()) }
+        self.queues = made
         var keepAll = keep
         if let loss = graph.lossNode { keepAll.insert(graph.nodes[loss].output) }
         kept = keepAll
@@ -55,6 +71,8 @@ public final class Executor: @unchecked Sendable {
             let t = try Tensor(buffer: arena, shape: graph.shapes[slot.value.index], offset: slot.offset)
             if slot.isGradient { grads[slot.value.index] = t } else { vals[slot.value.index] = t }
         }
+        values = vals.map { $0! }
+        gradients = grads
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })
         parameterArena = try context.buffer(floats: total)
         let gradientArena = training ? try context.buffer(floats: total) : nil
@@ -64,8 +82,6 @@ public final class Executor: @unchecked Sendable {
             gviews.append(try gradientArena.map { b throws(CLNetError) in try Tensor(buffer: b, shape: p.shape, offset: offset) })
             offset += p.shape.count
         }
-        values = vals.map { $0! }
-        gradients = grads
         parameterViews = views
         gradientViews = gviews
         var wsCount = 0
@@ -87,7 +103,10 @@ public final class Executor: @unchecked Sendable {
                 break
             }
         }
-        workspace = wsCount > 0 ? try Tensor(context: context, shape: [wsCount]) : nil
+        // One convolution workspace per queue, so that tasks on different queues never share one.
+        var ws: [Tensor?] = []
+        for _ in 0..<queues { ws.append(wsCount > 0 ? try Tensor(context: context, shape: [wsCount]) : nil) }
+        workspaces = ws
         if let loss = graph.lossNode {
             labels = try context.buffer(bytes: graph.shape(of: graph.nodes[loss].inputs[0]).n * 4)
         } else {
@@ -95,11 +114,12 @@ public final class Executor: @unchecked Sendable {
         }
         for (i, p) in graph.parameters.enumerated() {
             let neutral: Float = p.role == .normWeight || p.role == .runningVar ? 1 : 0
-            try queue.fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
+            try made[0].fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
         }
+        schedule()
     }
 
-    // MARK: Parameters
+    // MARK: Parameters and results
 
     private func index(_ name: String) throws(CLNetError) -> Int {
         guard let i = graph.parameterIndex(name) else {
@@ -108,12 +128,20 @@ public final class Executor: @unchecked Sendable {
         return i
     }
 
+    /// Waits until every queue has finished its work.
+    public func synchronize() throws(CLNetError) {
+        for q in queues { try q.finish() }
+        pending = []
+    }
+
     public func setParameter(_ name: String, _ values: [Float]) throws(CLNetError) {
+        try synchronize()
         try queue.write(values, to: parameterViews[try index(name)])
     }
 
     public func parameter(_ name: String) throws(CLNetError) -> [Float] {
-        try queue.read(parameterViews[try index(name)])
+        try synchronize()
+        return try queue.read(parameterViews[try index(name)])
     }
 
     /// The gradient of a trainable parameter after `backward`.
@@ -122,18 +150,21 @@ public final class Executor: @unchecked Sendable {
         guard graph.parameters[i].trainable, let g = gradientViews[i] else {
             throw .invalidShape(operation: "parameter \(name)", message: "has no gradient (not trainable, or not training)")
         }
+        try synchronize()
         return try queue.read(g)
     }
 
     /// A kept value after `forward` (see `init(keep:)`).
     public func read(_ v: Value) throws(CLNetError) -> [Float] {
         try checkKept(v)
+        try synchronize()
         return try queue.read(values[v.index])
     }
 
     /// A kept value's gradient after `backward`, or nil where none is computed.
     public func readGradient(_ v: Value) throws(CLNetError) -> [Float]? {
         try checkKept(v)
+        try synchronize()
         return try gradients[v.index].map { t throws(CLNetError) in try queue.read(t) }
     }
 
@@ -146,6 +177,7 @@ public final class Executor: @unchecked Sendable {
     /// The mean loss and the number of correct top-1 predictions of the last forward.
     public func loss() throws(CLNetError) -> (loss: Float, correct: Int) {
         guard let lossResult else { throw .invalidShape(operation: "loss", message: "the graph has no loss node") }
+        try synchronize()
         let r = try queue.read(lossResult)
         return (r[0], r[1].isFinite ? Int(r[1]) : 0)
     }
@@ -155,6 +187,9 @@ public final class Executor: @unchecked Sendable {
     /// Uploads `inputs` (and `labels` for the loss) and enqueues the forward pass. `seed` fixes
     /// dropout's masks for this step (the backward uses the same).
     public func forward(_ inputs: [String: [Float]], labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError) {
+        // The last step's weight gradients on other queues may still read memory this one reuses.
+        try queue.barrier(waitFor: pending)
+        pending = []
         for (name, v) in graph.inputs {
             guard let x = inputs[name] else { throw .invalidShape(operation: "input \(name)", message: "was not given") }
             try queue.write(x, to: values[v.index])
@@ -164,14 +199,38 @@ public final class Executor: @unchecked Sendable {
             try queue.write(labels.map { Int32($0) }, to: labelBuffer)
         }
         stepSeed = seed
-        for (k, node) in graph.nodes.enumerated() { try forward(k, node) }
+        events = Array(repeating: nil, count: tasks.count)
+        for t in 0..<forwardTaskCount { try run(t) }
         try queue.flush()
+    }
+
+    /// Enqueues the backward pass of the last forward: every trainable parameter's gradient, and
+    /// the gradient of every value that needs one.
+    public func backward() throws(CLNetError) {
+        guard training else { throw .invalidShape(operation: "backward", message: "the executor was made for inference") }
+        for t in forwardTaskCount..<tasks.count { try run(t) }
+        for q in queues { try q.flush() }
+    }
+
+    /// Enqueues task `t` on its queue after the events it depends on, and records its own.
+    private func run(_ t: Int) throws(CLNetError) {
+        let task = tasks[t]
+        let q = queues[task.queue]
+        try q.barrier(waitFor: task.dependencies.compactMap { events[$0] })
+        switch task.kind {
+        case let .forward(k):
+            try forward(k, graph.nodes[k], q, workspaces[task.queue])
+        case let .backward(i, part):
+            try backward(backwardSteps[i], graph.nodes[backwardSteps[i].node], part, q, workspaces[task.queue])
+        }
+        if task.signals { events[t] = try q.marker() }
+        if task.last { pending.append(try q.marker()) }
     }
 
     private func param(_ node: Node, _ i: Int) -> Tensor { parameterViews[node.parameters[i]] }
     private func grad(_ node: Node, _ i: Int) -> Tensor? { gradientViews[node.parameters[i]] }
 
-    private func forward(_ k: Int, _ node: Node) throws(CLNetError) {
+    private func forward(_ k: Int, _ node: Node, _ queue: CommandQueue, _ workspace: Tensor?) throws(CLNetError) {
         let x = values[node.inputs[0].index], y = values[node.output.index]
         switch node.operation {
         case let .conv(conv, bias):
@@ -216,81 +275,74 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    /// Enqueues the backward pass of the last forward: every trainable parameter's gradient, and
-    /// the gradient of every value that needs one.
-    public func backward() throws(CLNetError) {
-        guard training else { throw .invalidShape(operation: "backward", message: "the executor was made for inference") }
-        for step in graph.backwardSteps { try backward(step, graph.nodes[step.node]) }
-        try queue.flush()
-    }
-
-    private func backward(_ step: BackwardStep, _ node: Node) throws(CLNetError) {
+    private func backward(_ step: BackwardStep, _ node: Node, _ part: Part, _ queue: CommandQueue,
+                          _ workspace: Tensor?) throws(CLNetError) {
         let k = step.node
-        let dy = gradients[node.output.index]
+        let dy = gradients[node.output.index]!
         // Where the node writes each input's gradient, and whether it adds to it.
-        let target: [Int: (Tensor, Bool)] = Dictionary(uniqueKeysWithValues: step.inputs.map {
-            ($0.input, (gradients[node.inputs[$0.input].index]!, $0.accumulate))
-        })
+        var target: [Int: (Tensor, Bool)] = [:]
+        for g in step.inputs { target[g.input] = (gradients[node.inputs[g.input].index]!, g.accumulate) }
         let x = values[node.inputs[0].index], y = values[node.output.index]
         let dx = target[0]?.0, accumulate = target[0]?.1 ?? false
         switch node.operation {
         case let .conv(conv, bias):
             // Parameter gradients overwrite; the input gradient may add (fan-out).
-            try conv.backward(queue, x: x, weight: param(node, 0), dy: dy!, dx: accumulate ? nil : dx,
-                              dweight: grad(node, 0), dbias: bias ? grad(node, 1) : nil, workspace: workspace)
-            if accumulate {
-                try conv.backward(queue, x: x, weight: param(node, 0), dy: dy!, dx: dx, dweight: nil, dbias: nil,
-                                  workspace: workspace, accumulate: true)
+            if part == .parameters {
+                try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
+                                  dbias: bias ? grad(node, 1) : nil, workspace: workspace)
+            } else if let dx {
+                try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
+                                  workspace: workspace, accumulate: accumulate)
             }
-        case let .batchNorm(relu, _, _), let .groupNorm(_, relu, _):
-            let groups: Int
-            if case let .groupNorm(g, _, _) = node.operation { groups = g } else { groups = 0 }
-            func run(_ dx: Tensor?, _ params: Bool, _ acc: Bool) throws(CLNetError) {
+        case let .linear(_, bias):
+            if part == .parameters {
+                try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
+                                    dbias: bias ? grad(node, 1) : nil)
+            } else if let dx {
+                try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
+                                    accumulate: accumulate)
+            }
+        case .batchNorm(let relu, _, _), .groupNorm(_, let relu, _):
+            var groups = 0
+            if case let .groupNorm(g, _, _) = node.operation { groups = g }
+            // Parameter gradients overwrite; when the input gradient adds, it is a second call.
+            let calls: [(Tensor?, Bool, Bool)] = accumulate ? [(nil, true, false), (dx, false, true)] : [(dx, true, false)]
+            for (d, params, acc) in calls {
                 if groups == 0 {
-                    try BatchNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), workspace: nodeWorkspaces[k]!,
-                                           dy: dy!, dx: dx, dgamma: params ? grad(node, 0) : nil,
+                    try BatchNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
+                                           workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
                                            dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc)
                 } else {
                     try GroupNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), groups: groups,
-                                           workspace: nodeWorkspaces[k]!, dy: dy!, dx: dx, dgamma: params ? grad(node, 0) : nil,
+                                           workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
                                            dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc)
                 }
             }
-            if accumulate {
-                try run(nil, true, false)
-                try run(dx, false, true)
-            } else {
-                try run(dx, true, false)
-            }
         case .relu:
-            if let dx { try ReLU.backward(queue, y: y, dy: dy!, dx: dx, accumulate: accumulate) }
+            if let dx { try ReLU.backward(queue, y: y, dy: dy, dx: dx, accumulate: accumulate) }
         case let .add(relu):
-            for (_, (d, acc)) in target { try Add.backward(queue, y: y, dy: dy!, dx: d, relu: relu, accumulate: acc) }
+            for i in target.keys.sorted() {
+                let (d, acc) = target[i]!
+                try Add.backward(queue, y: y, dy: dy, dx: d, relu: relu, accumulate: acc)
+            }
         case let .maxPool(window):
-            if let dx { try MaxPool.backward(queue, dy: dy!, indices: poolIndices[k]!, dx: dx, window: window, accumulate: accumulate) }
+            if let dx { try MaxPool.backward(queue, dy: dy, indices: poolIndices[k]!, dx: dx, window: window, accumulate: accumulate) }
         case let .avgPool(window):
-            if let dx { try AvgPool.backward(queue, dy: dy!, dx: dx, window: window, accumulate: accumulate) }
+            if let dx { try AvgPool.backward(queue, dy: dy, dx: dx, window: window, accumulate: accumulate) }
         case .globalAvgPool:
-            if let dx { try GlobalAvgPool.backward(queue, dy: dy!, dx: dx, accumulate: accumulate) }
+            if let dx { try GlobalAvgPool.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
         case .concat:
             var start = 0
             for (i, v) in node.inputs.enumerated() {
                 let c = graph.shape(of: v).c
                 if let (d, acc) = target[i] {
-                    try Concat.copy(queue, from: try dy!.slice(channels: start..<start + c), to: d, accumulate: acc)
+                    try Concat.copy(queue, from: try dy.slice(channels: start..<start + c), to: d, accumulate: acc)
                 }
                 start += c
             }
-        case let .linear(_, bias):
-            try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy!, dx: accumulate ? nil : dx,
-                                dweight: grad(node, 0), dbias: bias ? grad(node, 1) : nil)
-            if accumulate, let dx {
-                try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy!, dx: dx, dweight: nil, dbias: nil,
-                                    accumulate: true)
-            }
         case let .dropout(p):
             if let dx {
-                try Dropout.backward(queue, dy: dy!, dx: dx, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k),
+                try Dropout.backward(queue, dy: dy, dx: dx, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k),
                                      accumulate: accumulate)
             }
         case let .softmaxCrossEntropy(smoothing):
@@ -299,5 +351,106 @@ public final class Executor: @unchecked Sendable {
                                                  accumulate: accumulate)
             }
         }
+    }
+
+    // MARK: Scheduling
+
+    /// Which part of a backward step a task runs: all of it, or (convolutions and linear layers)
+    /// the input gradient and the parameter gradients as two tasks.
+    enum Part { case whole, inputs, parameters }
+
+    enum TaskKind {
+        case forward(Int)
+        case backward(Int, Part)
+    }
+
+    /// A memory range a task touches: `space` 0 is the activation arena, 1 the parameters, 2
+    /// their gradients, 3 + k node k's own buffers (norm workspaces, pool indices, loss).
+    struct Access {
+        let space: Int, lo: Int, hi: Int
+        let write: Bool
+
+        func conflicts(_ o: Access) -> Bool {
+            space == o.space && lo < o.hi && o.lo < hi && (write || o.write)
+        }
+    }
+
+    struct Task {
+        let kind: TaskKind
+        let queue: Int
+        let accesses: [Access]
+        var dependencies: [Int] = []
+        /// Some later task on another queue waits for it.
+        var signals = false
+        /// The last task of its queue (other than 0) in a step: the next step waits for it.
+        var last = false
+    }
+
+    private func valueAccess(_ v: Value, gradient: Bool, write: Bool) -> Access {
+        let t = gradient ? gradients[v.index]! : values[v.index]
+        return Access(space: 0, lo: t.offset, hi: t.offset + t.shape.count, write: write)
+    }
+
+    private func parameterAccess(_ node: Node, gradient: Bool, write: Bool) -> [Access] {
+        node.parameters.compactMap { i in
+            guard let t = gradient ? gradientViews[i] : parameterViews[i] else { return nil }
+            return Access(space: gradient ? 2 : 1, lo: t.offset, hi: t.offset + t.shape.count, write: write)
+        }
+    }
+
+    /// Builds the task list and each task's dependencies on earlier tasks of other queues.
+    private func schedule() {
+        var list: [Task] = []
+        for (k, node) in graph.nodes.enumerated() {
+            var a = node.inputs.map { valueAccess($0, gradient: false, write: false) }
+            a.append(valueAccess(node.output, gradient: false, write: true))
+            // Batch norm in training writes its running statistics.
+            var writesParameters = false
+            if case .batchNorm = node.operation { writesParameters = training }
+            a += parameterAccess(node, gradient: false, write: writesParameters)
+            a.append(Access(space: 3 + k, lo: 0, hi: 1, write: true))
+            list.append(Task(kind: .forward(k), queue: 0, accesses: a))
+        }
+        forwardTaskCount = list.count
+        backwardSteps = training ? graph.backwardSteps : []
+        var nextWeightQueue = 0
+        for (i, step) in backwardSteps.enumerated() {
+            let node = graph.nodes[step.node]
+            let reads = [valueAccess(node.output, gradient: true, write: false)]
+                + MemoryPlan.savedForBackward(node).map { valueAccess($0, gradient: false, write: false) }
+                + parameterAccess(node, gradient: false, write: false)
+            let own = Access(space: 3 + step.node, lo: 0, hi: 1, write: true)
+            let inputGradients = step.inputs.map { valueAccess(node.inputs[$0.input], gradient: true, write: true) }
+            switch node.operation {
+            case .conv, .linear:
+                // The weight gradient leaves the critical path.
+                let q = queues.count == 1 ? 0 : 1 + nextWeightQueue % (queues.count - 1)
+                nextWeightQueue += 1
+                list.append(Task(kind: .backward(i, .parameters), queue: q,
+                                 accesses: reads + parameterAccess(node, gradient: true, write: true)))
+                if !step.inputs.isEmpty {
+                    list.append(Task(kind: .backward(i, .inputs), queue: 0, accesses: reads + inputGradients))
+                }
+            default:
+                list.append(Task(kind: .backward(i, .whole), queue: 0,
+                                 accesses: reads + [own] + inputGradients + parameterAccess(node, gradient: true, write: true)))
+            }
+        }
+        // For each task, the latest conflicting earlier task of every other queue: tasks of one
+        // queue run in order, so that one event covers the earlier ones.
+        for t in list.indices {
+            var latest = [Int?](repeating: nil, count: queues.count)
+            for u in stride(from: t - 1, through: 0, by: -1) where list[u].queue != list[t].queue && latest[list[u].queue] == nil {
+                if list[u].accesses.contains(where: { a in list[t].accesses.contains { a.conflicts($0) } }) {
+                    latest[list[u].queue] = u
+                }
+            }
+            list[t].dependencies = latest.compactMap { $0 }
+            for u in list[t].dependencies { list[u].signals = true }
+        }
+        for q in 1..<queues.count {
+            if let last = list.lastIndex(where: { $0.queue == q }) { list[last].last = true }
+        }
+        tasks = list
     }
 }
