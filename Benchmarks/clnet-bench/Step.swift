@@ -1,0 +1,89 @@
+import ArgumentParser
+import CLNet
+import CLNetCLI
+
+/// Times whole training (or inference) steps of a model through the graph executor, for each
+/// queue count given, in one run, so that the ratio between them is meaningful on a shared machine.
+struct Step: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a model's training or inference step with the executor on 1 and more queues, in one run.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "A model name, as `clnet-bench plan --help` lists.")
+    var model = "resnet18"
+
+    @Option(help: "Batch size.")
+    var batch = 8
+
+    @Option(help: "Image size.")
+    var size = 224
+
+    @Option(help: "train or infer.")
+    var mode = "train"
+
+    @Option(help: "Queue counts to compare, comma-separated; the first is the baseline.")
+    var queues = "1,2"
+
+    struct Row: Codable {
+        var queues: Int
+        var time: Timing
+        var imagesPerSecond: Double
+        var ratioToFirst: Double
+        var initSeconds: Double
+    }
+
+    func run() throws {
+        guard let make = Plan.models[model] else {
+            printError("clnet-bench: error: unknown model '\(model)'")
+            throw ExitCode(2)
+        }
+        let context = try common.context()
+        let graph = try make(batch, size)
+        let training = mode == "train"
+        let counts = queues.split(separator: ",").compactMap { Int($0) }
+        var rng = SystemRandomNumberGenerator()
+        let input = (0..<batch * 3 * size * size).map { _ in Float.random(in: -1...1, using: &rng) }
+        let labels = (0..<batch).map { _ in Int.random(in: 0..<1000, using: &rng) }
+        var rows: [Row] = []
+        for n in counts {
+            let start = ContinuousClock.now
+            let executor = try Executor(graph: graph, context: context, training: training, queues: n)
+            // He-style scale keeps activations finite; the values do not change the timing.
+            for p in graph.parameters where p.role == .weight {
+                let fanIn = Double(p.shape.sampleCount)
+                let scale = Float((2 / fanIn).squareRoot())
+                try executor.setParameter(p.name, (0..<p.shape.count).map { _ in Float.random(in: -scale...scale, using: &rng) })
+            }
+            try executor.synchronize()
+            let initSeconds = seconds(since: start)
+            func step() throws {
+                try executor.forward(["input": input], labels: labels)
+                if training { try executor.backward() }
+                try executor.synchronize()
+            }
+            for _ in 0..<common.warmup { try step() }
+            var samples: [Double] = []
+            for _ in 0..<max(1, common.iters) {
+                let t = ContinuousClock.now
+                try step()
+                samples.append(seconds(since: t))
+            }
+            let time = Timing(samples)
+            rows.append(Row(queues: n, time: time, imagesPerSecond: Double(batch) / time.median,
+                            ratioToFirst: rows.first.map { $0.time.median / time.median } ?? 1, initSeconds: initSeconds))
+        }
+        if common.json { return try printJSON(rows) }
+        print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(try Executor.planBytes(graph, training) >> 20) MiB")
+        printTable(header: ["queues", "median ms", "p10 ms", "p90 ms", "images/s", "speed-up vs first", "init s"], rows: rows.map {
+            ["\($0.queues)", format($0.time.median * 1e3, 1), format($0.time.p10 * 1e3, 1), format($0.time.p90 * 1e3, 1),
+             format($0.imagesPerSecond, 1), format($0.ratioToFirst, 3), format($0.initSeconds, 3)]
+        })
+    }
+}
+
+extension Executor {
+    static func planBytes(_ graph: Graph, _ training: Bool) throws -> Int {
+        MemoryPlan(graph: graph, training: training).peakBytes
+    }
+}
