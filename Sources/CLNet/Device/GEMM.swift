@@ -152,14 +152,15 @@ public enum GEMMTuning {
 
     /// Chosen for CPU devices under PoCL by `clnet-bench gemm-tune` on a 2-core AVX-512 EPYC
     /// (Benchmarks/RESULTS.md): 128 x 128 tiles, 8-wide vectors and a K tile of 128 run 3-4x
-    /// faster than CLBlast's GPU-shaped default, and with that kernel the padded (indirect) path
-    /// wins down to m*n*k = 128^3, where CLBlast would switch to its direct kernel below 896^3.
+    /// faster than CLBlast's GPU-shaped default. Lowering XGEMM_MIN_INDIRECT_SIZE to 128, so that
+    /// small products take this kernel too, was faster still but crashed PoCL inside CLBlast's
+    /// strided-batched kernel on ResNet-18 at batch 8 (an out-of-bounds access), so CLBlast's own
+    /// threshold stays.
     static let cpuParameters: [Parameters] = [
         Parameters(kernel: "Xgemm", [
             ("GEMMK", 0), ("KREG", 1), ("KWG", 128), ("KWI", 2), ("MDIMA", 16), ("MDIMC", 16), ("MWG", 128),
             ("NDIMB", 16), ("NDIMC", 16), ("NWG", 128), ("SA", 1), ("SB", 1), ("STRM", 0), ("STRN", 0),
             ("VWM", 8), ("VWN", 8),
         ]),
-        Parameters(kernel: "GemmRoutine", [("XGEMM_MIN_INDIRECT_SIZE", 128)]),
     ]
 }
