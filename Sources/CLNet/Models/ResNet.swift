@@ -3,6 +3,7 @@
 
 /// The residual networks of torchvision's `resnet.py`.
 public struct ResNet: Sendable {
+    /// The residual block: two 3x3 convolutions (ResNet-18/34), or 1x1, 3x3, 1x1 with 4x expansion.
     public enum Block: Sendable { case basic, bottleneck }
 
     public var block: Block
