@@ -74,3 +74,29 @@ __kernel void channel_scale_backward_scale(__global const float *x, uint xo, uin
     sum = group_sum(sum, scratch);
     if (lid == 0) STORE_GRAD(ds, dso + nc, sum, accumulate);
 }
+
+// The parameter-free "option A" shortcut of the CIFAR ResNets (He et al. 2015, section 4.2):
+// subsample by `stride` and pad channels with zeros, PAD before and the rest after, so that
+// y[n, c, h, w] = x[n, c - PAD, h*stride, w*stride] for PAD <= c < PAD + C, else 0.
+__kernel void pad_shortcut_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
+                                   uint C, uint H, uint W, uint OC, uint OH, uint OW, uint stride, uint pad, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint ow = i % OW, oh = (i / OW) % OH, oc = (i / (OW * OH)) % OC, n = i / (OW * OH * OC);
+    float v = 0.0f;
+    if (oc >= pad && oc < pad + C) v = x[AT(xo, xs, n, ((oc - pad) * H + oh * stride) * W + ow * stride)];
+    y[AT(yo, ys, n, (oc * OH + oh) * OW + ow)] = v;
+}
+
+// Its gradient: each input element takes the output element it was copied to, or nothing.
+__kernel void pad_shortcut_backward(__global const float *dy, uint dyo, uint dys, __global float *dx, uint dxo, uint dxs,
+                                    uint C, uint H, uint W, uint OC, uint OH, uint OW, uint stride, uint pad, uint total,
+                                    uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint iw = i % W, ih = (i / W) % H, c = (i / (W * H)) % C, n = i / (W * H * C);
+    float g = 0.0f;
+    if (ih % stride == 0 && iw % stride == 0 && ih / stride < OH && iw / stride < OW)
+        g = dy[AT(dyo, dys, n, ((c + pad) * OH + ih / stride) * OW + iw / stride)];
+    STORE_GRAD(dx, AT(dxo, dxs, n, (c * H + ih) * W + iw), g, accumulate);
+}

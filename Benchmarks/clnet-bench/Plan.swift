@@ -7,7 +7,7 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The planned activation memory of a model against the naive sum, and the time to plan it.")
 
-    @Option(help: "resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, densenet121, densenet161, densenet169 or densenet201.")
+    @Option(help: "resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, densenet121, densenet161, densenet169, densenet201, or the CIFAR resnet20, resnet56, resnet110 (with --size 32).")
     var model = "resnet50"
 
     @Option(help: "Batch size.")
@@ -48,6 +48,10 @@ struct Plan: ParsableCommand {
         "densenet161": { try DenseNet.densenet161.graph(batch: $0, size: $1).graph },
         "densenet169": { try DenseNet.densenet169.graph(batch: $0, size: $1).graph },
         "densenet201": { try DenseNet.densenet201.graph(batch: $0, size: $1).graph },
+        // CIFAR models: pass --size 32.
+        "resnet20": { try CIFARResNet(depth: 20).graph(batch: $0, size: $1).graph },
+        "resnet56": { try CIFARResNet(depth: 56).graph(batch: $0, size: $1).graph },
+        "resnet110": { try CIFARResNet(depth: 110).graph(batch: $0, size: $1).graph },
     ]
 
     func run() throws {

@@ -44,7 +44,8 @@ struct Step: ParsableCommand {
         let counts = queues.split(separator: ",").compactMap { Int($0) }
         var rng = SystemRandomNumberGenerator()
         let input = (0..<batch * 3 * size * size).map { _ in Float.random(in: -1...1, using: &rng) }
-        let labels = (0..<batch).map { _ in Int.random(in: 0..<1000, using: &rng) }
+        let classes = graph.lossNode.map { graph.shape(of: graph.nodes[$0].inputs[0])[1] } ?? 1
+        let labels = (0..<batch).map { _ in Int.random(in: 0..<classes, using: &rng) }
         var rows: [Row] = []
         for n in counts {
             let start = ContinuousClock.now

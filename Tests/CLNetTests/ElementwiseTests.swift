@@ -66,6 +66,26 @@ struct ElementwiseTests {
         try expectClose(q, acc, zip(prior, ds).map(+), backwardBound, "accumulated dscale")
     }
 
+    @Test(arguments: [([2, 4, 8, 8], 8, 2), ([1, 3, 7, 5], 5, 2), ([3, 16, 4, 4], 16, 1), ([2, 2, 5, 5], 6, 3)] as [(Shape, Int, Int)])
+    func padShortcut(shape: Shape, outChannels: Int, stride: Int) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("padShortcut \(shape) -> \(outChannels) s\(stride)")
+        let op = PadShortcut(outChannels: outChannels, stride: stride)
+        let out = try op.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(out.count, using: &rng)
+        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, out, strided: true)
+        try op.forward(q, x: xt, y: yt)
+        try expectClose(q, yt, Reference.padShortcut(x, shape: shape, outChannels: outChannels, stride: stride), forwardBound, "forward")
+        let dxt = try poisonedTensor(q, shape, strided: true)
+        try op.backward(q, dy: try deviceTensor(q, dy, out), dx: dxt)
+        let want = Reference.padShortcutBackward(dy: dy, shape: shape, outChannels: outChannels, stride: stride)
+        try expectClose(q, dxt, want, backwardBound, "backward")
+        #expect(relativeError(want, finiteDifference(at: x) {
+            dot(Reference.padShortcut($0, shape: shape, outChannels: outChannels, stride: stride), dy)
+        }) < 1e-6)
+        #expect(throws: CLNetError.self) { try PadShortcut(outChannels: shape.c + 1, stride: 2).outputShape(shape) }
+    }
+
     @Test func referenceGradientsMatchFiniteDifferences() {
         var rng = freshGenerator("elementwise finite differences")
         let shape: Shape = [3, 2, 2, 3]

@@ -25,6 +25,38 @@ struct ModelTests {
         #expect(graph.trainableParameterCount == count)
     }
 
+    /// The paper's figures (He et al. 2015, table 6): 0.27 M, 0.46 M, 0.66 M, 0.85 M, 1.7 M, 19.4 M.
+    @Test(arguments: [(20, 269_722), (32, 464_154), (44, 658_586), (56, 853_018), (110, 1_727_962), (1202, 19_421_274)])
+    func cifarResNetParameterCounts(depth: Int, count: Int) throws {
+        let graph = try CIFARResNet(depth: depth).graph(batch: 1).graph
+        #expect(graph.trainableParameterCount == count)
+        #expect(throws: CLNetError.self) { try CIFARResNet(depth: depth + 1) }
+    }
+
+    /// A one-channel ResNet-20 step on the device matches the CPU reference (option-A shortcuts included).
+    @Test func cifarResNetStepMatchesReference() throws {
+        var rng = freshGenerator("resnet20 step")
+        let (graph, logits) = try CIFARResNet(n: 1, inChannels: 1).graph(batch: 2, size: 12)
+        var params: [String: [Double]] = [:]
+        for p in graph.parameters {
+            params[p.name] = p.role == .normWeight || p.role == .runningVar
+                ? randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5)
+                : randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5)
+        }
+        let x = randomDoubles(2 * 144, using: &rng), labels = [3, 7]
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["input": x], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true, keep: [logits], queues: 2)
+        for (name, v) in params { try executor.setParameter(name, v.map(Float.init)) }
+        try executor.forward(["input": x.map(Float.init)], labels: labels)
+        try executor.backward()
+        #expect(relativeError(try executor.read(logits), values[logits.index]) <= 1e-4)
+        for p in graph.parameters where p.trainable {
+            #expect(relativeError(try executor.gradient(p.name), grads.parameters[p.name]!) <= 1e-4, "\(p.name)")
+        }
+    }
+
     @Test func torchvisionNames() throws {
         let resnet = try ResNet.resnet50.graph(batch: 1).graph
         for name in ["conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",

@@ -268,6 +268,8 @@ public final class Executor: @unchecked Sendable {
             } else {
                 try Concat.copy(queue, from: x, to: y)
             }
+        case let .padShortcut(op):
+            try op.forward(queue, x: x, y: y)
         case let .softmaxCrossEntropy(smoothing):
             try SoftmaxCrossEntropy.forward(queue, logits: x, labels: labels!, result: lossResult!,
                                             workspace: nodeWorkspaces[k]!, labelSmoothing: smoothing)
@@ -345,6 +347,8 @@ public final class Executor: @unchecked Sendable {
                 try Dropout.backward(queue, dy: dy, dx: dx, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k),
                                      accumulate: accumulate)
             }
+        case let .padShortcut(op):
+            if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
         case let .softmaxCrossEntropy(smoothing):
             if let dx {
                 try SoftmaxCrossEntropy.backward(queue, logits: x, labels: labels!, dlogits: dx, labelSmoothing: smoothing,

@@ -40,6 +40,8 @@ public enum Operation: Sendable, Equatable {
     case concat
     case linear(outFeatures: Int, bias: Bool)
     case dropout(p: Float)
+    /// The CIFAR ResNets' parameter-free shortcut: subsample and zero-pad channels.
+    case padShortcut(PadShortcut)
     /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
     case softmaxCrossEntropy(labelSmoothing: Float)
 }
@@ -232,6 +234,13 @@ public struct GraphBuilder: Sendable {
         try require(labelSmoothing >= 0 && labelSmoothing < 1, name, "label smoothing \(labelSmoothing) must be in [0, 1)")
         try require(graph.lossNode == nil, name, "the graph already has a loss, node \(graph.lossNode.map { graph.nodes[$0].name } ?? "")")
         return try add(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
+    }
+
+    /// The option-A shortcut of the CIFAR ResNets: subsample by `stride`, zero-pad to `outChannels`.
+    public mutating func padShortcut(_ x: Value, outChannels: Int, stride: Int, name: String) throws(CLNetError) -> Value {
+        let op = PadShortcut(outChannels: outChannels, stride: stride)
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try op.outputShape(shape(x)) }
+        return try add(name, .padShortcut(op), [x], out, [])
     }
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {

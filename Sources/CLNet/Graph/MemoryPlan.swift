@@ -90,7 +90,7 @@ public struct MemoryPlan: Sendable {
         case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy: return [node.inputs[0]]
         case .relu: return [node.output]
         case let .add(relu): return relu ? [node.output] : []
-        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout: return []
+        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut: return []
         }
     }
 

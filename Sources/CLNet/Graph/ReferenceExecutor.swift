@@ -70,6 +70,8 @@ public struct ReferenceExecutor: Sendable {
                 y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
             case let .dropout(rate):
                 y = training ? Reference.dropout(xs[0], p: rate, seed: Self.dropoutSeed(seed, node: k)) : xs[0]
+            case let .padShortcut(op):
+                y = Reference.padShortcut(xs[0], shape: shape, outChannels: op.outChannels, stride: op.stride)
             case let .softmaxCrossEntropy(smoothing):
                 try Self.checkLabels(labels, shape)
                 y = [Reference.softmaxCrossEntropy(xs[0], batch: shape.n, labels: labels, smoothing: Double(smoothing)).loss]
@@ -154,6 +156,8 @@ public struct ReferenceExecutor: Sendable {
                 if bias { paramGrads[names[1]] = g.dbias }
             case let .dropout(rate):
                 inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: Self.dropoutSeed(seed, node: step.node))]
+            case let .padShortcut(op):
+                inputGrads = [Reference.padShortcutBackward(dy: dy, shape: shape, outChannels: op.outChannels, stride: op.stride)]
             case let .softmaxCrossEntropy(smoothing):
                 inputGrads = [Reference.softmaxCrossEntropyBackward(xs[0], batch: shape.n, labels: labels,
                                                                     smoothing: Double(smoothing), scale: dy[0])]

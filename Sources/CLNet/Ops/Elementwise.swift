@@ -107,3 +107,47 @@ public enum ChannelScale {
         return events
     }
 }
+
+/// The parameter-free "option A" shortcut of the CIFAR ResNets (He et al. 2015, section 4.2):
+/// subsample by `stride` and pad channels with zeros, half before and half after (as the common
+/// PyTorch CIFAR implementation does), from C to `outChannels`.
+public struct PadShortcut: Sendable, Hashable {
+    public var outChannels: Int
+    public var stride: Int
+
+    public init(outChannels: Int, stride: Int) {
+        self.outChannels = outChannels
+        self.stride = stride
+    }
+
+    public func outputShape(_ x: Shape) throws(CLNetError) -> Shape {
+        try checkRank("PadShortcut", "x", x, 4)
+        guard stride > 0, outChannels >= x.c, (outChannels - x.c) % 2 == 0 else {
+            throw .invalidShape(operation: "PadShortcut", message: """
+                cannot pad x \(x) to \(outChannels) channels (an even number of extra channels) with stride \(stride)
+                """)
+        }
+        return [x.n, outChannels, (x.h + stride - 1) / stride, (x.w + stride - 1) / stride]
+    }
+
+    private func geometry(_ x: Shape, _ y: Shape) throws(CLNetError) -> [KernelArgument] {
+        try KernelArgument.counts([x.c, x.h, x.w, y.c, y.h, y.w, stride, (y.c - x.c) / 2])
+    }
+
+    @discardableResult
+    public func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let out = try outputShape(x.shape)
+        try checkSameShape("PadShortcut", ["expected output": out, "y": y.shape])
+        return try q.launch(.elementwise, "pad_shortcut_forward", x.arguments + y.arguments + geometry(x.shape, out) +
+                            [.count(out.count)], total: out.count, waitFor: waitFor)
+    }
+
+    @discardableResult
+    public func backward(_ q: CommandQueue, dy: Tensor, dx: Tensor, accumulate: Bool = false,
+                         waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let out = try outputShape(dx.shape)
+        try checkSameShape("PadShortcut backward", ["expected output gradient": out, "dy": dy.shape])
+        return try q.launch(.elementwise, "pad_shortcut_backward", dy.arguments + dx.arguments + geometry(dx.shape, out) +
+                            [.count(dx.shape.count), .flag(accumulate)], total: dx.shape.count, waitFor: waitFor)
+    }
+}

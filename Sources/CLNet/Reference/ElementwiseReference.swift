@@ -35,3 +35,36 @@ extension Reference {
         return (dy.indices.map { dy[$0] * scale[$0 / plane] }, ds)
     }
 }
+
+extension Reference {
+    /// The option-A shortcut: subsample, then pad channels with zeros half before, half after.
+    public static func padShortcut(_ x: [Double], shape: Shape, outChannels: Int, stride: Int) -> [Double] {
+        let oh = (shape.h + stride - 1) / stride, ow = (shape.w + stride - 1) / stride, pad = (outChannels - shape.c) / 2
+        var y = [Double](repeating: 0, count: shape.n * outChannels * oh * ow)
+        for n in 0..<shape.n {
+            for c in 0..<shape.c {
+                for h in 0..<oh {
+                    for w in 0..<ow {
+                        y[((n * outChannels + c + pad) * oh + h) * ow + w] = x[((n * shape.c + c) * shape.h + h * stride) * shape.w + w * stride]
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    public static func padShortcutBackward(dy: [Double], shape: Shape, outChannels: Int, stride: Int) -> [Double] {
+        let oh = (shape.h + stride - 1) / stride, ow = (shape.w + stride - 1) / stride, pad = (outChannels - shape.c) / 2
+        var dx = [Double](repeating: 0, count: shape.count)
+        for n in 0..<shape.n {
+            for c in 0..<shape.c {
+                for h in 0..<oh {
+                    for w in 0..<ow {
+                        dx[((n * shape.c + c) * shape.h + h * stride) * shape.w + w * stride] = dy[((n * outChannels + c + pad) * oh + h) * ow + w]
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}
