@@ -39,14 +39,25 @@ public final class Executor: @unchecked Sendable {
     private var events: [Event?] = []
     /// The last event of each queue but 0 in the last step, which the next step waits for.
     private var pending: [Event] = []
+    /// The optimizer applied by `backward`, each parameter as soon as its gradient is final.
+    public var optimizer: SGD?
+    /// With an optimizer: leave batch-norm scales and shifts and all biases undecayed.
+    public let decayOnlyWeights: Bool
+    private let momentumArena: Buffer?
 
     /// Allocates every buffer the graph needs. Parameters start at torchvision's neutral values
     /// for norms (weight 1, bias 0, running variance 1) and zero elsewhere; set them with
     /// `setParameter`. Values in `keep` (and the loss) can be read after a step.
-    public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int = 1) throws(CLNetError) {
+    ///
+    /// With an `optimizer`, `backward` also updates every trainable parameter, right after its
+    /// gradient is final, keeping the momentum in an arena beside the parameters (zero at first).
+    public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int = 1,
+                optimizer: SGD? = nil, decayOnlyWeights: Bool = false) throws(CLNetError) {
         self.graph = graph
         self.context = context
         self.training = training
+        self.optimizer = optimizer
+        self.decayOnlyWeights = decayOnlyWeights
         guard (1...16).contains(queues) else { throw .invalidArgument("an executor runs on 1 to 16 queues, not \(queues)") }
         if training && graph.lossNode == nil {
             throw .invalidShape(operation: "Executor", message: "training needs a graph with a loss node")
@@ -76,6 +87,8 @@ public final class Executor: @unchecked Sendable {
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })
         parameterArena = try context.buffer(floats: total)
         let gradientArena = training ? try context.buffer(floats: total) : nil
+        momentumArena = training && optimizer != nil ? try context.buffer(floats: total) : nil
+        if let momentumArena { try made[0].fill(momentumArena, with: 0) }
         var views: [Tensor] = [], gviews: [Tensor?] = [], offset = 0
         for p in graph.parameters {
             views.append(try Tensor(buffer: parameterArena, shape: p.shape, offset: offset))
@@ -222,6 +235,8 @@ public final class Executor: @unchecked Sendable {
             try forward(k, graph.nodes[k], q, workspaces[task.queue])
         case let .backward(i, part):
             try backward(backwardSteps[i], graph.nodes[backwardSteps[i].node], part, q, workspaces[task.queue])
+        case let .update(k):
+            try update(graph.nodes[k], q)
         }
         if task.signals { events[t] = try q.marker() }
         if task.last { pending.append(try q.marker()) }
@@ -366,6 +381,21 @@ public final class Executor: @unchecked Sendable {
     enum TaskKind {
         case forward(Int)
         case backward(Int, Part)
+        /// The optimizer's update of node k's trainable parameters.
+        case update(Int)
+    }
+
+    /// Updates node `k`'s trainable parameters from their gradients (one launch per parameter, as
+    /// weight decay may differ between them).
+    private func update(_ node: Node, _ queue: CommandQueue) throws(CLNetError) {
+        guard var sgd = optimizer, let momentumArena else { return }
+        let decay = sgd.weightDecay
+        for i in node.parameters where graph.parameters[i].trainable {
+            let p = parameterViews[i], g = gradientViews[i]!
+            let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
+            sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
+            try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
+        }
     }
 
     /// A memory range a task touches: `space` 0 is the activation arena, 1 the parameters, 2
@@ -425,11 +455,13 @@ public final class Executor: @unchecked Sendable {
                 + parameterAccess(node, gradient: false, write: false)
             let own = Access(space: 3 + step.node, lo: 0, hi: 1, write: true)
             let inputGradients = step.inputs.map { valueAccess(node.inputs[$0.input], gradient: true, write: true) }
+            var updateQueue = 0
             switch node.operation {
             case .conv, .linear:
                 // The weight gradient leaves the critical path.
                 let q = queues.count == 1 ? 0 : 1 + nextWeightQueue % (queues.count - 1)
                 nextWeightQueue += 1
+                updateQueue = q
                 list.append(Task(kind: .backward(i, .parameters), queue: q,
                                  accesses: reads + parameterAccess(node, gradient: true, write: true)))
                 if !step.inputs.isEmpty {
@@ -438,6 +470,13 @@ public final class Executor: @unchecked Sendable {
             default:
                 list.append(Task(kind: .backward(i, .whole), queue: 0,
                                  accesses: reads + [own] + inputGradients + parameterAccess(node, gradient: true, write: true)))
+            }
+            // The update follows the step's tasks, on the queue that made the gradient; the scan
+            // below makes it wait for every task of other queues that still reads the old weights.
+            if momentumArena != nil && node.parameters.contains(where: { graph.parameters[$0].trainable }) {
+                list.append(Task(kind: .update(step.node), queue: updateQueue,
+                                 accesses: parameterAccess(node, gradient: true, write: false)
+                                     + parameterAccess(node, gradient: false, write: true)))
             }
         }
         // For each task, the latest conflicting earlier task of every other queue: tasks of one
