@@ -154,9 +154,11 @@ struct ExecutorOptimizerTests {
         // The reference: forward, backward, update, twice.
         var current = params
         var momentum: [String: [Double]] = [:]
+        var losses: [Double] = []
         for _ in 0..<2 {
             var reference = try ReferenceExecutor(graph: graph, parameters: current)
             let values = try reference.forward(["x": x], labels: labels, training: true)
+            losses.append(values[graph.nodes[graph.lossNode!].output.index][0])
             let grads = try reference.backward(values: values, labels: labels)
             current = reference.parameters
             for p in graph.parameters where p.trainable {
@@ -175,9 +177,15 @@ struct ExecutorOptimizerTests {
             let executor = try Executor(graph: graph, context: try Shared.context(), training: true, queues: queues,
                                         optimizer: sgd, decayOnlyWeights: true)
             for (name, v) in params { try executor.setParameter(name, v.map(Float.init)) }
+            // Both steps are enqueued before either loss is read.
+            var readings: [LossReading] = []
             for _ in 0..<2 {
-                try executor.forward(["x": x.map(Float.init)], labels: labels)
+                readings.append(try executor.forward(["x": x.map(Float.init)], labels: labels)!)
                 try executor.backward()
+            }
+            for (step, reading) in readings.enumerated() {
+                let got = try reading.value().loss
+                #expect(relativeError([got], [losses[step]]) <= 1e-4, "loss of step \(step): \(got) vs \(losses[step])")
             }
             var out: [String: [Float]] = [:]
             for p in graph.parameters { out[p.name] = try executor.parameter(p.name) }

@@ -64,6 +64,16 @@ public final class CommandQueue: @unchecked Sendable {
         return result
     }
 
+    /// Starts copying `bytes` bytes of `buffer` from byte `offset` into `destination` and returns
+    /// at once; the memory must stay valid until the returned event completes.
+    func readAsync(_ buffer: Buffer, offset: Int, bytes: Int, into destination: UnsafeMutableRawPointer)
+        throws(CLNetError) -> Event {
+        try checkRange(buffer, start: offset, bytes: bytes, what: "read")
+        return try withEvent([], "clEnqueueReadBuffer(\(bytes) bytes, non-blocking)") { _, _, event in
+            clEnqueueReadBuffer(handle, buffer.handle, cl_bool(CL_FALSE), offset, bytes, destination, 0, nil, event)
+        }
+    }
+
     /// Copies `bytes` bytes between device buffers (which may be the same buffer if the ranges do
     /// not overlap), after the events in `waitFor`.
     @discardableResult

@@ -187,19 +187,25 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    /// The mean loss and the number of correct top-1 predictions of the last forward.
+    /// The mean loss and the number of correct top-1 predictions of the last forward. Waits for
+    /// that forward only, not for the backward or anything after it.
     public func loss() throws(CLNetError) -> (loss: Float, correct: Int) {
-        guard let lossResult else { throw .invalidShape(operation: "loss", message: "the graph has no loss node") }
-        try synchronize()
-        let r = try queue.read(lossResult)
-        return (r[0], r[1].isFinite ? Int(r[1]) : 0)
+        guard let lastLoss else { throw .invalidShape(operation: "loss", message: "no forward with a loss has run") }
+        return try lastLoss.value()
     }
+
+    private var lastLoss: LossReading?
 
     // MARK: Running
 
     /// Uploads `inputs` (and `labels` for the loss) and enqueues the forward pass. `seed` fixes
     /// dropout's masks for this step (the backward uses the same).
-    public func forward(_ inputs: [String: [Float]], labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError) {
+    ///
+    /// Returns the step's loss as a `LossReading` (nil without a loss node): it is copied back as
+    /// soon as the forward pass is done, and can be read while the backward pass and later steps
+    /// run.
+    @discardableResult
+    public func forward(_ inputs: [String: [Float]], labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError) -> LossReading? {
         // The last step's weight gradients on other queues may still read memory this one reuses.
         try queue.barrier(waitFor: pending)
         pending = []
@@ -214,7 +220,11 @@ public final class Executor: @unchecked Sendable {
         stepSeed = seed
         events = Array(repeating: nil, count: tasks.count)
         for t in 0..<forwardTaskCount { try run(t) }
+        if let lossResult {
+            lastLoss = try LossReading(queue: queue, result: lossResult)
+        }
         try queue.flush()
+        return lastLoss
     }
 
     /// Enqueues the backward pass of the last forward: every trainable parameter's gradient, and
@@ -495,5 +505,35 @@ public final class Executor: @unchecked Sendable {
             if let last = list.lastIndex(where: { $0.queue == q }) { list[last].last = true }
         }
         tasks = list
+    }
+}
+
+/// One step's loss and correct count, copied to the host without blocking the device.
+public final class LossReading: @unchecked Sendable {
+    // The host memory is written by the driver until `event` completes; it is freed only after.
+    private let event: Event
+    private let storage: UnsafeMutablePointer<Float>
+
+    init(queue: CommandQueue, result: Tensor) throws(CLNetError) {
+        storage = UnsafeMutablePointer<Float>.allocate(capacity: 2)
+        storage.initialize(repeating: .nan, count: 2)
+        do {
+            event = try queue.readAsync(result.buffer, offset: result.offset * 4, bytes: 8, into: UnsafeMutableRawPointer(storage))
+        } catch {
+            storage.deallocate()
+            throw error
+        }
+    }
+
+    deinit {
+        try? event.wait()
+        storage.deallocate()
+    }
+
+    /// Waits for this step's forward pass and returns its mean loss and correct top-1 count.
+    public func value() throws(CLNetError) -> (loss: Float, correct: Int) {
+        try event.wait()
+        let correct = storage[1]
+        return (storage[0], correct.isFinite ? Int(correct) : 0)
     }
 }
