@@ -31,6 +31,11 @@ struct Step: ParsableCommand {
         var imagesPerSecond: Double
         var ratioToFirst: Double
         var initSeconds: Double
+        /// Device time of every recorded command per step, summed over queues.
+        var kernelSeconds: Double
+        /// Step wall time over the summed device time: the executor's and driver's own cost on one
+        /// queue (1.0 would be none); below 1 when queues overlap.
+        var wallOverKernels: Double
     }
 
     func run() throws {
@@ -65,21 +70,32 @@ struct Step: ParsableCommand {
             }
             for _ in 0..<common.warmup { try step() }
             var samples: [Double] = []
+            for q in executor.queues { q.startRecording() }
             for _ in 0..<max(1, common.iters) {
                 let t = ContinuousClock.now
                 try step()
                 samples.append(seconds(since: t))
             }
+            var deviceSeconds = 0.0
+            for q in executor.queues {
+                for (_, event) in q.stopRecording() { deviceSeconds += try event.elapsedSeconds() }
+            }
+            let perStep = deviceSeconds / Double(max(1, common.iters))
             let time = Timing(samples)
             rows.append(Row(queues: n, time: time, imagesPerSecond: Double(batch) / time.median,
-                            ratioToFirst: rows.first.map { $0.time.median / time.median } ?? 1, initSeconds: initSeconds))
+                            ratioToFirst: rows.first.map { $0.time.median / time.median } ?? 1, initSeconds: initSeconds,
+                            kernelSeconds: perStep, wallOverKernels: samples.reduce(0, +) / Double(samples.count) / perStep))
         }
         if common.json { return try printJSON(rows) }
         print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(try Executor.planBytes(graph, training) >> 20) MiB")
-        printTable(header: ["queues", "median ms", "p10 ms", "p90 ms", "images/s", "speed-up vs first", "init s"], rows: rows.map {
+        printTable(header: ["queues", "median ms", "p10 ms", "p90 ms", "images/s", "speed-up vs first", "kernels ms",
+                            "wall / kernels", "init s"], rows: rows.map {
             ["\($0.queues)", format($0.time.median * 1e3, 1), format($0.time.p10 * 1e3, 1), format($0.time.p90 * 1e3, 1),
-             format($0.imagesPerSecond, 1), format($0.ratioToFirst, 3), format($0.initSeconds, 3)]
+             format($0.imagesPerSecond, 1), format($0.ratioToFirst, 3), format($0.kernelSeconds * 1e3, 1),
+             format($0.wallOverKernels, 3), format($0.initSeconds, 3)]
         })
+        print("kernels: device time of every command (the last kernel of each CLBlast call) summed over queues, per step;")
+        print("wall / kernels: mean step time over it, the executor's and driver's own cost on one queue")
     }
 }
 

@@ -1,4 +1,5 @@
 import COpenCL
+import Synchronization
 
 /// An in-order OpenCL command queue with profiling on. A device can have several; work on
 /// different queues overlaps unless events order it.
@@ -7,6 +8,20 @@ public final class CommandQueue: @unchecked Sendable {
     let handle: cl_command_queue
     /// The context the queue belongs to; kept alive as long as the queue is.
     public let context: Context
+
+    /// When set, every command enqueued on this queue records its event here (kernel launches,
+    /// copies, and the last kernel of each CLBlast call), so that device time can be summed.
+    public let log = Mutex<[(String, Event)]?>(nil)
+
+    /// Starts recording commands into `log`, dropping what it held.
+    public func startRecording() { log.withLock { $0 = [] } }
+
+    /// Stops recording and returns the commands recorded.
+    public func stopRecording() -> [(String, Event)] { log.withLock { let l = $0 ?? []; $0 = nil; return l } }
+
+    func record(_ label: @autoclosure () -> String, _ event: Event) {
+        log.withLock { if $0 != nil { $0!.append((label(), event)) } }
+    }
 
     init(context: Context) throws(CLNetError) {
         var status: cl_int = 0
@@ -157,7 +172,9 @@ public final class CommandQueue: @unchecked Sendable {
         }
         try clCheck(status, call())
         guard let raw else { throw .openCL(call: call() + " returned no event", status: CL_INVALID_EVENT) }
-        return Event(handle: raw, live: context.live)
+        let event = Event(handle: raw, live: context.live)
+        record(call(), event)
+        return event
     }
 
     private func checkRange(_ buffer: Buffer, start: Int, bytes: Int, what: String) throws(CLNetError) {

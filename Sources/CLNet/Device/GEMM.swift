@@ -69,7 +69,9 @@ extension CommandQueue {
         }
         try blastCheck(status, call)
         guard let event else { throw .clblast(call: call + " returned no event", status: CLBlastUnknownError.rawValue) }
-        return Event(handle: event, live: context.live)
+        let done = Event(handle: event, live: context.live)
+        record(call, done)
+        return done
     }
 
     private func checkOperand(_ name: String, buffer: Buffer, offset: Int, rows: Int, cols: Int, ld: Int,
