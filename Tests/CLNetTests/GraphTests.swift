@@ -55,6 +55,26 @@ struct GraphTests {
         #expect((b.graph.nodes.count, b.graph.parameters.count) == before, "a failed build step changed the graph")
     }
 
+    /// The residual add writes over its branch's batch-norm output, which dies there; the
+    /// shortcut (used again) and graph inputs are never overwritten.
+    @Test func planComputesResidualAddsInPlace() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 6, 6])
+        let stem = try b.conv(x, Conv2D(inChannels: 4, outChannels: 4, kernel: 3, padding: 1), name: "stem")
+        let y = try Self.basicBlock(&b, stem, inC: 4, outC: 4, stride: 1, name: "layer1.0")
+        let p = try b.globalAvgPool(y, name: "pool")
+        _ = try b.softmaxCrossEntropy(p, name: "loss")
+        let g = b.graph
+        let bn2 = g.nodes.first { $0.name == "layer1.0.bn2" }!.output
+        for training in [true, false] {
+            let plan = MemoryPlan(graph: g, training: training)
+            #expect(plan.inPlace[y] == bn2, "training \(training)")
+            #expect(plan.offset(of: y) == plan.offset(of: bn2))
+            #expect(plan.inPlace.values.contains(x) == false && plan.inPlace.values.contains(stem) == false)
+            #expect(plan.peakBytes <= plan.naiveBytes)
+        }
+    }
+
     @Test func referenceExecutorComposesTheReferenceOperators() throws {
         var rng = freshGenerator("graph reference forward")
         var b = GraphBuilder()

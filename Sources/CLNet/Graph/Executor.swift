@@ -82,6 +82,10 @@ public final class Executor: @unchecked Sendable {
             let t = try Tensor(buffer: arena, shape: graph.shapes[slot.value.index], offset: slot.offset)
             if slot.isGradient { grads[slot.value.index] = t } else { vals[slot.value.index] = t }
         }
+        for (value, _) in plan.inPlace {
+            guard let offset = plan.offset(of: value) else { continue }
+            vals[value.index] = try Tensor(buffer: arena, shape: graph.shapes[value.index], offset: offset)
+        }
         values = vals.map { $0! }
         gradients = grads
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })

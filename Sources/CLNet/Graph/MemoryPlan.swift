@@ -19,13 +19,18 @@ public struct MemoryPlan: Sendable {
     }
 
     public private(set) var slots: [Slot] = []
+    /// Values computed in place, over the memory of an input that dies at that node (an add or
+    /// a ReLU): value -> the value whose slot it shares.
+    public private(set) var inPlace: [Value: Value] = [:]
     /// Floats of the arena: the plan's peak.
     public private(set) var arenaFloats = 0
 
     /// Bytes of the arena.
     public var peakBytes: Int { arenaFloats * 4 }
     /// Bytes if every activation and gradient had its own buffer (aligned alike).
-    public var naiveBytes: Int { slots.reduce(0) { $0 + Self.aligned($1.floats) } * 4 }
+    public var naiveBytes: Int { (slots.reduce(0) { $0 + Self.aligned($1.floats) } + inPlaceFloats) * 4 }
+    /// Floats of the values computed in place, which a naive allocation would give their own buffers.
+    private var inPlaceFloats = 0
 
     /// Sizes are rounded to 64 floats (256 bytes), which every OpenCL device accepts as an
     /// alignment and which keeps vector loads aligned.
@@ -33,7 +38,15 @@ public struct MemoryPlan: Sendable {
 
     /// Arena offset of a value's activation (or gradient), if the plan holds it.
     public func offset(of value: Value, gradient: Bool = false) -> Int? {
-        slots.first { $0.value == value && $0.isGradient == gradient }?.offset
+        let owner = gradient ? value : host(of: value)
+        return slots.first { $0.value == owner && $0.isGradient == gradient }?.offset
+    }
+
+    /// The value whose slot holds `value`'s activation (itself unless computed in place).
+    public func host(of value: Value) -> Value {
+        var v = value
+        while let h = inPlace[v] { v = h }
+        return v
     }
 
     /// Plans `graph` for training (activations and their gradients) or inference (activations
@@ -72,6 +85,28 @@ public struct MemoryPlan: Sendable {
         for v in keep {
             last[v.index] = max(last[v.index], end)
             if gLast[v.index] >= 0 { gLast[v.index] = end }
+        }
+        // In place: an add or ReLU writes over an input whose last use it is (forward and
+        // backward), which is no graph input and not kept; the host's slot then lives on for the
+        // output.
+        let graphInputs = Set(graph.inputs.map(\.value))
+        for (t, node) in graph.nodes.enumerated() {
+            switch node.operation {
+            case .add, .relu: break
+            default: continue
+            }
+            let out = node.output
+            guard let u = node.inputs.first(where: { u in
+                let h = host(of: u)
+                return last[h.index] == t && !graphInputs.contains(h) && !keep.contains(u)
+                    && graph.shapes[u.index] == graph.shapes[out.index]
+                    && node.inputs.filter({ $0 == u }).count == 1
+            }) else { continue }
+            let h = host(of: u)
+            inPlace[out] = h
+            inPlaceFloats += Self.aligned(graph.shapes[out.index].count)
+            last[h.index] = last[out.index]
+            last[out.index] = -1
         }
         for i in 0..<count where last[i] >= 0 {
             slots.append(Slot(value: Value(index: i), isGradient: false, floats: graph.shapes[i].count,
