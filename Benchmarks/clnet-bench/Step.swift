@@ -31,6 +31,8 @@ struct Step: ParsableCommand {
         var imagesPerSecond: Double
         var ratioToFirst: Double
         var initSeconds: Double
+        /// Constructing the executor alone: planning, allocating, scheduling.
+        var buildSeconds: Double
         /// Device time of every recorded command per step, summed over queues.
         var kernelSeconds: Double
         /// Step wall time over the summed device time: the executor's and driver's own cost on one
@@ -55,6 +57,8 @@ struct Step: ParsableCommand {
         for n in counts {
             let start = ContinuousClock.now
             let executor = try Executor(graph: graph, context: context, training: training, queues: n)
+            try executor.synchronize()
+            let buildSeconds = seconds(since: start)
             // He-style scale keeps activations finite; the values do not change the timing.
             for p in graph.parameters where p.role == .weight {
                 let fanIn = Double(p.shape.sampleCount)
@@ -84,18 +88,20 @@ struct Step: ParsableCommand {
             let time = Timing(samples)
             rows.append(Row(queues: n, time: time, imagesPerSecond: Double(batch) / time.median,
                             ratioToFirst: rows.first.map { $0.time.median / time.median } ?? 1, initSeconds: initSeconds,
+                            buildSeconds: buildSeconds,
                             kernelSeconds: perStep, wallOverKernels: samples.reduce(0, +) / Double(samples.count) / perStep))
         }
         if common.json { return try printJSON(rows) }
         print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(try Executor.planBytes(graph, training) >> 20) MiB")
         printTable(header: ["queues", "median ms", "p10 ms", "p90 ms", "images/s", "speed-up vs first", "kernels ms",
-                            "wall / kernels", "init s"], rows: rows.map {
+                            "wall / kernels", "build s", "init s"], rows: rows.map {
             ["\($0.queues)", format($0.time.median * 1e3, 1), format($0.time.p10 * 1e3, 1), format($0.time.p90 * 1e3, 1),
              format($0.imagesPerSecond, 1), format($0.ratioToFirst, 3), format($0.kernelSeconds * 1e3, 1),
-             format($0.wallOverKernels, 3), format($0.initSeconds, 3)]
+             format($0.wallOverKernels, 3), format($0.buildSeconds, 3), format($0.initSeconds, 3)]
         })
         print("kernels: device time of every command (the last kernel of each CLBlast call) summed over queues, per step;")
         print("wall / kernels: mean step time over it, the executor's and driver's own cost on one queue")
+        print("build: constructing the executor (plan, buffers, schedule); init: that plus uploading the parameters")
     }
 }
 
