@@ -13,7 +13,7 @@ struct ExecutorTests {
         var shape = input
         for k in 0..<Int.random(in: 3...5, using: &rng) {
             let c = shape.c
-            switch Int.random(in: 0...4, using: &rng) {
+            switch Int.random(in: 0...5, using: &rng) {
             case 0:
                 let groups = [1, c, c % 2 == 0 ? 2 : 1].randomElement(using: &rng)!
                 let out = groups * Int.random(in: 1...3, using: &rng) * max(1, 4 / groups)
@@ -35,6 +35,15 @@ struct ExecutorTests {
             case 3:
                 x = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 1, kernel: 1), bias: true, name: "b\(k).conv")
                 x = try b.relu(x, name: "b\(k).relu")
+            case 4:
+                // A block with a projection shortcut: two branches from one value.
+                let stride = shape.h >= 6 ? 2 : 1
+                var s = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 2, kernel: 1, stride: stride), name: "b\(k).proj")
+                s = try b.batchNorm(s, name: "b\(k).proj_bn")
+                var y = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 2, kernel: 3, stride: stride, padding: 1),
+                                   name: "b\(k).conv")
+                y = try b.batchNorm(y, name: "b\(k).bn")
+                x = try b.add(y, s, relu: true, name: "b\(k).add")
             default:
                 if shape.h >= 4 && shape.w >= 4 {
                     x = Bool.random(using: &rng)

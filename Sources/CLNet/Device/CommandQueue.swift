@@ -79,6 +79,25 @@ public final class CommandQueue: @unchecked Sendable {
         return result
     }
 
+    /// Starts copying `values` into `buffer` from element `offset` and returns at once: the values
+    /// are staged in memory the returned upload owns, which must live until its event completes.
+    func writeAsync<T: BitwiseCopyable>(_ values: [T], to buffer: Buffer, offset: Int = 0) throws(CLNetError) -> Upload {
+        let bytes = values.count * MemoryLayout<T>.stride
+        let start = offset * MemoryLayout<T>.stride
+        try checkRange(buffer, start: start, bytes: bytes, what: "write")
+        let staging = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+        values.withUnsafeBytes { staging.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        do {
+            let event = try withEvent([], "clEnqueueWriteBuffer(\(bytes) bytes, non-blocking)") { _, _, event in
+                clEnqueueWriteBuffer(handle, buffer.handle, cl_bool(CL_FALSE), start, bytes, staging, 0, nil, event)
+            }
+            return Upload(event: event, staging: staging)
+        } catch {
+            staging.deallocate()
+            throw error
+        }
+    }
+
     /// Starts copying `bytes` bytes of `buffer` from byte `offset` into `destination` and returns
     /// at once; the memory must stay valid until the returned event completes.
     func readAsync(_ buffer: Buffer, offset: Int, bytes: Int, into destination: UnsafeMutableRawPointer)
@@ -209,6 +228,14 @@ public final class Event: @unchecked Sendable {
         try clCheck(clWaitForEvents(1, &h), "clWaitForEvents")
     }
 
+    /// True once the command has finished (or failed); never blocks.
+    public func isComplete() throws(CLNetError) -> Bool {
+        var status: cl_int = 0
+        try clCheck(clGetEventInfo(handle, cl_event_info(CL_EVENT_COMMAND_EXECUTION_STATUS), MemoryLayout<cl_int>.size,
+                                   &status, nil), "clGetEventInfo")
+        return status == CL_COMPLETE || status < 0
+    }
+
     /// Blocks until every event has finished.
     public static func wait(_ events: [Event]) throws(CLNetError) {
         guard !events.isEmpty else { return }
@@ -235,5 +262,22 @@ public final class Event: @unchecked Sendable {
         try clCheck(clGetEventProfilingInfo(handle, cl_profiling_info(param), MemoryLayout<cl_ulong>.size, &value, nil),
                     "clGetEventProfilingInfo")
         return value
+    }
+}
+
+/// A host-to-device copy in flight and the host memory it reads, freed once the copy is done.
+final class Upload: @unchecked Sendable {
+    // The driver reads `staging` until `event` completes; nothing else touches it.
+    let event: Event
+    private let staging: UnsafeMutableRawPointer
+
+    init(event: Event, staging: UnsafeMutableRawPointer) {
+        self.event = event
+        self.staging = staging
+    }
+
+    deinit {
+        try? event.wait()
+        staging.deallocate()
     }
 }
