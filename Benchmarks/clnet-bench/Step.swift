@@ -10,17 +10,7 @@ struct Step: ParsableCommand {
 
     @OptionGroup var common: Common
 
-    @Option(help: "A model name, as `clnet-bench plan --help` lists.")
-    var model = "resnet18"
-
-    @Option(help: "Batch size.")
-    var batch = 8
-
-    @Option(help: "Image size.")
-    var size = 224
-
-    @Option(help: "train or infer.")
-    var mode = "train"
+    @OptionGroup var choice: ModelChoice
 
     @Option(help: "Queue counts to compare, comma-separated; the first is the baseline.")
     var queues = "1,2"
@@ -41,13 +31,10 @@ struct Step: ParsableCommand {
     }
 
     func run() throws {
-        guard let make = Plan.models[model] else {
-            printError("clnet-bench: error: unknown model '\(model)'")
-            throw ExitCode(2)
-        }
         let context = try common.context()
-        let graph = try make(batch, size)
-        let training = mode == "train"
+        let graph = try choice.graph()
+        let training = choice.training
+        let (model, batch, size, mode) = (choice.model, choice.batch, choice.size, choice.mode)
         let counts = queues.split(separator: ",").compactMap { Int($0) }
         var rng = SystemRandomNumberGenerator()
         let input = (0..<batch * 3 * size * size).map { _ in Float.random(in: -1...1, using: &rng) }
