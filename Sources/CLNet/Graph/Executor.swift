@@ -209,6 +209,8 @@ public final class Executor: @unchecked Sendable {
     }
 
     private var lastLoss: LossReading?
+    /// Training forwards run so far; saved as batch norm's `num_batches_tracked`.
+    public internal(set) var stepsTaken: Int64 = 0
     /// Input copies still in flight; each frees its staging memory when done.
     private var uploads: [Upload] = []
 
@@ -240,6 +242,7 @@ public final class Executor: @unchecked Sendable {
             uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
         }
         stepSeed = seed
+        if training { stepsTaken += 1 }
         events = Array(repeating: nil, count: tasks.count)
         for t in 0..<forwardTaskCount { try run(t) }
         if let lossResult {

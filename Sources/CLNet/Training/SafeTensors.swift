@@ -1,0 +1,239 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A safetensors file: an 8-byte little-endian header length, a JSON header
+/// `{name: {dtype, shape, data_offsets}}` (and an optional `__metadata__` of strings), then the
+/// raw little-endian data. This is how weights move between CLNet and PyTorch.
+///
+/// Reading checks everything before trusting it: a truncated file, a header longer than 100 MB or
+/// past the end, malformed JSON, an unknown dtype, offsets out of range, overlapping or
+/// disagreeing with the shape all throw, naming the file and the tensor; nothing is read out of
+/// bounds. Writing goes to a temporary file that is renamed into place, so an interrupted write
+/// leaves the previous file intact.
+public struct SafeTensors: Sendable {
+    /// The element types CLNet reads (F32, F16 and BF16 as Float32; I64 and I32 as integers).
+    public enum DType: String, Sendable, Codable {
+        case F32, F16, BF16, I64, I32, F64
+        var size: Int {
+            switch self {
+            case .F16, .BF16: return 2
+            case .F32, .I32: return 4
+            case .I64, .F64: return 8
+            }
+        }
+    }
+
+    /// One tensor's place in the file.
+    public struct Entry: Sendable, Equatable {
+        public let dtype: DType
+        public let shape: [Int]
+        /// Byte range within the data section.
+        public let range: Range<Int>
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let data: [UInt8]
+    private let label: String
+
+    /// The largest header CLNet accepts, as the safetensors format itself does.
+    public static let maxHeaderBytes = 100_000_000
+
+    /// Reads and checks the file at `url`.
+    public init(contentsOf url: URL) throws(CLNetError) {
+        guard let contents = FileManager.default.contents(atPath: url.path) else {
+            throw .invalidArgument("cannot read safetensors file \(url.path): it does not exist or is not readable")
+        }
+        try self.init(bytes: [UInt8](contents), label: url.path)
+    }
+
+    /// Parses and checks safetensors bytes; `label` names them in errors.
+    public init(bytes: [UInt8], label: String = "safetensors data") throws(CLNetError) {
+        func fail(_ message: String) -> CLNetError { .invalidArgument("\(label): \(message)") }
+        guard bytes.count >= 8 else { throw fail("is \(bytes.count) bytes long, shorter than the 8-byte header length") }
+        let headerLength = bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw fail("declares a header of \(headerLength) bytes, over the 100 MB limit; the file is corrupt or not safetensors")
+        }
+        guard 8 + Int(headerLength) <= bytes.count else {
+            throw fail("declares a header of \(headerLength) bytes but holds only \(bytes.count - 8) after the length; the file is truncated")
+        }
+        let header = Data(bytes[8..<8 + Int(headerLength)])
+        let items: [String: HeaderItem]
+        do {
+            items = try JSONDecoder().decode([String: HeaderItem].self, from: header)
+        } catch {
+            throw fail("has a malformed JSON header (\(error))")
+        }
+        let dataStart = 8 + Int(headerLength)
+        let dataSize = bytes.count - dataStart
+        var entries: [String: Entry] = [:], metadata: [String: String] = [:]
+        for (name, item) in items {
+            switch item {
+            case let .metadata(m):
+                guard name == "__metadata__" else { throw fail("entry \(name) is not a tensor") }
+                metadata = m
+            case let .tensor(dtypeName, shape, offsets):
+                guard let dtype = DType(rawValue: dtypeName) else {
+                    throw fail("tensor \(name) has dtype \(dtypeName); CLNet reads F32, F16, BF16, F64, I64 and I32")
+                }
+                guard shape.allSatisfy({ $0 >= 0 }), offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                    throw fail("tensor \(name) has shape \(shape) and offsets \(offsets), which are not valid")
+                }
+                guard offsets[1] <= dataSize else {
+                    throw fail("tensor \(name) ends at byte \(offsets[1]) of a data section of \(dataSize) bytes; the file is truncated")
+                }
+                let count = shape.reduce(1, *)
+                guard offsets[1] - offsets[0] == count * dtype.size else {
+                    throw fail("tensor \(name) of shape \(shape) and dtype \(dtype) needs \(count * dtype.size) bytes but its offsets span \(offsets[1] - offsets[0])")
+                }
+                entries[name] = Entry(dtype: dtype, shape: shape, range: offsets[0]..<offsets[1])
+            }
+        }
+        let sorted = entries.sorted { $0.value.range.lowerBound < $1.value.range.lowerBound }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.value.range.upperBound > b.value.range.lowerBound {
+            throw fail("tensors \(a.key) and \(b.key) overlap in the data section")
+        }
+        self.entries = entries
+        self.metadata = metadata
+        self.data = Array(bytes[dataStart...])
+        self.label = label
+    }
+
+    /// A tensor as Float32 values (F32, F16, BF16 and F64 convert).
+    public func floats(_ name: String) throws(CLNetError) -> [Float] {
+        let e = try entry(name)
+        let bytes = data[e.range]
+        func word<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T {
+            var v: T = 0
+            for b in 0..<MemoryLayout<T>.size { v |= T(bytes[bytes.startIndex + i * MemoryLayout<T>.size + b]) << (8 * b) }
+            return v
+        }
+        switch e.dtype {
+        case .F32: return (0..<e.count).map { Float(bitPattern: word($0, UInt32.self)) }
+        case .F64: return (0..<e.count).map { Float(Double(bitPattern: word($0, UInt64.self))) }
+        case .BF16: return (0..<e.count).map { Float(bitPattern: UInt32(word($0, UInt16.self)) << 16) }
+        case .F16: return (0..<e.count).map { Self.halfToFloat(word($0, UInt16.self)) }
+        case .I64, .I32:
+            throw .invalidArgument("\(label): tensor \(name) holds integers (\(e.dtype)), not floating-point values")
+        }
+    }
+
+    /// A tensor of integers (I64 or I32) as Int64 values.
+    public func integers(_ name: String) throws(CLNetError) -> [Int64] {
+        let e = try entry(name)
+        let bytes = data[e.range]
+        switch e.dtype {
+        case .I64:
+            return (0..<e.count).map { i in
+                Int64(bitPattern: (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[bytes.startIndex + i * 8 + $1]) << (8 * UInt64($1)) })
+            }
+        case .I32:
+            return (0..<e.count).map { i in
+                Int64(Int32(bitPattern: (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[bytes.startIndex + i * 4 + $1]) << (8 * UInt32($1)) }))
+            }
+        default:
+            throw .invalidArgument("\(label): tensor \(name) holds \(e.dtype) values, not integers")
+        }
+    }
+
+    private func entry(_ name: String) throws(CLNetError) -> Entry {
+        guard let e = entries[name] else { throw .invalidArgument("\(label): has no tensor \(name)") }
+        return e
+    }
+
+    static func halfToFloat(_ h: UInt16) -> Float {
+        let sign = UInt32(h >> 15) << 31
+        let exponent = Int((h >> 10) & 0x1f), mantissa = UInt32(h & 0x3ff)
+        if exponent == 0 {
+            // Zero or subnormal: mantissa * 2^-24.
+            let magnitude = Float(mantissa) * Float(sign: .plus, exponent: -24, significand: 1)
+            return sign != 0 ? -magnitude : magnitude
+        }
+        if exponent == 31 { return Float(bitPattern: sign | 0x7f80_0000 | mantissa << 13) }
+        return Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | mantissa << 13)
+    }
+
+    /// A tensor to write.
+    public enum Value: Sendable {
+        case float32([Float], shape: [Int])
+        case int64([Int64], shape: [Int])
+    }
+
+    /// Writes `tensors` to `url` atomically: a temporary file in the same folder, renamed over the
+    /// destination only once complete.
+    public static func write(_ tensors: [(name: String, value: Value)], to url: URL,
+                             metadata: [String: String] = [:]) throws(CLNetError) {
+        var header: [String: HeaderItem] = [:]
+        var body: [UInt8] = []
+        for (name, value) in tensors.sorted(by: { $0.name < $1.name }) {
+            let start = body.count
+            switch value {
+            case let .float32(values, shape):
+                guard values.count == shape.reduce(1, *) else {
+                    throw .invalidArgument("tensor \(name): \(values.count) values do not fill shape \(shape)")
+                }
+                for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { body += $0 } }
+                header[name] = .tensor(dtype: "F32", shape: shape, offsets: [start, body.count])
+            case let .int64(values, shape):
+                guard values.count == shape.reduce(1, *) else {
+                    throw .invalidArgument("tensor \(name): \(values.count) values do not fill shape \(shape)")
+                }
+                for v in values { withUnsafeBytes(of: v.littleEndian) { body += $0 } }
+                header[name] = .tensor(dtype: "I64", shape: shape, offsets: [start, body.count])
+            }
+        }
+        if !metadata.isEmpty { header["__metadata__"] = .metadata(metadata) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var json: [UInt8]
+        do { json = [UInt8](try encoder.encode(header)) } catch {
+            throw .invalidArgument("cannot encode the safetensors header: \(error)")
+        }
+        // The format pads the header with spaces so that the data starts 8-byte aligned.
+        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { bytes += $0 }
+        bytes += json
+        bytes += body
+        do {
+            try Data(bytes).write(to: url, options: .atomic)
+        } catch {
+            throw .invalidArgument("cannot write \(url.path): \(error)")
+        }
+    }
+
+    /// A header entry: a tensor, or the `__metadata__` dictionary of strings.
+    enum HeaderItem: Codable, Sendable {
+        case tensor(dtype: String, shape: [Int], offsets: [Int])
+        case metadata([String: String])
+
+        private enum Keys: String, CodingKey { case dtype, shape, data_offsets }
+
+        init(from decoder: Decoder) throws {
+            if let c = try? decoder.container(keyedBy: Keys.self), c.contains(.dtype) {
+                self = .tensor(dtype: try c.decode(String.self, forKey: .dtype), shape: try c.decode([Int].self, forKey: .shape),
+                               offsets: try c.decode([Int].self, forKey: .data_offsets))
+            } else {
+                self = .metadata(try decoder.singleValueContainer().decode([String: String].self))
+            }
+        }
+
+        func encode(to encoder: Encoder) throws {
+            switch self {
+            case let .tensor(dtype, shape, offsets):
+                var c = encoder.container(keyedBy: Keys.self)
+                try c.encode(dtype, forKey: .dtype)
+                try c.encode(shape, forKey: .shape)
+                try c.encode(offsets, forKey: .data_offsets)
+            case let .metadata(m):
+                var c = encoder.singleValueContainer()
+                try c.encode(m)
+            }
+        }
+    }
+}

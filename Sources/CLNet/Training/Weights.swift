@@ -1,0 +1,55 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Loading and saving an executor's parameters in torchvision's `state_dict` layout.
+extension Executor {
+    /// The `num_batches_tracked` buffer names PyTorch keeps beside each batch norm.
+    var batchesTrackedNames: Set<String> {
+        Set(graph.nodes.compactMap { node in
+            if case .batchNorm = node.operation { return "\(node.name).num_batches_tracked" }
+            return nil
+        })
+    }
+
+    /// Loads every parameter and buffer from `file`, strictly: a missing tensor, an unexpected
+    /// one, or a shape that differs throws, listing each with both shapes, and loads nothing.
+    /// `num_batches_tracked` entries are accepted and skipped.
+    public func load(_ file: SafeTensors) throws(CLNetError) {
+        let tracked = batchesTrackedNames
+        var problems: [String] = []
+        for p in graph.parameters {
+            guard let e = file.entries[p.name] else {
+                problems.append("missing \(p.name) \(p.shape)")
+                continue
+            }
+            if e.shape != p.shape.dims {
+                problems.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
+            }
+        }
+        for name in file.entries.keys.sorted() where graph.parameterIndex(name) == nil && !tracked.contains(name) {
+            problems.append("unexpected \(name) \(file.entries[name]!.shape)")
+        }
+        guard problems.isEmpty else {
+            throw .invalidShape(operation: "loading weights", message: """
+                the file does not match the model (\(problems.count) problem\(problems.count == 1 ? "" : "s")):
+                  \(problems.joined(separator: "\n  "))
+                """)
+        }
+        var values: [(String, [Float])] = []
+        for p in graph.parameters { values.append((p.name, try file.floats(p.name))) }
+        for (name, v) in values { try setParameter(name, v) }
+    }
+
+    /// Writes every parameter and buffer to `url` as safetensors, with `num_batches_tracked` for
+    /// each batch norm, so that PyTorch's `load_state_dict(strict=True)` accepts the file. The
+    /// write is atomic.
+    public func save(to url: URL) throws(CLNetError) {
+        var tensors: [(name: String, value: SafeTensors.Value)] = []
+        for p in graph.parameters { tensors.append((p.name, .float32(try parameter(p.name), shape: p.shape.dims))) }
+        for name in batchesTrackedNames { tensors.append((name, .int64([stepsTaken], shape: []))) }
+        try SafeTensors.write(tensors, to: url)
+    }
+}
