@@ -57,6 +57,43 @@ struct ModelTests {
         }
     }
 
+    @Test func specificationsBuildTheFamilies() throws {
+        // Every name builds, at its own size.
+        for name in ModelSpec.names where name != "resnet1202" {
+            let g = try ModelSpec.graph(name, batch: 1, size: ModelSpec.defaultSize(name)).graph
+            #expect(g.trainableParameterCount > 0, "\(name)")
+        }
+        // Family specifications, as torchvision's constructors take them.
+        let small = try ModelSpec.graph("resnet:block=basic,layers=1.1.1.1,classes=7", batch: 2, size: 32)
+        #expect(small.graph.shape(of: small.logits) == [2, 7])
+        #expect(small.graph.parameterIndex("layer4.0.downsample.0.weight") != nil)
+        let grouped = try ModelSpec.graph("resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=8,classes=3", batch: 1, size: 32)
+        #expect(grouped.graph.parameters[grouped.graph.parameterIndex("layer1.0.conv2.weight")!].shape == [32, 8, 3, 3])
+        let dense = try ModelSpec.graph("densenet:growth=12,blocks=2.2.2,init=16,bn_size=4,classes=10", batch: 1, size: 32)
+        #expect(dense.graph.parameterIndex("features.denseblock3.denselayer2.conv2.weight") != nil)
+        #expect(dense.graph.parameterIndex("features.denseblock4.denselayer1.conv1.weight") == nil)
+        let gn = try ModelSpec.graph("resnet18:norm=group:32,classes=10", batch: 1, size: 64).graph
+        #expect(gn.parameterIndex("bn1.weight") != nil && gn.parameterIndex("bn1.running_mean") == nil)
+        let mono = try ModelSpec.graph("resnet20:channels=1", batch: 4, size: 28).graph
+        #expect(mono.shape(of: mono.inputs[0].value) == [4, 1, 28, 28])
+        // Bad specifications say what is wrong.
+        for (spec, text) in [("resnet9000", "unknown model"), ("resnet18:depth=3", "unknown parameter 'depth'"),
+                             ("resnet:layers=2.x", "positive integers"), ("resnet18:norm=layer", "norm=layer"),
+                             ("densenet:growth=0", "positive integer"), ("cifar_resnet:depth=21", "6n + 2"),
+                             ("resnet18:classes", "not key=value")] {
+            let error = #expect(throws: CLNetError.self) { try ModelSpec.graph(spec, batch: 1) }
+            #expect("\(error!)".contains(text), "\(spec): \(error!)")
+        }
+    }
+
+    @Test func forwardFLOPsMatchTorchvisionsFigures() throws {
+        // torchvision's documented GFLOPs (multiply-adds) at 224x224: 1.81, 4.09, 2.83.
+        for (name, gmacs) in [("resnet18", 1.81), ("resnet50", 4.09), ("densenet121", 2.83)] {
+            let g = try ModelSpec.graph(name, batch: 1, loss: false).graph
+            #expect(abs(g.forwardFLOPs / 2e9 - gmacs) < 0.01, "\(name): \(g.forwardFLOPs / 2e9)")
+        }
+    }
+
     @Test func torchvisionNames() throws {
         let resnet = try ResNet.resnet50.graph(batch: 1).graph
         for name in ["conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",

@@ -107,6 +107,23 @@ public struct Graph: Sendable {
         return steps
     }
 
+    /// Multiply-adds times two of one forward pass over the graph's batch: convolutions and
+    /// fully connected layers (what "GFLOPs" of a model usually counts).
+    public var forwardFLOPs: Double {
+        nodes.reduce(0) { total, node in
+            switch node.operation {
+            case let .conv(conv, _):
+                return total + 2 * Double(shape(of: node.output).count)
+                    * Double(conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
+            case let .linear(outFeatures, _):
+                let x = shape(of: node.inputs[0])
+                return total + 2 * Double(x.n) * Double(x.sampleCount) * Double(outFeatures)
+            default:
+                return total
+            }
+        }
+    }
+
     /// Number of trainable parameter values (what torchvision's parameter counts count).
     public var trainableParameterCount: Int {
         parameters.filter(\.trainable).reduce(0) { $0 + $1.shape.count }

@@ -9,6 +9,8 @@ public struct CIFARResNet: Sendable {
     public var n: Int
     public var inChannels: Int = 3
     public var classes: Int = 10
+    /// Batch norm (the paper's) or group norm.
+    public var norm: NormChoice = .batch
 
     public init(n: Int, inChannels: Int = 3, classes: Int = 10) {
         self.n = n
@@ -29,7 +31,7 @@ public struct CIFARResNet: Sendable {
         var b = GraphBuilder()
         let x = try b.input("input", shape: [batch, inChannels, size, size])
         var y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: 16, kernel: 3, padding: 1), name: "conv1")
-        y = try b.batchNorm(y, relu: true, name: "bn1")
+        y = try b.norm(y, norm, relu: true, name: "bn1")
         var channels = 16
         for stage in 0..<3 {
             let planes = 16 << stage
@@ -38,9 +40,9 @@ public struct CIFARResNet: Sendable {
                 let name = "layer\(stage + 1).\(i)"
                 var z = try b.conv(y, Conv2D(inChannels: channels, outChannels: planes, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
-                z = try b.batchNorm(z, relu: true, name: "\(name).bn1")
+                z = try b.norm(z, norm, relu: true, name: "\(name).bn1")
                 z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
-                z = try b.batchNorm(z, name: "\(name).bn2")
+                z = try b.norm(z, norm, name: "\(name).bn2")
                 let shortcut = stride != 1 || channels != planes
                     ? try b.padShortcut(y, outChannels: planes, stride: stride, name: "\(name).shortcut") : y
                 y = try b.add(z, shortcut, relu: true, name: "\(name).add")

@@ -11,6 +11,10 @@ public struct ResNet: Sendable {
     public var groups: Int = 1
     public var widthPerGroup: Int = 64
     public var classes: Int = 1000
+    /// Input channels (3 for RGB).
+    public var inChannels: Int = 3
+    /// Batch norm (torchvision's) or group norm.
+    public var norm: NormChoice = .batch
 
     public init(block: Block, layers: [Int], groups: Int = 1, widthPerGroup: Int = 64, classes: Int = 1000) {
         self.block = block
@@ -33,9 +37,9 @@ public struct ResNet: Sendable {
     /// `loss`, a softmax cross-entropy node follows them.
     public func graph(batch: Int, size: Int = 224, loss: Bool = true) throws(CLNetError) -> (graph: Graph, logits: Value) {
         var b = GraphBuilder()
-        let x = try b.input("input", shape: [batch, 3, size, size])
-        var y = try b.conv(x, Conv2D(inChannels: 3, outChannels: 64, kernel: 7, stride: 2, padding: 3), name: "conv1")
-        y = try b.batchNorm(y, relu: true, name: "bn1")
+        let x = try b.input("input", shape: [batch, inChannels, size, size])
+        var y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: 64, kernel: 7, stride: 2, padding: 3), name: "conv1")
+        y = try b.norm(y, norm, relu: true, name: "bn1")
         y = try b.maxPool(y, Pool2D(kernel: 3, stride: 2, padding: 1), name: "maxpool")
         let expansion = block == .basic ? 1 : 4
         var inplanes = 64
@@ -48,24 +52,24 @@ public struct ResNet: Sendable {
                 if stride != 1 || inplanes != planes * expansion {
                     shortcut = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: planes * expansion, kernel: 1,
                                                     stride: stride), name: "\(name).downsample.0")
-                    shortcut = try b.batchNorm(shortcut, name: "\(name).downsample.1")
+                    shortcut = try b.norm(shortcut, norm, name: "\(name).downsample.1")
                 }
                 var z: Value
                 if block == .basic {
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: planes, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
-                    z = try b.batchNorm(z, relu: true, name: "\(name).bn1")
+                    z = try b.norm(z, norm, relu: true, name: "\(name).bn1")
                     z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
-                    z = try b.batchNorm(z, name: "\(name).bn2")
+                    z = try b.norm(z, norm, name: "\(name).bn2")
                 } else {
                     let width = planes * widthPerGroup / 64 * groups
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: width, kernel: 1), name: "\(name).conv1")
-                    z = try b.batchNorm(z, relu: true, name: "\(name).bn1")
+                    z = try b.norm(z, norm, relu: true, name: "\(name).bn1")
                     z = try b.conv(z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: 1,
                                              groups: groups), name: "\(name).conv2")
-                    z = try b.batchNorm(z, relu: true, name: "\(name).bn2")
+                    z = try b.norm(z, norm, relu: true, name: "\(name).bn2")
                     z = try b.conv(z, Conv2D(inChannels: width, outChannels: planes * 4, kernel: 1), name: "\(name).conv3")
-                    z = try b.batchNorm(z, name: "\(name).bn3")
+                    z = try b.norm(z, norm, name: "\(name).bn3")
                 }
                 y = try b.add(z, shortcut, relu: true, name: "\(name).add")
                 inplanes = planes * expansion
