@@ -207,3 +207,27 @@ struct ExecutorOptimizerTests {
         }
     }
 }
+
+@Suite("Training end to end")
+struct TrainingSmokeTests {
+    /// A small CIFAR ResNet, initialised as the paper, learns a fixed batch: the loss falls.
+    @Test func lossFallsOnAFixedBatch() throws {
+        var rng = freshGenerator("overfit")
+        let (graph, _) = try ModelSpec.graph("cifar_resnet:depth=8,channels=1,classes=4", batch: 8, size: 12)
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true,
+                                    optimizer: SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4), decayOnlyWeights: true)
+        try executor.initialize(seed: 1)
+        let x = randomFloats(8 * 144, using: &rng)
+        let labels = (0..<8).map { $0 % 4 }
+        var readings: [LossReading] = []
+        for _ in 0..<30 {
+            readings.append(try executor.forward(["input": x], labels: labels)!)
+            try executor.backward()
+        }
+        let losses = try readings.map { try $0.value().loss }
+        print("losses: \(losses)")
+        let finite = losses.allSatisfy { $0.isFinite }
+        #expect(finite)
+        #expect(losses.last! < losses.first! * 0.5, "loss \(losses.first!) -> \(losses.last!)")
+    }
+}

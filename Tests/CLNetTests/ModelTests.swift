@@ -108,3 +108,30 @@ struct ModelTests {
         }
     }
 }
+
+@Suite("Initialisation")
+struct InitializationTests {
+    @Test func heNormalAndTorchvisionDefaults() throws {
+        let (graph, _) = try ModelSpec.graph("resnet:block=basic,layers=1.1.1.1,classes=10", batch: 1, size: 32)
+        let context = try Shared.context()
+        let a = try Executor(graph: graph, context: context, training: false)
+        try a.initialize(seed: 7, zeroInitResidual: true)
+        // layer3.0.conv2: 256 x 256 x 3 x 3, std sqrt(2 / (256 * 9)).
+        let w = try a.parameter("layer3.0.conv2.weight")
+        let mean = w.reduce(0) { $0 + Double($1) } / Double(w.count)
+        let std = (w.reduce(0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(w.count)).squareRoot()
+        let want = (2.0 / (256 * 9)).squareRoot()
+        #expect(abs(std / want - 1) < 0.02 && abs(mean) < want * 0.02, "std \(std) against \(want), mean \(mean)")
+        let fc = try a.parameter("fc.weight"), bound = Float(1 / (512.0).squareRoot())
+        #expect(fc.allSatisfy { abs($0) <= bound } && fc.contains { abs($0) > bound * 0.9 })
+        #expect(try a.parameter("bn1.weight").allSatisfy { $0 == 1 } && a.parameter("bn1.running_var").allSatisfy { $0 == 1 })
+        #expect(try a.parameter("layer1.0.bn2.weight").allSatisfy { $0 == 0 }, "the branch's last norm starts at zero")
+        #expect(try a.parameter("layer2.0.downsample.1.weight").allSatisfy { $0 == 1 }, "the shortcut's norm does not")
+        // The same seed gives the same weights, another seed others.
+        let b = try Executor(graph: graph, context: context, training: false)
+        try b.initialize(seed: 7, zeroInitResidual: true)
+        #expect(try b.parameter("conv1.weight") == a.parameter("conv1.weight"))
+        try b.initialize(seed: 8)
+        #expect(try b.parameter("conv1.weight") != a.parameter("conv1.weight"))
+    }
+}
