@@ -241,6 +241,12 @@ public final class Executor: @unchecked Sendable {
             try ReferenceExecutor.checkLabels(labels, graph.shape(of: graph.nodes[loss].inputs[0]))
             uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
         }
+        // The other queues start the step after queue 0's uploads (and so after everything of the
+        // last step, which queue 0 waited for above).
+        if queues.count > 1 {
+            let start = try queue.marker()
+            for q in queues.dropFirst() { try q.barrier(waitFor: [start]) }
+        }
         stepSeed = seed
         if training { stepsTaken += 1 }
         events = Array(repeating: nil, count: tasks.count)
