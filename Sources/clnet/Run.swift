@@ -88,7 +88,8 @@ struct Run: ParsableCommand {
                 if grads {
                     let g = try reference.backward(values: values, labels: labels)
                     for p in graph.parameters where p.trainable {
-                        out.append(("grad.\(p.name)", .float32(g.parameters[p.name]!.map(Float.init), shape: p.shape.dims)))
+                        guard let grad = g.parameters[p.name] else { continue }
+                        out.append(("grad.\(p.name)", .float32(grad.map(Float.init), shape: p.shape.dims)))
                     }
                 }
             }

@@ -126,6 +126,24 @@ struct ExecutorTests {
         #expect(throws: CLNetError.self) { try inference.backward() }
     }
 
+    /// A node whose output never reaches the loss gets no backward step and no gradient.
+    @Test func deadBranchesGetNoGradient() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 3, 4, 4])
+        let a = try b.conv(x, Conv2D(inChannels: 3, outChannels: 3, kernel: 1), name: "a")
+        _ = try b.conv(a, Conv2D(inChannels: 3, outChannels: 2, kernel: 1), name: "unused")
+        let p = try b.globalAvgPool(a, name: "p")
+        _ = try b.softmaxCrossEntropy(p, name: "loss")
+        #expect(!b.graph.backwardSteps.map { b.graph.nodes[$0.node].name }.contains("unused"))
+        var rng = freshGenerator("dead branch")
+        var params: [String: [Double]] = [:]
+        for q in b.graph.parameters { params[q.name] = randomDoubles(q.shape.count, using: &rng) }
+        var reference = try ReferenceExecutor(graph: b.graph, parameters: params)
+        let values = try reference.forward(["x": randomDoubles(96, using: &rng)], labels: [0, 2], training: true)
+        let grads = try reference.backward(values: values, labels: [0, 2])
+        #expect(grads.parameters["a.weight"] != nil && grads.parameters["unused.weight"] == nil)
+    }
+
     @Test func backwardStepsSumFanOutAndSkipInputs() throws {
         var b = GraphBuilder()
         let x = try b.input("x", shape: [2, 3, 4, 4])

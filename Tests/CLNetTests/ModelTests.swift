@@ -79,7 +79,7 @@ struct ModelTests {
         // Bad specifications say what is wrong.
         for (spec, text) in [("resnet9000", "unknown model"), ("resnet18:depth=3", "unknown parameter 'depth'"),
                              ("resnet:layers=2.x", "positive integers"), ("resnet18:norm=layer", "norm=layer"),
-                             ("densenet:growth=0", "positive integer"), ("cifar_resnet:depth=21", "6n + 2"),
+                             ("densenet:growth=0", "from 1 to 100000"), ("densenet:growth=4611686018427387904", "from 1 to 100000"), ("cifar_resnet:depth=21", "6n + 2"),
                              ("resnet18:classes", "not key=value")] {
             let error = #expect(throws: CLNetError.self) { try ModelSpec.graph(spec, batch: 1) }
             #expect("\(error!)".contains(text), "\(spec): \(error!)")

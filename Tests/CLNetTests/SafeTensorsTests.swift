@@ -46,6 +46,12 @@ struct SafeTensorsTests {
         #expect(f.metadata == ["format": "np"])
     }
 
+    @Test func metadataMayHoldAnyKeys() throws {
+        let bytes = Self.file(#"{"__metadata__":{"dtype":"F32"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, [0, 0, 128, 63])
+        let f = try SafeTensors(bytes: bytes)
+        #expect(try f.floats("a") == [1] && f.metadata["dtype"] == "F32")
+    }
+
     @Test func halfAndBFloat16ReadAsFloat() throws {
         // F16: 1.0, -2.5, 2^-24 (smallest subnormal), 65504; BF16: 1.0, -0.5.
         let f16: [UInt8] = [0x00, 0x3C, 0x00, 0xC1, 0x01, 0x00, 0xFF, 0x7B]
@@ -65,6 +71,7 @@ struct SafeTensorsTests {
         ("out of range", SafeTensorsTests.file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, [0, 0, 0, 0]), "truncated"),
         ("size mismatch", SafeTensorsTests.file(#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, [UInt8](repeating: 0, count: 8)), "needs 12 bytes"),
         ("overlap", SafeTensorsTests.file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, [UInt8](repeating: 0, count: 8)), "overlap"),
+        ("huge shape", SafeTensorsTests.file(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#, []), "too large"),
         ("negative", SafeTensorsTests.file(#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#, []), "not valid"),
     ] as [(String, [UInt8], String)])
     func malformedFilesThrowClearly(name: String, bytes: [UInt8], message: String) {

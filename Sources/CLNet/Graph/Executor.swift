@@ -38,7 +38,7 @@ public final class Executor: @unchecked Sendable {
     private var tasks: [Task] = []
     private var forwardTaskCount = 0
     private var events: [Event?] = []
-    /// The last event of each queue but 0 in the last step, which the next step waits for.
+    /// A marker at the end of each queue but 0 after the last forward or backward, which the next step waits for.
     private var pending: [Event] = []
     /// The optimizer applied by `backward`, each parameter as soon as its gradient is final.
     public var optimizer: SGD?
@@ -251,6 +251,7 @@ public final class Executor: @unchecked Sendable {
         if training { stepsTaken += 1 }
         events = Array(repeating: nil, count: tasks.count)
         for t in 0..<forwardTaskCount { try run(t) }
+        try markOtherQueues()
         if let lossResult {
             lastLoss = try LossReading(queue: queue, result: lossResult)
         }
@@ -263,7 +264,14 @@ public final class Executor: @unchecked Sendable {
     public func backward() throws(CLNetError) {
         guard training else { throw .invalidShape(operation: "backward", message: "the executor was made for inference") }
         for t in forwardTaskCount..<tasks.count { try run(t) }
+        try markOtherQueues()
         for q in queues { try q.flush() }
+    }
+
+    /// What the next step waits for: the end of every queue but 0 so far.
+    private func markOtherQueues() throws(CLNetError) {
+        pending = []
+        for q in queues.dropFirst() { pending.append(try q.marker()) }
     }
 
     /// Enqueues task `t` on its queue after the events it depends on, and records its own.
@@ -280,7 +288,6 @@ public final class Executor: @unchecked Sendable {
             try update(graph.nodes[k], q)
         }
         if task.signals { events[t] = try q.marker() }
-        if task.last { pending.append(try q.marker()) }
     }
 
     private func param(_ node: Node, _ i: Int) -> Tensor { parameterViews[node.parameters[i]] }
@@ -457,8 +464,6 @@ public final class Executor: @unchecked Sendable {
         var dependencies: [Int] = []
         /// Some later task on another queue waits for it.
         var signals = false
-        /// The last task of its queue (other than 0) in a step: the next step waits for it.
-        var last = false
     }
 
     private func valueAccess(_ v: Value, gradient: Bool, write: Bool) -> Access {
@@ -480,6 +485,8 @@ public final class Executor: @unchecked Sendable {
         var consumed: [Value: Int] = [:]
         var nextBranch = 0
         for (k, node) in graph.nodes.enumerated() where queues.count > 1 {
+            // The loss stays on queue 0, where its result is read back.
+            if case .softmaxCrossEntropy = node.operation { continue }
             if node.inputs.count == 1 {
                 let v = node.inputs[0]
                 if consumed[v, default: 0] > 0 {
@@ -548,9 +555,6 @@ public final class Executor: @unchecked Sendable {
             }
             list[t].dependencies = latest.compactMap { $0 }
             for u in list[t].dependencies { list[u].signals = true }
-        }
-        for q in 1..<queues.count {
-            if let last = list.lastIndex(where: { $0.queue == q }) { list[last].last = true }
         }
         tasks = list
     }

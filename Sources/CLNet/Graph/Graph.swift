@@ -80,13 +80,20 @@ public struct Graph: Sendable {
 
     /// Which values need a gradient: those computed, directly or not, from a trainable parameter.
     /// Graph inputs and what depends only on them get none (no input gradient for the first layer).
+    /// Only values on a path to the loss count: a node whose output never reaches it gets no
+    /// backward step.
     public var needsGradient: [Bool] {
         var needs = [Bool](repeating: false, count: shapes.count)
         for node in nodes {
             let fromParameter = node.parameters.contains { parameters[$0].trainable }
             needs[node.output.index] = fromParameter || node.inputs.contains { needs[$0.index] }
         }
-        return needs
+        var reaches = [Bool](repeating: false, count: shapes.count)
+        if let loss = lossNode { reaches[nodes[loss].output.index] = true }
+        for node in nodes.reversed() where reaches[node.output.index] {
+            for v in node.inputs { reaches[v.index] = true }
+        }
+        return zip(needs, reaches).map { $0 && $1 }
     }
 
     /// The backward pass derived from the forward graph: the nodes in reverse, each with the
@@ -267,7 +274,8 @@ public struct GraphBuilder: Sendable {
 
     // MARK: - Internals
 
-    private func shape(_ v: Value) -> Shape { graph.shapes[v.index] }
+    /// A value's shape; [0] for a value of another graph, which every method then rejects.
+    private func shape(_ v: Value) -> Shape { v.index >= 0 && v.index < graph.shapes.count ? graph.shapes[v.index] : [0] }
 
     /// "input x" or "node layer1.0.conv1": where a value came from, for messages.
     private func origin(_ v: Value) -> String {

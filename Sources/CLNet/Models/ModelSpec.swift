@@ -41,15 +41,18 @@ public enum ModelSpec {
         func int(_ key: String, _ fallback: Int) throws(CLNetError) -> Int {
             guard let text = options[key] else { return fallback }
             used.insert(key)
-            guard let v = Int(text), v > 0 else { throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be a positive integer") }
+            guard let v = Int(text), v > 0, v <= 100_000 else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be an integer from 1 to 100000")
+            }
             return v
         }
         func list(_ key: String, _ fallback: [Int]) throws(CLNetError) -> [Int] {
             guard let text = options[key] else { return fallback }
             used.insert(key)
             let values = text.split(separator: ".").compactMap { Int($0) }
-            guard !values.isEmpty, values.count == text.split(separator: ".").count, values.allSatisfy({ $0 > 0 }) else {
-                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be positive integers joined by '.'")
+            guard !values.isEmpty, values.count <= 8, values.count == text.split(separator: ".").count,
+                  values.allSatisfy({ $0 > 0 && $0 <= 10_000 }) else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be up to 8 positive integers joined by '.'")
             }
             return values
         }

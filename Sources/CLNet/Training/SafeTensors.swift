@@ -87,8 +87,11 @@ public struct SafeTensors: Sendable {
                 guard offsets[1] <= dataSize else {
                     throw fail("tensor \(name) ends at byte \(offsets[1]) of a data section of \(dataSize) bytes; the file is truncated")
                 }
-                let count = shape.reduce(1, *)
-                guard offsets[1] - offsets[0] == count * dtype.size else {
+                var count = 1, overflow = false
+                for d in shape where !overflow { (count, overflow) = count.multipliedReportingOverflow(by: d) }
+                let (bytesNeeded, tooBig) = count.multipliedReportingOverflow(by: dtype.size)
+                guard !overflow, !tooBig else { throw fail("tensor \(name) has shape \(shape), too large to address") }
+                guard offsets[1] - offsets[0] == bytesNeeded else {
                     throw fail("tensor \(name) of shape \(shape) and dtype \(dtype) needs \(count * dtype.size) bytes but its offsets span \(offsets[1] - offsets[0])")
                 }
                 entries[name] = Entry(dtype: dtype, shape: shape, range: offsets[0]..<offsets[1])
@@ -215,7 +218,7 @@ public struct SafeTensors: Sendable {
         private enum Keys: String, CodingKey { case dtype, shape, data_offsets }
 
         init(from decoder: Decoder) throws {
-            if let c = try? decoder.container(keyedBy: Keys.self), c.contains(.dtype) {
+            if let c = try? decoder.container(keyedBy: Keys.self), c.contains(.dtype), c.contains(.shape), c.contains(.data_offsets) {
                 self = .tensor(dtype: try c.decode(String.self, forKey: .dtype), shape: try c.decode([Int].self, forKey: .shape),
                                offsets: try c.decode([Int].self, forKey: .data_offsets))
             } else {
