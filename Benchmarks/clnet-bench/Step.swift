@@ -79,7 +79,7 @@ struct Step: ParsableCommand {
                             kernelSeconds: perStep, wallOverKernels: samples.reduce(0, +) / Double(samples.count) / perStep))
         }
         if common.json { return try printJSON(rows) }
-        print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(try Executor.planBytes(graph, training) >> 20) MiB")
+        print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(MemoryPlan(graph: graph, training: training).peakBytes >> 20) MiB")
         printTable(header: ["queues", "median ms", "p10 ms", "p90 ms", "images/s", "speed-up vs first", "kernels ms",
                             "wall / kernels", "build s", "init s"], rows: rows.map {
             ["\($0.queues)", format($0.time.median * 1e3, 1), format($0.time.p10 * 1e3, 1), format($0.time.p90 * 1e3, 1),
@@ -89,11 +89,5 @@ struct Step: ParsableCommand {
         print("kernels: device time of every command (the last kernel of each CLBlast call) summed over queues, per step;")
         print("wall / kernels: mean step time over it, the executor's and driver's own cost on one queue")
         print("build: constructing the executor (plan, buffers, schedule); init: that plus uploading the parameters")
-    }
-}
-
-extension Executor {
-    static func planBytes(_ graph: Graph, _ training: Bool) throws -> Int {
-        MemoryPlan(graph: graph, training: training).peakBytes
     }
 }

@@ -5,7 +5,7 @@ import Testing
 struct ExecutorTests {
     /// A random small graph: convolutions with random groups and strides, batch and group norm,
     /// residual additions (fan-out), dense concatenations, pools, then a classifier and its loss.
-    static func randomGraph(_ rng: inout SplitMix64) throws -> (graph: Graph, input: Shape, logits: Value) {
+    static func randomGraph(_ rng: inout SeededGenerator) throws -> (graph: Graph, input: Shape, logits: Value) {
         var b = GraphBuilder()
         let input: Shape = [Int.random(in: 1...3, using: &rng), Int.random(in: 2...5, using: &rng),
                             Int.random(in: 6...9, using: &rng), Int.random(in: 6...9, using: &rng)]

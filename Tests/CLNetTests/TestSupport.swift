@@ -29,26 +29,14 @@ func relativeError(_ a: [Double], _ b: [Double]) -> Double {
     return (diff / norm).squareRoot()
 }
 
-/// A small, fast generator; every test draws a fresh seed and prints it, so a failure can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
-
-func freshGenerator(_ label: String) -> SplitMix64 {
+/// Every test draws a fresh seed and prints it, so that a failure can be replayed.
+func freshGenerator(_ label: String) -> SeededGenerator {
     let seed = UInt64.random(in: 0...UInt64.max)
     print("\(label): seed \(seed)")
-    return SplitMix64(seed: seed)
+    return SeededGenerator(seed: seed)
 }
 
-func randomFloats(_ count: Int, using rng: inout SplitMix64) -> [Float] {
+func randomFloats(_ count: Int, using rng: inout SeededGenerator) -> [Float] {
     (0..<count).map { _ in Float.random(in: -1...1, using: &rng) }
 }
 
@@ -76,7 +64,7 @@ func productsDirectory() -> URL {
 let forwardBound = 1e-5
 let backwardBound = 1e-4
 
-func randomDoubles(_ count: Int, using rng: inout SplitMix64, in range: ClosedRange<Double> = -1...1) -> [Double] {
+func randomDoubles(_ count: Int, using rng: inout SeededGenerator, in range: ClosedRange<Double> = -1...1) -> [Double] {
     (0..<count).map { _ in Double(Float(Double.random(in: range, using: &rng))) }
 }
 

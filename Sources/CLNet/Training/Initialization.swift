@@ -15,7 +15,7 @@ extension Executor {
     /// - with `zeroInitResidual`, the last norm of each residual branch starts at weight 0, so
     ///   that each block starts as the identity (torchvision's `zero_init_residual`).
     public func initialize(seed: UInt64, zeroInitResidual: Bool = false) throws(CLNetError) {
-        var rng = InitGenerator(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var zeroed: Set<Int> = []
         if zeroInitResidual {
             for node in graph.nodes {
@@ -51,12 +51,13 @@ extension Executor {
     }
 }
 
-/// SplitMix64 with Box-Muller normals: small, fast and the same on every platform.
-struct InitGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
+/// SplitMix64, with Box-Muller normals: small, fast, and the same sequence on every platform for
+/// a seed, which is what makes initialisation (and the tests' random inputs) repeatable.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9e37_79b9_7f4a_7c15
         var z = state
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
@@ -65,10 +66,10 @@ struct InitGenerator {
     }
 
     /// Uniform in [0, 1).
-    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
+    public mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
 
     /// Standard normal.
-    mutating func normal() -> Double {
+    public mutating func normal() -> Double {
         let u = max(uniform(), 0x1p-53), v = uniform()
         return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
