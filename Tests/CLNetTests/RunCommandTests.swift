@@ -30,18 +30,16 @@ struct RunCommandTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let spec = "cifar_resnet:depth=8,channels=1,classes=4"
-        let (graph, _) = try ModelSpec.graph(spec, batch: 3, size: 12)
+        // Initialised as the paper (He normal): arbitrary uniform weights make the last stage's
+        // batch norms, with few values per channel, so ill-conditioned that float32 rounding alone
+        // moves some gradients by 1e-3 (PyTorch's float32 does the same; see RESULTS.md).
+        let (graph, _) = try ModelSpec.graph(spec, batch: 4, size: 16)
         let executor = try Executor(graph: graph, context: try Shared.context(), training: false)
-        for p in graph.parameters {
-            let values: [Float] = p.role == .normWeight || p.role == .runningVar
-                ? (0..<p.shape.count).map { _ in Float.random(in: 0.5...1.5, using: &rng) }
-                : randomFloats(p.shape.count, using: &rng).map { $0 * 0.5 }
-            try executor.setParameter(p.name, values)
-        }
+        try executor.initialize(seed: rng.next())
         let weights = dir.appendingPathComponent("w.safetensors"), io = dir.appendingPathComponent("io.safetensors")
         try executor.save(to: weights)
-        try SafeTensors.write([("input", .float32(randomFloats(3 * 144, using: &rng), shape: [3, 1, 12, 12])),
-                               ("labels", .int64([0, 3, 1], shape: [3]))], to: io)
+        try SafeTensors.write([("input", .float32(randomFloats(4 * 256, using: &rng), shape: [4, 1, 16, 16])),
+                               ("labels", .int64([0, 3, 1, 2], shape: [4]))], to: io)
         var outputs: [SafeTensors] = []
         for device in ["0", "cpu"] {
             let out = dir.appendingPathComponent("out-\(device).safetensors")
@@ -52,13 +50,16 @@ struct RunCommandTests {
         }
         let (gpu, cpu) = (outputs[0], outputs[1])
         #expect(Set(gpu.entries.keys) == Set(cpu.entries.keys))
-        #expect(gpu.entries["loss"]?.shape == [] && gpu.entries["logits"]?.shape == [3, 4])
+        #expect(gpu.entries["loss"]?.shape == [] && gpu.entries["logits"]?.shape == [4, 4])
         #expect(gpu.entries["state.bn1.running_mean"] != nil && gpu.entries["grad.conv1.weight"] != nil)
+        var worst = 0.0
         for name in gpu.entries.keys {
             let bound = name.hasPrefix("grad.") ? 1e-3 : 1e-4
             let error = relativeError(try gpu.floats(name), try cpu.floats(name).map(Double.init))
             #expect(error <= bound, "\(name): relative error \(error)")
+            worst = max(worst, name.hasPrefix("grad.") ? error : 0)
         }
+        print("clnet run: worst gradient error between device and reference \(worst)")
     }
 
     @Test func badInputFailsWithoutWritingAnything() throws {
