@@ -29,6 +29,11 @@ let package = Package(
             pkgConfig: "clblast",
             providers: [.apt(["libclblast-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "CLNetKernels",
             path: "Kernels",
@@ -36,7 +41,7 @@ let package = Package(
         ),
         .target(
             name: "CLNet",
-            dependencies: ["COpenCL", "CCLBlast", "CLNetKernels"]
+            dependencies: ["COpenCL", "CCLBlast", "CZlib", "CLNetKernels"]
         ),
         .target(
             name: "CLNetCLI",
@@ -50,6 +55,12 @@ let package = Package(
             name: "clnet-bench",
             dependencies: ["CLNet", "CLNetCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/clnet-bench"
+        ),
+        // The example program of README.md: a training loop on the library alone.
+        .executableTarget(
+            name: "train-fashion-mnist",
+            dependencies: ["CLNet"],
+            path: "Examples/TrainFashionMNIST"
         ),
         .testTarget(
             name: "CLNetTests",

@@ -46,52 +46,30 @@ struct Plan: ParsableCommand {
     }
 }
 
-/// The model a subcommand builds: name, batch, image size and mode.
+/// The model a subcommand builds: name or specification, batch, image size and mode.
 struct ModelChoice: ParsableArguments {
-    @Option(help: "resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, densenet121, densenet161, densenet169, densenet201, or the CIFAR resnet20, resnet56, resnet110 (with --size 32).")
+    @Option(help: "A model name (`clnet models` lists them) or specification, e.g. resnet:block=basic,layers=2.2.2.2.")
     var model = "resnet50"
 
     @Option(help: "Batch size.")
     var batch = 8
 
-    @Option(help: "Image size.")
-    var size = 224
+    @Option(name: .customLong("size"), help: "Image size (default: the model's own, 224 or 32).")
+    var imageSize: Int?
 
     @Option(help: "train or infer.")
     var mode = "train"
 
     var training: Bool { mode == "train" }
-
-    static let models: [String: @Sendable (Int, Int) throws -> Graph] = [
-        "resnet18": { try ResNet.resnet18.graph(batch: $0, size: $1).graph },
-        "resnet34": { try ResNet.resnet34.graph(batch: $0, size: $1).graph },
-        "resnet50": { try ResNet.resnet50.graph(batch: $0, size: $1).graph },
-        "resnet101": { try ResNet.resnet101.graph(batch: $0, size: $1).graph },
-        "resnet152": { try ResNet.resnet152.graph(batch: $0, size: $1).graph },
-        "resnext50_32x4d": { try ResNet.resnext50_32x4d.graph(batch: $0, size: $1).graph },
-        "resnext101_32x8d": { try ResNet.resnext101_32x8d.graph(batch: $0, size: $1).graph },
-        "wide_resnet50_2": { try ResNet.wide_resnet50_2.graph(batch: $0, size: $1).graph },
-        "densenet121": { try DenseNet.densenet121.graph(batch: $0, size: $1).graph },
-        "densenet161": { try DenseNet.densenet161.graph(batch: $0, size: $1).graph },
-        "densenet169": { try DenseNet.densenet169.graph(batch: $0, size: $1).graph },
-        "densenet201": { try DenseNet.densenet201.graph(batch: $0, size: $1).graph },
-        // CIFAR models: pass --size 32.
-        "resnet20": { try CIFARResNet(depth: 20).graph(batch: $0, size: $1).graph },
-        "resnet56": { try CIFARResNet(depth: 56).graph(batch: $0, size: $1).graph },
-        "resnet110": { try CIFARResNet(depth: 110).graph(batch: $0, size: $1).graph },
-    ]
+    var size: Int { imageSize ?? ModelSpec.defaultSize(model) }
 
     /// The graph, or a one-line error and a non-zero exit.
     func graph() throws -> Graph {
-        guard let make = Self.models[model] else {
-            printError("clnet-bench: error: unknown model '\(model)'; one of \(Self.models.keys.sorted().joined(separator: ", "))")
-            throw ExitCode(2)
-        }
         guard mode == "train" || mode == "infer" else {
             printError("clnet-bench: error: --mode must be train or infer, not '\(mode)'")
             throw ExitCode(2)
         }
-        do { return try make(batch, size) } catch {
+        do { return try ModelSpec.graph(model, batch: batch, size: size, loss: training).graph } catch {
             printError("clnet-bench: error: \(error)")
             throw ExitCode(1)
         }

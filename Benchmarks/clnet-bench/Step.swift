@@ -15,6 +15,12 @@ struct Step: ParsableCommand {
     @Option(help: "Queue counts to compare, comma-separated; the first is the baseline.")
     var queues = "1,2"
 
+    @Flag(help: "Also time one step of the CPU reference (plain Swift in Double) in the same run.")
+    var reference = false
+
+    @Flag(help: "Print where the device time goes, by kernel, for the first queue count.")
+    var profile = false
+
     struct Row: Codable {
         var queues: Int
         var time: Timing
@@ -28,6 +34,9 @@ struct Step: ParsableCommand {
         /// Step wall time over the summed device time: the executor's and driver's own cost on one
         /// queue (1.0 would be none); below 1 when queues overlap.
         var wallOverKernels: Double
+        /// One step of the CPU reference, with `--reference`, and this row's speed-up over it.
+        var referenceSeconds: Double?
+        var speedUpOverReference: Double?
     }
 
     func run() throws {
@@ -37,7 +46,7 @@ struct Step: ParsableCommand {
         let (model, batch, size, mode) = (choice.model, choice.batch, choice.size, choice.mode)
         let counts = queues.split(separator: ",").compactMap { Int($0) }
         var rng = SystemRandomNumberGenerator()
-        let input = (0..<batch * 3 * size * size).map { _ in Float.random(in: -1...1, using: &rng) }
+        let input = (0..<graph.shape(of: graph.inputs[0].value).count).map { _ in Float.random(in: -1...1, using: &rng) }
         let classes = graph.lossNode.map { graph.shape(of: graph.nodes[$0].inputs[0])[1] } ?? 1
         let labels = (0..<batch).map { _ in Int.random(in: 0..<classes, using: &rng) }
         var rows: [Row] = []
@@ -68,8 +77,21 @@ struct Step: ParsableCommand {
                 samples.append(seconds(since: t))
             }
             var deviceSeconds = 0.0
+            var byKernel: [String: (Double, Int)] = [:]
             for q in executor.queues {
-                for (_, event) in q.stopRecording() { deviceSeconds += try event.elapsedSeconds() }
+                for (name, event) in q.stopRecording() {
+                    let t = try event.elapsedSeconds()
+                    deviceSeconds += t
+                    byKernel[name, default: (0, 0)].0 += t
+                    byKernel[name, default: (0, 0)].1 += 1
+                }
+            }
+            if profile && rows.isEmpty && !common.json {
+                let iters = Double(max(1, common.iters))
+                print("device time per step by command, \(n) queue\(n == 1 ? "" : "s"):")
+                printTable(header: ["command", "ms per step", "share", "launches per step"], rows: byKernel.sorted { $0.value.0 > $1.value.0 }
+                    .prefix(25).map { ["\($0.key)", format($0.value.0 / iters * 1e3, 2), format($0.value.0 / deviceSeconds * 100, 1) + "%",
+                                       format(Double($0.value.1) / iters, 0)] })
             }
             let perStep = deviceSeconds / Double(max(1, common.iters))
             let time = Timing(samples)
@@ -77,6 +99,24 @@ struct Step: ParsableCommand {
                             ratioToFirst: rows.first.map { $0.time.median / time.median } ?? 1, initSeconds: initSeconds,
                             buildSeconds: buildSeconds,
                             kernelSeconds: perStep, wallOverKernels: samples.reduce(0, +) / Double(samples.count) / perStep))
+        }
+        if reference {
+            var params: [String: [Double]] = [:]
+            for p in graph.parameters {
+                let scale = p.role == .weight ? (2 / Double(p.shape.sampleCount)).squareRoot() : 0
+                params[p.name] = p.role == .normWeight || p.role == .runningVar
+                    ? [Double](repeating: 1, count: p.shape.count)
+                    : (0..<p.shape.count).map { _ in Double.random(in: -scale...scale, using: &rng) }
+            }
+            var executor = try ReferenceExecutor(graph: graph, parameters: params)
+            let start = ContinuousClock.now
+            let values = try executor.forward(["input": input.map(Double.init)], labels: labels, training: training)
+            if training { _ = try executor.backward(values: values, labels: labels) }
+            let referenceSeconds = seconds(since: start)
+            for i in rows.indices {
+                rows[i].referenceSeconds = referenceSeconds
+                rows[i].speedUpOverReference = referenceSeconds / rows[i].time.median
+            }
         }
         if common.json { return try printJSON(rows) }
         print("\(model), batch \(batch), \(size)x\(size), \(mode), on \(context.device); plan peak \(MemoryPlan(graph: graph, training: training).peakBytes >> 20) MiB")
@@ -89,5 +129,10 @@ struct Step: ParsableCommand {
         print("kernels: device time of every command (the last kernel of each CLBlast call) summed over queues, per step;")
         print("wall / kernels: mean step time over it, the executor's and driver's own cost on one queue")
         print("build: constructing the executor (plan, buffers, schedule); init: that plus uploading the parameters")
+        if let r = rows.first?.referenceSeconds {
+            print("CPU reference (plain Swift, Double): \(format(r, 2)) s per step; CLNet is "
+                  + rows.map { "\(format($0.speedUpOverReference ?? 0, 1))x faster on \($0.queues) queue\($0.queues == 1 ? "" : "s")" }
+                      .joined(separator: ", "))
+        }
     }
 }

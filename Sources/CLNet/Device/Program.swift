@@ -164,10 +164,6 @@ public final class Program: @unchecked Sendable {
     }
 }
 
-private func seconds(since start: ContinuousClock.Instant) -> Double {
-    let d = ContinuousClock.now - start
-    return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-}
 
 /// One argument of a kernel launch.
 public enum KernelArgument: Sendable {

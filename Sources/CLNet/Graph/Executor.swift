@@ -88,6 +88,11 @@ public final class Executor: @unchecked Sendable {
             guard let offset = plan.offset(of: value) else { continue }
             vals[value.index] = try Tensor(buffer: arena, shape: graph.shapes[value.index], offset: offset)
         }
+        for (value, view) in plan.views {
+            let channels = view.channel..<view.channel + graph.shapes[value.index].c
+            vals[value.index] = try vals[view.root.index]!.slice(channels: channels)
+            if view.hasGradient { grads[value.index] = try grads[view.root.index]!.slice(channels: channels) }
+        }
         values = vals.map { $0! }
         gradients = grads
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })
@@ -113,6 +118,8 @@ public final class Executor: @unchecked Sendable {
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [BatchNorm.workspaceCount(x)])
             case let .groupNorm(groups, _, _):
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [GroupNorm.workspaceCount(x, groups: groups)])
+            case .stochasticDepth:
+                nodeWorkspaces[k] = try Tensor(context: context, shape: [x.n * x.c])
             case .maxPool:
                 poolIndices[k] = try context.buffer(bytes: graph.shape(of: node.output).count * 4)
             case .softmaxCrossEntropy:
@@ -169,6 +176,25 @@ public final class Executor: @unchecked Sendable {
     public func parameter(_ name: String) throws(CLNetError) -> [Float] {
         try synchronize()
         return try queue.read(parameterViews[try index(name)])
+    }
+
+    /// The optimizer's momentum of a trainable parameter (zero before the first update).
+    public func momentum(_ name: String) throws(CLNetError) -> [Float] {
+        try queue.read(try momentumView(name))
+    }
+
+    /// Sets the optimizer's momentum of a trainable parameter, as when resuming from a checkpoint.
+    public func setMomentum(_ name: String, _ values: [Float]) throws(CLNetError) {
+        try queue.write(values, to: try momentumView(name))
+    }
+
+    private func momentumView(_ name: String) throws(CLNetError) -> Tensor {
+        let i = try index(name)
+        guard graph.parameters[i].trainable, let momentumArena else {
+            throw .invalidShape(operation: "parameter \(name)", message: "has no momentum (not trainable, or no optimizer)")
+        }
+        try synchronize()
+        return try Tensor(buffer: momentumArena, shape: graph.parameters[i].shape, offset: parameterViews[i].offset)
     }
 
     /// The gradient of a trainable parameter after `backward`.
@@ -322,9 +348,18 @@ public final class Executor: @unchecked Sendable {
         case .globalAvgPool:
             try GlobalAvgPool.forward(queue, x: x, y: y)
         case .concat:
-            try Concat.forward(queue, inputs: node.inputs.map { values[$0.index] }, y: y)
+            if !plan.freeConcats.contains(k) { try Concat.forward(queue, inputs: node.inputs.map { values[$0.index] }, y: y) }
         case let .linear(_, bias):
             try Linear.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y)
+        case let .stochasticDepth(p):
+            if training {
+                let scales = nodeWorkspaces[k]!
+                uploads.append(try queue.writeAsync(ReferenceExecutor.stochasticDepthScales(x.shape, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k)),
+                                                    to: scales.buffer, offset: scales.offset))
+                try ChannelScale.forward(queue, x: x, scale: scales, y: y)
+            } else {
+                try Concat.copy(queue, from: x, to: y)
+            }
         case let .dropout(p):
             if training {
                 try Dropout.forward(queue, x: x, y: y, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k))
@@ -397,6 +432,7 @@ public final class Executor: @unchecked Sendable {
         case .globalAvgPool:
             if let dx { try GlobalAvgPool.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
         case .concat:
+            if plan.freeConcats.contains(k) { break }
             var start = 0
             for (i, v) in node.inputs.enumerated() {
                 let c = graph.shape(of: v).c
@@ -405,6 +441,8 @@ public final class Executor: @unchecked Sendable {
                 }
                 start += c
             }
+        case .stochasticDepth:
+            if let dx { try ChannelScale.backward(queue, x: x, scale: nodeWorkspaces[k]!, dy: dy, dx: dx, dscale: nil, accumulate: accumulate) }
         case let .dropout(p):
             if let dx {
                 try Dropout.backward(queue, dy: dy, dx: dx, p: p, seed: ReferenceExecutor.dropoutSeed(stepSeed, node: k),
@@ -468,7 +506,8 @@ public final class Executor: @unchecked Sendable {
 
     private func valueAccess(_ v: Value, gradient: Bool, write: Bool) -> Access {
         let t = gradient ? gradients[v.index]! : values[v.index]
-        return Access(space: 0, lo: t.offset, hi: t.offset + t.shape.count, write: write)
+        // A channel slice spans from its first sample to the end of its last.
+        return Access(space: 0, lo: t.offset, hi: t.offset + (t.shape.n - 1) * t.batchStride + t.shape.sampleCount, write: write)
     }
 
     private func parameterAccess(_ node: Node, gradient: Bool, write: Bool) -> [Access] {

@@ -40,6 +40,10 @@ public enum Operation: Sendable, Equatable {
     case concat
     case linear(outFeatures: Int, bias: Bool)
     case dropout(p: Float)
+    /// Stochastic depth (Huang et al. 2016) on a residual branch: in training each sample's
+    /// branch is dropped with probability `p`, and kept ones are scaled by 1 / (1 - p), as
+    /// torchvision's `StochasticDepth(mode="row")`; at inference it is the identity.
+    case stochasticDepth(p: Float)
     /// The CIFAR ResNets' parameter-free shortcut: subsample and zero-pad channels.
     case padShortcut(PadShortcut)
     /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
@@ -129,6 +133,15 @@ public struct Graph: Sendable {
                 return total
             }
         }
+    }
+
+    /// Sets the label smoothing of the loss node (0 for none, as PyTorch's `label_smoothing`).
+    public mutating func setLabelSmoothing(_ smoothing: Float) throws(CLNetError) {
+        guard let k = lossNode else { throw .invalidShape(operation: "label smoothing", message: "the graph has no loss node") }
+        guard (0..<1).contains(smoothing) else { throw .invalidArgument("label smoothing must be in [0, 1), not \(smoothing)") }
+        let n = nodes[k]
+        nodes[k] = Node(name: n.name, operation: .softmaxCrossEntropy(labelSmoothing: smoothing), inputs: n.inputs,
+                        output: n.output, parameters: n.parameters)
     }
 
     /// Number of trainable parameter values (what torchvision's parameter counts count).
@@ -265,6 +278,13 @@ public struct GraphBuilder: Sendable {
         let op = PadShortcut(outChannels: outChannels, stride: stride)
         let out = try inferring(name, [x]) { () throws(CLNetError) in try op.outputShape(shape(x)) }
         return try add(name, .padShortcut(op), [x], out, [])
+    }
+
+    /// Stochastic depth on a residual branch `x` (see `Operation.stochasticDepth`).
+    public mutating func stochasticDepth(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {
+        try require(p >= 0 && p < 1, name, "stochastic depth probability \(p) must be in [0, 1)")
+        try require(shape(x).rank == 4, name, "stochastic depth needs an [N, C, H, W] branch, got \(shape(x))")
+        return try add(name, .stochasticDepth(p: p), [x], shape(x), [])
     }
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {

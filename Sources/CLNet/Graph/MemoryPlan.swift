@@ -6,7 +6,20 @@
 /// A gradient lives from the first backward step that writes it to the step of its producer.
 /// Buffers whose lifetimes do not overlap share memory; offsets are chosen first-fit, largest
 /// buffer first.
+///
+/// Concatenations are free where the graph allows it (DenseNet): the inputs of a concat node are
+/// placed as channel slices of its output, so each producer writes straight into the block
+/// buffer and the concat itself does nothing, forward and backward. Chains of concats (each dense
+/// layer's input is the previous one's output plus a slice) collapse into one buffer per block.
 public struct MemoryPlan: Sendable {
+    /// Where a value placed inside a concatenation lives: channels starting at `channel` of `root`.
+    public struct ChannelView: Sendable, Equatable {
+        public let root: Value
+        public let channel: Int
+        /// Whether the value's gradient is a slice of the root's gradient too.
+        public let hasGradient: Bool
+    }
+
     /// A buffer of the plan: an activation or an activation gradient.
     public struct Slot: Sendable {
         public let value: Value
@@ -22,21 +35,27 @@ public struct MemoryPlan: Sendable {
     /// Values computed in place, over the memory of an input that dies at that node (an add or
     /// a ReLU): value -> the value whose slot it shares.
     public private(set) var inPlace: [Value: Value] = [:]
+    /// Values placed as channel slices of a concatenation's output.
+    public private(set) var views: [Value: ChannelView] = [:]
+    /// Concat nodes that need no work because every input is a slice of their output.
+    public private(set) var freeConcats: Set<Int> = []
     /// Floats of the arena: the plan's peak.
     public private(set) var arenaFloats = 0
 
     /// Bytes of the arena.
     public var peakBytes: Int { arenaFloats * 4 }
     /// Bytes if every activation and gradient had its own buffer (aligned alike).
-    public var naiveBytes: Int { (slots.reduce(0) { $0 + Self.aligned($1.floats) } + inPlaceFloats) * 4 }
-    /// Floats of the values computed in place, which a naive allocation would give their own buffers.
-    private var inPlaceFloats = 0
+    public var naiveBytes: Int { (slots.reduce(0) { $0 + Self.aligned($1.floats) } + sharedFloats) * 4 }
+    /// Floats of the values computed in place or placed in a concatenation, which a naive
+    /// allocation would give their own buffers.
+    private var sharedFloats = 0
 
     /// Sizes are rounded to 64 floats (256 bytes), which every OpenCL device accepts as an
     /// alignment and which keeps vector loads aligned.
     static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
 
-    /// Arena offset of a value's activation (or gradient), if the plan holds it.
+    /// Arena offset of a value's activation (or gradient), if the plan holds it in a slot of its
+    /// own (values in `views` live inside their root's slot).
     public func offset(of value: Value, gradient: Bool = false) -> Int? {
         let owner = gradient ? value : host(of: value)
         return slots.first { $0.value == owner && $0.isGradient == gradient }?.offset
@@ -86,16 +105,34 @@ public struct MemoryPlan: Sendable {
             last[v.index] = max(last[v.index], end)
             if gLast[v.index] >= 0 { gLast[v.index] = end }
         }
+        let graphInputs = Set(graph.inputs.map(\.value))
+        placeConcatenations(graph, keep: keep, graphInputs: graphInputs, gradient: gLast)
+        // A concatenation's buffer lives while any value placed in it does.
+        var grouped: Set<Value> = []
+        for (v, view) in views {
+            grouped.insert(v)
+            grouped.insert(view.root)
+            let r = view.root.index
+            first[r] = min(first[r], first[v.index])
+            last[r] = max(last[r], last[v.index])
+            last[v.index] = -1
+            if gLast[v.index] >= 0 {
+                gFirst[r] = min(gFirst[r], gFirst[v.index])
+                gLast[r] = max(gLast[r], gLast[v.index])
+                gLast[v.index] = -1
+            }
+            sharedFloats += Self.aligned(graph.shapes[v.index].count)
+        }
         // In place: an add or ReLU writes over an input whose last use it is (forward and
         // backward), which is no graph input and not kept; the host's slot then lives on for the
-        // output.
-        let graphInputs = Set(graph.inputs.map(\.value))
+        // output. Values inside a concatenation keep their own places.
         for (t, node) in graph.nodes.enumerated() {
             switch node.operation {
             case .add, .relu: break
             default: continue
             }
             let out = node.output
+            if grouped.contains(out) || node.inputs.contains(where: grouped.contains) { continue }
             guard let u = node.inputs.first(where: { u in
                 let h = host(of: u)
                 return last[h.index] == t && !graphInputs.contains(h) && !keep.contains(u)
@@ -104,7 +141,7 @@ public struct MemoryPlan: Sendable {
             }) else { continue }
             let h = host(of: u)
             inPlace[out] = h
-            inPlaceFloats += Self.aligned(graph.shapes[out.index].count)
+            sharedFloats += Self.aligned(graph.shapes[out.index].count)
             last[h.index] = last[out.index]
             last[out.index] = -1
         }
@@ -119,13 +156,50 @@ public struct MemoryPlan: Sendable {
         assignOffsets()
     }
 
+    /// Places the inputs of each concat node as channel slices of its output where that is safe:
+    /// every input is made by a node (not a graph input), is not kept, feeds no other concat, and
+    /// all its other consumers come before the concat. The last condition keeps gradients right
+    /// without copies: the backward pass visits the concat (which would write the slices of its
+    /// output gradient into its inputs' gradients, as the first writer) before those consumers,
+    /// which then add to the same slice.
+    private mutating func placeConcatenations(_ graph: Graph, keep: Set<Value>, graphInputs: Set<Value>, gradient gLast: [Int]) {
+        var lastConsumer = [Int](repeating: -1, count: graph.shapes.count)
+        var concatInputs = [Int](repeating: 0, count: graph.shapes.count)
+        for (k, node) in graph.nodes.enumerated() {
+            for v in node.inputs {
+                if case .concat = node.operation { concatInputs[v.index] += 1 } else { lastConsumer[v.index] = max(lastConsumer[v.index], k) }
+            }
+        }
+        var members: [Value: [Value]] = [:]
+        for (k, node) in graph.nodes.enumerated() {
+            guard case .concat = node.operation else { continue }
+            let placeable = node.inputs.allSatisfy { x in
+                !graphInputs.contains(x) && !keep.contains(x) && concatInputs[x.index] == 1 && lastConsumer[x.index] < k
+            }
+            guard placeable else { continue }
+            let y = node.output
+            var channel = 0
+            for x in node.inputs {
+                for m in members.removeValue(forKey: x) ?? [] {
+                    let old = views[m]!
+                    views[m] = ChannelView(root: y, channel: channel + old.channel, hasGradient: old.hasGradient)
+                    members[y, default: []].append(m)
+                }
+                views[x] = ChannelView(root: y, channel: channel, hasGradient: gLast[x.index] >= 0)
+                members[y, default: []].append(x)
+                channel += graph.shapes[x.index].c
+            }
+            freeConcats.insert(k)
+        }
+    }
+
     /// The forward tensors an operator's backward reads (its parameters aside).
     static func savedForBackward(_ node: Node) -> [Value] {
         switch node.operation {
         case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy: return [node.inputs[0]]
         case .relu: return [node.output]
         case let .add(relu): return relu ? [node.output] : []
-        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut: return []
+        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut, .stochasticDepth: return []
         }
     }
 

@@ -68,6 +68,10 @@ public struct ReferenceExecutor: Sendable {
                 y = Reference.concat(xs, shapes: node.inputs.map { graph.shape(of: $0) })
             case let .linear(outFeatures, bias):
                 y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
+            case let .stochasticDepth(rate):
+                y = training ? Reference.channelScale(xs[0], shape: shape,
+                                                      scale: Self.stochasticDepthScales(shape, p: rate, seed: Self.dropoutSeed(seed, node: k)).map(Double.init))
+                    : xs[0]
             case let .dropout(rate):
                 y = training ? Reference.dropout(xs[0], p: rate, seed: Self.dropoutSeed(seed, node: k)) : xs[0]
             case let .padShortcut(op):
@@ -82,6 +86,19 @@ public struct ReferenceExecutor: Sendable {
     }
 
     /// The dropout seed of node `k` in a step seeded `seed`; the device executor uses the same.
+    /// Stochastic depth's per-sample, per-channel scales for a step: 0 for a dropped sample,
+    /// 1 / (1 - p) for a kept one, drawn on the host from the step's seed so that the device and
+    /// the reference drop the same samples.
+    public static func stochasticDepthScales(_ shape: Shape, p: Float, seed: UInt32) -> [Float] {
+        var rng = SeededGenerator(seed: UInt64(seed) << 20 | 0x5d)
+        var scales: [Float] = []
+        for _ in 0..<shape.n {
+            let keep = rng.uniform() >= Double(p)
+            scales += [Float](repeating: keep ? 1 / (1 - p) : 0, count: shape.c)
+        }
+        return scales
+    }
+
     public static func dropoutSeed(_ seed: UInt32, node k: Int) -> UInt32 {
         seed &+ UInt32(truncatingIfNeeded: k) &* 0x9E37_79B9
     }
@@ -154,6 +171,9 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [g.dx]
                 paramGrads[names[0]] = g.dweight
                 if bias { paramGrads[names[1]] = g.dbias }
+            case let .stochasticDepth(rate):
+                let scales = Self.stochasticDepthScales(shape, p: rate, seed: Self.dropoutSeed(seed, node: step.node))
+                inputGrads = [Reference.channelScaleBackward(xs[0], shape: shape, scale: scales.map(Double.init), dy: dy).dx]
             case let .dropout(rate):
                 inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: Self.dropoutSeed(seed, node: step.node))]
             case let .padShortcut(op):

@@ -11,6 +11,9 @@ public struct CIFARResNet: Sendable {
     public var classes: Int = 10
     /// Batch norm (the paper's) or group norm.
     public var norm: NormChoice = .batch
+    /// Stochastic depth (Huang et al. 2016): the probability of dropping the last residual
+    /// branch in training, decaying linearly to the first (0: off).
+    public var stochasticDepth: Float = 0
 
     public init(n: Int, inChannels: Int = 3, classes: Int = 10) {
         self.n = n
@@ -43,6 +46,10 @@ public struct CIFARResNet: Sendable {
                 z = try b.norm(z, norm, relu: true, name: "\(name).bn1")
                 z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
                 z = try b.norm(z, norm, name: "\(name).bn2")
+                if stochasticDepth > 0 {
+                    let drop = stochasticDepth * Float(stage * n + i + 1) / Float(3 * n)
+                    z = try b.stochasticDepth(z, p: drop, name: "\(name).drop_path")
+                }
                 let shortcut = stride != 1 || channels != planes
                     ? try b.padShortcut(y, outChannels: planes, stride: stride, name: "\(name).shortcut") : y
                 y = try b.add(z, shortcut, relu: true, name: "\(name).add")

@@ -1,32 +1,114 @@
 /// Models by name or by specification string, as the command-line tools take them.
 ///
-/// A name is one of `ModelSpec.names` (torchvision's, and the CIFAR ResNets `resnet20` to
-/// `resnet1202`). A specification gives a family's constructor parameters the way torchvision's
-/// classes take them, e.g. `resnet:block=basic,layers=2.2.2.2,groups=1,width=64,classes=10`,
-/// `densenet:growth=12,blocks=2.2.2,init=16,bn_size=4,classes=10`, `cifar_resnet:depth=20,channels=1`.
-/// Any of them takes `norm=group:32` for group norm instead of batch norm, and a name may be
-/// followed by parameters too (`resnet18:classes=10`).
+/// A name is one of `ModelSpec.names`. A specification gives a family's constructor parameters
+/// the way torchvision's classes take them:
+/// - `resnet:block=basic,layers=2.2.2.2,groups=1,width=64,stem=imagenet` (ResNet, ResNeXt, Wide
+///   ResNet; `stem=cifar` for the 3x3 stem of ResNeXt-29),
+/// - `preact_resnet:block=bottleneck,layers=18.18.18,width=16,widen=1,dropout=0,stem=cifar`,
+/// - `wrn:depth=28,widen=10,dropout=0.3` (CIFAR Wide ResNets),
+/// - `densenet:growth=12,blocks=2.2.2,init=16,bn_size=4,compression=0.5,stem=imagenet`
+///   (`bn_size=0` for no bottleneck),
+/// - `cifar_resnet:depth=20` (the CIFAR ResNets of He et al. 2015).
+/// Every family takes `classes=N`, `channels=N` (input channels) and `norm=group:N` for group norm
+/// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
+/// probability, decaying linearly to the first), and a name may be followed by parameters too
+/// (`resnet18:classes=10`).
 public enum ModelSpec {
     /// Every model name, in a stable order.
     public static let names: [String] = [
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
         "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "densenet121", "densenet161", "densenet169",
-        "densenet201", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
+        "densenet201", "preact_resnet18", "preact_resnet34", "preact_resnet50", "preact_resnet101", "preact_resnet152",
+        "preact_resnet200",
+        "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "preact_resnet110", "preact_resnet164",
+        "preact_resnet1001", "resnext29_8x64d", "resnext29_16x64d", "wrn16_8", "wrn28_10", "densenet_bc_100_12",
+        "densenet40_12",
     ]
+
+    /// A model of one family, before its graph is built.
+    enum Model {
+        case resnet(ResNet)
+        case preact(PreActResNet)
+        case densenet(DenseNet)
+        case cifarResNet(CIFARResNet)
+
+        var imageSize: Int {
+            switch self {
+            case let .resnet(m): m.stem == .imagenet ? 224 : 32
+            case let .preact(m): m.stem == .imagenet ? 224 : 32
+            case let .densenet(m): m.stem == .imagenet ? 224 : 32
+            case .cifarResNet: 32
+            }
+        }
+    }
+
+    /// The preset a name (or a bare family name) stands for.
+    static func preset(_ head: String) throws(CLNetError) -> Model? {
+        switch head {
+        case "resnet18": .resnet(.resnet18)
+        case "resnet34": .resnet(.resnet34)
+        case "resnet", "resnet50": .resnet(.resnet50)
+        case "resnet101": .resnet(.resnet101)
+        case "resnet152": .resnet(.resnet152)
+        case "resnext50_32x4d": .resnet(.resnext50_32x4d)
+        case "resnext101_32x8d": .resnet(.resnext101_32x8d)
+        case "resnext101_64x4d": .resnet(.resnext101_64x4d)
+        case "wide_resnet50_2": .resnet(.wide_resnet50_2)
+        case "wide_resnet101_2": .resnet(.wide_resnet101_2)
+        case "resnext29_8x64d": .resnet(.resnext29_8x64d)
+        case "resnext29_16x64d": .resnet(.resnext29_16x64d)
+        case "densenet", "densenet121": .densenet(.densenet121)
+        case "densenet161": .densenet(.densenet161)
+        case "densenet169": .densenet(.densenet169)
+        case "densenet201": .densenet(.densenet201)
+        case "densenet_bc_100_12": .densenet(.densenet_bc_100_12)
+        case "densenet40_12": .densenet(.densenet40_12)
+        case "preact_resnet18": .preact(.preact_resnet18)
+        case "preact_resnet34": .preact(.preact_resnet34)
+        case "preact_resnet", "preact_resnet50": .preact(.preact_resnet50)
+        case "preact_resnet101": .preact(.preact_resnet101)
+        case "preact_resnet152": .preact(.preact_resnet152)
+        case "preact_resnet200": .preact(.preact_resnet200)
+        case "preact_resnet110": .preact(.preact_resnet110)
+        case "preact_resnet164": .preact(.preact_resnet164)
+        case "preact_resnet1001": .preact(.preact_resnet1001)
+        case "wrn16_8": .preact(try .wideResNet(depth: 16, widen: 8))
+        case "wrn", "wrn28_10": .preact(try .wideResNet(depth: 28, widen: 10))
+        case "cifar_resnet", "resnet20": .cifarResNet(CIFARResNet(n: 3))
+        case "resnet32": .cifarResNet(CIFARResNet(n: 5))
+        case "resnet44": .cifarResNet(CIFARResNet(n: 7))
+        case "resnet56": .cifarResNet(CIFARResNet(n: 9))
+        case "resnet110": .cifarResNet(CIFARResNet(n: 18))
+        case "resnet1202": .cifarResNet(CIFARResNet(n: 200))
+        default: nil
+        }
+    }
+
+    /// `spec` with `values` added for the keys it does not set, e.g. the data's `channels` and
+    /// `classes`.
+    public static func filling(_ spec: String, _ values: [String: String]) -> String {
+        let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+        let given = Set((parts.count > 1 ? parts[1] : "").split(separator: ",").compactMap { $0.split(separator: "=").first.map(String.init) })
+        let added = values.keys.sorted().filter { !given.contains($0) }.map { "\($0)=\(values[$0]!)" }
+        guard !added.isEmpty else { return spec }
+        return parts.count > 1 && !parts[1].isEmpty ? "\(spec),\(added.joined(separator: ","))" : "\(parts[0]):\(added.joined(separator: ","))"
+    }
 
     /// The image size a model is meant for: 32 for the CIFAR models, 224 otherwise.
     public static func defaultSize(_ spec: String) -> Int {
-        let family = spec.split(separator: ":").first.map(String.init) ?? spec
-        return family.hasPrefix("cifar") || ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
-            .contains(family) ? 32 : 224
+        let head = spec.split(separator: ":").first.map(String.init) ?? spec
+        var size = (try? preset(head))??.imageSize ?? 224
+        if spec.contains("stem=cifar") { size = 32 } else if spec.contains("stem=imagenet") { size = 224 }
+        return size
     }
 
-    /// The graph of `spec` for `batch` images of `size` x `size` (default: the model's own) with
-    /// `channels` input channels where the family allows it.
+    /// The graph of `spec` for `batch` images of `size` x `size` (default: the model's own).
     public static func graph(_ spec: String, batch: Int, size: Int? = nil, loss: Bool = true) throws(CLNetError)
         -> (graph: Graph, logits: Value) {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
-        guard let head = parts.first, !head.isEmpty else { throw .invalidArgument("empty model specification; one of \(names.joined(separator: ", "))") }
+        guard let head = parts.first, !head.isEmpty else {
+            throw .invalidArgument("empty model specification; one of \(names.joined(separator: ", "))")
+        }
         var options: [String: String] = [:]
         if parts.count == 2 {
             for item in parts[1].split(separator: ",") {
@@ -38,11 +120,19 @@ public enum ModelSpec {
             }
         }
         var used: Set<String> = []
-        func int(_ key: String, _ fallback: Int) throws(CLNetError) -> Int {
+        func int(_ key: String, _ fallback: Int, minimum: Int = 1) throws(CLNetError) -> Int {
             guard let text = options[key] else { return fallback }
             used.insert(key)
-            guard let v = Int(text), v > 0, v <= 100_000 else {
-                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be an integer from 1 to 100000")
+            guard let v = Int(text), v >= minimum, v <= 100_000 else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be an integer from \(minimum) to 100000")
+            }
+            return v
+        }
+        func fraction(_ key: String, _ fallback: Double, _ range: ClosedRange<Double>) throws(CLNetError) -> Double {
+            guard let text = options[key] else { return fallback }
+            used.insert(key)
+            guard let v = Double(text), range.contains(v) else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be a number from \(range.lowerBound) to \(range.upperBound)")
             }
             return v
         }
@@ -56,72 +146,84 @@ public enum ModelSpec {
             }
             return values
         }
+        func choice<T>(_ key: String, _ fallback: T, _ values: [String: T]) throws(CLNetError) -> T {
+            guard let text = options[key] else { return fallback }
+            used.insert(key)
+            guard let v = values[text] else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be one of \(values.keys.sorted().joined(separator: ", "))")
+            }
+            return v
+        }
         let norm: NormChoice
         if let text = options["norm"] {
             used.insert("norm")
             if text == "batch" { norm = .batch }
-            else if text.hasPrefix("group:"), let g = Int(text.dropFirst(6)), g > 0 { norm = .group(g) }
+            else if text.hasPrefix("group:"), let g = Int(text.dropFirst(6)), g > 0, g <= 100_000 { norm = .group(g) }
             else { throw .invalidArgument("model specification '\(spec)': norm=\(text) must be batch or group:N") }
         } else {
             norm = .batch
         }
-        let classes = try int("classes", head.hasPrefix("cifar") || defaultSize(head) == 32 ? 10 : 1000)
-        let channels = try int("channels", head.hasPrefix("cifar") || defaultSize(head) == 32 ? 3 : 3)
+        guard let preset = try preset(head) else {
+            throw .invalidArgument("""
+                unknown model '\(head)'; one of \(names.joined(separator: ", ")), or resnet:, preact_resnet:, wrn:, \
+                densenet:, cifar_resnet: with parameters
+                """)
+        }
+        let classes = try int("classes", preset.imageSize == 32 ? 10 : 1000)
+        let channels = try int("channels", 3)
+        let blocks: [String: ResNet.Block] = ["basic": .basic, "bottleneck": .bottleneck]
+        func stochasticDepth() throws(CLNetError) -> Float { Float(try fraction("stochastic_depth", 0, 0...0.99)) }
+        let stems: [String: ResNet.Stem] = ["imagenet": .imagenet, "cifar": .cifar]
         let result: (graph: Graph, logits: Value)
-        switch head {
-        case "resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-             "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2":
-            let preset: ResNet = switch head {
-            case "resnet18": .resnet18
-            case "resnet34": .resnet34
-            case "resnet101": .resnet101
-            case "resnet152": .resnet152
-            case "resnext50_32x4d": .resnext50_32x4d
-            case "resnext101_32x8d": .resnext101_32x8d
-            case "resnext101_64x4d": ResNet(block: .bottleneck, layers: [3, 4, 23, 3], groups: 64, widthPerGroup: 4)
-            case "wide_resnet50_2": .wide_resnet50_2
-            case "wide_resnet101_2": ResNet(block: .bottleneck, layers: [3, 4, 23, 3], widthPerGroup: 128)
-            default: .resnet50
-            }
-            var model = preset
-            if let b = options["block"] {
-                used.insert("block")
-                guard b == "basic" || b == "bottleneck" else {
-                    throw .invalidArgument("model specification '\(spec)': block=\(b) must be basic or bottleneck")
-                }
-                model.block = b == "basic" ? .basic : .bottleneck
-            }
+        switch preset {
+        case var .resnet(model):
+            model.block = try choice("block", model.block, blocks)
             model.layers = try list("layers", model.layers)
             model.groups = try int("groups", model.groups)
             model.widthPerGroup = try int("width", model.widthPerGroup)
+            model.stem = try choice("stem", model.stem, stems)
             model.classes = classes
             model.inChannels = channels
             model.norm = norm
-            result = try model.graph(batch: batch, size: size ?? 224, loss: loss)
-        case "densenet", "densenet121", "densenet161", "densenet169", "densenet201":
-            var model: DenseNet = switch head {
-            case "densenet161": .densenet161
-            case "densenet169": .densenet169
-            case "densenet201": .densenet201
-            default: .densenet121
+            model.stochasticDepth = try stochasticDepth()
+            result = try model.graph(batch: batch, size: size, loss: loss)
+        case var .preact(model):
+            if head.hasPrefix("wrn") {
+                let depth = try int("depth", 6 * model.layers[0] + 4)
+                let widen = try int("widen", model.widen)
+                model = try .wideResNet(depth: depth, widen: widen, dropout: Float(try fraction("dropout", 0, 0...0.99)))
+            } else {
+                model.block = try choice("block", model.block, blocks)
+                model.layers = try list("layers", model.layers)
+                model.baseWidth = try int("width", model.baseWidth)
+                model.widen = try int("widen", model.widen)
+                model.dropout = Float(try fraction("dropout", Double(model.dropout), 0...0.99))
+                model.stem = try choice("stem", model.stem, stems)
             }
+            model.classes = classes
+            model.inChannels = channels
+            model.norm = norm
+            model.stochasticDepth = try stochasticDepth()
+            result = try model.graph(batch: batch, size: size, loss: loss)
+        case var .densenet(model):
             model.growth = try int("growth", model.growth)
             model.blocks = try list("blocks", model.blocks)
             model.initialFeatures = try int("init", model.initialFeatures)
-            model.bottleneckSize = try int("bn_size", model.bottleneckSize)
+            model.bottleneckSize = try int("bn_size", model.bottleneckSize, minimum: 0)
+            model.compression = try fraction("compression", model.compression, 0.01...1)
+            model.stem = try choice("stem", model.stem, stems)
             model.classes = classes
             model.inChannels = channels
             model.norm = norm
-            result = try model.graph(batch: batch, size: size ?? 224, loss: loss)
-        case "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202":
-            let depth = try int("depth", head == "cifar_resnet" ? 20 : Int(head.dropFirst(6))!)
+            result = try model.graph(batch: batch, size: size, loss: loss)
+        case let .cifarResNet(preset):
+            let depth = try int("depth", 6 * preset.n + 2)
             var model = try CIFARResNet(depth: depth, inChannels: channels, classes: classes)
             model.norm = norm
+            model.stochasticDepth = try stochasticDepth()
             result = try model.graph(batch: batch, size: size ?? 32, loss: loss)
-        default:
-            throw .invalidArgument("unknown model '\(head)'; one of \(names.joined(separator: ", ")), or resnet:, densenet:, cifar_resnet: with parameters")
         }
-        let unknown = Set(options.keys).subtracting(used).subtracting(["classes", "channels"])
+        let unknown = Set(options.keys).subtracting(used)
         if let key = unknown.sorted().first {
             throw .invalidArgument("model specification '\(spec)': unknown parameter '\(key)' for \(head)")
         }

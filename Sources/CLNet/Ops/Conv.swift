@@ -250,7 +250,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                      strideB: og * plane, c: ws.buffer, cOffset: ws.offset, ldc: plane,
                                                      strideC: cg * kk * plane, batch: groups)
                     }
-                    let total = count * x.shape.sampleCount
+                    // One work item per input row.
+                    let total = count * x.shape.c * x.shape.h
                     last = try q.launch(.conv, "col2im", ws.vectorArguments + dx.arguments + geometry(x.shape, out) +
                                         [.count(n0), .count(total), .flag(accumulate)], total: total, waitFor: [])
                 }
@@ -272,8 +273,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         for n0 in Swift.stride(from: 0, to: x.shape.n, by: step) {
             let count = min(step, x.shape.n - n0)
             let width = count * plane, colCount = inChannels * kk * width
+            // One work item per column row segment of OW values.
+            let rowsTotal = colCount / out.w
             _ = try q.launch(.conv, "im2col", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
-                             [.count(n0), .count(count), .flag(true), .count(colCount)], total: colCount, waitFor: [])
+                             [.count(n0), .count(count), .flag(true), .count(rowsTotal)], total: rowsTotal, waitFor: [])
             let dyCount = outChannels * width
             _ = try q.launch(.conv, "channel_major", dy.arguments + [.buffer(ws.buffer), .count(ws.offset + colCount),
                              .count(outChannels), .count(plane), .count(n0), .count(count), .count(dyCount)],
@@ -316,7 +319,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     private func im2col(_ q: CommandQueue, _ x: Tensor, _ out: Shape, _ ws: Tensor, n0: Int, count: Int,
                         waitFor: [Event]) throws(CLNetError) -> Event {
-        let total = count * columnCount(x.shape, out)
+        // One work item per column row segment of OW values.
+        let total = count * columnCount(x.shape, out) / out.w
         return try q.launch(.conv, "im2col", x.arguments + ws.vectorArguments + geometry(x.shape, out) +
                             [.count(n0), .count(count), .flag(false), .count(total)], total: total, waitFor: waitFor)
     }

@@ -167,8 +167,8 @@ public struct SafeTensors: Sendable {
         case int64([Int64], shape: [Int])
     }
 
-    /// Writes `tensors` to `url` atomically: a temporary file in the same folder, renamed over the
-    /// destination only once complete.
+    /// Writes `tensors` to `url` atomically: a temporary file in the same folder, flushed to the
+    /// disk and renamed over the destination only once complete.
     public static func write(_ tensors: [(name: String, value: Value)], to url: URL,
                              metadata: [String: String] = [:]) throws(CLNetError) {
         var header: [String: HeaderItem] = [:]
@@ -203,11 +203,7 @@ public struct SafeTensors: Sendable {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { bytes += $0 }
         bytes += json
         bytes += body
-        do {
-            try Data(bytes).write(to: url, options: .atomic)
-        } catch {
-            throw .invalidArgument("cannot write \(url.path): \(error)")
-        }
+        try AtomicFile.write(bytes, to: url.path)
     }
 
     /// A header entry: a tensor, or the `__metadata__` dictionary of strings.

@@ -18,6 +18,11 @@ extension Executor {
     /// one, or a shape that differs throws, listing each with both shapes, and loads nothing.
     /// `num_batches_tracked` entries are accepted and skipped.
     public func load(_ file: SafeTensors) throws(CLNetError) {
+        try load(file, ignoring: nil)
+    }
+
+    /// `load`, skipping entries whose names start with `prefix` (a checkpoint's optimizer state).
+    public func load(_ file: SafeTensors, ignoring prefix: String?) throws(CLNetError) {
         let tracked = batchesTrackedNames
         var problems: [String] = []
         for p in graph.parameters {
@@ -29,7 +34,8 @@ extension Executor {
                 problems.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
             }
         }
-        for name in file.entries.keys.sorted() where graph.parameterIndex(name) == nil && !tracked.contains(name) {
+        for name in file.entries.keys.sorted() where graph.parameterIndex(name) == nil && !tracked.contains(name)
+            && !(prefix.map { name.hasPrefix($0) } ?? false) {
             problems.append("unexpected \(name) \(file.entries[name]!.shape)")
         }
         guard problems.isEmpty else {
@@ -47,9 +53,14 @@ extension Executor {
     /// each batch norm, so that PyTorch's `load_state_dict(strict=True)` accepts the file. The
     /// write is atomic.
     public func save(to url: URL) throws(CLNetError) {
+        try SafeTensors.write(try weightTensors(), to: url)
+    }
+
+    /// Every parameter and buffer, with `num_batches_tracked`, as `save` writes them.
+    public func weightTensors() throws(CLNetError) -> [(name: String, value: SafeTensors.Value)] {
         var tensors: [(name: String, value: SafeTensors.Value)] = []
         for p in graph.parameters { tensors.append((p.name, .float32(try parameter(p.name), shape: p.shape.dims))) }
         for name in batchesTrackedNames { tensors.append((name, .int64([stepsTaken], shape: []))) }
-        try SafeTensors.write(tensors, to: url)
+        return tensors
     }
 }

@@ -1,0 +1,290 @@
+// The training loop that programs link: a model from its specification, data, SGD with a
+// schedule, evaluation, and checkpoints that resume bit for bit.
+
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Everything that defines a training run; a checkpoint stores it so that `--resume` continues
+/// the same run.
+public struct TrainingConfiguration: Sendable, Codable, Equatable {
+    /// A model name or specification (see `ModelSpec`); the input channels and class count are
+    /// taken from the data unless the specification gives them.
+    public var model: String
+    public var batchSize = 128
+    public var epochs = 1
+    public var learningRate = 0.1
+    public var momentum = 0.9
+    public var nesterov = false
+    public var weightDecay = 5e-4
+    /// Apply weight decay to convolution and linear weights only, not to norms and biases.
+    public var decayOnlyWeights = true
+    /// `constant`, `cosine`, `step:EPOCHS[:GAMMA]` or `multistep:E1.E2[:GAMMA]`.
+    public var schedule = "cosine"
+    public var warmupEpochs = 0.0
+    public var labelSmoothing = 0.0
+    /// Stochastic depth for residual models: the last block's drop probability (0: off).
+    public var stochasticDepth = 0.0
+    /// Start each residual branch's last norm at zero (torchvision's `zero_init_residual`).
+    public var zeroInitResidual = false
+    /// Fixes initialisation, data order, augmentation and dropout: the same seed, the same run.
+    public var seed: UInt64 = 0
+    public var evalBatchSize = 500
+
+    public init(model: String) { self.model = model }
+}
+
+/// Progress within an epoch, reported after every step.
+public struct StepProgress: Sendable {
+    public var epoch: Int, step: Int, stepsInEpoch: Int
+    /// Mean loss and top-1 accuracy over the epoch's steps so far.
+    public var loss: Double, accuracy: Double
+    /// This step's loss.
+    public var stepLoss: Float
+    public var imagesPerSecond: Double
+    public var secondsLeft: Double
+    public var learningRate: Double
+}
+
+/// What one epoch of training did.
+public struct EpochSummary: Sendable, Codable {
+    public var epoch: Int
+    public var steps: Int
+    public var loss: Double
+    public var accuracy: Double
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    /// Each step's loss, in order.
+    public var stepLosses: [Float]
+}
+
+/// Loss and accuracy on a data set.
+public struct Evaluation: Sendable, Codable {
+    public var loss: Double
+    public var top1: Double
+    public var top5: Double
+    public var samples: Int
+}
+
+/// Trains a model of the residual family on an image data set.
+///
+/// ```swift
+/// let data = try DataSource(parsing: "fashion-mnist")
+/// var config = TrainingConfiguration(model: "resnet20")
+/// config.epochs = 1
+/// let trainer = try Trainer(configuration: config, train: try data.load(train: true), test: try data.load(train: false))
+/// while trainer.epoch < config.epochs {
+///     let summary = try trainer.trainEpoch { print($0.loss) }
+///     print(summary.loss, try trainer.evaluate().top1)
+///     try trainer.saveCheckpoint(to: URL(fileURLWithPath: "checkpoint.safetensors"))
+/// }
+/// ```
+public final class Trainer {
+    public let configuration: TrainingConfiguration
+    /// The model specification with the data's channels and classes filled in.
+    public let modelSpec: String
+    public let trainLoader: BatchLoader
+    public let testLoader: BatchLoader?
+    public let schedule: LearningRateSchedule
+    /// The training executor: parameters, gradients, momentum.
+    public let executor: Executor
+    private let evaluator: Executor?
+    private let evalLogits: Value?
+    /// Optimizer steps taken since the run began (across resumes).
+    public private(set) var step = 0
+
+    public var stepsPerEpoch: Int { trainLoader.batchesPerEpoch }
+    /// The epoch the next step belongs to (0-based).
+    public var epoch: Int { step / stepsPerEpoch }
+
+    /// Builds the model for the data, initialises it from the seed, and prepares the loaders.
+    /// The preprocessing defaults to the training set's own channel statistics, with CIFAR's
+    /// crop and flip when `augment` is set.
+    public init(configuration: TrainingConfiguration, train: ImageDataset, test: ImageDataset?, augment: Bool = false,
+                preprocessing: Preprocessing? = nil, context: Context? = nil, queues: Int? = nil) throws(CLNetError) {
+        let c = configuration
+        guard c.epochs > 0, c.batchSize > 0, c.evalBatchSize > 0 else {
+            throw .invalidArgument("epochs, batch size and evaluation batch size must be positive")
+        }
+        guard c.momentum >= 0, c.momentum < 1, c.weightDecay >= 0 else {
+            throw .invalidArgument("momentum must be in [0, 1) and weight decay 0 or more")
+        }
+        if let test, (test.channels, test.height, test.width) != (train.channels, train.height, train.width) {
+            throw .invalidArgument("""
+                the test images are \(test.channels)x\(test.height)x\(test.width) but the training images \
+                \(train.channels)x\(train.height)x\(train.width)
+                """)
+        }
+        self.configuration = c
+        var fill = ["channels": "\(train.channels)", "classes": "\(max(train.classes, test?.classes ?? 0))"]
+        if c.stochasticDepth > 0 { fill["stochastic_depth"] = "\(c.stochasticDepth)" }
+        modelSpec = ModelSpec.filling(c.model, fill)
+        let stats = train.channelStatistics()
+        let prep = preprocessing ?? Preprocessing(mean: stats.mean, std: stats.std, cropPadding: augment ? 4 : 0,
+                                                  horizontalFlip: augment)
+        trainLoader = try BatchLoader(data: train, batchSize: c.batchSize, preprocessing: prep, training: true, seed: c.seed)
+        testLoader = try test.map { t throws(CLNetError) in
+            try BatchLoader(data: t, batchSize: min(c.evalBatchSize, t.count), preprocessing: prep, training: false, seed: c.seed)
+        }
+        schedule = try LearningRateSchedule(parsing: c.schedule, base: c.learningRate, stepsPerEpoch: trainLoader.batchesPerEpoch,
+                                            epochs: c.epochs, warmupEpochs: c.warmupEpochs)
+        let ctx: Context
+        if let context { ctx = context } else { ctx = try Context() }
+        var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize, size: train.height).graph
+        if c.labelSmoothing > 0 { try graph.setLabelSmoothing(Float(c.labelSmoothing)) }
+        guard train.height == train.width else {
+            throw .invalidArgument("images must be square, not \(train.height)x\(train.width)")
+        }
+        executor = try Executor(graph: graph, context: ctx, training: true, queues: queues,
+                                optimizer: SGD(learningRate: Float(c.learningRate), momentum: Float(c.momentum),
+                                               weightDecay: Float(c.weightDecay), nesterov: c.nesterov),
+                                decayOnlyWeights: c.decayOnlyWeights)
+        if let testLoader {
+            let (g, logits) = try ModelSpec.graph(modelSpec, batch: testLoader.batchSize, size: train.height, loss: false)
+            evaluator = try Executor(graph: g, context: ctx, training: false, keep: [logits], queues: 1)
+            evalLogits = logits
+        } else {
+            evaluator = nil
+            evalLogits = nil
+        }
+        try executor.initialize(seed: mix(c.seed, 1), zeroInitResidual: c.zeroInitResidual)
+    }
+
+    /// Trains until the end of the current epoch (or for `limit` steps, if that comes first),
+    /// calling `progress` after each step with the epoch's running figures.
+    @discardableResult
+    public func trainEpoch(limit: Int? = nil, progress: (StepProgress) -> Void = { _ in }) throws(CLNetError) -> EpochSummary {
+        let epoch = self.epoch, first = step % stepsPerEpoch
+        let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
+        let start = ContinuousClock.now
+        var losses: [Float] = [], correct = 0, lossSum = 0.0
+        // The loss of step i is read while step i + 1 runs, so the host never idles the device.
+        var inFlight: (reading: LossReading, rate: Double)? = nil
+        func collect(_ reading: LossReading, _ rate: Double) throws(CLNetError) {
+            let (loss, right) = try reading.value()
+            losses.append(loss)
+            lossSum += Double(loss)
+            correct += right
+            let done = losses.count, elapsed = seconds(since: start)
+            let perStep = elapsed / Double(done)
+            progress(StepProgress(epoch: epoch, step: first + done, stepsInEpoch: stepsPerEpoch, loss: lossSum / Double(done),
+                                  accuracy: Double(correct) / Double(done * configuration.batchSize), stepLoss: loss,
+                                  imagesPerSecond: Double(done * configuration.batchSize) / max(elapsed, 1e-9),
+                                  secondsLeft: perStep * Double(last - first - done), learningRate: rate))
+        }
+        for index in first..<last {
+            let batch = trainLoader.batch(epoch: epoch, index: index)
+            let rate = schedule.rate(at: step)
+            executor.optimizer?.learningRate = Float(rate)
+            guard let reading = try executor.forward(["input": batch.inputs], labels: batch.labels,
+                                                     seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step)))) else {
+                throw .invalidShape(operation: "Trainer", message: "the model has no loss node")
+            }
+            try executor.backward()
+            step += 1
+            if let (r, lr) = inFlight { try collect(r, lr) }
+            inFlight = (reading, rate)
+        }
+        if let (r, lr) = inFlight { try collect(r, lr) }
+        try executor.synchronize()
+        let elapsed = seconds(since: start), n = max(losses.count, 1)
+        return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
+                            accuracy: Double(correct) / Double(n * configuration.batchSize), seconds: elapsed,
+                            imagesPerSecond: Double(losses.count * configuration.batchSize) / max(elapsed, 1e-9), stepLosses: losses)
+    }
+
+    /// Loss and top-1 / top-5 accuracy of the current weights on the test set (batch norm with
+    /// its running statistics).
+    public func evaluate() throws(CLNetError) -> Evaluation {
+        guard let evaluator, let evalLogits, let testLoader else {
+            throw .invalidArgument("the trainer was made without a test set")
+        }
+        for p in executor.graph.parameters { try evaluator.setParameter(p.name, try executor.parameter(p.name)) }
+        return try Self.evaluate(evaluator, logits: evalLogits, loader: testLoader)
+    }
+
+    /// Evaluates an inference executor whose graph's logits are `logits` over every batch of `loader`.
+    public static func evaluate(_ executor: Executor, logits: Value, loader: BatchLoader) throws(CLNetError) -> Evaluation {
+        let classes = executor.graph.shape(of: logits)[1]
+        var loss = 0.0, top1 = 0, top5 = 0, samples = 0
+        for index in 0..<loader.batchesPerEpoch {
+            let batch = loader.batch(epoch: 0, index: index)
+            try executor.forward(["input": batch.inputs])
+            let z = try executor.read(logits)
+            for i in 0..<batch.count {
+                let row = z[i * classes..<(i + 1) * classes].map(Double.init)
+                let m = row.max()!
+                let logSum = m + log(row.reduce(0) { $0 + exp($1 - m) })
+                let label = batch.labels[i]
+                loss += logSum - row[label]
+                let above = row.filter { $0 > row[label] }.count
+                if above == 0 { top1 += 1 }
+                if above < 5 { top5 += 1 }
+            }
+            samples += batch.count
+        }
+        let n = Double(max(samples, 1))
+        return Evaluation(loss: loss / n, top1: Double(top1) / n, top5: Double(top5) / n, samples: samples)
+    }
+
+    // MARK: Checkpoints
+
+    /// The metadata key under which a checkpoint keeps its run.
+    static let checkpointKey = "clnet.checkpoint"
+
+    struct CheckpointState: Codable {
+        var configuration: TrainingConfiguration
+        var modelSpec: String
+        var step: Int
+        var version = 1
+    }
+
+    /// Writes the weights (torchvision's names, with `num_batches_tracked`), the momentum of
+    /// every trainable parameter as `optimizer.momentum.<name>`, and the run (configuration and
+    /// step, from which the schedule and every random stream follow) to one safetensors file,
+    /// atomically: a kill at any moment leaves the previous checkpoint whole.
+    public func saveCheckpoint(to url: URL) throws(CLNetError) {
+        var tensors = try executor.weightTensors()
+        for p in executor.graph.parameters where p.trainable {
+            tensors.append(("optimizer.momentum.\(p.name)", .float32(try executor.momentum(p.name), shape: p.shape.dims)))
+        }
+        let state = CheckpointState(configuration: configuration, modelSpec: modelSpec, step: step)
+        let json: String
+        do { json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self) } catch {
+            throw .invalidArgument("cannot encode the checkpoint state: \(error)")
+        }
+        try SafeTensors.write(tensors, to: url, metadata: [Self.checkpointKey: json])
+    }
+
+    /// Continues a run from a checkpoint of the same configuration.
+    public func loadCheckpoint(from url: URL) throws(CLNetError) {
+        let file = try SafeTensors(contentsOf: url)
+        guard let json = file.metadata[Self.checkpointKey] else {
+            throw .invalidArgument("\(url.path) is a weights file, not a CLNet checkpoint (it has no training state); use it with --weights")
+        }
+        let state: CheckpointState
+        do { state = try JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8)) } catch {
+            throw .invalidArgument("\(url.path): the checkpoint state cannot be read: \(error)")
+        }
+        guard state.configuration == configuration else {
+            throw .invalidArgument("""
+                \(url.path) was written by a run with other settings; resume with the same model, data and options \
+                (checkpoint: \(state.configuration), now: \(configuration))
+                """)
+        }
+        try executor.load(file, ignoring: "optimizer.")
+        for p in executor.graph.parameters where p.trainable {
+            try executor.setMomentum(p.name, try file.floats("optimizer.momentum.\(p.name)"))
+        }
+        step = state.step
+        executor.stepsTaken = Int64(state.step)
+    }
+}
+
+func seconds(since start: ContinuousClock.Instant) -> Double {
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+}

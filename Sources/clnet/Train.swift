@@ -1,0 +1,250 @@
+import ArgumentParser
+import CLNet
+import CLNetCLI
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model on an image data set; with no arguments, ResNet-20 on Fashion-MNIST for one epoch.",
+        discussion: """
+            Writes to --output: checkpoint.safetensors after every epoch (and every --checkpoint-every steps), \
+            model.safetensors (the final weights, loadable by torchvision's load_state_dict), metrics.jsonl (one JSON \
+            object per logged interval and per epoch) and chart.svg (training loss and test accuracy). Every file is \
+            written atomically. --resume continues from the checkpoint exactly as if the run had not stopped.
+            """)
+
+    @Option(help: "A model name or specification (see `clnet models`); channels and classes come from the data.")
+    var model = "resnet20"
+
+    @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or cifar100:DIR.")
+    var data = "fashion-mnist"
+
+    @Option(help: "Epochs to train.")
+    var epochs = 1
+
+    @Option(help: "Images per step.")
+    var batchSize = 128
+
+    @Option(name: .customLong("lr"), help: "Base learning rate.")
+    var learningRate = 0.1
+
+    @Option(help: "SGD momentum.")
+    var momentum = 0.9
+
+    @Flag(help: "Nesterov momentum.")
+    var nesterov = false
+
+    @Option(help: "Weight decay.")
+    var weightDecay = 5e-4
+
+    @Flag(help: "Decay norms and biases too (default: only convolution and linear weights).")
+    var decayAll = false
+
+    @Option(help: "constant, cosine, step:EPOCHS[:GAMMA] or multistep:E1.E2[:GAMMA].")
+    var schedule = "cosine"
+
+    @Option(help: "Epochs of linear learning-rate warm-up (fractions allowed).")
+    var warmupEpochs = 0.0
+
+    @Option(help: "Label smoothing of the cross-entropy.")
+    var labelSmoothing = 0.0
+
+    @Option(help: "Stochastic depth: the last residual block's drop probability, decaying linearly to the first (0: off).")
+    var stochasticDepth = 0.0
+
+    @Flag(help: "Start each residual branch's last norm at zero.")
+    var zeroInitResidual = false
+
+    @Option(help: "Seed of initialisation, data order, augmentation and dropout.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Where the checkpoint, metrics and chart go.")
+    var output = "clnet-train"
+
+    @Flag(help: "Continue from OUTPUT/checkpoint.safetensors.")
+    var resume = false
+
+    @Option(help: "Also write the checkpoint every N steps (0: only after each epoch).")
+    var checkpointEvery = 0
+
+    @Option(help: "Stop after this many steps in all (for quick checks); the run can be resumed later.")
+    var maxSteps: Int?
+
+    @Option(help: "Train on the first N training images only.")
+    var trainSubset: Int?
+
+    @Option(help: "Evaluate on the first N test images only.")
+    var testSubset: Int?
+
+    @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
+    var device: String?
+
+    func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func execute() throws {
+        let source = try DataSource(parsing: data)
+        var train = try source.load(train: true), test = try source.load(train: false)
+        if let n = trainSubset { train = train.prefix(n) }
+        if let n = testSubset { test = test.prefix(n) }
+        var config = TrainingConfiguration(model: model)
+        config.epochs = epochs
+        config.batchSize = batchSize
+        config.learningRate = learningRate
+        config.momentum = momentum
+        config.nesterov = nesterov
+        config.weightDecay = weightDecay
+        config.decayOnlyWeights = !decayAll
+        config.schedule = schedule
+        config.warmupEpochs = warmupEpochs
+        config.labelSmoothing = labelSmoothing
+        config.stochasticDepth = stochasticDepth
+        config.zeroInitResidual = zeroInitResidual
+        config.seed = seed
+        let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
+        let context = try Context(device: dev)
+        let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: context)
+        let dir = URL(fileURLWithPath: output)
+        do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+            throw CLNetError.invalidArgument("cannot create \(output): \(error)")
+        }
+        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
+        let metrics = dir.appendingPathComponent("metrics.jsonl")
+        if resume {
+            try trainer.loadCheckpoint(from: checkpoint)
+        } else {
+            try? FileManager.default.removeItem(at: metrics)
+        }
+        let log = ProgressLog(terminal: isatty(1) == 1)
+        print("""
+            training \(trainer.modelSpec) on \(data) (\(train.count) images, \(test.count) for testing) on \(dev.info.name)
+            \(trainer.stepsPerEpoch) steps of \(batchSize) per epoch, \(epochs) epoch\(epochs == 1 ? "" : "s"), \
+            schedule \(schedule) from \(learningRate)\(resume ? ", resumed at step \(trainer.step)" : ""); writing to \(output)/
+            """)
+        flushOutput()
+        let started = ContinuousClock.now
+        while trainer.epoch < epochs {
+            if let maxSteps, trainer.step >= maxSteps { break }
+            let epoch = trainer.epoch
+            var limit = trainer.stepsPerEpoch - trainer.step % trainer.stepsPerEpoch
+            if let maxSteps { limit = min(limit, maxSteps - trainer.step) }
+            if checkpointEvery > 0 { limit = min(limit, checkpointEvery - trainer.step % checkpointEvery) }
+            let interval = max(1, trainer.stepsPerEpoch / 20)
+            var window: [Float] = []
+            let summary = try trainer.trainEpoch(limit: limit) { p in
+                window.append(p.stepLoss)
+                log.step(p)
+                if p.step % interval == 0 || p.step == p.stepsInEpoch {
+                    let mean = Double(window.reduce(0, +)) / Double(max(window.count, 1))
+                    appendJSONLine(metrics, TrainRecord(epoch: Double(p.epoch) + Double(p.step) / Double(p.stepsInEpoch),
+                                                        step: p.epoch * p.stepsInEpoch + p.step, loss: mean,
+                                                        accuracy: p.accuracy, learningRate: p.learningRate,
+                                                        imagesPerSecond: p.imagesPerSecond))
+                    window = []
+                }
+            }
+            let finished = trainer.epoch > epoch
+            if finished {
+                log.end()
+                let evaluation = try trainer.evaluate()
+                print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
+                      + "\(format(summary.imagesPerSecond, 1)) images/s | test loss \(format(evaluation.loss, 4)), "
+                      + "top-1 \(format(evaluation.top1 * 100, 2))%, top-5 \(format(evaluation.top5 * 100, 2))% "
+                      + "| \(format(seconds(since: started), 1)) s")
+                flushOutput()
+                appendJSONLine(metrics, EpochRecord(epoch: epoch + 1, step: trainer.step, trainLoss: summary.loss,
+                                                    trainAccuracy: summary.accuracy, testLoss: evaluation.loss,
+                                                    testTop1: evaluation.top1, testTop5: evaluation.top5,
+                                                    seconds: seconds(since: started)))
+            }
+            try trainer.saveCheckpoint(to: checkpoint)
+        }
+        log.end()
+        try trainer.executor.save(to: dir.appendingPathComponent("model.safetensors"))
+        try writeChart(metrics: metrics, to: dir.appendingPathComponent("chart.svg"), title: "\(trainer.modelSpec) on \(data)")
+        print("checkpoint: \(checkpoint.path)\nweights:    \(dir.appendingPathComponent("model.safetensors").path)")
+        print("metrics:    \(metrics.path)\nchart:      \(dir.appendingPathComponent("chart.svg").path)")
+    }
+}
+
+/// One line per logged interval of training.
+struct TrainRecord: Codable {
+    var kind = "train"
+    var epoch: Double
+    var step: Int
+    var loss: Double
+    var accuracy: Double
+    var learningRate: Double
+    var imagesPerSecond: Double
+}
+
+/// One line per finished epoch.
+struct EpochRecord: Codable {
+    var kind = "epoch"
+    var epoch: Int
+    var step: Int
+    var trainLoss: Double
+    var trainAccuracy: Double
+    var testLoss: Double
+    var testTop1: Double
+    var testTop5: Double
+    var seconds: Double
+}
+
+/// A progress bar on a terminal, redrawn in place; plain lines every tenth of an epoch otherwise.
+final class ProgressLog {
+    let terminal: Bool
+    private var drawn = false
+
+    init(terminal: Bool) { self.terminal = terminal }
+
+    func step(_ p: StepProgress) {
+        let eta = Int(p.secondsLeft.rounded())
+        let text = "epoch \(p.epoch + 1) \(p.step)/\(p.stepsInEpoch) loss \(format(p.loss, 4)) acc \(format(p.accuracy * 100, 2))% "
+            + "\(format(p.imagesPerSecond, 1)) img/s lr \(format(p.learningRate, 4)) ETA \(eta / 60):\(String(format2: eta % 60))"
+        if terminal {
+            let width = 24, filled = width * p.step / max(p.stepsInEpoch, 1)
+            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+            print("\r[\(bar)] \(text)\u{1B}[K", terminator: "")
+            drawn = true
+            flushOutput()
+        } else if p.step % max(1, p.stepsInEpoch / 10) == 0 || p.step == p.stepsInEpoch {
+            print(text)
+            flushOutput()
+        }
+    }
+
+    func end() {
+        if drawn { print("") }
+        drawn = false
+    }
+}
+
+extension String {
+    init(format2 value: Int) { self = value < 10 ? "0\(value)" : "\(value)" }
+}
+
+/// Appends one JSON object as a line (metrics are a log: each line is written whole with one write).
+func appendJSONLine<T: Encodable>(_ url: URL, _ value: T) {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys]
+    guard var bytes = try? [UInt8](encoder.encode(value)) else { return }
+    bytes.append(UInt8(ascii: "\n"))
+    let fd = open(url.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    guard fd >= 0 else { return }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+}

@@ -1,0 +1,136 @@
+import CLNet
+import Foundation
+import Testing
+
+@Suite("Trainer: training, checkpoints, resume")
+struct TrainerTests {
+    static func config(_ model: String = "cifar_resnet:depth=8", batch: Int = 16) -> TrainingConfiguration {
+        var c = TrainingConfiguration(model: model)
+        c.batchSize = batch
+        c.epochs = 2
+        c.learningRate = 0.05
+        c.schedule = "cosine"
+        c.warmupEpochs = 0.5
+        c.labelSmoothing = 0.1
+        c.nesterov = true
+        c.seed = 11
+        c.evalBatchSize = 24
+        return c
+    }
+
+    static func data(_ count: Int, seed: UInt64) throws -> ImageDataset {
+        let dir = try temporaryDirectory("trainer-data")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try writeSyntheticIDX(dir, count: count, seed: seed)
+        return try DataSource(parsing: "mnist:\(dir.path)").load(train: true)
+    }
+
+    /// Four steps straight, or two, a checkpoint, a new trainer from it, and two more: the same
+    /// losses and weights, bit for bit.
+    @Test func resumeEqualsUninterrupted() throws {
+        let train = try Self.data(64, seed: 5), test = try Self.data(30, seed: 6)
+        let context = try Shared.context()
+        let whole = try Trainer(configuration: Self.config(), train: train, test: test, context: context)
+        #expect(whole.stepsPerEpoch == 4)
+        var straight = try whole.trainEpoch().stepLosses
+        straight += try whole.trainEpoch(limit: 2).stepLosses
+
+        let dir = try temporaryDirectory("resume")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
+        let first = try Trainer(configuration: Self.config(), train: train, test: test, context: context)
+        var resumed = try first.trainEpoch(limit: 3).stepLosses
+        try first.saveCheckpoint(to: checkpoint)
+        let second = try Trainer(configuration: Self.config(), train: train, test: test, context: context)
+        try second.loadCheckpoint(from: checkpoint)
+        #expect(second.step == 3 && second.epoch == 0)
+        resumed += try second.trainEpoch().stepLosses
+        resumed += try second.trainEpoch(limit: 2).stepLosses
+        #expect(resumed == straight, "losses: \(resumed) against \(straight)")
+        for p in whole.executor.graph.parameters {
+            #expect(try second.executor.parameter(p.name) == whole.executor.parameter(p.name), "\(p.name)")
+        }
+        // The checkpoint's weights are torchvision's names, plus the optimizer under its own prefix.
+        let file = try SafeTensors(contentsOf: checkpoint)
+        #expect(file.entries["conv1.weight"] != nil && file.entries["bn1.num_batches_tracked"] != nil)
+        #expect(file.entries["optimizer.momentum.conv1.weight"] != nil)
+        // Another configuration refuses the checkpoint, naming the reason.
+        var other = Self.config()
+        other.learningRate = 0.2
+        let mismatch = try Trainer(configuration: other, train: train, test: test, context: context)
+        let error = #expect(throws: CLNetError.self) { try mismatch.loadCheckpoint(from: checkpoint) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("other settings"))
+        let evaluation = try second.evaluate()
+        #expect(evaluation.samples == 30 && evaluation.loss.isFinite && evaluation.top5 >= evaluation.top1)
+    }
+
+    /// A short run on real data: Fashion-MNIST where Debian's package is installed (CI installs
+    /// it), else the synthetic set.
+    @Test func lossFallsOnRealData() throws {
+        let source = try DataSource(parsing: "fashion-mnist")
+        let real = FileManager.default.fileExists(atPath: DataSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz")
+        if !real { print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); training on synthetic data") }
+        let train = real ? try source.load(train: true).prefix(640) : try Self.data(640, seed: 9)
+        var c = TrainingConfiguration(model: "cifar_resnet:depth=8")
+        c.batchSize = 32
+        c.epochs = 1
+        c.learningRate = 0.1
+        c.schedule = "constant"
+        let trainer = try Trainer(configuration: c, train: train, test: nil, context: try Shared.context())
+        let losses = try trainer.trainEpoch().stepLosses
+        #expect(losses.count == 20 && losses.allSatisfy(\.isFinite))
+        let early = losses.prefix(4).reduce(0, +) / 4, late = losses.suffix(4).reduce(0, +) / 4
+        print("training on \(real ? "Fashion-MNIST" : "synthetic data"): loss \(early) over the first 4 steps, \(late) over the last 4")
+        #expect(late < early * 0.8, "the loss falls: \(early) -> \(late)")
+    }
+}
+
+@Suite("Checkpoints survive kills")
+struct CheckpointKillTests {
+    /// Kills `clnet train`, which writes a checkpoint after every step, at random moments, and
+    /// loads the checkpoint after each kill: it is always whole, one step or another.
+    @Test func killedWhileWritingLeavesALoadableCheckpoint() throws {
+        let dir = try temporaryDirectory("kill")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try writeSyntheticIDX(dir, count: 256, seed: 4)
+        try writeSyntheticIDX(dir, count: 16, seed: 5, prefix: "t10k")
+        let out = dir.appendingPathComponent("run")
+        let checkpoint = out.appendingPathComponent("checkpoint.safetensors")
+        // A wide model, so that each checkpoint takes a while to write and kills land inside writes.
+        let model = "cifar_resnet:depth=8"
+        var rng = freshGenerator("kill test")
+        var steps: Set<String> = []
+        var kills = 0
+        for attempt in 0..<14 {
+            let process = Process()
+            process.executableURL = productsDirectory().appendingPathComponent("clnet")
+            process.arguments = ["train", "--model", model, "--data", "mnist:\(dir.path)", "--batch-size", "8", "--epochs", "50",
+                                 "--checkpoint-every", "1", "--output", out.path] + (attempt > 0 ? ["--resume"] : [])
+            process.standardOutput = Pipe()
+            process.standardError = Pipe()
+            try process.run()
+            // Once a checkpoint exists, wait a random time within a few steps and kill.
+            let deadline = Date().addingTimeInterval(60)
+            while attempt == 0 && !FileManager.default.fileExists(atPath: checkpoint.path) && Date() < deadline && process.isRunning {
+                usleep(20_000)
+            }
+            usleep(UInt32.random(in: 300_000...1_500_000, using: &rng))
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                kills += 1
+            }
+            process.waitUntilExit()
+            let file = try SafeTensors(contentsOf: checkpoint)
+            let (graph, _) = try ModelSpec.graph("\(model),channels=1,classes=10", batch: 8, size: 28)
+            let executor = try Executor(graph: graph, context: try Shared.context(), training: false)
+            try executor.load(file, ignoring: "optimizer.")
+            steps.insert(file.metadata["clnet.checkpoint"] ?? "")
+        }
+        #expect(kills >= 10, "the process was killed \(kills) times")
+        #expect(steps.count > 3, "checkpoints of \(steps.count) different steps were loaded")
+        // Nothing but the checkpoint and logs is left behind: no temporary files but the one a
+        // kill may have interrupted.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix(".") }
+        #expect(leftovers.count <= kills)
+    }
+}
