@@ -25,8 +25,12 @@ struct GEMMTune: ParsableCommand {
     @Option(help: "Run only these candidates (comma-separated names); a crash in one then spares the rest.")
     var only: String?
 
+    @Flag(help: "Sweep CLBlast's XgemmDirect kernel instead, on the strided-batched products of a ResNet-20 step (batch 128).")
+    var direct = false
+
     func run() throws {
         let context = try common.context()
+        if direct { return try runDirect(context) }
         let shapes = sizes.split(separator: ",").compactMap { Int($0) }.map(GEMMShape.square) + [.conv3x3]
         var rows: [[String]] = []
         if let minIndirect {
@@ -48,6 +52,68 @@ struct GEMMTune: ParsableCommand {
         print("")
         printTable(header: ["Xgemm parameters"] + shapes.map { "\($0.label) GFLOP/s" }, rows: rows)
     }
+
+    /// The products of ResNet-20's first and last stage at batch 128 (28x28 input), as its
+    /// convolutions call them: forward (weights shared across samples), input gradient (weights
+    /// transposed) and the weight gradient's split-K product.
+    struct BatchedShape {
+        var label: String
+        var transA = false, transB = false
+        var m: Int, n: Int, k: Int, batch: Int
+        var sharedA = false
+        var flops: Double { 2 * Double(m) * Double(n) * Double(k) * Double(batch) }
+    }
+
+    static let resnet20Shapes = [
+        BatchedShape(label: "fwd 16x784x144 b128", m: 16, n: 784, k: 144, batch: 128, sharedA: true),
+        BatchedShape(label: "dx 144x784x16 b128", transA: true, m: 144, n: 784, k: 16, batch: 128, sharedA: true),
+        BatchedShape(label: "dw 16x144x24500 b4", transB: true, m: 16, n: 144, k: 24500, batch: 4),
+        BatchedShape(label: "fwd 64x49x576 b128", m: 64, n: 49, k: 576, batch: 128, sharedA: true),
+    ]
+
+    func runDirect(_ context: Context) throws {
+        let queue = try context.makeQueue()
+        var rows: [[String]] = []
+        let chosen = only.map { Set($0.split(separator: ",").map(String.init)) }
+        for candidate in [("current", [])] + Self.directCandidates where chosen?.contains(candidate.0) ?? true {
+            if !candidate.1.isEmpty {
+                try GEMMTuning.apply(GEMMTuning.Parameters(kernel: "XgemmDirect", candidate.1), to: context.device)
+            }
+            var row = [candidate.0]
+            for s in Self.resnet20Shapes {
+                let aCount = s.m * s.k * (s.sharedA ? 1 : s.batch), bCount = s.k * s.n * s.batch
+                let a = try context.buffer(floats: aCount), b = try context.buffer(floats: bCount)
+                let c = try context.buffer(floats: s.m * s.n * s.batch)
+                try queue.write((0..<aCount).map { _ in Float.random(in: -1...1) }, to: a)
+                try queue.write((0..<bCount).map { _ in Float.random(in: -1...1) }, to: b)
+                let time = try measure(queue, warmup: common.warmup, iters: common.iters) {
+                    try queue.gemmStridedBatched(transposeA: s.transA, transposeB: s.transB, m: s.m, n: s.n, k: s.k,
+                                                 a: a, lda: s.transA ? s.m : s.k, strideA: s.sharedA ? 0 : s.m * s.k,
+                                                 b: b, ldb: s.transB ? s.k : s.n, strideB: s.k * s.n,
+                                                 c: c, ldc: s.n, strideC: s.m * s.n, batch: s.batch)
+                }
+                row.append(format(s.flops / time.median * 1e-9))
+            }
+            print(row.joined(separator: "  "))
+            flushOutput()
+            rows.append(row)
+        }
+        print("")
+        printTable(header: ["XgemmDirect parameters"] + Self.resnet20Shapes.map { "\($0.label) GFLOP/s" }, rows: rows)
+    }
+
+    /// XgemmDirect candidates for CPUs: larger tiles and wider vectors than CLBlast's GPU defaults.
+    static let directCandidates: [(String, [(String, Int)])] = [
+        ("d16-t4-v4", set("WGD=16 MDIMCD=4 NDIMCD=4 MDIMAD=4 NDIMBD=4 KWID=2 VWMD=4 VWND=4 PADA=1 PADB=1")),
+        ("d16-t4x2-v4x8", set("WGD=16 MDIMCD=4 NDIMCD=2 MDIMAD=4 NDIMBD=2 KWID=2 VWMD=4 VWND=8 PADA=1 PADB=1")),
+        ("d16-t2x1-v8x16", set("WGD=16 MDIMCD=2 NDIMCD=1 MDIMAD=2 NDIMBD=1 KWID=2 VWMD=8 VWND=16 PADA=1 PADB=1")),
+        ("d16-t2x1-v8x16-k4", set("WGD=16 MDIMCD=2 NDIMCD=1 MDIMAD=2 NDIMBD=1 KWID=4 VWMD=8 VWND=16 PADA=1 PADB=1")),
+        ("d16-t2x1-v8x16-nopad", set("WGD=16 MDIMCD=2 NDIMCD=1 MDIMAD=2 NDIMBD=1 KWID=2 VWMD=8 VWND=16 PADA=0 PADB=0")),
+        ("d16-t1x1-v16x16", set("WGD=16 MDIMCD=1 NDIMCD=1 MDIMAD=1 NDIMBD=1 KWID=2 VWMD=16 VWND=16 PADA=1 PADB=1")),
+        ("d16-t1x2-v16x8", set("WGD=16 MDIMCD=1 NDIMCD=2 MDIMAD=1 NDIMBD=2 KWID=2 VWMD=16 VWND=8 PADA=1 PADB=1")),
+        ("d32-t2x2-v16x16", set("WGD=32 MDIMCD=2 NDIMCD=2 MDIMAD=2 NDIMBD=2 KWID=2 VWMD=16 VWND=16 PADA=1 PADB=1")),
+        ("d32-t4x2-v8x16", set("WGD=32 MDIMCD=4 NDIMCD=2 MDIMAD=4 NDIMBD=2 KWID=2 VWMD=8 VWND=16 PADA=1 PADB=1")),
+    ]
 
     static func set(_ text: String) -> [(String, Int)] {
         text.split(separator: " ").map { pair in

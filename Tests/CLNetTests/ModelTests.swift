@@ -87,6 +87,12 @@ struct ModelTests {
         }
         let error = relativeError(device, want)
         #expect(error <= 1e-4, "all gradients: relative error \(error)")
+        if error > 1e-4 {
+            for p in graph.parameters where p.trainable {
+                let e = relativeError(try executor.gradient(p.name), grads.parameters[p.name]!)
+                if e > 1e-4 { print("DEBUG \(spec) \(p.name) \(e)") }
+            }
+        }
         print("\(spec): gradient error \(error)")
         for p in graph.parameters where !p.trainable {
             #expect(relativeError(try executor.parameter(p.name), reference.parameters[p.name]!) <= 1e-5, "\(p.name)")

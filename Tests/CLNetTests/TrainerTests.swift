@@ -96,41 +96,50 @@ struct CheckpointKillTests {
         try writeSyntheticIDX(dir, count: 16, seed: 5, prefix: "t10k")
         let out = dir.appendingPathComponent("run")
         let checkpoint = out.appendingPathComponent("checkpoint.safetensors")
-        // A wide model, so that each checkpoint takes a while to write and kills land inside writes.
-        let model = "cifar_resnet:depth=8"
+        // A model of 4.9 M parameters on 28x28 images: its steps are quick and its checkpoints
+        // (39 MB with the momentum, flushed to the disk) slow, so many kills land inside a write.
+        let model = "resnet:block=basic,layers=1.1.1.1"
         var rng = freshGenerator("kill test")
         var steps: Set<String> = []
-        var kills = 0
-        for attempt in 0..<14 {
+        var kills = 0, midWrite = 0
+        for attempt in 0..<6 {
             let process = Process()
             process.executableURL = productsDirectory().appendingPathComponent("clnet")
             process.arguments = ["train", "--model", model, "--data", "mnist:\(dir.path)", "--batch-size", "8", "--epochs", "50",
                                  "--checkpoint-every", "1", "--output", out.path] + (attempt > 0 ? ["--resume"] : [])
             process.standardOutput = Pipe()
             process.standardError = Pipe()
+            let before = try? FileManager.default.attributesOfItem(atPath: checkpoint.path)[.modificationDate] as? Date
             try process.run()
-            // Once a checkpoint exists, wait a random time within a few steps and kill.
-            let deadline = Date().addingTimeInterval(60)
-            while attempt == 0 && !FileManager.default.fileExists(atPath: checkpoint.path) && Date() < deadline && process.isRunning {
-                usleep(20_000)
+            // Once this process is past its start-up (it has written a checkpoint), wait for its
+            // next write to begin and kill it a random moment into it.
+            let deadline = Date().addingTimeInterval(120)
+            while Date() < deadline && process.isRunning {
+                let now = try? FileManager.default.attributesOfItem(atPath: checkpoint.path)[.modificationDate] as? Date
+                if let now, now != before { break }
+                usleep(5_000)
             }
-            usleep(UInt32.random(in: 300_000...1_500_000, using: &rng))
+            let temporary = out.appendingPathComponent(".checkpoint.safetensors.tmp").path
+            while Date() < deadline && process.isRunning && !FileManager.default.fileExists(atPath: temporary) { usleep(500) }
+            usleep(UInt32.random(in: 0...30_000, using: &rng))
             if process.isRunning {
                 kill(process.processIdentifier, SIGKILL)
                 kills += 1
             }
             process.waitUntilExit()
+            if FileManager.default.fileExists(atPath: out.appendingPathComponent(".checkpoint.safetensors.tmp").path) { midWrite += 1 }
             let file = try SafeTensors(contentsOf: checkpoint)
             let (graph, _) = try ModelSpec.graph("\(model),channels=1,classes=10", batch: 8, size: 28)
             let executor = try Executor(graph: graph, context: try Shared.context(), training: false)
             try executor.load(file, ignoring: "optimizer.")
             steps.insert(file.metadata["clnet.checkpoint"] ?? "")
         }
-        #expect(kills >= 10, "the process was killed \(kills) times")
-        #expect(steps.count > 3, "checkpoints of \(steps.count) different steps were loaded")
-        // Nothing but the checkpoint and logs is left behind: no temporary files but the one a
-        // kill may have interrupted.
+        print("killed \(kills) times, \(midWrite) of them with a checkpoint half-written; every checkpoint loaded")
+        #expect(kills >= 5, "the process was killed \(kills) times")
+        #expect(midWrite >= 1, "no kill landed inside a write")
+        #expect(steps.count > 2, "checkpoints of \(steps.count) different steps were loaded")
+        // At most the one temporary file of an interrupted write is left beside the checkpoint.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix(".") }
-        #expect(leftovers.count <= kills)
+        #expect(leftovers.count <= 1, "\(leftovers)")
     }
 }

@@ -116,12 +116,12 @@ public struct MemoryPlan: Sendable {
             first[r] = min(first[r], first[v.index])
             last[r] = max(last[r], last[v.index])
             last[v.index] = -1
+            sharedFloats += Self.aligned(graph.shapes[v.index].count) * (gLast[v.index] >= 0 ? 2 : 1)
             if gLast[v.index] >= 0 {
                 gFirst[r] = min(gFirst[r], gFirst[v.index])
                 gLast[r] = max(gLast[r], gLast[v.index])
                 gLast[v.index] = -1
             }
-            sharedFloats += Self.aligned(graph.shapes[v.index].count)
         }
         // In place: an add or ReLU writes over an input whose last use it is (forward and
         // backward), which is no graph input and not kept; the host's slot then lives on for the

@@ -21,7 +21,9 @@ public enum AtomicFile {
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let temporary = "\(directory.isEmpty ? "/" : directory)/.\(name).tmp-\(getpid())"
+        // One fixed temporary name per destination: a write interrupted by a kill leaves at most
+        // this one file, which the next write of the same file replaces.
+        let temporary = "\(directory.isEmpty ? "/" : directory)/.\(name).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw failure("cannot create \(temporary)") }
         var written = 0
