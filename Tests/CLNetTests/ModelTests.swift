@@ -90,7 +90,7 @@ struct ModelTests {
         if error > 1e-4 {
             for p in graph.parameters where p.trainable {
                 let e = relativeError(try executor.gradient(p.name), grads.parameters[p.name]!)
-                if e > 1e-4 { print("DEBUG \(spec) \(p.name) \(e)") }
+                if e > 1e-4 { print("\(spec): \(p.name) relative error \(e)") }
             }
         }
         print("\(spec): gradient error \(error)")
