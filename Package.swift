@@ -64,7 +64,9 @@ let package = Package(
         ),
         .testTarget(
             name: "CLNetTests",
-            dependencies: ["CLNet", "CLNetCLI"]
+            dependencies: ["CLNet", "CLNetCLI"],
+            // Read from the source tree by path (#filePath), not bundled.
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -29,7 +29,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Device index or name substring.")
     var device: String?
 
-    @Option(help: "Normalise with the training split's statistics (as `clnet train` does); off: the test split's own.")
+    @Flag(inversion: .prefixedNo, help: "Normalise with the training split's statistics, as `clnet train` does (else the test split's own).")
     var trainStatistics = true
 
     func run() throws {

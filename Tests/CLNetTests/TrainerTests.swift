@@ -85,6 +85,50 @@ struct TrainerTests {
     }
 }
 
+@Suite("clnet train and clnet eval")
+struct TrainCommandTests {
+    static func clnet(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = productsDirectory().appendingPathComponent("clnet")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// A short run writes every file it promises, and its weights and checkpoint evaluate.
+    @Test func trainWritesItsFilesAndEvalReadsThem() throws {
+        let dir = try temporaryDirectory("train-command")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try writeSyntheticIDX(dir, count: 64, seed: 1)
+        try writeSyntheticIDX(dir, count: 40, seed: 2, prefix: "t10k")
+        let out = dir.appendingPathComponent("run")
+        let train = try Self.clnet(["train", "--model", "cifar_resnet:depth=8", "--data", "mnist:\(dir.path)", "--batch-size", "16",
+                                    "--epochs", "1", "--output", out.path])
+        #expect(train.status == 0, "\(train.err)")
+        #expect(train.out.contains("epoch 1/1: train loss") && train.out.contains("top-5"), "\(train.out)")
+        for file in ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "chart.svg"] {
+            #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), "\(file)")
+        }
+        let metrics = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        #expect(metrics.contains("\"kind\":\"epoch\"") && metrics.contains("\"test_top1\""))
+        #expect(try String(contentsOf: out.appendingPathComponent("chart.svg"), encoding: .utf8).hasPrefix("<svg"))
+        for weights in ["model.safetensors", "checkpoint.safetensors"] {
+            let eval = try Self.clnet(["eval", "--model", "cifar_resnet:depth=8", "--weights", out.appendingPathComponent(weights).path,
+                                       "--data", "mnist:\(dir.path)", "--batch-size", "16"])
+            #expect(eval.status == 0, "\(eval.err)")
+            #expect(eval.out.contains("(40 test images)") && eval.out.contains("top-1"), "\(eval.out)")
+        }
+        // A missing data set stops with a message naming what is missing and how to get it.
+        let missing = try Self.clnet(["train", "--data", "mnist:\(dir.path)/nothing", "--output", out.path])
+        #expect(missing.status != 0 && missing.err.contains("no train-images-idx3-ubyte"), "\(missing.err)")
+    }
+}
+
 @Suite("Checkpoints survive kills")
 struct CheckpointKillTests {
     /// Kills `clnet train`, which writes a checkpoint after every step, at random moments, and
