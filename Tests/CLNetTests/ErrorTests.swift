@@ -73,3 +73,36 @@ struct ErrorTests {
         #expect(throws: CLNetError.self) { try queue.enqueue(kernel, args, global: [1, 1, 1, 1]) }
     }
 }
+
+@Suite("Executor misuse fails with a message")
+struct ExecutorMisuseTests {
+    static func graph(_ input: Shape) throws -> Graph {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: input)
+        var y = try b.conv(x, Conv2D(inChannels: input.c, outChannels: 4, kernel: 1), name: "conv")
+        y = try b.batchNorm(y, relu: true, name: "bn")
+        let p = try b.globalAvgPool(y, name: "pool")
+        let logits = try b.linear(p, outFeatures: 3, name: "fc")
+        let loss = try b.softmaxCrossEntropy(logits, name: "loss")
+        // Nothing may read the loss: the backward pass starts there.
+        let error = #expect(throws: CLNetError.self) { _ = try b.relu(loss, name: "after") }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("reads the loss loss"))
+        return b.graph
+    }
+
+    @Test func backwardNeedsAFreshForward() throws {
+        let executor = try Executor(graph: try Self.graph([2, 3, 4, 4]), context: try Shared.context(), training: true)
+        #expect(throws: CLNetError.self, "backward before any forward") { try executor.backward() }
+        try executor.forward(["x": [Float](repeating: 0.5, count: 96)], labels: [0, 2])
+        try executor.backward()
+        let error = #expect(throws: CLNetError.self, "a second backward") { try executor.backward() }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("call forward first"))
+    }
+
+    @Test func batchNormNeedsMoreThanOneValuePerChannelInTraining() throws {
+        let graph = try Self.graph([1, 3, 1, 1])
+        let error = #expect(throws: CLNetError.self) { try Executor(graph: graph, context: try Shared.context(), training: true) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("batch norm bn"))
+        _ = try Executor(graph: graph, context: try Shared.context(), training: false)
+    }
+}

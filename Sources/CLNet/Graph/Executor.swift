@@ -64,6 +64,16 @@ public final class Executor: @unchecked Sendable {
         if training && graph.lossNode == nil {
             throw .invalidShape(operation: "Executor", message: "training needs a graph with a loss node")
         }
+        // Batch statistics of a single value per channel have no variance: PyTorch refuses them
+        // in training too ("Expected more than 1 value per channel").
+        for node in graph.nodes where training {
+            guard case .batchNorm = node.operation else { continue }
+            let x = graph.shape(of: node.inputs[0])
+            if x.n * x.h * x.w <= 1 {
+                throw .invalidShape(operation: "batch norm \(node.name)",
+                                    message: "input \(x) has one value per channel; training needs more (a larger batch or image)")
+            }
+        }
         var made: [CommandQueue] = []
         for _ in 0..<queues { made.append(try context.makeQueue()) }
         self.queues = made
@@ -235,6 +245,8 @@ public final class Executor: @unchecked Sendable {
     }
 
     private var lastLoss: LossReading?
+    /// A training forward has run and its backward has not.
+    private var forwardPending = false
     /// Training forwards run so far; saved as batch norm's `num_batches_tracked`.
     public internal(set) var stepsTaken: Int64 = 0
     /// Input copies still in flight; each frees its staging memory when done.
@@ -275,6 +287,7 @@ public final class Executor: @unchecked Sendable {
         }
         stepSeed = seed
         if training { stepsTaken += 1 }
+        forwardPending = training
         events = Array(repeating: nil, count: tasks.count)
         for t in 0..<forwardTaskCount { try run(t) }
         try markOtherQueues()
@@ -289,6 +302,12 @@ public final class Executor: @unchecked Sendable {
     /// the gradient of every value that needs one.
     public func backward() throws(CLNetError) {
         guard training else { throw .invalidShape(operation: "backward", message: "the executor was made for inference") }
+        // The backward pass reads what the last forward saved, and the memory plan lets it
+        // overwrite some of that; a second backward would read gradients instead of activations.
+        guard forwardPending else {
+            throw .invalidShape(operation: "backward", message: "needs a forward pass since the last backward; call forward first")
+        }
+        forwardPending = false
         for t in forwardTaskCount..<tasks.count { try run(t) }
         try markOtherQueues()
         for q in queues { try q.flush() }

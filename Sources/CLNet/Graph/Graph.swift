@@ -341,6 +341,11 @@ public struct GraphBuilder: Sendable {
         for (p, _, _) in params where graph.parameterIndex(p) != nil {
             throw .invalidShape(operation: "node \(name)", message: "parameter \(p) is already defined")
         }
+        // The loss is where the backward pass starts (its gradient is 1); a node reading it would
+        // need a gradient flowing into the loss, which the backward pass does not provide.
+        if let loss = graph.lossNode, inputs.contains(graph.nodes[loss].output) {
+            throw .invalidShape(operation: "node \(name)", message: "reads the loss \(graph.nodes[loss].name); the loss must be the graph's last value")
+        }
         try claim(name)
         var indices: [Int] = []
         for (p, shape, role) in params {
