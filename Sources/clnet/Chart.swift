@@ -1,4 +1,5 @@
 import CLNet
+import CLNetCLI
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -41,10 +42,10 @@ func writeChart(metrics: URL, to url: URL, title: String) throws {
         """
     for i in 0...4 {
         let l = maxLoss * Double(i) / 4, a = 25.0 * Double(i)
-        svg += "<text x=\"\(left - 6)\" y=\"\(yLoss(l) + 4)\" text-anchor=\"end\" fill=\"#1f77b4\">\(format3(l))</text>\n"
+        svg += "<text x=\"\(left - 6)\" y=\"\(yLoss(l) + 4)\" text-anchor=\"end\" fill=\"#1f77b4\">\(format(l, 2))</text>\n"
         svg += "<text x=\"\(w - right + 6)\" y=\"\(yAcc(a) + 4)\" fill=\"#d62728\">\(Int(a))</text>\n"
         let e = maxEpoch * Double(i) / 4
-        svg += "<text x=\"\(x(e))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(format3(e))</text>\n"
+        svg += "<text x=\"\(x(e))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(format(e, 2))</text>\n"
     }
     if !losses.isEmpty {
         svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\""
@@ -55,17 +56,11 @@ func writeChart(metrics: URL, to url: URL, title: String) throws {
             + accuracies.map { "\(x($0.0)),\(yAcc($0.1))" }.joined(separator: " ") + "\"/>\n"
         for (e, a) in accuracies {
             svg += "<circle cx=\"\(x(e))\" cy=\"\(yAcc(a))\" r=\"4\" fill=\"#d62728\"/>\n"
-            svg += "<text x=\"\(x(e) - 6)\" y=\"\(yAcc(a) - 8)\" text-anchor=\"end\" fill=\"#d62728\">\(format3(a))%</text>\n"
+            svg += "<text x=\"\(x(e) - 6)\" y=\"\(yAcc(a) - 8)\" text-anchor=\"end\" fill=\"#d62728\">\(format(a, 2))%</text>\n"
         }
     }
     svg += "</svg>\n"
     try AtomicFile.write(Array(svg.utf8), to: url.path)
-}
-
-private func format3(_ v: Double) -> String {
-    let scaled = Int((v * 100).rounded())
-    let frac = abs(scaled) % 100
-    return "\(scaled / 100).\(frac < 10 ? "0" : "")\(frac)"
 }
 
 private func escape(_ s: String) -> String {

@@ -236,7 +236,9 @@ extension String {
     init(format2 value: Int) { self = value < 10 ? "0\(value)" : "\(value)" }
 }
 
-/// Appends one JSON object as a line (metrics are a log: each line is written whole with one write).
+/// Appends one JSON object as a line (metrics are a log: each line is written whole with one
+/// write). A failure is reported on standard error and training goes on: losing a metrics line
+/// is better than losing the run.
 func appendJSONLine<T: Encodable>(_ url: URL, _ value: T) {
     let encoder = JSONEncoder()
     encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -244,7 +246,9 @@ func appendJSONLine<T: Encodable>(_ url: URL, _ value: T) {
     guard var bytes = try? [UInt8](encoder.encode(value)) else { return }
     bytes.append(UInt8(ascii: "\n"))
     let fd = open(url.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    guard fd >= 0 else { return }
-    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    close(fd)
+    let written = fd < 0 ? -1 : bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if fd >= 0 { close(fd) }
+    if written != bytes.count {
+        printError("clnet: warning: cannot append to \(url.path): \(String(cString: strerror(errno)))")
+    }
 }

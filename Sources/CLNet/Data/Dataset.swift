@@ -16,6 +16,16 @@ public struct ImageDataset: Sendable {
     public var count: Int { labels.count }
     public var sampleBytes: Int { channels * height * width }
 
+    /// Without the checks, for slices of a data set that passed them.
+    private init(checked pixels: [UInt8], labels: [Int32], channels: Int, height: Int, width: Int, classes: Int) {
+        self.pixels = pixels
+        self.labels = labels
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.classes = classes
+    }
+
     public init(pixels: [UInt8], labels: [Int32], channels: Int, height: Int, width: Int, classes: Int) throws(CLNetError) {
         guard channels > 0, height > 0, width > 0, classes > 0, pixels.count == labels.count * channels * height * width else {
             throw .invalidArgument("""
@@ -37,8 +47,7 @@ public struct ImageDataset: Sendable {
     /// The first `n` samples (all if there are fewer): for quick runs and tests.
     public func prefix(_ n: Int) -> ImageDataset {
         let k = min(max(n, 0), count)
-        // The invariants hold for any prefix of a valid data set.
-        return try! ImageDataset(pixels: Array(pixels[0..<k * sampleBytes]), labels: Array(labels[0..<k]),
+        return ImageDataset(checked: Array(pixels[0..<k * sampleBytes]), labels: Array(labels[0..<k]),
                                  channels: channels, height: height, width: width, classes: classes)
     }
 
