@@ -75,6 +75,135 @@ __kernel void channel_scale_backward_scale(__global const float *x, uint xo, uin
     if (lid == 0) STORE_GRAD(ds, dso + nc, sum, accumulate);
 }
 
+// Selective kernels' fusion (Li et al. 2019): up to four branches U_m [N, C, H, W], each its
+// own tensor (unused ones repeat branch 0 and are not read), and attention logits z [N, M*C]
+// (dense); the weights are softmax over m of z[n, m*C + c].
+#define BRANCHES __global const float *u0, uint u0o, uint u0s, __global const float *u1, uint u1o, uint u1s, \
+                 __global const float *u2, uint u2o, uint u2s, __global const float *u3, uint u3o, uint u3s
+#define BRANCH(m, n, j) ((m) == 0 ? u0[AT(u0o, u0s, n, j)] : (m) == 1 ? u1[AT(u1o, u1s, n, j)] \
+                         : (m) == 2 ? u2[AT(u2o, u2s, n, j)] : u3[AT(u3o, u3s, n, j)])
+
+inline float sk_weight(__global const float *z, uint zo, uint n, uint c, uint m, uint channels, uint branches) {
+    float top = -INFINITY;
+    for (uint k = 0; k < branches; ++k) top = fmax(top, z[zo + (n * branches + k) * channels + c]);
+    float sum = 0.0f;
+    for (uint k = 0; k < branches; ++k) sum += exp(z[zo + (n * branches + k) * channels + c] - top);
+    return exp(z[zo + (n * branches + m) * channels + c] - top) / sum;
+}
+
+__kernel void selective_sum_forward(BRANCHES, __global const float *z, uint zo,
+                                    __global float *y, uint yo, uint ys,
+                                    uint channels, uint plane, uint branches, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    float v = 0.0f;
+    for (uint m = 0; m < branches; ++m) v += sk_weight(z, zo, n, c, m, channels, branches) * BRANCH(m, n, j);
+    y[AT(yo, ys, n, j)] = v;
+}
+
+// dU_m = a_m * dy for branch `m`.
+__kernel void selective_sum_backward_branch(__global const float *z, uint zo,
+                                            __global const float *dy, uint dyo, uint dys,
+                                            __global float *du, uint duo, uint dus,
+                                            uint channels, uint plane, uint branches, uint m, uint total, uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    STORE_GRAD(du, AT(duo, dus, n, j), sk_weight(z, zo, n, c, m, channels, branches) * dy[AT(dyo, dys, n, j)], accumulate);
+}
+
+// One work-group per (sample, channel): g_m = sum over the plane of dy * U_m for every branch,
+// then the softmax's backward dz_m = a_m * (g_m - sum_k a_k g_k).
+__kernel void selective_sum_backward_logits(BRANCHES, __global const float *z, uint zo,
+                                            __global const float *dy, uint dyo, uint dys,
+                                            __global float *dz, uint dzo,
+                                            uint channels, uint plane, uint branches, uint accumulate) {
+    __local float scratch[RED];
+    const uint nc = get_group_id(0), lid = get_local_id(0);
+    const uint n = nc / channels, c = nc % channels;
+    float g[4];
+    for (uint m = 0; m < branches; ++m) {
+        float sum = 0.0f;
+        for (uint k = lid; k < plane; k += RED) {
+            const uint j = c * plane + k;
+            sum += dy[AT(dyo, dys, n, j)] * BRANCH(m, n, j);
+        }
+        g[m] = group_sum(sum, scratch);
+    }
+    if (lid != 0) return;
+    float mean = 0.0f;
+    for (uint m = 0; m < branches; ++m) mean += sk_weight(z, zo, n, c, m, channels, branches) * g[m];
+    for (uint m = 0; m < branches; ++m) {
+        const float a = sk_weight(z, zo, n, c, m, channels, branches);
+        STORE_GRAD(dz, dzo + (n * branches + m) * channels + c, a * (g[m] - mean), accumulate);
+    }
+}
+
+// Fixup's scalar multiplier and bias: y = x * s + b, with s and b one value each (s = 1 and
+// b = 0 when absent, passed as HAS flags so one kernel serves all three forms).
+__kernel void scalar_affine_forward(__global const float *x, uint xo, uint xs,
+                                    __global const float *p, uint po, uint has_scale, uint has_bias,
+                                    __global float *y, uint yo, uint ys, uint sample, uint total) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    const float s = has_scale ? p[po] : 1.0f, b = has_bias ? p[po + has_scale] : 0.0f;
+    y[AT(yo, ys, n, j)] = x[AT(xo, xs, n, j)] * s + b;
+}
+
+__kernel void scalar_affine_backward_input(__global const float *dy, uint dyo, uint dys,
+                                           __global const float *p, uint po, uint has_scale,
+                                           __global float *dx, uint dxo, uint dxs, uint sample, uint total,
+                                           uint accumulate) {
+    const uint i = get_global_id(0);
+    if (i >= total) return;
+    const uint n = i / sample, j = i % sample;
+    STORE_GRAD(dx, AT(dxo, dxs, n, j), dy[AT(dyo, dys, n, j)] * (has_scale ? p[po] : 1.0f), accumulate);
+}
+
+// Stage 1 of the scalar gradients: each work-group sums a slice of dy * x and of dy into
+// partial[po + 2 * group] and partial[po + 2 * group + 1].
+__kernel void scalar_affine_backward_partial(__global const float *x, uint xo, uint xs,
+                                             __global const float *dy, uint dyo, uint dys,
+                                             __global float *partial, uint po, uint sample, uint total) {
+    __local float scratch[RED];
+    const uint group = get_group_id(0), groups = get_num_groups(0), lid = get_local_id(0);
+    float sx = 0.0f, s1 = 0.0f;
+    for (uint i = group * RED + lid; i < total; i += groups * RED) {
+        const uint n = i / sample, j = i % sample;
+        const float g = dy[AT(dyo, dys, n, j)];
+        sx += g * x[AT(xo, xs, n, j)];
+        s1 += g;
+    }
+    sx = group_sum(sx, scratch);
+    s1 = group_sum(s1, scratch);
+    if (lid == 0) {
+        partial[po + 2 * group] = sx;
+        partial[po + 2 * group + 1] = s1;
+    }
+}
+
+// Stage 2, one work-group: the scale's and the bias's gradients from the partial sums, in the
+// parameters' order (scale first).
+__kernel void scalar_affine_backward_final(__global const float *partial, uint po, uint groups,
+                                           __global float *dp, uint dpo, uint has_scale, uint has_bias,
+                                           uint accumulate) {
+    __local float scratch[RED];
+    const uint lid = get_local_id(0);
+    float sx = 0.0f, s1 = 0.0f;
+    for (uint k = lid; k < groups; k += RED) {
+        sx += partial[po + 2 * k];
+        s1 += partial[po + 2 * k + 1];
+    }
+    sx = group_sum(sx, scratch);
+    s1 = group_sum(s1, scratch);
+    if (lid == 0) {
+        if (has_scale) STORE_GRAD(dp, dpo, sx, accumulate);
+        if (has_bias) STORE_GRAD(dp, dpo + has_scale, s1, accumulate);
+    }
+}
+
 // The parameter-free "option A" shortcut of the CIFAR ResNets (He et al. 2015, section 4.2):
 // subsample by `stride` and pad channels with zeros, PAD before and the rest after, so that
 // y[n, c, h, w] = x[n, c - PAD, h*stride, w*stride] for PAD <= c < PAD + C, else 0.

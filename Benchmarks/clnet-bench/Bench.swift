@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "clnet-bench",
         abstract: "Measure CLNet on one OpenCL device: peak rates, GEMM, and CLBlast tuning.",
         version: CLNet.version,
-        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, Plan.self, Step.self]
+        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, Plan.self, Model.self]
     )
 }
 

@@ -86,6 +86,60 @@ struct ElementwiseTests {
         #expect(throws: CLNetError.self) { try PadShortcut(outChannels: shape.c + 1, stride: 2).outputShape(shape) }
     }
 
+    @Test(arguments: elementwiseShapes, [2, 3])
+    func selectiveSum(shape: Shape, branches m: Int) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("selectiveSum \(shape) x\(m)")
+        let us = (0..<m).map { _ in randomDoubles(shape.count, using: &rng) }
+        let z = randomDoubles(shape.n * m * shape.c, using: &rng, in: -2...2), dy = randomDoubles(shape.count, using: &rng)
+        let ut = try us.map { try deviceTensor(q, $0, shape, strided: true) }
+        let zt = try deviceTensor(q, z, [shape.n, m * shape.c])
+        let yt = try poisonedTensor(q, shape, strided: true)
+        try SelectiveSum.forward(q, branches: ut, logits: zt, y: yt)
+        try expectClose(q, yt, Reference.selectiveSum(us, shape: shape, logits: z), forwardBound, "forward")
+        let want = Reference.selectiveSumBackward(us, shape: shape, logits: z, dy: dy)
+        let dyt = try deviceTensor(q, dy, shape, strided: true)
+        let dut = try (0..<m).map { _ in try poisonedTensor(q, shape, strided: true) }
+        let dzt = try poisonedTensor(q, [shape.n, m * shape.c])
+        try SelectiveSum.backward(q, branches: ut, logits: zt, dy: dyt, dbranches: dut, dlogits: dzt)
+        for b in 0..<m { try expectClose(q, dut[b], want.dbranches[b], backwardBound, "dbranch \(b)") }
+        try expectClose(q, dzt, want.dlogits, backwardBound, "dlogits")
+        // Accumulating: branch 1's gradient and the logits'.
+        let prior = randomDoubles(shape.count, using: &rng), priorZ = randomDoubles(z.count, using: &rng)
+        let acc = try deviceTensor(q, prior, shape), accZ = try deviceTensor(q, priorZ, [shape.n, m * shape.c])
+        try SelectiveSum.backward(q, branches: ut, logits: zt, dy: dyt, dbranches: [nil, acc] + Array(repeating: nil, count: m - 2),
+                                  dlogits: accZ, accumulate: [false, true] + Array(repeating: false, count: m - 2),
+                                  accumulateLogits: true)
+        try expectClose(q, acc, zip(prior, want.dbranches[1]).map(+), backwardBound, "accumulated dbranch")
+        try expectClose(q, accZ, zip(priorZ, want.dlogits).map(+), backwardBound, "accumulated dlogits")
+    }
+
+    @Test(arguments: elementwiseShapes, [(true, true), (false, true), (true, false)])
+    func scalarAffine(shape: Shape, form: (scale: Bool, bias: Bool)) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("scalarAffine \(shape) \(form)")
+        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+        let scale = form.scale ? Double.random(in: 0.5...2, using: &rng) : nil
+        let bias = form.bias ? Double.random(in: -1...1, using: &rng) : nil
+        let params = [scale, bias].compactMap { $0 }
+        let pt = try deviceTensor(q, params, [params.count])
+        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: true)
+        try ScalarAffine.forward(q, x: xt, parameters: pt, hasScale: form.scale, hasBias: form.bias, y: yt)
+        try expectClose(q, yt, Reference.scalarAffine(x, scale: scale, bias: bias), forwardBound, "forward")
+        let want = Reference.scalarAffineBackward(x, scale: scale, dy: dy)
+        let dxt = try poisonedTensor(q, shape, strided: true), dpt = try poisonedTensor(q, [params.count])
+        let ws = try poisonedTensor(q, [2 * ScalarAffine.partialGroups])
+        try ScalarAffine.backward(q, x: xt, parameters: pt, hasScale: form.scale, hasBias: form.bias,
+                                  dy: try deviceTensor(q, dy, shape, strided: true), dx: dxt, dparameters: dpt, workspace: ws)
+        try expectClose(q, dxt, want.dx, backwardBound, "dx")
+        let wantParams = (form.scale ? [want.dscale] : []) + (form.bias ? [want.dbias] : [])
+        try expectClose(q, dpt, wantParams, backwardBound, "dparameters")
+        #expect(throws: CLNetError.self) {
+            try ScalarAffine.backward(q, x: xt, parameters: pt, hasScale: form.scale, hasBias: form.bias, dy: xt, dx: nil,
+                                      dparameters: dpt, workspace: nil)
+        }
+    }
+
     @Test func referenceGradientsMatchFiniteDifferences() {
         var rng = freshGenerator("elementwise finite differences")
         let shape: Shape = [3, 2, 2, 3]
@@ -100,6 +154,15 @@ struct ElementwiseTests {
         let (cdx, cds) = Reference.channelScaleBackward(x, shape: shape, scale: s, dy: dy)
         #expect(relativeError(cdx, finiteDifference(at: x) { dot(Reference.channelScale($0, shape: shape, scale: s), dy) }) < 1e-6)
         #expect(relativeError(cds, finiteDifference(at: s) { dot(Reference.channelScale(x, shape: shape, scale: $0), dy) }) < 1e-6)
+        let u2 = [x, br], z = randomDoubles(shape.n * 2 * shape.c, using: &rng, in: -2...2)
+        let sk = Reference.selectiveSumBackward(u2, shape: shape, logits: z, dy: dy)
+        #expect(relativeError(sk.dbranches[0], finiteDifference(at: x) { dot(Reference.selectiveSum([$0, br], shape: shape, logits: z), dy) }) < 1e-6)
+        #expect(relativeError(sk.dlogits, finiteDifference(at: z) { dot(Reference.selectiveSum(u2, shape: shape, logits: $0), dy) }) < 1e-6)
+        let fixup = Reference.scalarAffineBackward(x, scale: 1.3, dy: dy)
+        #expect(relativeError(fixup.dx, finiteDifference(at: x) { dot(Reference.scalarAffine($0, scale: 1.3, bias: 0.2), dy) }) < 1e-6)
+        #expect(relativeError([fixup.dscale, fixup.dbias], finiteDifference(at: [1.3, 0.2]) {
+            dot(Reference.scalarAffine(x, scale: $0[0], bias: $0[1]), dy)
+        }) < 1e-6)
     }
 
     @Test func shapeErrorsNameBothShapes() throws {

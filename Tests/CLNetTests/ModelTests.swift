@@ -31,6 +31,14 @@ struct ModelTests {
         #expect(abs(m - millions) <= 0.05 * max(1, millions / 10), "\(name): \(m) M parameters")
     }
 
+    /// The attention models' papers: SE-ResNet-50 28.1 M and SE-ResNeXt-50 27.6 M (Hu et al. 2018,
+    /// table 7 of the journal version), SKNet-50 27.5 M (Li et al. 2019, table 2); within 1%.
+    @Test(arguments: [("seresnet50", 28.1), ("seresnext50_32x4d", 27.6), ("sknet50", 27.5)])
+    func attentionModelsHaveThePapersSize(name: String, millions: Double) throws {
+        let m = Double(try ModelSpec.graph(name, batch: 1, loss: false).graph.trainableParameterCount) / 1e6
+        #expect(abs(m / millions - 1) <= 0.01, "\(name): \(m) M parameters")
+    }
+
     /// The paper's figures (He et al. 2015, table 6): 0.27 M, 0.46 M, 0.66 M, 0.85 M, 1.7 M, 19.4 M.
     @Test(arguments: [(20, 269_722), (32, 464_154), (44, 658_586), (56, 853_018), (110, 1_727_962), (1202, 19_421_274)])
     func cifarResNetParameterCounts(depth: Int, count: Int) throws {
@@ -52,6 +60,11 @@ struct ModelTests {
         ("wrn:depth=10,widen=2,dropout=0.3,classes=5", 8),
         ("densenet:growth=4,blocks=2.2,init=8,bn_size=2,classes=5", 32),
         ("densenet:growth=4,blocks=3.2,init=8,bn_size=0,compression=1,stem=cifar,classes=5", 8),
+        ("resnet:block=bottleneck,layers=1.1,width=16,se=4,act=prelu,stem=cifar,classes=5", 8),
+        ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,sk=4,stem=cifar,classes=5", 8),
+        ("resnet:block=bottleneck,layers=1.1.1,width=8,dilation=0.1.1,pool=conv,classes=5", 32),
+        ("cifar_resnet:depth=8,channels=1,norm=none", 8),
+        ("cifar_resnet:depth=8,channels=1,norm=none,act=prelu", 8),
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")
@@ -64,6 +77,9 @@ struct ModelTests {
             switch p.role {
             case .normWeight: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5)
             case .normBias: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5)
+            // Fixup's zeroed layers would block every gradient before them.
+            case .weight where p.initialization == .constant(0), .bias where p.initialization == .constant(0):
+                params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.3...0.3)
             default: params[p.name] = try executor.parameter(p.name).map(Double.init)
             }
             try executor.setParameter(p.name, params[p.name]!.map(Float.init))

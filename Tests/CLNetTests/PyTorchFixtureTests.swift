@@ -93,6 +93,8 @@ func fixtureValues(_ name: String, count: Int, role: ParameterRole?, fanIn: Int)
         case .weight?: (2 * u - 1) * (6.0 / Double(fanIn)).squareRoot()
         case .bias?, .normBias?, .runningMean?: (2 * u - 1) * 0.2
         case .normWeight?, .runningVar?: 0.5 + u
+        // No fixture model has PReLU; a slope would start near PyTorch's 0.25.
+        case .slope?: 0.25 * (0.5 + u)
         case nil: 2 * u - 1
         }
         return Float(v)

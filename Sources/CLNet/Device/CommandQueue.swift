@@ -9,18 +9,39 @@ public final class CommandQueue: @unchecked Sendable {
     /// The context the queue belongs to; kept alive as long as the queue is.
     public let context: Context
 
-    /// When set, every command enqueued on this queue records its event here (kernel launches,
-    /// copies, and the last kernel of each CLBlast call), so that device time can be summed.
-    public let log = Mutex<[(String, Event)]?>(nil)
+    /// A command enqueued while recording was on: its name (the kernel, copy or CLBlast call), the
+    /// scope its enqueuer set (the executor's task index), and its event.
+    public struct RecordedCommand: Sendable {
+        public let command: String
+        public let scope: Int?
+        public let event: Event
+    }
 
-    /// Starts recording commands into `log`, dropping what it held.
-    public func startRecording() { log.withLock { $0 = [] } }
+    private struct Recording {
+        var commands: [RecordedCommand] = []
+        var scope: Int?
+    }
+
+    /// While recording, every command enqueued on this queue records its event (kernel launches,
+    /// copies, and the last kernel of each CLBlast call), so that device time can be summed.
+    private let recording = Mutex<Recording?>(nil)
+
+    /// Starts recording commands, dropping what was recorded before.
+    public func startRecording() { recording.withLock { $0 = Recording() } }
 
     /// Stops recording and returns the commands recorded.
-    public func stopRecording() -> [(String, Event)] { log.withLock { let l = $0 ?? []; $0 = nil; return l } }
+    public func stopRecording() -> [RecordedCommand] {
+        recording.withLock { let l = $0?.commands ?? []; $0 = nil; return l }
+    }
+
+    /// Tags the commands recorded from now on with `scope` (nil: none), so that their time can be
+    /// attributed to the work that enqueued them.
+    func setScope(_ scope: Int?) { recording.withLock { $0?.scope = scope } }
 
     func record(_ label: @autoclosure () -> String, _ event: Event) {
-        log.withLock { if $0 != nil { $0!.append((label(), event)) } }
+        recording.withLock {
+            if $0 != nil { $0!.commands.append(RecordedCommand(command: label(), scope: $0!.scope, event: event)) }
+        }
     }
 
     init(context: Context) throws(CLNetError) {

@@ -20,6 +20,9 @@ public final class Executor: @unchecked Sendable {
     public let training: Bool
     /// The activation arena's layout.
     public let plan: MemoryPlan
+    /// Device memory this executor allocated: the activation arena, parameters, gradients,
+    /// momentum, workspaces and per-node buffers.
+    public let deviceBytes: Int
 
     private var queue: CommandQueue { queues[0] }
     private let kept: Set<Value>
@@ -130,6 +133,8 @@ public final class Executor: @unchecked Sendable {
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [GroupNorm.workspaceCount(x, groups: groups)])
             case .stochasticDepth:
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [x.n * x.c])
+            case .scalarAffine:
+                nodeWorkspaces[k] = try Tensor(context: context, shape: [2 * ScalarAffine.partialGroups])
             case .maxPool:
                 poolIndices[k] = try context.buffer(bytes: graph.shape(of: node.output).count * 4)
             case .softmaxCrossEntropy:
@@ -148,8 +153,12 @@ public final class Executor: @unchecked Sendable {
         } else {
             labels = nil
         }
+        var bytes = arena.byteCount + parameterArena.byteCount * (1 + (training ? 1 : 0) + (momentumArena == nil ? 0 : 1))
+        bytes += ws.reduce(0) { $0 + ($1?.buffer.byteCount ?? 0) } + (labels?.byteCount ?? 0) + (lossResult?.buffer.byteCount ?? 0)
+        bytes += nodeWorkspaces.values.reduce(0) { $0 + $1.buffer.byteCount } + poolIndices.values.reduce(0) { $0 + $1.byteCount }
+        deviceBytes = bytes
         for (i, p) in graph.parameters.enumerated() {
-            let neutral: Float = p.role == .normWeight || p.role == .runningVar ? 1 : 0
+            let neutral: Float = p.role == .normWeight || p.role == .runningVar ? 1 : p.role == .slope ? 0.25 : 0
             try made[0].fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
         }
         schedule()
@@ -313,6 +322,43 @@ public final class Executor: @unchecked Sendable {
         for q in queues { try q.flush() }
     }
 
+    // MARK: Profiling
+
+    /// Records the device time of every command from now until `stopProfiling`, by node.
+    public func startProfiling() {
+        for q in queues { q.startRecording() }
+    }
+
+    /// Waits for the recorded commands and returns their device time by node (and phase).
+    public func stopProfiling() throws(CLNetError) -> ExecutorProfile {
+        var profile = ExecutorProfile(nodes: Array(repeating: .init(), count: graph.nodes.count))
+        var first = UInt64.max, last = UInt64.min
+        for q in queues {
+            for c in q.stopRecording() {
+                let (start, end) = try c.event.startEndNanoseconds()
+                first = min(first, start)
+                last = max(last, end)
+                let t = Double(end &- start) * 1e-9
+                profile.commandSeconds += t
+                profile.byCommand[c.command, default: 0] += t
+                guard let scope = c.scope, scope < tasks.count else { profile.otherSeconds += t; continue }
+                switch tasks[scope].kind {
+                case let .forward(k):
+                    profile.nodes[k].forwardSeconds += t
+                    profile.nodes[k].commands += 1
+                case let .backward(i, _):
+                    profile.nodes[backwardSteps[i].node].backwardSeconds += t
+                    profile.nodes[backwardSteps[i].node].commands += 1
+                case let .update(k):
+                    profile.nodes[k].updateSeconds += t
+                    profile.nodes[k].commands += 1
+                }
+            }
+        }
+        profile.spanSeconds = first <= last ? Double(last - first) * 1e-9 : 0
+        return profile
+    }
+
     /// What the next step waits for: the end of every queue but 0 so far.
     private func markOtherQueues() throws(CLNetError) {
         pending = []
@@ -324,6 +370,8 @@ public final class Executor: @unchecked Sendable {
         let task = tasks[t]
         let q = queues[task.queue]
         try q.barrier(waitFor: task.dependencies.compactMap { events[$0] })
+        q.setScope(t)
+        defer { q.setScope(nil) }
         switch task.kind {
         case let .forward(k):
             try forward(k, graph.nodes[k], q, workspaces[task.queue])
@@ -336,10 +384,23 @@ public final class Executor: @unchecked Sendable {
     }
 
     private func param(_ node: Node, _ i: Int) -> Tensor { parameterViews[node.parameters[i]] }
+
+    /// Batch norm over [N, C] (PyTorch's BatchNorm1d) runs as [N, C, 1, 1]; other tensors pass.
+    private func normView(_ node: Node, _ t: Tensor) throws(CLNetError) -> Tensor {
+        guard case .batchNorm = node.operation, t.shape.rank == 2 else { return t }
+        return try t.reshaped([t.shape.n, t.shape.c, 1, 1])
+    }
+
+    /// A scalar-affine node's scale and bias as one tensor: the builder adds them one after the
+    /// other, so they sit side by side in the parameter (and gradient) arena.
+    private func scalars(_ node: Node, gradient: Bool) throws(CLNetError) -> Tensor? {
+        guard let first = gradient ? gradientViews[node.parameters[0]] : parameterViews[node.parameters[0]] else { return nil }
+        return try Tensor(buffer: first.buffer, shape: [node.parameters.count], offset: first.offset)
+    }
     private func grad(_ node: Node, _ i: Int) -> Tensor? { gradientViews[node.parameters[i]] }
 
     private func forward(_ k: Int, _ node: Node, _ queue: CommandQueue, _ workspace: Tensor?) throws(CLNetError) {
-        let x = values[node.inputs[0].index], y = values[node.output.index]
+        let x = try normView(node, values[node.inputs[0].index]), y = try normView(node, values[node.output.index])
         switch node.operation {
         case let .conv(conv, bias):
             try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace)
@@ -387,6 +448,18 @@ public final class Executor: @unchecked Sendable {
             }
         case let .padShortcut(op):
             try op.forward(queue, x: x, y: y)
+        case .sigmoid:
+            try Sigmoid.forward(queue, x: x, y: y)
+        case .prelu:
+            try PReLU.forward(queue, x: x, slope: param(node, 0), y: y)
+        case .channelScale:
+            try ChannelScale.forward(queue, x: x, scale: values[node.inputs[1].index], y: y)
+        case let .selectiveSum(m):
+            try SelectiveSum.forward(queue, branches: node.inputs.prefix(m).map { values[$0.index] },
+                                     logits: values[node.inputs[m].index], y: y)
+        case let .scalarAffine(hasScale, hasBias):
+            try ScalarAffine.forward(queue, x: x, parameters: try scalars(node, gradient: false)!, hasScale: hasScale,
+                                     hasBias: hasBias, y: y)
         case let .softmaxCrossEntropy(smoothing):
             try SoftmaxCrossEntropy.forward(queue, logits: x, labels: labels!, result: lossResult!,
                                             workspace: nodeWorkspaces[k]!, labelSmoothing: smoothing)
@@ -397,11 +470,11 @@ public final class Executor: @unchecked Sendable {
     private func backward(_ step: BackwardStep, _ node: Node, _ part: Part, _ queue: CommandQueue,
                           _ workspace: Tensor?) throws(CLNetError) {
         let k = step.node
-        let dy = gradients[node.output.index]!
+        let dy = try normView(node, gradients[node.output.index]!)
         // Where the node writes each input's gradient, and whether it adds to it.
         var target: [Int: (Tensor, Bool)] = [:]
-        for g in step.inputs { target[g.input] = (gradients[node.inputs[g.input].index]!, g.accumulate) }
-        let x = values[node.inputs[0].index], y = values[node.output.index]
+        for g in step.inputs { target[g.input] = (try normView(node, gradients[node.inputs[g.input].index]!), g.accumulate) }
+        let x = try normView(node, values[node.inputs[0].index]), y = try normView(node, values[node.output.index])
         let dx = target[0]?.0, accumulate = target[0]?.1 ?? false
         switch node.operation {
         case let .conv(conv, bias):
@@ -469,6 +542,28 @@ public final class Executor: @unchecked Sendable {
             }
         case let .padShortcut(op):
             if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
+        case .sigmoid:
+            if let dx { try Sigmoid.backward(queue, y: y, dy: dy, dx: dx, accumulate: accumulate) }
+        case .prelu:
+            // The slope's gradient overwrites; an input gradient that adds is a second call.
+            let calls: [(Tensor?, Tensor?, Bool)] = accumulate ? [(nil, grad(node, 0), false), (dx, nil, true)]
+                : [(dx, grad(node, 0), false)]
+            for (d, dslope, acc) in calls where d != nil || dslope != nil {
+                try PReLU.backward(queue, x: x, slope: param(node, 0), dy: dy, dx: d, dslope: dslope, accumulate: acc)
+            }
+        case .channelScale:
+            let s = values[node.inputs[1].index]
+            if let (d, acc) = target[0] { try ChannelScale.backward(queue, x: x, scale: s, dy: dy, dx: d, dscale: nil, accumulate: acc) }
+            if let (d, acc) = target[1] { try ChannelScale.backward(queue, x: x, scale: s, dy: dy, dx: nil, dscale: d, accumulate: acc) }
+        case let .selectiveSum(m):
+            try SelectiveSum.backward(queue, branches: node.inputs.prefix(m).map { values[$0.index] },
+                                      logits: values[node.inputs[m].index], dy: dy, dbranches: (0..<m).map { target[$0]?.0 },
+                                      dlogits: target[m]?.0, accumulate: (0..<m).map { target[$0]?.1 ?? false },
+                                      accumulateLogits: target[m]?.1 ?? false)
+        case let .scalarAffine(hasScale, hasBias):
+            try ScalarAffine.backward(queue, x: x, parameters: try scalars(node, gradient: false)!, hasScale: hasScale,
+                                      hasBias: hasBias, dy: dy, dx: dx, dparameters: try scalars(node, gradient: true),
+                                      workspace: nodeWorkspaces[k], accumulate: accumulate)
         case let .softmaxCrossEntropy(smoothing):
             if let dx {
                 try SoftmaxCrossEntropy.backward(queue, logits: x, labels: labels!, dlogits: dx, labelSmoothing: smoothing,
@@ -646,4 +741,64 @@ public final class LossReading: @unchecked Sendable {
         let correct = storage[1]
         return (storage[0], correct.isFinite ? Int(correct) : 0)
     }
+}
+
+/// Device time of the commands an executor enqueued while profiling (`Executor.startProfiling`),
+/// from OpenCL's profiling events. Commands overlap when several queues run at once, so the sum
+/// can exceed the span.
+public struct ExecutorProfile: Sendable {
+    /// One node's work: its forward pass, its backward pass (input and weight gradients), and
+    /// the optimizer update of its parameters.
+    public struct NodeTime: Sendable {
+        public var forwardSeconds = 0.0
+        public var backwardSeconds = 0.0
+        public var updateSeconds = 0.0
+        /// Commands recorded for the node (kernels, copies, the last kernel of each CLBlast call).
+        public var commands = 0
+        public var totalSeconds: Double { forwardSeconds + backwardSeconds + updateSeconds }
+
+        public init() {}
+    }
+
+    public init(nodes: [NodeTime]) { self.nodes = nodes }
+
+    /// Adds `other`'s times (of the same graph) to these; spans add too, as for consecutive steps.
+    public mutating func add(_ other: ExecutorProfile) {
+        for k in nodes.indices where k < other.nodes.count {
+            nodes[k].forwardSeconds += other.nodes[k].forwardSeconds
+            nodes[k].backwardSeconds += other.nodes[k].backwardSeconds
+            nodes[k].updateSeconds += other.nodes[k].updateSeconds
+            nodes[k].commands += other.nodes[k].commands
+        }
+        otherSeconds += other.otherSeconds
+        commandSeconds += other.commandSeconds
+        spanSeconds += other.spanSeconds
+        for (name, t) in other.byCommand { byCommand[name, default: 0] += t }
+    }
+
+    /// Every time multiplied by `factor` (1 / steps: the mean per step).
+    public func scaled(by factor: Double) -> ExecutorProfile {
+        var p = self
+        for k in p.nodes.indices {
+            p.nodes[k].forwardSeconds *= factor
+            p.nodes[k].backwardSeconds *= factor
+            p.nodes[k].updateSeconds *= factor
+        }
+        p.otherSeconds *= factor
+        p.commandSeconds *= factor
+        p.spanSeconds *= factor
+        p.byCommand = p.byCommand.mapValues { $0 * factor }
+        return p
+    }
+
+    /// By node index of the graph.
+    public var nodes: [NodeTime]
+    /// Commands outside any node: input and label uploads, markers, the loss read-back.
+    public var otherSeconds = 0.0
+    /// Every command's device time, summed.
+    public var commandSeconds = 0.0
+    /// Device time by command name (kernel, copy, CLBlast routine).
+    public var byCommand: [String: Double] = [:]
+    /// From the first command's start to the last one's end, on the device clock.
+    public var spanSeconds = 0.0
 }

@@ -16,6 +16,20 @@ public enum ParameterRole: String, Sendable {
     case normWeight, normBias
     /// Batch-norm running statistics (buffers, not trained).
     case runningMean, runningVar
+    /// PReLU's learnable negative slopes (trained, not decayed, as PyTorch advises).
+    case slope
+}
+
+/// How a parameter starts, when a model asks for more than its role's default (see
+/// `Executor.initialize`).
+public enum ParameterInit: Sendable, Equatable {
+    /// The role's default: He normal for convolutions, PyTorch's uniform for linear layers and
+    /// biases, 1 and 0 for norms, 0.25 for PReLU slopes.
+    case standard
+    /// The default multiplied by a factor: He's gain for PReLU, Fixup's depth scaling.
+    case scaled(Double)
+    /// Every value the same (Fixup's zero-initialised last layers and its scalar multipliers).
+    case constant(Double)
 }
 
 /// A named parameter or buffer (torchvision's `state_dict` name, e.g. `layer1.0.conv1.weight`).
@@ -23,6 +37,8 @@ public struct Parameter: Sendable, Equatable {
     public let name: String
     public let shape: Shape
     public let role: ParameterRole
+    /// How `Executor.initialize` sets it.
+    public var initialization: ParameterInit = .standard
     /// Parameters are trained; running statistics are buffers.
     public var trainable: Bool { role != .runningMean && role != .runningVar }
 }
@@ -46,6 +62,18 @@ public enum Operation: Sendable, Equatable {
     case stochasticDepth(p: Float)
     /// The CIFAR ResNets' parameter-free shortcut: subsample and zero-pad channels.
     case padShortcut(PadShortcut)
+    /// The logistic sigmoid (squeeze-and-excitation gates).
+    case sigmoid
+    /// PReLU with one learnable slope per channel (He et al. 2015).
+    case prelu
+    /// Inputs x [N, C, H, W] and s [N, C]: y = x * s per channel (squeeze-and-excitation).
+    case channelScale
+    /// Selective kernels' fusion (Li et al. 2019): inputs U_1 ... U_M [N, C, H, W] and attention
+    /// logits z [N, M*C]; y = sum over m of softmax_m(z[n, m*C + c]) * U_m.
+    case selectiveSum(branches: Int)
+    /// y = x * scale + bias with one learnable scalar each (Fixup's multipliers and biases);
+    /// parameters: the scale (when `scale`), then the bias (when `bias`).
+    case scalarAffine(scale: Bool, bias: Bool)
     /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
     case softmaxCrossEntropy(labelSmoothing: Float)
 }
@@ -201,7 +229,8 @@ public struct GraphBuilder: Sendable {
     public mutating func batchNorm(_ x: Value, relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
                                    name: String) throws(CLNetError) -> Value {
         let s = shape(x)
-        try require(s.rank == 4, name, "batch norm needs an NCHW input, got \(s) from \(origin(x))")
+        // [N, C] too, as PyTorch's BatchNorm1d (selective kernels' attention layer).
+        try require(s.rank == 4 || s.rank == 2, name, "batch norm needs an [N, C, H, W] or [N, C] input, got \(s) from \(origin(x))")
         let c = s.c
         let params: [(String, Shape, ParameterRole)] = [
             ("\(name).weight", [c], .normWeight), ("\(name).bias", [c], .normBias),
@@ -287,6 +316,58 @@ public struct GraphBuilder: Sendable {
         return try add(name, .stochasticDepth(p: p), [x], shape(x), [])
     }
 
+    /// The logistic sigmoid.
+    public mutating func sigmoid(_ x: Value, name: String) throws(CLNetError) -> Value {
+        try add(name, .sigmoid, [x], shape(x), [])
+    }
+
+    /// PReLU with one slope per channel, `<name>.weight` [C] (PyTorch's `nn.PReLU(C)`), starting at 0.25.
+    public mutating func prelu(_ x: Value, name: String) throws(CLNetError) -> Value {
+        let s = shape(x)
+        try require(s.rank >= 2, name, "PReLU needs an [N, C, ...] input, got \(s) from \(origin(x))")
+        return try add(name, .prelu, [x], s, [("\(name).weight", [s.c], .slope)])
+    }
+
+    /// x [N, C, H, W] scaled per sample and channel by s ([N, C] or [N, C, 1, 1]).
+    public mutating func channelScale(_ x: Value, by s: Value, name: String) throws(CLNetError) -> Value {
+        let xs = shape(x), ss = shape(s)
+        try require(xs.rank == 4 && ss.count == xs.n * xs.c && ss.n == xs.n && ss.c == xs.c, name,
+                    "cannot scale \(xs) from \(origin(x)) by \(ss) from \(origin(s)); the scale must be [\(xs.n), \(xs.rank > 1 ? xs.c : 0)]")
+        return try add(name, .channelScale, [x, s], xs, [])
+    }
+
+    /// Selective kernels' attention-weighted sum of `branches` (see `Operation.selectiveSum`),
+    /// with attention logits `z` [N, M*C].
+    public mutating func selectiveSum(_ branches: [Value], logits z: Value, name: String) throws(CLNetError) -> Value {
+        try require(branches.count >= 2, name, "needs at least two branches, got \(branches.count)")
+        let u = shape(branches[0])
+        for b in branches.dropFirst() {
+            try require(shape(b) == u, name, "branches differ: \(u) from \(origin(branches[0])) and \(shape(b)) from \(origin(b))")
+        }
+        let zs = shape(z)
+        try require(u.rank == 4 && zs.n == u.n && zs.count == u.n * branches.count * u.c, name,
+                    "attention logits \(zs) from \(origin(z)) must be [\(u.n), \(branches.count) x \(u.rank > 1 ? u.c : 0)] for branches \(u)")
+        return try add(name, .selectiveSum(branches: branches.count), branches + [z], u, [])
+    }
+
+    /// y = x * scale + bias with learnable scalars named `scale` and `bias` (either may be nil),
+    /// Fixup's multiplier (starting at 1) and bias (starting at 0).
+    public mutating func scalarAffine(_ x: Value, scale: String?, bias: String?, name: String) throws(CLNetError) -> Value {
+        try require(scale != nil || bias != nil, name, "needs a scale, a bias or both")
+        var params: [(String, Shape, ParameterRole, ParameterInit)] = []
+        if let scale { params.append((scale, [1], .normWeight, .constant(1))) }
+        if let bias { params.append((bias, [1], .normBias, .constant(0))) }
+        return try addNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), params)
+    }
+
+    /// Sets how parameter `name` is initialised (see `ParameterInit`).
+    public mutating func setInitialization(_ name: String, _ initialization: ParameterInit) throws(CLNetError) {
+        guard let i = graph.parameterIndex(name) else {
+            throw .invalidArgument("no parameter \(name) to initialise")
+        }
+        graph.parameters[i].initialization = initialization
+    }
+
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {
         try require(p >= 0 && p < 1, name, "dropout probability \(p) must be in [0, 1)")
         return try add(name, .dropout(p: p), [x], shape(x), [])
@@ -335,10 +416,15 @@ public struct GraphBuilder: Sendable {
     /// Adds the node and its parameters, after every check, so that a throw leaves the graph as it was.
     private mutating func add(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
                               _ params: [(String, Shape, ParameterRole)]) throws(CLNetError) -> Value {
+        try addNode(name, op, inputs, out, params.map { ($0.0, $0.1, $0.2, ParameterInit.standard) })
+    }
+
+    private mutating func addNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+                                  _ params: [(String, Shape, ParameterRole, ParameterInit)]) throws(CLNetError) -> Value {
         for v in inputs where v.index >= graph.shapes.count {
             throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
         }
-        for (p, _, _) in params where graph.parameterIndex(p) != nil {
+        for (p, _, _, _) in params where graph.parameterIndex(p) != nil {
             throw .invalidShape(operation: "node \(name)", message: "parameter \(p) is already defined")
         }
         // The loss is where the backward pass starts (its gradient is 1); a node reading it would
@@ -348,8 +434,8 @@ public struct GraphBuilder: Sendable {
         }
         try claim(name)
         var indices: [Int] = []
-        for (p, shape, role) in params {
-            graph.parameters.append(Parameter(name: p, shape: shape, role: role))
+        for (p, shape, role, initialization) in params {
+            graph.parameters.append(Parameter(name: p, shape: shape, role: role, initialization: initialization))
             indices.append(graph.parameters.count - 1)
         }
         let v = newValue(out, producer: graph.nodes.count)

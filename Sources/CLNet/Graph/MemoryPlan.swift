@@ -196,8 +196,10 @@ public struct MemoryPlan: Sendable {
     /// The forward tensors an operator's backward reads (its parameters aside).
     static func savedForBackward(_ node: Node) -> [Value] {
         switch node.operation {
-        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy: return [node.inputs[0]]
-        case .relu: return [node.output]
+        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu: return [node.inputs[0]]
+        case let .scalarAffine(scale, _): return scale ? [node.inputs[0]] : []
+        case .channelScale, .selectiveSum: return node.inputs
+        case .relu, .sigmoid: return [node.output]
         case let .add(relu): return relu ? [node.output] : []
         case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut, .stochasticDepth: return []
         }

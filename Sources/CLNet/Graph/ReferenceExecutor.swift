@@ -76,6 +76,16 @@ public struct ReferenceExecutor: Sendable {
                 y = training ? Reference.dropout(xs[0], p: rate, seed: Self.dropoutSeed(seed, node: k)) : xs[0]
             case let .padShortcut(op):
                 y = Reference.padShortcut(xs[0], shape: shape, outChannels: op.outChannels, stride: op.stride)
+            case .sigmoid:
+                y = Reference.sigmoid(xs[0])
+            case .prelu:
+                y = Reference.prelu(xs[0], shape: shape, slope: p[0])
+            case .channelScale:
+                y = Reference.channelScale(xs[0], shape: shape, scale: xs[1])
+            case let .selectiveSum(m):
+                y = Reference.selectiveSum(Array(xs.prefix(m)), shape: shape, logits: xs[m])
+            case let .scalarAffine(hasScale, hasBias):
+                y = Reference.scalarAffine(xs[0], scale: hasScale ? p[0][0] : nil, bias: hasBias ? p[hasScale ? 1 : 0][0] : nil)
             case let .softmaxCrossEntropy(smoothing):
                 try Self.checkLabels(labels, shape)
                 y = [Reference.softmaxCrossEntropy(xs[0], batch: shape.n, labels: labels, smoothing: Double(smoothing)).loss]
@@ -178,6 +188,23 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: Self.dropoutSeed(seed, node: step.node))]
             case let .padShortcut(op):
                 inputGrads = [Reference.padShortcutBackward(dy: dy, shape: shape, outChannels: op.outChannels, stride: op.stride)]
+            case .sigmoid:
+                inputGrads = [Reference.sigmoidBackward(y: values[node.output.index], dy: dy)]
+            case .prelu:
+                let g = Reference.preluBackward(xs[0], shape: shape, slope: p[0], dy: dy)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dslope
+            case .channelScale:
+                let g = Reference.channelScaleBackward(xs[0], shape: shape, scale: xs[1], dy: dy)
+                inputGrads = [g.dx, g.dscale]
+            case let .selectiveSum(m):
+                let g = Reference.selectiveSumBackward(Array(xs.prefix(m)), shape: shape, logits: xs[m], dy: dy)
+                inputGrads = g.dbranches + [g.dlogits]
+            case let .scalarAffine(hasScale, hasBias):
+                let g = Reference.scalarAffineBackward(xs[0], scale: hasScale ? p[0][0] : nil, dy: dy)
+                inputGrads = [g.dx]
+                if hasScale { paramGrads[names[0]] = [g.dscale] }
+                if hasBias { paramGrads[names[hasScale ? 1 : 0]] = [g.dbias] }
             case let .softmaxCrossEntropy(smoothing):
                 inputGrads = [Reference.softmaxCrossEntropyBackward(xs[0], batch: shape.n, labels: labels,
                                                                     smoothing: Double(smoothing), scale: dy[0])]

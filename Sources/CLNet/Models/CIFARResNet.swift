@@ -1,7 +1,7 @@
 // The CIFAR-10 ResNets of He et al. 2015, section 4.2: a 3x3 convolution of 16 channels, three
 // stages of n basic blocks at 16, 32 and 64 channels (the first block of the second and third
 // stages halving the size), option-A shortcuts (subsample and zero-pad, no parameters), global
-// pooling and a fully connected layer: 6n + 2 layers.
+// pooling and a fully connected layer: 6n + 2 layers. Without norms it is Fixup's variant.
 
 /// ResNet-20/32/44/56/110/1202 for 32x32 images (any channel count, e.g. 1 for Fashion-MNIST).
 public struct CIFARResNet: Sendable {
@@ -9,8 +9,11 @@ public struct CIFARResNet: Sendable {
     public var n: Int
     public var inChannels: Int = 3
     public var classes: Int = 10
-    /// Batch norm (the paper's) or group norm.
+    /// Batch norm (the paper's), group norm, or none: then the network is Fixup's (Zhang et al.
+    /// 2019), which trains without normalisation (see `fixupGraph`).
     public var norm: NormChoice = .batch
+    /// The activation after each norm and each residual addition.
+    public var activation: ResNet.Activation = .relu
     /// Stochastic depth (Huang et al. 2016): the probability of dropping the last residual
     /// branch in training, decaying linearly to the first (0: off).
     public var stochasticDepth: Float = 0
@@ -31,10 +34,11 @@ public struct CIFARResNet: Sendable {
 
     /// The graph for `batch` images of `size` x `size` (32 for CIFAR, 28 for MNIST-style data).
     public func graph(batch: Int, size: Int = 32, loss: Bool = true) throws(CLNetError) -> (graph: Graph, logits: Value) {
+        if norm == .none { return try fixupGraph(batch: batch, size: size, loss: loss) }
         var b = GraphBuilder()
         let x = try b.input("input", shape: [batch, inChannels, size, size])
         var y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: 16, kernel: 3, padding: 1), name: "conv1")
-        y = try b.norm(y, norm, relu: true, name: "bn1")
+        y = try normAct(&b, y, "bn1", "act1")
         var channels = 16
         for stage in 0..<3 {
             let planes = 16 << stage
@@ -43,22 +47,93 @@ public struct CIFARResNet: Sendable {
                 let name = "layer\(stage + 1).\(i)"
                 var z = try b.conv(y, Conv2D(inChannels: channels, outChannels: planes, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
-                z = try b.norm(z, norm, relu: true, name: "\(name).bn1")
+                z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
                 z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
                 z = try b.norm(z, norm, name: "\(name).bn2")
-                if stochasticDepth > 0 {
-                    let drop = stochasticDepth * Float(stage * n + i + 1) / Float(3 * n)
-                    z = try b.stochasticDepth(z, p: drop, name: "\(name).drop_path")
-                }
-                let shortcut = stride != 1 || channels != planes
-                    ? try b.padShortcut(y, outChannels: planes, stride: stride, name: "\(name).shortcut") : y
-                y = try b.add(z, shortcut, relu: true, name: "\(name).add")
+                y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)
                 channels = planes
             }
         }
         let pooled = try b.globalAvgPool(y, name: "avgpool")
         let logits = try b.linear(pooled, outFeatures: classes, name: "fc")
         if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
+        try scaleForPReLU(&b)
+        return (b.graph, logits)
+    }
+
+    /// The norm and the activation after it: fused with ReLU, or a PReLU node named `act`.
+    private func normAct(_ b: inout GraphBuilder, _ x: Value, _ normName: String, _ act: String) throws(CLNetError) -> Value {
+        if activation == .relu { return try b.norm(x, norm, relu: true, name: normName) }
+        return try b.prelu(try b.norm(x, norm, name: normName), name: act)
+    }
+
+    private func activate(_ b: inout GraphBuilder, _ x: Value, _ name: String) throws(CLNetError) -> Value {
+        activation == .relu ? try b.relu(x, name: name) : try b.prelu(x, name: name)
+    }
+
+    /// The end of residual block number `block` (from 0): stochastic depth on the branch, the
+    /// option-A shortcut where the shape changes, the addition and its activation.
+    private func join(_ b: inout GraphBuilder, branch: Value, input y: Value, block: Int, stride: Int, from channels: Int,
+                      to planes: Int, _ name: String) throws(CLNetError) -> Value {
+        var z = branch
+        if stochasticDepth > 0 {
+            z = try b.stochasticDepth(z, p: stochasticDepth * Float(block + 1) / Float(3 * n), name: "\(name).drop_path")
+        }
+        let shortcut = stride != 1 || channels != planes
+            ? try b.padShortcut(y, outChannels: planes, stride: stride, name: "\(name).shortcut") : y
+        if activation == .relu { return try b.add(z, shortcut, relu: true, name: "\(name).add") }
+        return try b.prelu(try b.add(z, shortcut, name: "\(name).add"), name: "\(name).act2")
+    }
+
+    /// He et al. 2015: with PReLU slopes starting at a = 0.25 the variance-preserving gain is
+    /// 2 / (1 + a^2), so every convolution starts smaller by sqrt(1 + a^2).
+    private func scaleForPReLU(_ b: inout GraphBuilder) throws(CLNetError) {
+        guard activation == .prelu else { return }
+        for p in b.graph.parameters where p.role == .weight && p.shape.rank == 4 && p.initialization == .standard {
+            try b.setInitialization(p.name, .scaled(1 / (1 + 0.25 * 0.25).squareRoot()))
+        }
+    }
+
+    /// Fixup (Zhang et al. 2019, the CIFAR ResNet of its code): no norms; a learnable scalar bias
+    /// before each convolution and activation and before the classifier, a scalar multiplier at
+    /// the end of each branch, and an initialisation that keeps the output's scale bounded at any
+    /// depth: each branch's first convolution He-initialised and scaled by L^(-1/2) (L = 3n
+    /// branches of two layers), its last convolution and the classifier zero. Parameter names
+    /// are Fixup's (`bias1a`, `bias1b`, `bias2a`, `scale`, `bias2b`, `bias1`, `bias2`).
+    func fixupGraph(batch: Int, size: Int, loss: Bool) throws(CLNetError) -> (graph: Graph, logits: Value) {
+        var b = GraphBuilder()
+        let x = try b.input("input", shape: [batch, inChannels, size, size])
+        var y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: 16, kernel: 3, padding: 1), name: "conv1")
+        y = try b.scalarAffine(y, scale: nil, bias: "bias1", name: "bias1")
+        y = try activate(&b, y, "act1")
+        let depthScale = 1 / Double(3 * n).squareRoot()
+        var channels = 16
+        for stage in 0..<3 {
+            let planes = 16 << stage
+            for i in 0..<n {
+                let stride = i == 0 && stage > 0 ? 2 : 1
+                let name = "layer\(stage + 1).\(i)"
+                var z = try b.scalarAffine(y, scale: nil, bias: "\(name).bias1a", name: "\(name).bias1a")
+                z = try b.conv(z, Conv2D(inChannels: channels, outChannels: planes, kernel: 3, stride: stride, padding: 1),
+                               name: "\(name).conv1")
+                try b.setInitialization("\(name).conv1.weight", .scaled(depthScale))
+                z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias1b", name: "\(name).bias1b")
+                z = try activate(&b, z, "\(name).act1")
+                z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias2a", name: "\(name).bias2a")
+                z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
+                try b.setInitialization("\(name).conv2.weight", .constant(0))
+                z = try b.scalarAffine(z, scale: "\(name).scale", bias: "\(name).bias2b", name: "\(name).affine")
+                y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)
+                channels = planes
+            }
+        }
+        var pooled = try b.globalAvgPool(y, name: "avgpool")
+        pooled = try b.scalarAffine(pooled, scale: nil, bias: "bias2", name: "bias2")
+        let logits = try b.linear(pooled, outFeatures: classes, name: "fc")
+        try b.setInitialization("fc.weight", .constant(0))
+        try b.setInitialization("fc.bias", .constant(0))
+        if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
+        try scaleForPReLU(&b)
         return (b.graph, logits)
     }
 }

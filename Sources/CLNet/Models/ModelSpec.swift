@@ -12,7 +12,10 @@
 /// Every family takes `classes=N`, `channels=N` (input channels) and `norm=group:N` for group norm
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
-/// (`resnet18:classes=10`).
+/// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
+/// `sk=R` (selective kernels), `act=prelu`, `dilation=0.1.1` (torchvision's
+/// `replace_stride_with_dilation`), `pool=conv` (a strided convolution instead of max pooling);
+/// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup).
 public enum ModelSpec {
     /// Every model name, in a stable order.
     public static let names: [String] = [
@@ -22,7 +25,7 @@ public enum ModelSpec {
         "preact_resnet200",
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "preact_resnet110", "preact_resnet164",
         "preact_resnet1001", "resnext29_8x64d", "resnext29_16x64d", "wrn16_8", "wrn28_10", "densenet_bc_100_12",
-        "densenet40_12",
+        "densenet40_12", "seresnet50", "seresnext50_32x4d", "sknet50",
     ]
 
     /// A model of one family, before its graph is built.
@@ -57,6 +60,9 @@ public enum ModelSpec {
         case "wide_resnet101_2": .resnet(.wide_resnet101_2)
         case "resnext29_8x64d": .resnet(.resnext29_8x64d)
         case "resnext29_16x64d": .resnet(.resnext29_16x64d)
+        case "seresnet50": .resnet(.seresnet50)
+        case "seresnext50_32x4d": .resnet(.seresnext50_32x4d)
+        case "sknet50": .resnet(.sknet50)
         case "densenet", "densenet121": .densenet(.densenet121)
         case "densenet161": .densenet(.densenet161)
         case "densenet169": .densenet(.densenet169)
@@ -136,13 +142,13 @@ public enum ModelSpec {
             }
             return v
         }
-        func list(_ key: String, _ fallback: [Int]) throws(CLNetError) -> [Int] {
+        func list(_ key: String, _ fallback: [Int], minimum: Int = 1) throws(CLNetError) -> [Int] {
             guard let text = options[key] else { return fallback }
             used.insert(key)
             let values = text.split(separator: ".").compactMap { Int($0) }
             guard !values.isEmpty, values.count <= 8, values.count == text.split(separator: ".").count,
-                  values.allSatisfy({ $0 > 0 && $0 <= 10_000 }) else {
-                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be up to 8 positive integers joined by '.'")
+                  values.allSatisfy({ $0 >= minimum && $0 <= 10_000 }) else {
+                throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be up to 8 \(minimum == 1 ? "positive integers" : "integers from \(minimum)") joined by '.'")
             }
             return values
         }
@@ -158,8 +164,9 @@ public enum ModelSpec {
         if let text = options["norm"] {
             used.insert("norm")
             if text == "batch" { norm = .batch }
+            else if text == "none" { norm = .none }
             else if text.hasPrefix("group:"), let g = Int(text.dropFirst(6)), g > 0, g <= 100_000 { norm = .group(g) }
-            else { throw .invalidArgument("model specification '\(spec)': norm=\(text) must be batch or group:N") }
+            else { throw .invalidArgument("model specification '\(spec)': norm=\(text) must be batch, group:N or none") }
         } else {
             norm = .batch
         }
@@ -174,6 +181,7 @@ public enum ModelSpec {
         let blocks: [String: ResNet.Block] = ["basic": .basic, "bottleneck": .bottleneck]
         func stochasticDepth() throws(CLNetError) -> Float { Float(try fraction("stochastic_depth", 0, 0...0.99)) }
         let stems: [String: ResNet.Stem] = ["imagenet": .imagenet, "cifar": .cifar]
+        func activation() throws(CLNetError) -> ResNet.Activation { try choice("act", .relu, ["relu": .relu, "prelu": .prelu]) }
         let result: (graph: Graph, logits: Value)
         switch preset {
         case var .resnet(model):
@@ -186,6 +194,26 @@ public enum ModelSpec {
             model.inChannels = channels
             model.norm = norm
             model.stochasticDepth = try stochasticDepth()
+            model.activation = try activation()
+            model.stemPool = try choice("pool", model.stemPool, ["max": .max, "conv": .conv])
+            if options["dilation"] != nil {
+                let flags = try list("dilation", [], minimum: 0).map { $0 != 0 }
+                guard flags.count == 3 else {
+                    throw .invalidArgument("model specification '\(spec)': dilation takes 3 flags (stages 2 to 4), e.g. dilation=0.1.1")
+                }
+                model.replaceStrideWithDilation = flags
+            }
+            if options["se"] != nil && options["sk"] != nil {
+                throw .invalidArgument("model specification '\(spec)': se and sk exclude each other")
+            }
+            if case let .squeezeExcitation(r) = model.attention { model.attention = .squeezeExcitation(reduction: try int("se", r, minimum: 0)) }
+            else if options["se"] != nil { model.attention = .squeezeExcitation(reduction: try int("se", 16, minimum: 0)) }
+            if case let .selectiveKernel(r, l) = model.attention { model.attention = .selectiveKernel(reduction: try int("sk", r, minimum: 0), minimum: l) }
+            else if options["sk"] != nil { model.attention = .selectiveKernel(reduction: try int("sk", 16, minimum: 0), minimum: 32) }
+            // 0 turns the attention off: `sknet50:sk=0` is ResNeXt-50.
+            if model.attention == .squeezeExcitation(reduction: 0) || model.attention == .selectiveKernel(reduction: 0, minimum: 32) {
+                model.attention = .none
+            }
             result = try model.graph(batch: batch, size: size, loss: loss)
         case var .preact(model):
             if head.hasPrefix("wrn") {
@@ -221,6 +249,7 @@ public enum ModelSpec {
             var model = try CIFARResNet(depth: depth, inChannels: channels, classes: classes)
             model.norm = norm
             model.stochasticDepth = try stochasticDepth()
+            model.activation = try activation()
             result = try model.graph(batch: batch, size: size ?? 32, loss: loss)
         }
         let unknown = Set(options.keys).subtracting(used)
@@ -235,6 +264,8 @@ public enum ModelSpec {
 public enum NormChoice: Sendable, Equatable {
     case batch
     case group(Int)
+    /// No normalisation: only the CIFAR ResNets, as Fixup (`CIFARResNet.fixupGraph`).
+    case none
 }
 
 extension GraphBuilder {
@@ -243,6 +274,8 @@ extension GraphBuilder {
         switch choice {
         case .batch: return try batchNorm(x, relu: relu, name: name)
         case let .group(g): return try groupNorm(x, groups: g, relu: relu, name: name)
+        case .none:
+            throw .invalidArgument("norm=none (Fixup) is built for the CIFAR ResNets only (cifar_resnet:depth=20,norm=none); \(name) needs a norm")
         }
     }
 }

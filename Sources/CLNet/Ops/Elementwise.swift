@@ -108,6 +108,128 @@ public enum ChannelScale {
     }
 }
 
+/// Selective kernels' fusion (Li et al. 2019): y = sum over m of a_m * U_m, where the per-sample,
+/// per-channel weights a = softmax over branches of the attention logits z [N, M*C] (branch m's
+/// logits at channels m*C ..< (m+1)*C). Two to four branches.
+public enum SelectiveSum {
+    static func check(_ op: String, _ branches: [Tensor], _ z: Tensor) throws(CLNetError) -> Shape {
+        guard (2...4).contains(branches.count) else {
+            throw .invalidShape(operation: op, message: "takes 2 to 4 branches, got \(branches.count)")
+        }
+        let u = branches[0].shape
+        for b in branches {
+            try checkSameShape(op, ["branch 0": u, "branch": b.shape])
+        }
+        guard u.rank == 4, z.isDense, z.shape.count == u.n * branches.count * u.c else {
+            throw .invalidShape(operation: op, message: "logits \(z.shape) must be dense [\(u.n), \(branches.count * (u.rank > 1 ? u.c : 0))] for branches \(u)")
+        }
+        try checkIndexable(op, branches)
+        return u
+    }
+
+    /// The four branch slots of the kernels; unused ones repeat branch 0.
+    static func branchArguments(_ branches: [Tensor]) throws(CLNetError) -> [KernelArgument] {
+        var arguments: [KernelArgument] = []
+        for m in 0..<4 { arguments += try branches[m < branches.count ? m : 0].arguments }
+        return arguments
+    }
+
+    @discardableResult
+    public static func forward(_ q: CommandQueue, branches: [Tensor], logits z: Tensor, y: Tensor,
+                               waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let u = try check("SelectiveSum", branches, z)
+        try checkSameShape("SelectiveSum", ["branches": u, "y": y.shape])
+        return try q.launch(.elementwise, "selective_sum_forward", branchArguments(branches) + z.vectorArguments + y.arguments +
+                            [.count(u.c), .count(u.h * u.w), .count(branches.count), .count(u.count)],
+                            total: u.count, waitFor: waitFor)
+    }
+
+    /// Gradients for each branch (nil where none is needed) and for the logits.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, branches: [Tensor], logits z: Tensor, dy: Tensor, dbranches: [Tensor?],
+                                dlogits: Tensor?, accumulate: [Bool]? = nil, accumulateLogits: Bool = false,
+                                waitFor: [Event] = []) throws(CLNetError) -> [Event] {
+        let u = try check("SelectiveSum backward", branches, z)
+        try checkSameShape("SelectiveSum backward", ["branches": u, "dy": dy.shape])
+        let plane = u.h * u.w
+        var events: [Event] = []
+        for (m, d) in dbranches.enumerated() {
+            guard let d else { continue }
+            try checkSameShape("SelectiveSum backward", ["branches": u, "dbranch": d.shape])
+            events.append(try q.launch(.elementwise, "selective_sum_backward_branch", z.vectorArguments + dy.arguments +
+                                       d.arguments + [.count(u.c), .count(plane), .count(branches.count), .count(m),
+                                       .count(u.count), .flag(accumulate?[m] ?? false)], total: u.count, waitFor: waitFor))
+        }
+        if let dlogits {
+            guard dlogits.isDense, dlogits.shape.count == z.shape.count else {
+                throw .invalidShape(operation: "SelectiveSum backward", message: "dlogits \(dlogits.shape) must be dense like the logits \(z.shape)")
+            }
+            events.append(try q.reduce(.elementwise, "selective_sum_backward_logits", branchArguments(branches) +
+                                       z.vectorArguments + dy.arguments + dlogits.vectorArguments +
+                                       [.count(u.c), .count(plane), .count(branches.count), .flag(accumulateLogits)],
+                                       groups: u.n * u.c, waitFor: waitFor))
+        }
+        return events
+    }
+}
+
+/// y = x * scale + bias with one scalar each (Fixup, Zhang et al. 2019). `parameters` holds the
+/// scale (when `hasScale`) and then the bias (when `hasBias`).
+public enum ScalarAffine {
+    static func check(_ op: String, _ parameters: Tensor, hasScale: Bool, hasBias: Bool) throws(CLNetError) {
+        let count = (hasScale ? 1 : 0) + (hasBias ? 1 : 0)
+        guard count > 0, parameters.isDense, parameters.shape.count == count else {
+            throw .invalidShape(operation: op, message: "needs \(count) dense parameter values (scale, bias), got \(parameters.shape)")
+        }
+    }
+
+    @discardableResult
+    public static func forward(_ q: CommandQueue, x: Tensor, parameters: Tensor, hasScale: Bool, hasBias: Bool, y: Tensor,
+                               waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try check("ScalarAffine", parameters, hasScale: hasScale, hasBias: hasBias)
+        try checkSameShape("ScalarAffine", ["x": x.shape, "y": y.shape])
+        try checkIndexable("ScalarAffine", [x, y])
+        return try q.launch(.elementwise, "scalar_affine_forward", x.arguments + parameters.vectorArguments +
+                            [.flag(hasScale), .flag(hasBias)] + y.arguments +
+                            [.count(x.shape.sampleCount), .count(x.shape.count)], total: x.shape.count, waitFor: waitFor)
+    }
+
+    /// Work-groups of the first reduction stage; their partial sums need `2 * partialGroups` floats.
+    public static let partialGroups = 64
+
+    /// Gradients for the input and the parameters (either may be nil). The parameter gradient
+    /// needs `workspace`, at least `2 * partialGroups` floats.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, x: Tensor, parameters: Tensor, hasScale: Bool, hasBias: Bool, dy: Tensor,
+                                dx: Tensor?, dparameters: Tensor?, workspace: Tensor?, accumulate: Bool = false,
+                                accumulateParameters: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> [Event] {
+        try check("ScalarAffine backward", parameters, hasScale: hasScale, hasBias: hasBias)
+        try checkSameShape("ScalarAffine backward", ["x": x.shape, "dy": dy.shape])
+        var events: [Event] = []
+        if let dx {
+            try checkSameShape("ScalarAffine backward", ["x": x.shape, "dx": dx.shape])
+            events.append(try q.launch(.elementwise, "scalar_affine_backward_input", dy.arguments + parameters.vectorArguments +
+                                       [.flag(hasScale)] + dx.arguments + [.count(x.shape.sampleCount), .count(x.shape.count),
+                                       .flag(accumulate)], total: x.shape.count, waitFor: waitFor))
+        }
+        if let dparameters {
+            try check("ScalarAffine backward", dparameters, hasScale: hasScale, hasBias: hasBias)
+            guard let workspace, workspace.isDense, workspace.shape.count >= 2 * partialGroups else {
+                throw .invalidShape(operation: "ScalarAffine backward", message: "needs a workspace of \(2 * partialGroups) floats")
+            }
+            let partial = try q.reduce(.elementwise, "scalar_affine_backward_partial", x.arguments + dy.arguments +
+                                       [.buffer(workspace.buffer), .count(workspace.offset)] +
+                                       [.count(x.shape.sampleCount), .count(x.shape.count)],
+                                       groups: partialGroups, waitFor: waitFor)
+            events.append(try q.reduce(.elementwise, "scalar_affine_backward_final",
+                                       [.buffer(workspace.buffer), .count(workspace.offset), .count(partialGroups)] +
+                                       dparameters.vectorArguments + [.flag(hasScale), .flag(hasBias), .flag(accumulateParameters)],
+                                       groups: 1, waitFor: [partial]))
+        }
+        return events
+    }
+}
+
 /// The parameter-free "option A" shortcut of the CIFAR ResNets (He et al. 2015, section 4.2):
 /// subsample by `stride` and pad channels with zeros, half before and half after (as the common
 /// PyTorch CIFAR implementation does), from C to `outChannels`.

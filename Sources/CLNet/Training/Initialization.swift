@@ -12,6 +12,9 @@ extension Executor {
     ///   as torchvision's ResNets (He et al. 2015);
     /// - fully connected weights and every bias: uniform in +-1/sqrt(fan-in), PyTorch's default;
     /// - norms: weight 1, bias 0; running mean 0, running variance 1;
+    /// - PReLU slopes: 0.25, PyTorch's default;
+    /// - then what the model asked for (`Parameter.initialization`): a factor on the default (He's
+    ///   PReLU gain, Fixup's depth scaling) or a constant (Fixup's zeroed last layers);
     /// - with `zeroInitResidual`, the last norm of each residual branch starts at weight 0, so
     ///   that each block starts as the identity (torchvision's `zero_init_residual`).
     public func initialize(seed: UInt64, zeroInitResidual: Bool = false) throws(CLNetError) {
@@ -28,7 +31,7 @@ extension Executor {
         }
         for (i, p) in graph.parameters.enumerated() {
             let n = p.shape.count
-            let values: [Float]
+            var values: [Float]
             switch p.role {
             case .weight where p.shape.rank == 4:
                 let std = (2.0 / Double(p.shape[0] * p.shape[2] * p.shape[3])).squareRoot()
@@ -45,6 +48,13 @@ extension Executor {
                 values = [Float](repeating: 0, count: n)
             case .runningVar:
                 values = [Float](repeating: 1, count: n)
+            case .slope:
+                values = [Float](repeating: 0.25, count: n)
+            }
+            switch p.initialization {
+            case .standard: break
+            case let .scaled(factor): values = values.map { Float(Double($0) * factor) }
+            case let .constant(v): values = [Float](repeating: Float(v), count: n)
             }
             try setParameter(p.name, values)
         }
