@@ -115,7 +115,11 @@ struct Model: ParsableCommand {
         }
         var reports: [Report] = []
         for context in contexts {
-            let report = try measure(graph, on: context, counts: counts)
+            let report: Report
+            do { report = try measure(graph, on: context, counts: counts) } catch let error as CLNetError {
+                printError("clnet-bench: error: \(error)")
+                throw ExitCode(1)
+            }
             if common.json { reports.append(report) } else { printReport(report, context: context) }
         }
         if common.json {
@@ -131,7 +135,9 @@ struct Model: ParsableCommand {
                                     warmup: common.warmup, iters: common.iters)
         let peak = DevicePeak(gemmGFLOPS: peakGEMM.gflops, copyGBPS: peakCopy.gbPerSecond)
         var rng = SystemRandomNumberGenerator()
-        let input = (0..<graph.shape(of: graph.inputs[0].value).count).map { _ in Float.random(in: -1...1, using: &rng) }
+        // Made after the first executor, whose memory check refuses a batch too large for the
+        // device before this host array is allocated.
+        var input: [Float] = []
         let classes = graph.lossNode.map { graph.shape(of: graph.nodes[$0].inputs[0])[1] } ?? 1
         let labels = (0..<choice.batch).map { _ in Int.random(in: 0..<classes, using: &rng) }
         let iters = max(1, common.iters)
@@ -142,6 +148,9 @@ struct Model: ParsableCommand {
             let executor = try Executor(graph: graph, context: context, training: training, queues: n)
             try executor.synchronize()
             let buildSeconds = seconds(since: start)
+            if input.isEmpty {
+                input = (0..<graph.shape(of: graph.inputs[0].value).count).map { _ in Float.random(in: -1...1, using: &rng) }
+            }
             // He-style scale keeps activations finite; the values do not change the timing.
             for p in graph.parameters where p.role == .weight {
                 let scale = Float((2 / Double(p.shape.sampleCount)).squareRoot())

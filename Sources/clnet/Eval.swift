@@ -34,6 +34,8 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         do {
+            guard batchSize > 0 else { throw CLNetError.invalidArgument("--batch-size must be positive, not \(batchSize)") }
+            if let subset, subset <= 0 { throw CLNetError.invalidArgument("--subset must be positive, not \(subset)") }
             let source = try DataSource(parsing: data)
             var test = try source.load(train: false)
             if let subset { test = test.prefix(subset) }

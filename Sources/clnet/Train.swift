@@ -86,6 +86,9 @@ struct Train: ParsableCommand {
     @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
     var device: String?
 
+    @Option(help: "When a step's loss is NaN or infinite: stop (the checkpoints stay as they were), or skip (undo the step, halve the learning rate, go on).")
+    var onDivergence = "stop"
+
     func run() throws {
         do {
             try execute()
@@ -95,6 +98,19 @@ struct Train: ParsableCommand {
     }
 
     private func execute() throws {
+        // Options first: a mistake in one must not cost loading the data or touch the output.
+        guard let policy = DivergencePolicy(rawValue: onDivergence) else {
+            throw CLNetError.invalidArgument("--on-divergence must be stop or skip, not '\(onDivergence)'")
+        }
+        if let maxSteps, maxSteps <= 0 { throw CLNetError.invalidArgument("--max-steps must be positive, not \(maxSteps)") }
+        guard checkpointEvery >= 0 else {
+            throw CLNetError.invalidArgument("--checkpoint-every must be 0 (after each epoch only) or positive, not \(checkpointEvery)")
+        }
+        let dir = URL(fileURLWithPath: output)
+        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
+        if resume && !FileManager.default.fileExists(atPath: checkpoint.path) {
+            throw CLNetError.invalidArgument("--resume: there is no \(checkpoint.path); train without --resume to start a run there")
+        }
         let source = try DataSource(parsing: data)
         var train = try source.load(train: true), test = try source.load(train: false)
         if let n = trainSubset { train = train.prefix(n) }
@@ -116,11 +132,10 @@ struct Train: ParsableCommand {
         let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
         let context = try Context(device: dev)
         let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: context)
-        let dir = URL(fileURLWithPath: output)
+        trainer.divergencePolicy = policy
         do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
             throw CLNetError.invalidArgument("cannot create \(output): \(error)")
         }
-        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
         let metrics = dir.appendingPathComponent("metrics.jsonl")
         if resume {
             try trainer.loadCheckpoint(from: checkpoint)

@@ -116,17 +116,10 @@ struct BenchmarkTests {
     /// `clnet-bench model --json` prints the shared summary at the top level, and the PyTorch
     /// baseline prints the same keys.
     @Test func jsonShape() throws {
-        let process = Process()
-        process.executableURL = productsDirectory().appendingPathComponent("clnet-bench")
-        process.arguments = ["model", "--model", "resnet20", "--batch", "2", "--size", "8", "--warmup", "0", "--iters", "2",
-                             "--queues", "1,2", "--json"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = Pipe()
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let result = try runTool("clnet-bench", ["model", "--model", "resnet20", "--batch", "2", "--size", "8", "--warmup", "0",
+                                                 "--iters", "2", "--queues", "1,2", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let data = result.stdout
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         for key in ModelBenchmarkSummary.keys where key != "deviceMilliseconds" && key != "peakMemoryBytes" {
             #expect(json[key] != nil, "missing \(key)")

@@ -99,6 +99,32 @@ struct ProgramCacheTests {
         #expect(try runCompile(env).allSatisfy { $0.origin == "compiled" })
     }
 
+    /// Two processes filling one empty disk cache at the same time both succeed, and a third
+    /// finds every program there whole: entries are written to a temporary file and renamed.
+    @Test func twoProcessesShareTheDiskCache() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("clnet-cache-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        var env = ProcessInfo.processInfo.environment
+        env["CLNET_CACHE_DIR"] = root.path
+        env["POCL_KERNEL_CACHE"] = "0"
+        let processes = (0..<2).map { _ in
+            let p = Process()
+            p.executableURL = productsDirectory().appendingPathComponent("clnet")
+            p.arguments = ["compile", "--json"]
+            p.environment = env
+            p.standardOutput = Pipe()
+            p.standardError = Pipe()
+            return p
+        }
+        for p in processes { try p.run() }
+        for p in processes {
+            _ = (p.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        #expect(try runCompile(env).allSatisfy { $0.origin == "disk cache" })
+    }
+
     struct Report: Decodable {
         var file: String
         var origin: String

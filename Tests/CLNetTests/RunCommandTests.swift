@@ -12,16 +12,8 @@ struct RunCommandTests {
     }
 
     static func clnet(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = productsDirectory().appendingPathComponent("clnet")
-        process.arguments = arguments
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = Pipe()
-        try process.run()
-        let data = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stderr: String(decoding: data, as: UTF8.self))
+        let run = try runTool("clnet", arguments)
+        return Result(status: run.status, stderr: run.stderr)
     }
 
     @Test func deviceAndReferenceAgree() throws {

@@ -119,6 +119,6 @@ struct SafeTensorsTests {
         try SafeTensors.write([("conv1.weight", .float32([Float](repeating: 0, count: 144), shape: [16, 1, 3, 3])),
                                ("extra.weight", .float32([1], shape: [1]))], to: url)
         let partial = #expect(throws: CLNetError.self) { try b.load(try SafeTensors(contentsOf: url)) }
-        #expect("\(partial!)".contains("missing fc.weight") && "\(partial!)".contains("unexpected extra.weight"))
+        #expect("\(partial!)".contains("missing bn1.weight") && "\(partial!)".contains("unexpected extra.weight"), "\(partial!)")
     }
 }

@@ -1,5 +1,6 @@
 import CLNet
 import Foundation
+import Synchronization
 import Testing
 
 /// One context for the whole test process, as a program would hold one: kernels build once.
@@ -122,3 +123,35 @@ func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1
 
 /// Shapes every element-wise test sweeps: batch 1 and more, odd sizes, channels not a multiple of 4.
 let elementwiseShapes: [Shape] = [[1, 1, 1, 1], [1, 3, 5, 7], [2, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3]]
+
+/// What a command-line tool printed and how it exited.
+struct ToolRun {
+    var status: Int32
+    var stdout: Data
+    var stderr: String
+}
+
+/// Runs one of the package's executables (`clnet`, `clnet-bench`) to completion.
+func runTool(_ tool: String, _ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil) throws -> ToolRun {
+    let process = Process()
+    process.executableURL = productsDirectory().appendingPathComponent(tool)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    if let directory { process.currentDirectoryURL = directory }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Standard error is read on another thread, so that neither pipe fills up and blocks the tool.
+    let errorData = Mutex(Data())
+    let read = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async {
+        errorData.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() }
+        read.signal()
+    }
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    read.wait()
+    return ToolRun(status: process.terminationStatus, stdout: output,
+                   stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+}

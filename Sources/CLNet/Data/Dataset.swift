@@ -185,10 +185,10 @@ public enum IDX {
             let path = directory + "/" + candidate
             if FileManager.default.fileExists(atPath: path) { return path }
         }
-        throw .invalidArgument("""
-            no \(name) or \(name).gz in \(directory); for Fashion-MNIST install Debian's dataset-fashion-mnist \
-            (apt-get install dataset-fashion-mnist) or pass --data fashion-mnist:/folder/with/the/idx/files
-            """)
+        let hint = directory == DataSource.fashionMNISTDirectory
+            ? "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data fashion-mnist:/folder/with/the/idx/files"
+            : "give the folder that holds the IDX files (MNIST's names, plain or .gz)"
+        throw .invalidArgument("no \(name) or \(name).gz in \(directory); \(hint)")
     }
 
     /// Parses one IDX file of unsigned bytes: its sizes and values.

@@ -20,6 +20,7 @@ public final class Buffer: @unchecked Sendable {
                 (\(limit) bytes); use a smaller batch or split the tensor
                 """)
         }
+        try context.faults.check(.alloc, "clCreateBuffer(\(bytes) bytes)")
         var status: cl_int = 0
         guard let mem = clCreateBuffer(context.handle, cl_mem_flags(CL_MEM_READ_WRITE), bytes, nil, &status),
               status == CL_SUCCESS

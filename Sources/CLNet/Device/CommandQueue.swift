@@ -76,6 +76,7 @@ public final class CommandQueue: @unchecked Sendable {
         let start = offset * MemoryLayout<T>.stride
         try checkRange(buffer, start: start, bytes: bytes, what: "write")
         if bytes == 0 { return }
+        try context.faults.check(.enqueue, "clEnqueueWriteBuffer(\(bytes) bytes)")
         let status = values.withUnsafeBytes { raw in
             clEnqueueWriteBuffer(handle, buffer.handle, cl_bool(CL_TRUE), start, bytes, raw.baseAddress, 0, nil, nil)
         }
@@ -90,6 +91,7 @@ public final class CommandQueue: @unchecked Sendable {
         let start = offset * MemoryLayout<T>.stride
         try checkRange(buffer, start: start, bytes: bytes, what: "read")
         if n == 0 { return [] }
+        try context.faults.check(.read, "clEnqueueReadBuffer(\(bytes) bytes)")
         var status: cl_int = 0
         let result = [T](unsafeUninitializedCapacity: n) { storage, initialized in
             status = clEnqueueReadBuffer(handle, buffer.handle, cl_bool(CL_TRUE), start, bytes,
@@ -124,7 +126,7 @@ public final class CommandQueue: @unchecked Sendable {
     func readAsync(_ buffer: Buffer, offset: Int, bytes: Int, into destination: UnsafeMutableRawPointer)
         throws(CLNetError) -> Event {
         try checkRange(buffer, start: offset, bytes: bytes, what: "read")
-        return try withEvent([], "clEnqueueReadBuffer(\(bytes) bytes, non-blocking)") { _, _, event in
+        return try withEvent([], "clEnqueueReadBuffer(\(bytes) bytes, non-blocking)", kind: .read) { _, _, event in
             clEnqueueReadBuffer(handle, buffer.handle, cl_bool(CL_FALSE), offset, bytes, destination, 0, nil, event)
         }
     }
@@ -190,6 +192,7 @@ public final class CommandQueue: @unchecked Sendable {
     /// queues of the same context). Nothing happens when `events` is empty.
     public func barrier(waitFor events: [Event]) throws(CLNetError) {
         guard !events.isEmpty else { return }
+        try context.faults.check(.enqueue, "clEnqueueBarrierWithWaitList")
         let list: [cl_event?] = events.map { $0.handle }
         try clCheck(clEnqueueBarrierWithWaitList(handle, cl_uint(list.count), list, nil), "clEnqueueBarrierWithWaitList")
     }
@@ -202,9 +205,10 @@ public final class CommandQueue: @unchecked Sendable {
     }
 
     /// Runs an enqueue call with a wait list built from `waitFor` and wraps the event it returns.
-    func withEvent(_ waitFor: [Event], _ call: @autoclosure () -> String,
+    func withEvent(_ waitFor: [Event], _ call: @autoclosure () -> String, kind: FaultInjection.Kind = .enqueue,
                    _ body: (cl_uint, UnsafePointer<cl_event?>?, UnsafeMutablePointer<cl_event?>) -> cl_int)
         throws(CLNetError) -> Event {
+        try context.faults.check(kind, call())
         var raw: cl_event? = nil
         let waitList: [cl_event?] = waitFor.map { $0.handle }
         let status = waitList.withUnsafeBufferPointer { list in

@@ -20,6 +20,8 @@ public final class Context: @unchecked Sendable {
     public let diskCache: ProgramDiskCache?
     /// The OpenCL objects created through this context and not yet released.
     public let live = LiveObjects()
+    /// OpenCL calls made to fail on purpose (`CLNET_FAULT`), for testing failure paths.
+    public let faults: FaultInjection
     // Held while a program builds, so that two threads asking for the same program build it once.
     private let programs = Mutex<[ProgramKey: Program]>([:])
 
@@ -37,6 +39,7 @@ public final class Context: @unchecked Sendable {
     public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic) throws(CLNetError) {
         let device = if let device { device } else { try Device.default }
         self.device = device
+        faults = try FaultInjection(spec: ProcessInfo.processInfo.environment["CLNET_FAULT"] ?? "")
         var id: cl_device_id? = device.id
         var status: cl_int = 0
         guard let ctx = clCreateContext(nil, 1, &id, nil, nil, &status), status == CL_SUCCESS else {
@@ -85,6 +88,7 @@ public final class Context: @unchecked Sendable {
         let key = ProgramKey(sourceHash: fnv1a64(source), sourceLength: source.utf8.count, options: fullOptions)
         return try programs.withLock { (cache) throws(CLNetError) -> Program in
             if let cached = cache[key] { return cached }
+            try faults.check(.build, "clBuildProgram(\(fileName))")
             let built = try Program.build(context: self, source: source, fileName: fileName,
                                           options: fullOptions, diskCache: diskCache)
             cache[key] = built

@@ -79,10 +79,10 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// device or platform name.
     public static func select(_ spec: String) throws(CLNetError) -> Device {
         let devices = try all()
-        let list = devices.map { "  \($0)" }.joined(separator: "\n")
+        let list = devices.map { "\($0)" }.joined(separator: ", ")
         if let index = Int(spec) {
             guard devices.indices.contains(index) else {
-                throw .noDevice("no OpenCL device has index \(index); the devices are:\n\(list)")
+                throw .noDevice("no OpenCL device has index \(index); the devices are \(list) (`clnet devices` lists them)")
             }
             return devices[index]
         }
@@ -92,7 +92,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
         }) {
             return match
         }
-        throw .noDevice("no OpenCL device matches '\(spec)'; give an index or part of a name from:\n\(list)")
+        throw .noDevice("no OpenCL device matches '\(spec)'; give an index or part of a name of \(list)")
     }
 
     private static let discovered: Result<[Device], CLNetError> = Result { () throws(CLNetError) in

@@ -45,6 +45,7 @@ extension CommandQueue {
         try checkOperand("C", buffer: c, offset: cOffset, rows: m, cols: n, ld: ldc, stride: strideC, batch: batch)
 
         try GEMMTuning.prepare(context.device)
+        try context.faults.check(.enqueue, batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched")
         if !waitFor.isEmpty {
             // CLBlast takes no wait list; a barrier on this in-order queue orders it just the same.
             let list: [cl_event?] = waitFor.map { $0.handle }

@@ -84,6 +84,8 @@ public final class Executor: @unchecked Sendable {
         if let loss = graph.lossNode { keepAll.insert(graph.nodes[loss].output) }
         kept = keepAll
         plan = MemoryPlan(graph: graph, training: training, keep: keepAll)
+        try Self.checkMemory(graph: graph, plan: plan, context: context, training: training, queues: queues,
+                             momentum: optimizer != nil)
         guard plan.peakBytes <= context.device.info.maxAllocationBytes else {
             throw .invalidShape(operation: "Executor", message: """
                 the activation arena needs \(plan.peakBytes >> 20) MiB in one buffer but \(context.device.info.name) \
@@ -113,6 +115,7 @@ public final class Executor: @unchecked Sendable {
         let gradientArena = training ? try context.buffer(floats: total) : nil
         momentumArena = training && optimizer != nil ? try context.buffer(floats: total) : nil
         if let momentumArena { try made[0].fill(momentumArena, with: 0) }
+        backupArena = training ? try context.buffer(bytes: parameterArena.byteCount + (momentumArena?.byteCount ?? 0)) : nil
         var views: [Tensor] = [], gviews: [Tensor?] = [], offset = 0
         for p in graph.parameters {
             views.append(try Tensor(buffer: parameterArena, shape: p.shape, offset: offset))
@@ -154,6 +157,7 @@ public final class Executor: @unchecked Sendable {
             labels = nil
         }
         var bytes = arena.byteCount + parameterArena.byteCount * (1 + (training ? 1 : 0) + (momentumArena == nil ? 0 : 1))
+            + (backupArena?.byteCount ?? 0)
         bytes += ws.reduce(0) { $0 + ($1?.buffer.byteCount ?? 0) } + (labels?.byteCount ?? 0) + (lossResult?.buffer.byteCount ?? 0)
         bytes += nodeWorkspaces.values.reduce(0) { $0 + $1.buffer.byteCount } + poolIndices.values.reduce(0) { $0 + $1.byteCount }
         deviceBytes = bytes
@@ -162,6 +166,38 @@ public final class Executor: @unchecked Sendable {
             try made[0].fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
         }
         schedule()
+    }
+
+    /// Refuses a graph whose buffers cannot fit the device, before allocating any: OpenCL
+    /// drivers often allocate lazily and fail later, in the middle of a step, or not at all and
+    /// swap (PoCL).
+    static func checkMemory(graph: Graph, plan: MemoryPlan, context: Context, training: Bool, queues: Int,
+                            momentum: Bool) throws(CLNetError) {
+        let parameterBytes = 4 * graph.parameters.reduce(0) { $0 + $1.shape.count }
+        // Values, gradients, momentum, and the step's backup of values and momentum.
+        let copies = 1 + (training ? 1 : 0) + (training && momentum ? 1 : 0) + (training ? 1 + (momentum ? 1 : 0) : 0)
+        var workspaceFloats = 0, convolution = 0
+        for node in graph.nodes {
+            let x = graph.shape(of: node.inputs[0])
+            switch node.operation {
+            case let .conv(conv, _): convolution = max(convolution, (try? conv.workspaceCount(x)) ?? 0)
+            case .batchNorm: workspaceFloats += BatchNorm.workspaceCount(x.rank == 2 ? [x.n, x.c, 1, 1] : x)
+            case let .groupNorm(groups, _, _): workspaceFloats += GroupNorm.workspaceCount(x, groups: groups)
+            case .maxPool: workspaceFloats += graph.shape(of: node.output).count
+            default: break
+            }
+        }
+        workspaceFloats += convolution * queues
+        let needed = plan.peakBytes + parameterBytes * copies + 4 * workspaceFloats
+        let available = context.device.info.globalMemoryBytes
+        guard needed <= available else {
+            func mib(_ b: Int) -> String { "\((b + (1 << 20) - 1) >> 20) MiB" }
+            throw .invalidShape(operation: "Executor", message: """
+                the graph needs \(mib(needed)) of device memory (activations \(mib(plan.peakBytes)), parameters and \
+                their copies \(mib(parameterBytes * copies)), workspaces \(mib(4 * workspaceFloats))) but \
+                \(context.device.info.name) has \(mib(available)); use a smaller batch or image size
+                """)
+        }
     }
 
     // MARK: Parameters and results
@@ -173,9 +209,14 @@ public final class Executor: @unchecked Sendable {
         return i
     }
 
-    /// Waits until every queue has finished its work.
+    /// Waits until every queue has finished its work. If the device reports a failure of the
+    /// step's work, the step is undone as `forward` describes.
     public func synchronize() throws(CLNetError) {
-        for q in queues { try q.finish() }
+        do {
+            for q in queues { try q.finish() }
+        } catch {
+            try rollBack(after: error)
+        }
         pending = []
         uploads = []
     }
@@ -256,6 +297,12 @@ public final class Executor: @unchecked Sendable {
     private var lastLoss: LossReading?
     /// A training forward has run and its backward has not.
     private var forwardPending = false
+    /// The parameters (running statistics included) and momentum as they were at the start of
+    /// the current training step, for `rollBack`; nil for inference.
+    private let backupArena: Buffer?
+    private var backupValid = false
+    private var stepStart: Int64 = 0
+    private var parametersLost = false
     /// Training forwards run so far; saved as batch norm's `num_batches_tracked`.
     public internal(set) var stepsTaken: Int64 = 0
     /// Input copies still in flight; each frees its staging memory when done.
@@ -269,47 +316,77 @@ public final class Executor: @unchecked Sendable {
     /// Returns the step's loss as a `LossReading` (nil without a loss node): it is copied back as
     /// soon as the forward pass is done, and can be read while the backward pass and later steps
     /// run.
+    ///
+    /// A training step is all or nothing: if an OpenCL call fails while forward or backward
+    /// enqueue their work (or `synchronize` waits for it), the parameters, running statistics and
+    /// momentum are put back as they were before this forward, and the error is thrown. The next
+    /// step may then run as usual.
     @discardableResult
     public func forward(_ inputs: [String: [Float]], labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError) -> LossReading? {
-        // The last step's weight gradients on other queues may still read memory this one reuses.
-        // Nothing here waits on the host: inputs are staged and copied without blocking.
-        try queue.barrier(waitFor: pending)
-        pending = []
-        uploads.removeAll { (try? $0.event.isComplete()) ?? true }
+        guard !parametersLost else { throw Self.lostError }
+        // Inputs are checked before anything is enqueued, so that a bad one changes nothing.
+        var checked: [(Tensor, [Float])] = []
         for (name, v) in graph.inputs {
             guard let x = inputs[name] else { throw .invalidShape(operation: "input \(name)", message: "was not given") }
             let t = values[v.index]
             guard x.count == t.shape.count else {
                 throw .invalidShape(operation: "input \(name)", message: "needs \(t.shape.count) values of shape \(t.shape), got \(x.count)")
             }
-            uploads.append(try queue.writeAsync(x, to: t.buffer, offset: t.offset))
+            // x * 0 is NaN exactly for NaN and infinities; the sum vectorises, unlike a search.
+            if !x.reduce(Float(0), { $0 + $1 * 0 }).isFinite, let bad = x.firstIndex(where: { !$0.isFinite }) {
+                throw .invalidShape(operation: "input \(name)", message: "value \(bad) is \(x[bad]); inputs must be finite numbers")
+            }
+            checked.append((t, x))
         }
-        if let loss = graph.lossNode, let labelBuffer = self.labels {
+        if let loss = graph.lossNode, self.labels != nil {
             try ReferenceExecutor.checkLabels(labels, graph.shape(of: graph.nodes[loss].inputs[0]))
-            uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
         }
-        // The other queues start the step after queue 0's uploads (and so after everything of the
-        // last step, which queue 0 waited for above).
-        if queues.count > 1 {
-            let start = try queue.marker()
-            for q in queues.dropFirst() { try q.barrier(waitFor: [start]) }
+        backupValid = false
+        do {
+            // The last step's weight gradients on other queues may still read memory this one
+            // reuses. Nothing here waits on the host: inputs are staged and copied without blocking.
+            try queue.barrier(waitFor: pending)
+            pending = []
+            uploads.removeAll { (try? $0.event.isComplete()) ?? true }
+            if let backupArena {
+                try queue.copy(from: parameterArena, to: backupArena, bytes: parameterArena.byteCount)
+                if let momentumArena {
+                    try queue.copy(from: momentumArena, to: backupArena, destinationOffset: parameterArena.byteCount,
+                                   bytes: momentumArena.byteCount)
+                }
+                backupValid = true
+                stepStart = stepsTaken
+            }
+            for (t, x) in checked { uploads.append(try queue.writeAsync(x, to: t.buffer, offset: t.offset)) }
+            if graph.lossNode != nil, let labelBuffer = self.labels {
+                uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
+            }
+            // The other queues start the step after queue 0's uploads (and so after everything of
+            // the last step, which queue 0 waited for above).
+            if queues.count > 1 {
+                let start = try queue.marker()
+                for q in queues.dropFirst() { try q.barrier(waitFor: [start]) }
+            }
+            stepSeed = seed
+            if training { stepsTaken += 1 }
+            forwardPending = training
+            events = Array(repeating: nil, count: tasks.count)
+            for t in 0..<forwardTaskCount { try run(t) }
+            try markOtherQueues()
+            if let lossResult {
+                lastLoss = try LossReading(queue: queue, result: lossResult)
+            }
+            try queue.flush()
+            return lastLoss
+        } catch {
+            try rollBack(after: error)
         }
-        stepSeed = seed
-        if training { stepsTaken += 1 }
-        forwardPending = training
-        events = Array(repeating: nil, count: tasks.count)
-        for t in 0..<forwardTaskCount { try run(t) }
-        try markOtherQueues()
-        if let lossResult {
-            lastLoss = try LossReading(queue: queue, result: lossResult)
-        }
-        try queue.flush()
-        return lastLoss
     }
 
     /// Enqueues the backward pass of the last forward: every trainable parameter's gradient, and
-    /// the gradient of every value that needs one.
+    /// the gradient of every value that needs one (and, with an optimizer, the update).
     public func backward() throws(CLNetError) {
+        guard !parametersLost else { throw Self.lostError }
         guard training else { throw .invalidShape(operation: "backward", message: "the executor was made for inference") }
         // The backward pass reads what the last forward saved, and the memory plan lets it
         // overwrite some of that; a second backward would read gradients instead of activations.
@@ -317,10 +394,61 @@ public final class Executor: @unchecked Sendable {
             throw .invalidShape(operation: "backward", message: "needs a forward pass since the last backward; call forward first")
         }
         forwardPending = false
-        for t in forwardTaskCount..<tasks.count { try run(t) }
-        try markOtherQueues()
-        for q in queues { try q.flush() }
+        do {
+            for t in forwardTaskCount..<tasks.count { try run(t) }
+            try markOtherQueues()
+            for q in queues { try q.flush() }
+        } catch {
+            try rollBack(after: error)
+        }
     }
+
+    /// After a failed call: waits for what was enqueued, puts the parameters, running statistics
+    /// and momentum back from the copy taken at the step's start, and throws `error`.
+    private func rollBack(after error: CLNetError) throws(CLNetError) -> Never {
+        for q in queues { try? q.finish() }
+        pending = []
+        uploads = []
+        forwardPending = false
+        events = Array(repeating: nil, count: tasks.count)
+        if backupValid {
+            do {
+                try restoreBackup()
+            } catch {
+                // Nothing is left to restore from: refuse further steps rather than train on
+                // half-updated weights.
+                parametersLost = true
+            }
+        }
+        throw error
+    }
+
+    private func restoreBackup() throws(CLNetError) {
+        guard let backupArena else { return }
+        try queue.copy(from: backupArena, to: parameterArena, bytes: parameterArena.byteCount)
+        if let momentumArena {
+            try queue.copy(from: backupArena, sourceOffset: parameterArena.byteCount, to: momentumArena,
+                           bytes: momentumArena.byteCount)
+        }
+        try queue.finish()
+        stepsTaken = stepStart
+        backupValid = false
+    }
+
+    /// Puts the parameters, running statistics and momentum back as they were before the last
+    /// training step's forward: to drop a step whose loss turned out not finite.
+    public func undoLastStep() throws(CLNetError) {
+        guard backupValid, !forwardPending else {
+            throw .invalidArgument("undoLastStep needs a training step (forward and backward) since the last undo")
+        }
+        try synchronize()
+        try restoreBackup()
+    }
+
+    private static let lostError = CLNetError.invalidArgument("""
+        a failed step could not restore this executor's parameters (the device failed again while \
+        copying them back); make a new executor and load the last checkpoint
+        """)
 
     // MARK: Profiling
 

@@ -37,6 +37,16 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     public init(model: String) { self.model = model }
 }
 
+/// What training does when a step's loss is not finite (NaN or infinite).
+public enum DivergencePolicy: String, Sendable, CaseIterable {
+    /// Stop with an error; the checkpoints written so far are left as they are.
+    case stop
+    /// Undo the step (weights, running statistics and momentum as before it), halve the
+    /// learning rate and go on; stop after `Trainer.maximumSkips` such steps in a row. Each step
+    /// then waits for its loss before the next starts, which costs some overlap.
+    case skip
+}
+
 /// Progress within an epoch, reported after every step.
 public struct StepProgress: Sendable {
     public var epoch: Int, step: Int, stepsInEpoch: Int
@@ -47,6 +57,8 @@ public struct StepProgress: Sendable {
     public var imagesPerSecond: Double
     public var secondsLeft: Double
     public var learningRate: Double
+    /// Steps skipped so far in this run because their loss was not finite (`DivergencePolicy.skip`).
+    public var skippedSteps = 0
 }
 
 /// What one epoch of training did.
@@ -95,6 +107,14 @@ public final class Trainer {
     private let evalLogits: Value?
     /// Optimizer steps taken since the run began (across resumes).
     public private(set) var step = 0
+    /// What a step whose loss is not finite does (default: stop the run).
+    public var divergencePolicy = DivergencePolicy.stop
+    /// Steps in a row `DivergencePolicy.skip` drops before it gives up.
+    public static let maximumSkips = 5
+    /// Steps dropped by `DivergencePolicy.skip` so far.
+    public private(set) var skippedSteps = 0
+    /// The schedule's rate is multiplied by this; each skipped step halves it.
+    public private(set) var learningRateScale = 1.0
 
     public var stepsPerEpoch: Int { trainLoader.batchesPerEpoch }
     /// The epoch the next step belongs to (0-based).
@@ -165,6 +185,13 @@ public final class Trainer {
         var inFlight: (reading: LossReading, rate: Double)? = nil
         func collect(_ reading: LossReading, _ rate: Double) throws(CLNetError) {
             let (loss, right) = try reading.value()
+            guard loss.isFinite else {
+                throw .invalidArgument("""
+                    training diverged: the loss of step \(step) is \(loss) (learning rate \(rate)); the checkpoints \
+                    written so far are intact. Lower the learning rate, add warm-up, or skip such steps \
+                    (--on-divergence skip)
+                    """)
+            }
             losses.append(loss)
             lossSum += Double(loss)
             correct += right
@@ -173,11 +200,13 @@ public final class Trainer {
             progress(StepProgress(epoch: epoch, step: first + done, stepsInEpoch: stepsPerEpoch, loss: lossSum / Double(done),
                                   accuracy: Double(correct) / Double(done * configuration.batchSize), stepLoss: loss,
                                   imagesPerSecond: Double(done * configuration.batchSize) / max(elapsed, 1e-9),
-                                  secondsLeft: perStep * Double(last - first - done), learningRate: rate))
+                                  secondsLeft: perStep * Double(last - first - done), learningRate: rate,
+                                  skippedSteps: skippedSteps))
         }
+        var skippedInARow = 0
         for index in first..<last {
             let batch = trainLoader.batch(epoch: epoch, index: index)
-            let rate = schedule.rate(at: step)
+            let rate = schedule.rate(at: step) * learningRateScale
             executor.optimizer?.learningRate = Float(rate)
             guard let reading = try executor.forward(["input": batch.inputs], labels: batch.labels,
                                                      seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step)))) else {
@@ -185,6 +214,26 @@ public final class Trainer {
             }
             try executor.backward()
             step += 1
+            if divergencePolicy == .skip {
+                // The loss decides whether the step stands, before the next one starts.
+                if !(try reading.value().loss.isFinite) {
+                    try executor.undoLastStep()
+                    executor.stepsTaken = Int64(step)
+                    learningRateScale *= 0.5
+                    skippedSteps += 1
+                    skippedInARow += 1
+                    if skippedInARow > Self.maximumSkips {
+                        throw .invalidArgument("""
+                            training diverged: \(skippedInARow) steps in a row had a loss that is not finite, down to a \
+                            learning rate of \(rate); the checkpoints written so far are intact
+                            """)
+                    }
+                    continue
+                }
+                skippedInARow = 0
+                try collect(reading, rate)
+                continue
+            }
             if let (r, lr) = inFlight { try collect(r, lr) }
             inFlight = (reading, rate)
         }
@@ -239,8 +288,16 @@ public final class Trainer {
         var configuration: TrainingConfiguration
         var modelSpec: String
         var step: Int
-        var version = 1
+        /// The checkpoint format; a CLNet that reads another refuses it.
+        var version = Trainer.checkpointVersion
+        /// The CLNet that wrote it, for messages.
+        var clnetVersion: String?
+        /// What `DivergencePolicy.skip` has done to the learning rate (absent: 1).
+        var learningRateScale: Double?
     }
+
+    /// The checkpoint format this CLNet writes and reads.
+    static let checkpointVersion = 1
 
     /// Writes the weights (torchvision's names, with `num_batches_tracked`), the momentum of
     /// every trainable parameter as `optimizer.momentum.<name>`, and the run (configuration and
@@ -248,10 +305,20 @@ public final class Trainer {
     /// atomically: a kill at any moment leaves the previous checkpoint whole.
     public func saveCheckpoint(to url: URL) throws(CLNetError) {
         var tensors = try executor.weightTensors()
+        // A diverged run must not replace the last good checkpoint.
+        for (name, value) in tensors {
+            if case let .float32(values, _) = value, !values.reduce(Float(0), { $0 + $1 * 0 }).isFinite {
+                throw .invalidArgument("""
+                    not writing a checkpoint at step \(step): \(name) holds values that are not finite (the run diverged); \
+                    the last checkpoint written is intact
+                    """)
+            }
+        }
         for p in executor.graph.parameters where p.trainable {
             tensors.append(("optimizer.momentum.\(p.name)", .float32(try executor.momentum(p.name), shape: p.shape.dims)))
         }
-        let state = CheckpointState(configuration: configuration, modelSpec: modelSpec, step: step)
+        let state = CheckpointState(configuration: configuration, modelSpec: modelSpec, step: step, clnetVersion: CLNet.version,
+                                    learningRateScale: learningRateScale == 1 ? nil : learningRateScale)
         let json: String
         do { json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self) } catch {
             throw .invalidArgument("cannot encode the checkpoint state: \(error)")
@@ -265,9 +332,18 @@ public final class Trainer {
         guard let json = file.metadata[Self.checkpointKey] else {
             throw .invalidArgument("\(url.path) is a weights file, not a CLNet checkpoint (it has no training state); use it with --weights")
         }
+        struct Version: Codable { var version: Int?; var clnetVersion: String? }
+        let written = try? JSONDecoder().decode(Version.self, from: Data(json.utf8))
+        if let v = written?.version, v != Self.checkpointVersion {
+            throw .invalidArgument("""
+                \(url.path) is a checkpoint of format \(v) (written by CLNet \(written?.clnetVersion ?? "unknown")); \
+                this CLNet (\(CLNet.version)) reads format \(Self.checkpointVersion). Resume with the CLNet that wrote it, \
+                or start from its weights (clnet eval and clnet run read them)
+                """)
+        }
         let state: CheckpointState
         do { state = try JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8)) } catch {
-            throw .invalidArgument("\(url.path): the checkpoint state cannot be read: \(error)")
+            throw .invalidArgument("\(url.path): the checkpoint state cannot be read (\(error)); it was not written by this CLNet")
         }
         guard state.configuration == configuration else {
             throw .invalidArgument("""
@@ -280,6 +356,7 @@ public final class Trainer {
             try executor.setMomentum(p.name, try file.floats("optimizer.momentum.\(p.name)"))
         }
         step = state.step
+        learningRateScale = state.learningRateScale ?? 1
         executor.stepsTaken = Int64(state.step)
     }
 }

@@ -24,24 +24,27 @@ extension Executor {
     /// `load`, skipping entries whose names start with `prefix` (a checkpoint's optimizer state).
     public func load(_ file: SafeTensors, ignoring prefix: String?) throws(CLNetError) {
         let tracked = batchesTrackedNames
-        var problems: [String] = []
+        var shapes: [String] = [], missing: [String] = [], unexpected: [String] = []
         for p in graph.parameters {
             guard let e = file.entries[p.name] else {
-                problems.append("missing \(p.name) \(p.shape)")
+                missing.append("missing \(p.name) \(p.shape)")
                 continue
             }
             if e.shape != p.shape.dims {
-                problems.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
+                shapes.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
             }
         }
         for name in file.entries.keys.sorted() where graph.parameterIndex(name) == nil && !tracked.contains(name)
             && !(prefix.map { name.hasPrefix($0) } ?? false) {
-            problems.append("unexpected \(name) \(file.entries[name]!.shape)")
+            unexpected.append("unexpected \(name) \(file.entries[name]!.shape)")
         }
-        guard problems.isEmpty else {
+        let count = shapes.count + missing.count + unexpected.count
+        guard count == 0 else {
+            // One line: the first two of each kind say enough to see which model the file is for.
+            let shown = [shapes, missing, unexpected].flatMap { $0.prefix(2) }
             throw .invalidShape(operation: "loading weights", message: """
-                the file does not match the model (\(problems.count) problem\(problems.count == 1 ? "" : "s")):
-                  \(problems.joined(separator: "\n  "))
+                the file does not match the model (\(count) problem\(count == 1 ? "" : "s"): \(shown.joined(separator: "; "))\
+                \(count > shown.count ? "; ..." : "")); are the weights for another model or another --model specification?
                 """)
         }
         var values: [(String, [Float])] = []
