@@ -98,3 +98,119 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
         STORE_GRAD(dz, AT(dzo, dzs, n, k), valid ? f * g : NAN, accumulate);
     }
 }
+
+// Knowledge distillation (Hinton et al. 2015): student logits z and teacher logits t [N, K],
+// temperature T and weight a. Per sample:
+//   loss = a T^2 KL(softmax(t / T) || softmax(z / T)) + (1 - a) CE(z, label)
+// with the cross-entropy's label smoothing eps. One work-group per sample; per[n] and
+// per[N + n] as xent_forward writes them, so xent_reduce takes the mean.
+inline float group_max(float v, __local float *scratch) {
+    const uint lid = get_local_id(0);
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = RED / 2; s > 0; s >>= 1) {
+        if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+__kernel void kd_forward(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
+                         __global const int *labels, uint lo, __global float *per, uint po, uint batch, uint classes,
+                         float eps, float temperature, float weight) {
+    __local float scratch[RED];
+    __local uint lidx[RED];
+    const uint n = get_group_id(0), lid = get_local_id(0);
+    float zm = -INFINITY, tm = -INFINITY;
+    for (uint k = lid; k < classes; k += RED) {
+        zm = fmax(zm, z[AT(zo, zs, n, k)]);
+        tm = fmax(tm, t[AT(to, ts, n, k)]);
+    }
+    zm = group_max(zm, scratch);
+    tm = group_max(tm, scratch);
+    // Sums of exp for softmax(z), softmax(z / T) and softmax(t / T), and the sum of z.
+    float se = 0.0f, seT = 0.0f, stT = 0.0f, sz = 0.0f;
+    for (uint k = lid; k < classes; k += RED) {
+        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        se += exp(v - zm);
+        seT += exp((v - zm) / temperature);
+        stT += exp((u - tm) / temperature);
+        sz += v;
+    }
+    se = group_sum(se, scratch);
+    seT = group_sum(seT, scratch);
+    stT = group_sum(stT, scratch);
+    sz = group_sum(sz, scratch);
+    // KL = sum p (log p - log q), p = softmax(t / T), q = softmax(z / T).
+    float kl = 0.0f, top = -INFINITY;
+    uint arg = classes;
+    for (uint k = lid; k < classes; k += RED) {
+        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        const float logp = (u - tm) / temperature - log(stT), logq = (v - zm) / temperature - log(seT);
+        kl += exp(logp) * (logp - logq);
+        if (v > top || arg == classes) { top = v; arg = k; }
+    }
+    kl = group_sum(kl, scratch);
+    // The first maximum of z, for the correct count.
+    scratch[lid] = top; lidx[lid] = arg;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = RED / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            const float a = scratch[lid], b = scratch[lid + s];
+            const uint ia = lidx[lid], ib = lidx[lid + s];
+            if (ib < classes && (ia >= classes || b > a || (b == a && ib < ia))) { scratch[lid] = b; lidx[lid] = ib; }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const uint best = lidx[0];
+    if (lid == 0) {
+        const int label = labels[lo + n];
+        if (label < 0 || label >= (int)classes) {
+            per[po + n] = NAN;
+            per[po + batch + n] = 0.0f;
+        } else {
+            const float zl = z[AT(zo, zs, n, (uint)label)];
+            const float ce = log(se) + zm - (1.0f - eps) * zl - eps / (float)classes * sz;
+            per[po + n] = weight * temperature * temperature * kl + (1.0f - weight) * ce;
+            per[po + batch + n] = best == (uint)label ? 1.0f : 0.0f;
+        }
+    }
+}
+
+// dz = scale / N * (a T (softmax(z / T) - softmax(t / T)) + (1 - a) (softmax(z) - target)).
+__kernel void kd_backward(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
+                          __global const int *labels, uint lo, __global float *dz, uint dzo, uint dzs,
+                          uint batch, uint classes, float eps, float temperature, float weight, float scale,
+                          uint accumulate) {
+    __local float scratch[RED];
+    const uint n = get_group_id(0), lid = get_local_id(0);
+    float zm = -INFINITY, tm = -INFINITY;
+    for (uint k = lid; k < classes; k += RED) {
+        zm = fmax(zm, z[AT(zo, zs, n, k)]);
+        tm = fmax(tm, t[AT(to, ts, n, k)]);
+    }
+    zm = group_max(zm, scratch);
+    tm = group_max(tm, scratch);
+    float se = 0.0f, seT = 0.0f, stT = 0.0f;
+    for (uint k = lid; k < classes; k += RED) {
+        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        se += exp(v - zm);
+        seT += exp((v - zm) / temperature);
+        stT += exp((u - tm) / temperature);
+    }
+    se = group_sum(se, scratch);
+    seT = group_sum(seT, scratch);
+    stT = group_sum(stT, scratch);
+    const int label = labels[lo + n];
+    const bool valid = label >= 0 && label < (int)classes;
+    const float f = scale / (float)batch, uniform = eps / (float)classes;
+    for (uint k = lid; k < classes; k += RED) {
+        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        const float soft = exp((v - zm) / temperature) / seT - exp((u - tm) / temperature) / stT;
+        const float hard = exp(v - zm) / se - ((int)k == label ? 1.0f - eps : 0.0f) - uniform;
+        STORE_GRAD(dz, AT(dzo, dzs, n, k), valid ? f * (weight * temperature * soft + (1.0f - weight) * hard) : NAN,
+                   accumulate);
+    }
+}

@@ -161,6 +161,7 @@ public func operationKind(_ operation: Operation) -> String {
     case .stochasticDepth: "stochastic depth"
     case .padShortcut: "pad shortcut"
     case .softmaxCrossEntropy: "softmax cross-entropy"
+    case .distillation: "distillation loss"
     case .sigmoid: "sigmoid"
     case .prelu: "prelu"
     case .channelScale: "channel scale"

@@ -86,6 +86,15 @@ struct Train: ParsableCommand {
     @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
     var device: String?
 
+    @Option(help: "Distil from a teacher: SPEC:WEIGHTS.safetensors (e.g. resnet56:teacher/model.safetensors).")
+    var teacher: String?
+
+    @Option(help: "Distillation temperature T (with --teacher).")
+    var kdTemperature = 4.0
+
+    @Option(help: "Distillation: the soft targets' weight a in [0, 1]; the labels get 1 - a (with --teacher).")
+    var kdWeight = 0.9
+
     @Option(help: "When a step's loss is NaN or infinite: stop (the checkpoints stay as they were), or skip (undo the step, halve the learning rate, go on).")
     var onDivergence = "stop"
 
@@ -129,6 +138,11 @@ struct Train: ParsableCommand {
         config.stochasticDepth = stochasticDepth
         config.zeroInitResidual = zeroInitResidual
         config.seed = seed
+        if let teacher {
+            config.teacher = teacher
+            config.distillationTemperature = kdTemperature
+            config.distillationWeight = kdWeight
+        }
         let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
         let context = try Context(device: dev)
         let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: context)

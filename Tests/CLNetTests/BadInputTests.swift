@@ -94,6 +94,13 @@ struct BadInputTests {
         Case(arguments: ["train", "--resume", "--output", "format99"], message: "checkpoint of format 99",
              absent: ["format99/metrics.jsonl", "format99/model.safetensors"]),
         Case(arguments: ["train", "--device", "99", "--output", "run"], message: "no OpenCL device has index 99"),
+        Case(arguments: ["train", "--teacher", "resnet20", "--output", "run"], message: "must be SPEC:WEIGHTS.safetensors"),
+        Case(arguments: ["train", "--teacher", "resnet32:w.safetensors", "--output", "run"], message: "does not match the model"),
+        // Export.
+        Case(arguments: ["export", "--model", model, "--weights", "w.safetensors", "--output", "out.safetensors"],
+             message: "nothing to export: give --fold-bn"),
+        Case(arguments: ["export", "--model", "resnet32:channels=1", "--weights", "w.safetensors", "--fold-bn", "--output",
+                         "out.safetensors"], message: "does not match the model"),
         // Evaluation.
         Case(arguments: ["eval", "--model", model, "--weights", "missing.safetensors"], message: "does not exist"),
         Case(arguments: ["eval", "--model", "resnet32:channels=1", "--weights", "w.safetensors"], message: "does not match the model"),

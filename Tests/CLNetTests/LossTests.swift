@@ -1,7 +1,7 @@
 import CLNet
 import Testing
 
-@Suite("Loss: softmax cross-entropy")
+@Suite("Loss: softmax cross-entropy and distillation")
 struct LossTests {
     @Test(arguments: [[1, 2], [4, 10], [7, 3], [33, 1000]], [0.0, 0.1])
     func crossEntropy(size: [Int], smoothing: Double) throws {
@@ -52,5 +52,82 @@ struct LossTests {
             let fd = finiteDifference(at: z) { Reference.softmaxCrossEntropy($0, batch: batch, labels: labels, smoothing: eps).loss }
             #expect(relativeError(g, fd) < 1e-6)
         }
+    }
+
+    /// Knowledge distillation's loss and gradient on the device against the CPU reference, over
+    /// temperatures, weights (0 and 1 included) and label smoothing.
+    @Test(arguments: [([1, 2], 1.0, 0.5, 0.0), ([4, 10], 4.0, 0.9, 0.0), ([7, 3], 2.0, 1.0, 0.1), ([33, 1000], 8.0, 0.0, 0.1),
+                      ([5, 10], 0.5, 0.7, 0.0)])
+    func distillation(size: [Int], temperature: Double, weight: Double, smoothing: Double) throws {
+        let (batch, classes) = (size[0], size[1])
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("kd \(batch)x\(classes) T \(temperature) a \(weight)")
+        let z = randomDoubles(batch * classes, using: &rng, in: -5...5), t = randomDoubles(batch * classes, using: &rng, in: -5...5)
+        let labels = (0..<batch).map { _ in Int.random(in: 0..<classes, using: &rng) }
+        let d = Distillation(temperature: Float(temperature), weight: Float(weight), labelSmoothing: Float(smoothing))
+        let want = Reference.distillation(z, teacher: t, batch: batch, labels: labels, temperature: temperature, weight: weight,
+                                          smoothing: smoothing)
+        let zt = try deviceTensor(q, z, [batch, classes], strided: true), tt = try deviceTensor(q, t, [batch, classes], strided: true)
+        let lb = try q.context.buffer(bytes: batch * 4)
+        try q.write(labels.map { Int32($0) }, to: lb)
+        let result = try poisonedTensor(q, [2]), ws = try poisonedTensor(q, [SoftmaxCrossEntropy.workspaceCount(batch: batch)])
+        try d.forward(q, logits: zt, teacher: tt, labels: lb, result: result, workspace: ws)
+        let r: [Float] = try q.read(result)
+        #expect(relativeError([r[0]], [want.loss]) <= forwardBound, "loss \(r[0]) vs \(want.loss)")
+        #expect(Int(exactly: r[1]) == want.correct)
+        let dzt = try poisonedTensor(q, [batch, classes], strided: true)
+        try d.backward(q, logits: zt, teacher: tt, labels: lb, dlogits: dzt, scale: 0.5)
+        try expectClose(q, dzt, Reference.distillationBackward(z, teacher: t, batch: batch, labels: labels, temperature: temperature,
+                                                               weight: weight, smoothing: smoothing, scale: 0.5),
+                        backwardBound, "dlogits")
+        #expect(throws: CLNetError.self) {
+            try Distillation(temperature: 0, weight: 0.5).forward(q, logits: zt, teacher: tt, labels: lb, result: result, workspace: ws)
+        }
+    }
+
+    @Test func distillationReferenceGradientMatchesFiniteDifferences() {
+        var rng = freshGenerator("kd finite differences")
+        let (batch, classes) = (3, 5)
+        let z = randomDoubles(batch * classes, using: &rng, in: -3...3), t = randomDoubles(batch * classes, using: &rng, in: -3...3)
+        let labels = [0, 4, 2]
+        for (temperature, weight, eps) in [(1.0, 0.5, 0.0), (4.0, 0.9, 0.1), (3.0, 1.0, 0.0)] {
+            let g = Reference.distillationBackward(z, teacher: t, batch: batch, labels: labels, temperature: temperature, weight: weight,
+                                                   smoothing: eps)
+            let fd = finiteDifference(at: z) {
+                Reference.distillation($0, teacher: t, batch: batch, labels: labels, temperature: temperature, weight: weight,
+                                       smoothing: eps).loss
+            }
+            #expect(relativeError(g, fd) < 1e-6, "T \(temperature) a \(weight)")
+        }
+        // With the teacher's own logits as the student's and a = 1, the loss and gradient vanish.
+        let zero = Reference.distillationBackward(t, teacher: t, batch: batch, labels: labels, temperature: 2, weight: 1)
+        #expect(zero.allSatisfy { abs($0) < 1e-12 })
+    }
+
+    /// A training graph whose loss is distillation runs a step on the device as the reference does.
+    @Test func distillationGraphStep() throws {
+        var rng = freshGenerator("kd graph")
+        var graph = try ModelSpec.graph("cifar_resnet:depth=8,channels=1,classes=5", batch: 3, size: 8).graph
+        try graph.setLabelSmoothing(0.1)
+        graph = try graph.distilling(Distillation(temperature: 3, weight: 0.8))
+        #expect(graph.inputs.map(\.name) == ["input", "teacher"])
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true, queues: 2)
+        try executor.initialize(seed: rng.next())
+        var params: [String: [Double]] = [:]
+        for p in graph.parameters { params[p.name] = try executor.parameter(p.name).map(Double.init) }
+        let x = randomDoubles(3 * 64, using: &rng), teacher = randomDoubles(15, using: &rng, in: -3...3), labels = [4, 0, 2]
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["input": x, "teacher": teacher], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+        let reading = try executor.forward(["input": x.map(Float.init), "teacher": teacher.map(Float.init)], labels: labels)
+        try executor.backward()
+        let loss = try #require(reading).value().loss
+        #expect(relativeError([loss], values[graph.nodes[graph.lossNode!].output.index]) <= 1e-5)
+        var device: [Float] = [], want: [Double] = []
+        for p in graph.parameters where p.trainable {
+            device += try executor.gradient(p.name)
+            want += grads.parameters[p.name]!
+        }
+        #expect(relativeError(device, want) <= 1e-4)
     }
 }

@@ -25,6 +25,32 @@ struct TrainerTests {
         return try DataSource(parsing: "mnist:\(dir.path)").load(train: true)
     }
 
+    /// A student distils from a teacher's saved weights (a chain: the student could teach the
+    /// next): its loss is finite, and a checkpoint resumes with the teacher in its configuration.
+    @Test func distillationTrainsAStudent() throws {
+        let train = try Self.data(64, seed: 31), test = try Self.data(30, seed: 32)
+        let context = try Shared.context()
+        let dir = try temporaryDirectory("distillation")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let teacherWeights = dir.appendingPathComponent("teacher.safetensors")
+        let teacher = try Trainer(configuration: Self.config("cifar_resnet:depth=14"), train: train, test: test, context: context)
+        _ = try teacher.trainEpoch()
+        try teacher.executor.save(to: teacherWeights)
+        var config = Self.config()
+        config.teacher = "cifar_resnet:depth=14:\(teacherWeights.path)"
+        config.distillationTemperature = 3
+        config.distillationWeight = 0.7
+        let student = try Trainer(configuration: config, train: train, test: test, context: context)
+        #expect(student.executor.graph.inputs.map(\.name) == ["input", "teacher"])
+        let losses = try student.trainEpoch().stepLosses
+        #expect(losses.count == 4 && losses.allSatisfy(\.isFinite), "\(losses)")
+        #expect(try student.evaluate().top1 >= 0)
+        var wrong = config
+        wrong.teacher = "cifar_resnet:depth=14"
+        let e = #expect(throws: CLNetError.self) { try Trainer(configuration: wrong, train: train, test: test, context: context) }
+        #expect("\(e!)".contains("SPEC:WEIGHTS.safetensors"))
+    }
+
     /// Four steps straight, or two, a checkpoint, a new trainer from it, and two more: the same
     /// losses and weights, bit for bit.
     @Test func resumeEqualsUninterrupted() throws {

@@ -97,7 +97,7 @@ extension Graph {
         case .padShortcut:
             cost.forward = WorkCost(flops: 0, bytes: (x + y) * f)
             cost.backward = WorkCost(flops: 0, bytes: (y + dx) * f)
-        case .softmaxCrossEntropy:
+        case .softmaxCrossEntropy, .distillation:
             // Max, exp, sum, log and the label term per logit.
             cost.forward = WorkCost(flops: 5 * x, bytes: x * f)
             cost.backward = WorkCost(flops: 3 * x, bytes: 2 * x * f)

@@ -140,7 +140,7 @@ public final class Executor: @unchecked Sendable {
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [2 * ScalarAffine.partialGroups])
             case .maxPool:
                 poolIndices[k] = try context.buffer(bytes: graph.shape(of: node.output).count * 4)
-            case .softmaxCrossEntropy:
+            case .softmaxCrossEntropy, .distillation:
                 nodeWorkspaces[k] = try Tensor(context: context, shape: [SoftmaxCrossEntropy.workspaceCount(batch: x.n)])
                 lossResult = try Tensor(context: context, shape: [2])
             default:
@@ -592,6 +592,10 @@ public final class Executor: @unchecked Sendable {
             try SoftmaxCrossEntropy.forward(queue, logits: x, labels: labels!, result: lossResult!,
                                             workspace: nodeWorkspaces[k]!, labelSmoothing: smoothing)
             try Concat.copy(queue, from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        case let .distillation(d):
+            try d.forward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, result: lossResult!,
+                          workspace: nodeWorkspaces[k]!)
+            try Concat.copy(queue, from: try lossResult!.vector(offset: 0, count: 1), to: y)
         }
     }
 
@@ -697,6 +701,11 @@ public final class Executor: @unchecked Sendable {
                 try SoftmaxCrossEntropy.backward(queue, logits: x, labels: labels!, dlogits: dx, labelSmoothing: smoothing,
                                                  accumulate: accumulate)
             }
+        case let .distillation(d):
+            if let dx {
+                try d.backward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, dlogits: dx,
+                               accumulate: accumulate)
+            }
         }
     }
 
@@ -767,7 +776,7 @@ public final class Executor: @unchecked Sendable {
         var nextBranch = 0
         for (k, node) in graph.nodes.enumerated() where queues.count > 1 {
             // The loss stays on queue 0, where its result is read back.
-            if case .softmaxCrossEntropy = node.operation { continue }
+            if k == graph.lossNode { continue }
             if node.inputs.count == 1 {
                 let v = node.inputs[0]
                 if consumed[v, default: 0] > 0 {

@@ -76,6 +76,9 @@ public enum Operation: Sendable, Equatable {
     case scalarAffine(scale: Bool, bias: Bool)
     /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
     case softmaxCrossEntropy(labelSmoothing: Float)
+    /// Knowledge distillation's loss over the student's logits and the teacher's (inputs 0 and
+    /// 1, [N, K]) and labels given at run time; output [1].
+    case distillation(Distillation)
 }
 
 /// One operator application.
@@ -107,7 +110,12 @@ public struct Graph: Sendable {
 
     /// The loss node, if the graph has one.
     public var lossNode: Int? {
-        nodes.firstIndex { if case .softmaxCrossEntropy = $0.operation { return true } else { return false } }
+        nodes.firstIndex {
+            switch $0.operation {
+            case .softmaxCrossEntropy, .distillation: true
+            default: false
+            }
+        }
     }
 
     /// Which values need a gradient: those computed, directly or not, from a trainable parameter.
@@ -168,8 +176,12 @@ public struct Graph: Sendable {
         guard let k = lossNode else { throw .invalidShape(operation: "label smoothing", message: "the graph has no loss node") }
         guard (0..<1).contains(smoothing) else { throw .invalidArgument("label smoothing must be in [0, 1), not \(smoothing)") }
         let n = nodes[k]
-        nodes[k] = Node(name: n.name, operation: .softmaxCrossEntropy(labelSmoothing: smoothing), inputs: n.inputs,
-                        output: n.output, parameters: n.parameters)
+        var operation = Operation.softmaxCrossEntropy(labelSmoothing: smoothing)
+        if case var .distillation(d) = n.operation {
+            d.labelSmoothing = smoothing
+            operation = .distillation(d)
+        }
+        nodes[k] = Node(name: n.name, operation: operation, inputs: n.inputs, output: n.output, parameters: n.parameters)
     }
 
     /// Number of trainable parameter values (what torchvision's parameter counts count).
@@ -302,6 +314,16 @@ public struct GraphBuilder: Sendable {
         return try add(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
     }
 
+    /// The distillation loss of the student's `logits` against the `teacher`'s (see
+    /// `Distillation`); the labels are given to the executor when it runs.
+    public mutating func distillation(_ logits: Value, teacher: Value, _ d: Distillation, name: String) throws(CLNetError) -> Value {
+        let s = shape(logits)
+        try require(s.rank == 2 && shape(teacher) == s, name, "logits \(s) from \(origin(logits)) and teacher \(shape(teacher)) from \(origin(teacher)) must both be [N, K]")
+        do { try d.check("node \(name)") } catch { throw error }
+        try require(graph.lossNode == nil, name, "the graph already has a loss, node \(graph.lossNode.map { graph.nodes[$0].name } ?? "")")
+        return try add(name, .distillation(d), [logits, teacher], [1], [])
+    }
+
     /// The option-A shortcut of the CIFAR ResNets: subsample by `stride`, zero-pad to `outChannels`.
     public mutating func padShortcut(_ x: Value, outChannels: Int, stride: Int, name: String) throws(CLNetError) -> Value {
         let op = PadShortcut(outChannels: outChannels, stride: stride)
@@ -358,6 +380,19 @@ public struct GraphBuilder: Sendable {
         if let scale { params.append((scale, [1], .normWeight, .constant(1))) }
         if let bias { params.append((bias, [1], .normBias, .constant(0))) }
         return try addNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), params)
+    }
+
+    /// Adds a copy of `node` (of `graph`) reading `inputs` of this graph: the same operation,
+    /// name and parameters. Graph transformations rebuild graphs with it.
+    public mutating func replay(_ node: Node, of graph: Graph, inputs: [Value]) throws(CLNetError) -> Value {
+        guard inputs.count == node.inputs.count,
+              zip(inputs, node.inputs).allSatisfy({ shape($0) == graph.shape(of: $1) }) else {
+            throw .invalidShape(operation: "node \(node.name)", message: "replayed with inputs \(inputs.map { shape($0) }) instead of \(node.inputs.map { graph.shape(of: $0) })")
+        }
+        let params = node.parameters.map { i in
+            (graph.parameters[i].name, graph.parameters[i].shape, graph.parameters[i].role, graph.parameters[i].initialization)
+        }
+        return try addNode(node.name, node.operation, inputs, graph.shape(of: node.output), params)
     }
 
     /// Sets how parameter `name` is initialised (see `ParameterInit`).

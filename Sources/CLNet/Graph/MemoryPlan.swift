@@ -197,6 +197,7 @@ public struct MemoryPlan: Sendable {
     static func savedForBackward(_ node: Node) -> [Value] {
         switch node.operation {
         case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu: return [node.inputs[0]]
+        case .distillation: return node.inputs
         case let .scalarAffine(scale, _): return scale ? [node.inputs[0]] : []
         case .channelScale, .selectiveSum: return node.inputs
         case .relu, .sigmoid: return [node.output]

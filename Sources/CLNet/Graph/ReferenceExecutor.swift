@@ -89,6 +89,10 @@ public struct ReferenceExecutor: Sendable {
             case let .softmaxCrossEntropy(smoothing):
                 try Self.checkLabels(labels, shape)
                 y = [Reference.softmaxCrossEntropy(xs[0], batch: shape.n, labels: labels, smoothing: Double(smoothing)).loss]
+            case let .distillation(d):
+                try Self.checkLabels(labels, shape)
+                y = [Reference.distillation(xs[0], teacher: xs[1], batch: shape.n, labels: labels, temperature: Double(d.temperature),
+                                            weight: Double(d.weight), smoothing: Double(d.labelSmoothing)).loss]
             }
             values[node.output.index] = y
         }
@@ -208,6 +212,12 @@ public struct ReferenceExecutor: Sendable {
             case let .softmaxCrossEntropy(smoothing):
                 inputGrads = [Reference.softmaxCrossEntropyBackward(xs[0], batch: shape.n, labels: labels,
                                                                     smoothing: Double(smoothing), scale: dy[0])]
+            case let .distillation(d):
+                // The teacher's logits are data: no gradient flows into them.
+                inputGrads = [Reference.distillationBackward(xs[0], teacher: xs[1], batch: shape.n, labels: labels,
+                                                             temperature: Double(d.temperature), weight: Double(d.weight),
+                                                             smoothing: Double(d.labelSmoothing), scale: dy[0]),
+                              [Double](repeating: 0, count: xs[1].count)]
             }
             for g in step.inputs { add(node.inputs[g.input], inputGrads[g.input], g.accumulate) }
         }

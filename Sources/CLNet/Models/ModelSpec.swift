@@ -15,7 +15,9 @@
 /// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
 /// `sk=R` (selective kernels), `act=prelu`, `dilation=0.1.1` (torchvision's
 /// `replace_stride_with_dilation`), `pool=conv` (a strided convolution instead of max pooling);
-/// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup).
+/// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
+/// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
+/// writes its weights).
 public enum ModelSpec {
     /// Every model name, in a stable order.
     public static let names: [String] = [
@@ -252,11 +254,19 @@ public enum ModelSpec {
             model.activation = try activation()
             result = try model.graph(batch: batch, size: size ?? 32, loss: loss)
         }
+        var folded = result
+        if try choice("fold_bn", false, ["0": false, "1": true]) {
+            let fold = try result.graph.foldingBatchNorms()
+            guard let logits = fold.values[result.logits.index] else {
+                throw .invalidArgument("model specification '\(spec)': folding removed the logits")
+            }
+            folded = (fold.graph, logits)
+        }
         let unknown = Set(options.keys).subtracting(used)
         if let key = unknown.sorted().first {
             throw .invalidArgument("model specification '\(spec)': unknown parameter '\(key)' for \(head)")
         }
-        return result
+        return folded
     }
 }
 

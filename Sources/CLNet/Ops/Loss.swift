@@ -48,3 +48,62 @@ public enum SoftmaxCrossEntropy {
                              .float(scale), .flag(accumulate)], groups: logits.shape.n, waitFor: waitFor)
     }
 }
+
+/// Knowledge distillation's loss (Hinton et al. 2015): for student logits z and teacher logits
+/// t, the mean over the batch of a T^2 KL(softmax(t / T) || softmax(z / T)) + (1 - a) CE(z, y),
+/// the cross-entropy with label smoothing. The T^2 keeps the soft targets' gradient on the same
+/// scale as the hard ones' for any temperature.
+public struct Distillation: Sendable, Hashable, Codable {
+    public var temperature: Float
+    /// The soft targets' share a, in [0, 1].
+    public var weight: Float
+    public var labelSmoothing: Float
+
+    public init(temperature: Float, weight: Float, labelSmoothing: Float = 0) {
+        self.temperature = temperature
+        self.weight = weight
+        self.labelSmoothing = labelSmoothing
+    }
+
+    func check(_ op: String) throws(CLNetError) {
+        guard temperature > 0, temperature.isFinite, (0...1).contains(weight), (0..<1).contains(labelSmoothing) else {
+            throw .invalidShape(operation: op, message: """
+                temperature \(temperature) must be positive, weight \(weight) in [0, 1] and label smoothing \(labelSmoothing) in [0, 1)
+                """)
+        }
+    }
+
+    private func checkTensors(_ op: String, _ logits: Tensor, _ teacher: Tensor, _ labels: Buffer) throws(CLNetError) {
+        try check(op)
+        try SoftmaxCrossEntropy.check(op, logits, labels, labelSmoothing)
+        try checkSameShape(op, ["logits": logits.shape, "teacher": teacher.shape])
+    }
+
+    /// Writes [mean loss, correct count] into `result`, as `SoftmaxCrossEntropy.forward`.
+    @discardableResult
+    public func forward(_ q: CommandQueue, logits: Tensor, teacher: Tensor, labels: Buffer, result: Tensor, workspace: Tensor,
+                        waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try checkTensors("Distillation", logits, teacher, labels)
+        let n = logits.shape.n
+        guard result.shape.count == 2, workspace.shape.count >= SoftmaxCrossEntropy.workspaceCount(batch: n) else {
+            throw .invalidShape(operation: "Distillation", message: "result \(result.shape) must hold 2 floats and workspace \(workspace.shape) \(2 * n)")
+        }
+        let per = try q.reduce(.loss, "kd_forward", logits.arguments + teacher.arguments + [.buffer(labels), .uint(0)] +
+                               workspace.vectorArguments + [.count(n), .count(logits.shape.sampleCount), .float(labelSmoothing),
+                                .float(temperature), .float(weight)], groups: n, waitFor: waitFor)
+        return try q.reduce(.loss, "xent_reduce", workspace.vectorArguments + [.count(n)] + result.vectorArguments,
+                            groups: 1, waitFor: [per])
+    }
+
+    /// The gradient for the student's logits; the teacher gets none.
+    @discardableResult
+    public func backward(_ q: CommandQueue, logits: Tensor, teacher: Tensor, labels: Buffer, dlogits: Tensor, scale: Float = 1,
+                         accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try checkTensors("Distillation backward", logits, teacher, labels)
+        try checkSameShape("Distillation backward", ["logits": logits.shape, "dlogits": dlogits.shape])
+        return try q.reduce(.loss, "kd_backward", logits.arguments + teacher.arguments + [.buffer(labels), .uint(0)] +
+                            dlogits.arguments + [.count(logits.shape.n), .count(logits.shape.sampleCount), .float(labelSmoothing),
+                             .float(temperature), .float(weight), .float(scale), .flag(accumulate)],
+                            groups: logits.shape.n, waitFor: waitFor)
+    }
+}

@@ -38,3 +38,42 @@ extension Reference {
         return d
     }
 }
+
+extension Reference {
+    /// Knowledge distillation's loss (see `Distillation`) and the correct count.
+    public static func distillation(_ logits: [Double], teacher: [Double], batch: Int, labels: [Int], temperature: Double,
+                                    weight: Double, smoothing: Double = 0) -> (loss: Double, correct: Int) {
+        let hard = softmaxCrossEntropy(logits, batch: batch, labels: labels, smoothing: smoothing)
+        let k = logits.count / batch
+        var kl = 0.0
+        for n in 0..<batch {
+            let p = softmax(teacher[n * k..<(n + 1) * k].map { $0 / temperature })
+            let q = softmax(logits[n * k..<(n + 1) * k].map { $0 / temperature })
+            for j in 0..<k where p[j] > 0 { kl += p[j] * (log(p[j]) - log(q[j])) }
+        }
+        return (weight * temperature * temperature * kl / Double(batch) + (1 - weight) * hard.loss, hard.correct)
+    }
+
+    public static func distillationBackward(_ logits: [Double], teacher: [Double], batch: Int, labels: [Int],
+                                            temperature: Double, weight: Double, smoothing: Double = 0,
+                                            scale: Double = 1) -> [Double] {
+        let hard = softmaxCrossEntropyBackward(logits, batch: batch, labels: labels, smoothing: smoothing, scale: scale)
+        let k = logits.count / batch
+        var d = [Double](repeating: 0, count: logits.count)
+        for n in 0..<batch {
+            let p = softmax(teacher[n * k..<(n + 1) * k].map { $0 / temperature })
+            let q = softmax(logits[n * k..<(n + 1) * k].map { $0 / temperature })
+            for j in 0..<k {
+                d[n * k + j] = scale / Double(batch) * weight * temperature * (q[j] - p[j]) + (1 - weight) * hard[n * k + j]
+            }
+        }
+        return d
+    }
+
+    static func softmax(_ x: [Double]) -> [Double] {
+        let m = x.max()!
+        let e = x.map { exp($0 - m) }
+        let s = e.reduce(0, +)
+        return e.map { $0 / s }
+    }
+}

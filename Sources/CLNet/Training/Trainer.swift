@@ -33,6 +33,13 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// Fixes initialisation, data order, augmentation and dropout: the same seed, the same run.
     public var seed: UInt64 = 0
     public var evalBatchSize = 500
+    /// Knowledge distillation: the teacher as `SPEC:WEIGHTS` (a model specification and its
+    /// weights file), trained on together with the labels (see `Distillation`). A teacher
+    /// trained this way can teach the next student (the teacher-assistant chain of Mirzadeh et al.).
+    public var teacher: String?
+    /// Distillation's temperature T and the soft targets' weight a (defaults 4 and 0.9).
+    public var distillationTemperature: Double?
+    public var distillationWeight: Double?
 
     public init(model: String) { self.model = model }
 }
@@ -104,6 +111,8 @@ public final class Trainer {
     /// The training executor: parameters, gradients, momentum.
     public let executor: Executor
     private let evaluator: Executor?
+    /// With distillation: the teacher (inference) and its logits.
+    private let teacher: (executor: Executor, logits: Value)?
     private let evalLogits: Value?
     /// Optimizer steps taken since the run began (across resumes).
     public private(set) var step = 0
@@ -154,6 +163,19 @@ public final class Trainer {
         let ctx: Context
         if let context { ctx = context } else { ctx = try Context() }
         var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize, size: train.height).graph
+        if let teacher = c.teacher {
+            let (teacherGraph, teacherLogits, file) = try Self.teacher(teacher, fill: fill, batch: c.batchSize, size: train.height)
+            let t = try Executor(graph: teacherGraph, context: ctx, training: false, keep: [teacherLogits])
+            try t.load(file, ignoring: "optimizer.")
+            guard teacherGraph.shape(of: teacherLogits) == graph.shape(of: graph.nodes[graph.lossNode!].inputs[0]) else {
+                throw .invalidArgument("the teacher \(teacher) predicts \(teacherGraph.shape(of: teacherLogits)) but the student \(graph.shape(of: graph.nodes[graph.lossNode!].inputs[0]))")
+            }
+            self.teacher = (t, teacherLogits)
+            graph = try graph.distilling(Distillation(temperature: Float(c.distillationTemperature ?? 4),
+                                                      weight: Float(c.distillationWeight ?? 0.9)))
+        } else {
+            self.teacher = nil
+        }
         if c.labelSmoothing > 0 { try graph.setLabelSmoothing(Float(c.labelSmoothing)) }
         guard train.height == train.width else {
             throw .invalidArgument("images must be square, not \(train.height)x\(train.width)")
@@ -208,7 +230,14 @@ public final class Trainer {
             let batch = trainLoader.batch(epoch: epoch, index: index)
             let rate = schedule.rate(at: step) * learningRateScale
             executor.optimizer?.learningRate = Float(rate)
-            guard let reading = try executor.forward(["input": batch.inputs], labels: batch.labels,
+            var inputs = ["input": batch.inputs]
+            if let teacher {
+                // The teacher's logits go to the student's graph as an input; reading them back
+                // costs a wait per step, small next to the two networks' work.
+                try teacher.executor.forward(["input": batch.inputs])
+                inputs["teacher"] = try teacher.executor.read(teacher.logits)
+            }
+            guard let reading = try executor.forward(inputs, labels: batch.labels,
                                                      seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step)))) else {
                 throw .invalidShape(operation: "Trainer", message: "the model has no loss node")
             }
@@ -277,6 +306,19 @@ public final class Trainer {
         }
         let n = Double(max(samples, 1))
         return Evaluation(loss: loss / n, top1: Double(top1) / n, top5: Double(top5) / n, samples: samples)
+    }
+
+    /// The teacher of `SPEC:WEIGHTS`: its inference graph (channels and classes filled from the
+    /// data unless given), logits, and weights file.
+    static func teacher(_ text: String, fill: [String: String], batch: Int, size: Int) throws(CLNetError)
+        -> (Graph, Value, SafeTensors) {
+        // The weights path follows the last ':' (a specification has at most one).
+        guard let colon = text.lastIndex(of: ":"), text[text.index(after: colon)...].hasSuffix(".safetensors") else {
+            throw .invalidArgument("--teacher \(text) must be SPEC:WEIGHTS.safetensors, e.g. resnet56:teacher/model.safetensors")
+        }
+        let spec = ModelSpec.filling(String(text[..<colon]), fill)
+        let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: size, loss: false)
+        return (graph, logits, try SafeTensors(contentsOf: URL(fileURLWithPath: String(text[text.index(after: colon)...]))))
     }
 
     // MARK: Checkpoints

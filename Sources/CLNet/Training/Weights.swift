@@ -6,16 +6,10 @@ import Foundation
 
 /// Loading and saving an executor's parameters in torchvision's `state_dict` layout.
 extension Executor {
-    /// The `num_batches_tracked` buffer names PyTorch keeps beside each batch norm.
-    var batchesTrackedNames: Set<String> {
-        Set(graph.nodes.compactMap { node in
-            if case .batchNorm = node.operation { return "\(node.name).num_batches_tracked" }
-            return nil
-        })
-    }
+    var batchesTrackedNames: Set<String> { graph.batchesTrackedNames }
 
     /// Loads every parameter and buffer from `file`, strictly: a missing tensor, an unexpected
-    /// one, or a shape that differs throws, listing each with both shapes, and loads nothing.
+    /// one, or a shape that differs throws, naming them, and loads nothing.
     /// `num_batches_tracked` entries are accepted and skipped.
     public func load(_ file: SafeTensors) throws(CLNetError) {
         try load(file, ignoring: nil)
@@ -23,33 +17,7 @@ extension Executor {
 
     /// `load`, skipping entries whose names start with `prefix` (a checkpoint's optimizer state).
     public func load(_ file: SafeTensors, ignoring prefix: String?) throws(CLNetError) {
-        let tracked = batchesTrackedNames
-        var shapes: [String] = [], missing: [String] = [], unexpected: [String] = []
-        for p in graph.parameters {
-            guard let e = file.entries[p.name] else {
-                missing.append("missing \(p.name) \(p.shape)")
-                continue
-            }
-            if e.shape != p.shape.dims {
-                shapes.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
-            }
-        }
-        for name in file.entries.keys.sorted() where graph.parameterIndex(name) == nil && !tracked.contains(name)
-            && !(prefix.map { name.hasPrefix($0) } ?? false) {
-            unexpected.append("unexpected \(name) \(file.entries[name]!.shape)")
-        }
-        let count = shapes.count + missing.count + unexpected.count
-        guard count == 0 else {
-            // One line: the first two of each kind say enough to see which model the file is for.
-            let shown = [shapes, missing, unexpected].flatMap { $0.prefix(2) }
-            throw .invalidShape(operation: "loading weights", message: """
-                the file does not match the model (\(count) problem\(count == 1 ? "" : "s"): \(shown.joined(separator: "; "))\
-                \(count > shown.count ? "; ..." : "")); are the weights for another model or another --model specification?
-                """)
-        }
-        var values: [(String, [Float])] = []
-        for p in graph.parameters { values.append((p.name, try file.floats(p.name))) }
-        for (name, v) in values { try setParameter(name, v) }
+        for (name, v) in try graph.parameterValues(from: file, ignoring: prefix) { try setParameter(name, v) }
     }
 
     /// Writes every parameter and buffer to `url` as safetensors, with `num_batches_tracked` for
@@ -65,5 +33,47 @@ extension Executor {
         for p in graph.parameters { tensors.append((p.name, .float32(try parameter(p.name), shape: p.shape.dims))) }
         for name in batchesTrackedNames { tensors.append((name, .int64([stepsTaken], shape: []))) }
         return tensors
+    }
+}
+
+extension Graph {
+    /// The `num_batches_tracked` buffer names PyTorch keeps beside each batch norm.
+    var batchesTrackedNames: Set<String> {
+        Set(nodes.compactMap { node in
+            if case .batchNorm = node.operation { return "\(node.name).num_batches_tracked" }
+            return nil
+        })
+    }
+
+    /// Every parameter's values from `file`, checked strictly as `Executor.load` describes, in
+    /// parameter order.
+    public func parameterValues(from file: SafeTensors, ignoring prefix: String? = nil) throws(CLNetError) -> [(String, [Float])] {
+        let tracked = batchesTrackedNames
+        var shapes: [String] = [], missing: [String] = [], unexpected: [String] = []
+        for p in parameters {
+            guard let e = file.entries[p.name] else {
+                missing.append("missing \(p.name) \(p.shape)")
+                continue
+            }
+            if e.shape != p.shape.dims {
+                shapes.append("\(p.name): file has \(e.shape), model needs \(p.shape)")
+            }
+        }
+        for name in file.entries.keys.sorted() where parameterIndex(name) == nil && !tracked.contains(name)
+            && !(prefix.map { name.hasPrefix($0) } ?? false) {
+            unexpected.append("unexpected \(name) \(file.entries[name]!.shape)")
+        }
+        let count = shapes.count + missing.count + unexpected.count
+        guard count == 0 else {
+            // One line: the first two of each kind say enough to see which model the file is for.
+            let shown = [shapes, missing, unexpected].flatMap { $0.prefix(2) }
+            throw .invalidShape(operation: "loading weights", message: """
+                the file does not match the model (\(count) problem\(count == 1 ? "" : "s"): \(shown.joined(separator: "; "))\
+                \(count > shown.count ? "; ..." : "")); are the weights for another model or another --model specification?
+                """)
+        }
+        var values: [(String, [Float])] = []
+        for p in parameters { values.append((p.name, try file.floats(p.name))) }
+        return values
     }
 }

@@ -1,0 +1,105 @@
+// Graph rewrites: batch-norm folding for inference, and the distillation loss for training.
+// Batch-norm folding for inference: a convolution followed by batch norm with fixed statistics
+// is one affine map per output channel, so it can be one convolution with a bias. The graph
+// loses a pass over every activation it normalised.
+
+/// A graph rewritten for deployment, with the map from the original's values to its own.
+public struct FoldedGraph: Sendable {
+    public let graph: Graph
+    /// For each value of the original graph, the value that holds it in `graph` (nil for the
+    /// convolution outputs that folding removed).
+    public let values: [Value?]
+    /// The folded pairs: (convolution node, batch-norm node) of the original graph.
+    public let pairs: [(conv: Int, norm: Int)]
+}
+
+extension Graph {
+    /// The graph with every batch norm that directly follows a convolution (as that
+    /// convolution's only consumer) folded into it: the convolution gets a bias (`<conv>.bias`),
+    /// and a ReLU fused into the norm becomes a ReLU node named `<norm>.relu`. Other nodes,
+    /// names and parameters are kept. `foldBatchNormParameters` maps the weights.
+    public func foldingBatchNorms() throws(CLNetError) -> FoldedGraph {
+        var consumers = [Int](repeating: 0, count: shapes.count)
+        for node in nodes { for v in node.inputs { consumers[v.index] += 1 } }
+        var normOf: [Int: Int] = [:], folded: Set<Int> = []
+        for (j, node) in nodes.enumerated() {
+            guard case .batchNorm = node.operation, let k = producers[node.inputs[0].index],
+                  case .conv = nodes[k].operation, consumers[node.inputs[0].index] == 1,
+                  shape(of: node.inputs[0]).rank == 4 else { continue }
+            normOf[k] = j
+            folded.insert(j)
+        }
+        var b = GraphBuilder()
+        var map = [Value?](repeating: nil, count: shapes.count)
+        for (name, v) in inputs { map[v.index] = try b.input(name, shape: shape(of: v)) }
+        for (k, node) in nodes.enumerated() where !folded.contains(k) {
+            let xs = node.inputs.map { map[$0.index]! }
+            if let j = normOf[k], case let .conv(conv, _) = node.operation, case let .batchNorm(relu, _, _) = nodes[j].operation {
+                var y = try b.conv(xs[0], conv, bias: true, name: node.name)
+                if relu { y = try b.relu(y, name: "\(nodes[j].name).relu") }
+                map[nodes[j].output.index] = y
+            } else {
+                map[node.output.index] = try b.replay(node, of: self, inputs: xs)
+            }
+        }
+        return FoldedGraph(graph: b.graph, values: map, pairs: normOf.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
+    /// The folded graph's parameters from this graph's: each folded convolution's weight scaled
+    /// per output channel by gamma / sqrt(running_var + eps), its bias beta - running_mean x that
+    /// scale (plus its own bias, scaled); every other parameter as it is.
+    public func foldBatchNormParameters(_ fold: FoldedGraph, _ values: [String: [Float]]) throws(CLNetError) -> [String: [Float]] {
+        func value(_ p: Int) throws(CLNetError) -> [Float] {
+            guard let v = values[parameters[p].name], v.count == parameters[p].shape.count else {
+                throw .invalidShape(operation: "folding batch norm", message: "parameter \(parameters[p].name) is missing or has the wrong size")
+            }
+            return v
+        }
+        var out: [String: [Float]] = [:]
+        var consumed: Set<Int> = []
+        for (k, j) in fold.pairs {
+            let conv = nodes[k], norm = nodes[j]
+            guard case let .batchNorm(_, eps, _) = norm.operation, case let .conv(c, hasBias) = conv.operation else { continue }
+            let (gamma, beta, mean, variance) = (try value(norm.parameters[0]), try value(norm.parameters[1]),
+                                                 try value(norm.parameters[2]), try value(norm.parameters[3]))
+            let weight = try value(conv.parameters[0])
+            let oldBias = hasBias ? try value(conv.parameters[1]) : [Float](repeating: 0, count: c.outChannels)
+            // In Double, so that folding adds no rounding of its own beyond the final Float.
+            let scale = (0..<c.outChannels).map { Double(gamma[$0]) / (Double(variance[$0]) + Double(eps)).squareRoot() }
+            let per = weight.count / c.outChannels
+            out[parameters[conv.parameters[0]].name] = weight.indices.map { Float(Double(weight[$0]) * scale[$0 / per]) }
+            var bias = [Float](repeating: 0, count: c.outChannels)
+            for o in 0..<c.outChannels {
+                let shift: Double = (Double(oldBias[o]) - Double(mean[o])) * scale[o]
+                bias[o] = Float(Double(beta[o]) + shift)
+            }
+            out["\(conv.name).bias"] = bias
+            consumed.formUnion(conv.parameters + norm.parameters)
+        }
+        for (i, p) in parameters.enumerated() where !consumed.contains(i) { out[p.name] = try value(i) }
+        return out
+    }
+}
+
+extension Graph {
+    /// The training graph with its cross-entropy replaced by knowledge distillation's loss,
+    /// which reads a new input `teacher` holding the teacher's logits.
+    public func distilling(_ d: Distillation) throws(CLNetError) -> Graph {
+        guard let loss = lossNode, case let .softmaxCrossEntropy(smoothing) = nodes[loss].operation else {
+            throw .invalidArgument("distillation replaces a graph's cross-entropy loss; this graph has none")
+        }
+        var d = d
+        if smoothing > 0 { d.labelSmoothing = smoothing }
+        var b = GraphBuilder()
+        var map = [Value?](repeating: nil, count: shapes.count)
+        for (name, v) in inputs { map[v.index] = try b.input(name, shape: shape(of: v)) }
+        let teacher = try b.input("teacher", shape: shape(of: nodes[loss].inputs[0]))
+        for (k, node) in nodes.enumerated() {
+            let xs = node.inputs.map { map[$0.index]! }
+            map[node.output.index] = k == loss
+                ? try b.distillation(xs[0], teacher: teacher, d, name: node.name)
+                : try b.replay(node, of: self, inputs: xs)
+        }
+        return b.graph
+    }
+}
