@@ -726,11 +726,12 @@ public final class Executor: @unchecked Sendable {
     /// weight decay may differ between them).
     private func update(_ node: Node, _ queue: CommandQueue) throws(CLNetError) {
         guard var sgd = optimizer, let momentumArena else { return }
-        let decay = sgd.weightDecay
+        let decay = sgd.weightDecay, rate = sgd.learningRate
         for i in node.parameters where graph.parameters[i].trainable {
             let p = parameterViews[i], g = gradientViews[i]!
             let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
             sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
+            sgd.learningRate = rate * graph.parameters[i].learningRateScale
             try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
         }
     }

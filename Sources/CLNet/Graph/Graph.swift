@@ -39,6 +39,9 @@ public struct Parameter: Sendable, Equatable {
     public let role: ParameterRole
     /// How `Executor.initialize` sets it.
     public var initialization: ParameterInit = .standard
+    /// The optimizer's learning rate for this parameter is the step's times this (Fixup's
+    /// scalars learn at a tenth of the rate: each one's gradient sums a whole tensor).
+    public var learningRateScale: Float = 1
     /// Parameters are trained; running statistics are buffers.
     public var trainable: Bool { role != .runningMean && role != .runningVar }
 }
@@ -379,7 +382,9 @@ public struct GraphBuilder: Sendable {
         var params: [(String, Shape, ParameterRole, ParameterInit)] = []
         if let scale { params.append((scale, [1], .normWeight, .constant(1))) }
         if let bias { params.append((bias, [1], .normBias, .constant(0))) }
-        return try addNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), params)
+        let y = try addNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), params)
+        for i in graph.nodes.last!.parameters { graph.parameters[i].learningRateScale = 0.1 }
+        return y
     }
 
     /// Adds a copy of `node` (of `graph`) reading `inputs` of this graph: the same operation,
@@ -392,7 +397,11 @@ public struct GraphBuilder: Sendable {
         let params = node.parameters.map { i in
             (graph.parameters[i].name, graph.parameters[i].shape, graph.parameters[i].role, graph.parameters[i].initialization)
         }
-        return try addNode(node.name, node.operation, inputs, graph.shape(of: node.output), params)
+        let y = try addNode(node.name, node.operation, inputs, graph.shape(of: node.output), params)
+        for (mine, theirs) in zip(self.graph.nodes.last!.parameters, node.parameters) {
+            self.graph.parameters[mine].learningRateScale = graph.parameters[theirs].learningRateScale
+        }
+        return y
     }
 
     /// Sets how parameter `name` is initialised (see `ParameterInit`).
