@@ -166,14 +166,15 @@ __kernel void scalar_affine_backward_input(__global const float *dy, uint dyo, u
 // partial[po + 2 * group] and partial[po + 2 * group + 1].
 __kernel void scalar_affine_backward_partial(__global const float *x, uint xo, uint xs,
                                              __global const float *dy, uint dyo, uint dys,
-                                             __global float *partial, uint po, uint sample, uint total) {
+                                             __global float *partial, uint po, uint has_scale, uint sample, uint total) {
     __local float scratch[RED];
     const uint group = get_group_id(0), groups = get_num_groups(0), lid = get_local_id(0);
     float sx = 0.0f, s1 = 0.0f;
     for (uint i = group * RED + lid; i < total; i += groups * RED) {
         const uint n = i / sample, j = i % sample;
         const float g = dy[AT(dyo, dys, n, j)];
-        sx += g * x[AT(xo, xs, n, j)];
+        // Without a scale the memory plan may already have reused x: it is not read.
+        if (has_scale) sx += g * x[AT(xo, xs, n, j)];
         s1 += g;
     }
     sx = group_sum(sx, scratch);

@@ -115,7 +115,10 @@ public final class Executor: @unchecked Sendable {
         let gradientArena = training ? try context.buffer(floats: total) : nil
         momentumArena = training && optimizer != nil ? try context.buffer(floats: total) : nil
         if let momentumArena { try made[0].fill(momentumArena, with: 0) }
-        backupArena = training ? try context.buffer(bytes: parameterArena.byteCount + (momentumArena?.byteCount ?? 0)) : nil
+        // Two buffers, so that neither exceeds the device's largest allocation when the
+        // parameters alone fit.
+        backupArena = training ? try context.buffer(bytes: parameterArena.byteCount) : nil
+        momentumBackup = training ? try momentumArena.map { m throws(CLNetError) in try context.buffer(bytes: m.byteCount) } : nil
         var views: [Tensor] = [], gviews: [Tensor?] = [], offset = 0
         for p in graph.parameters {
             views.append(try Tensor(buffer: parameterArena, shape: p.shape, offset: offset))
@@ -157,7 +160,7 @@ public final class Executor: @unchecked Sendable {
             labels = nil
         }
         var bytes = arena.byteCount + parameterArena.byteCount * (1 + (training ? 1 : 0) + (momentumArena == nil ? 0 : 1))
-            + (backupArena?.byteCount ?? 0)
+            + (backupArena?.byteCount ?? 0) + (momentumBackup?.byteCount ?? 0)
         bytes += ws.reduce(0) { $0 + ($1?.buffer.byteCount ?? 0) } + (labels?.byteCount ?? 0) + (lossResult?.buffer.byteCount ?? 0)
         bytes += nodeWorkspaces.values.reduce(0) { $0 + $1.buffer.byteCount } + poolIndices.values.reduce(0) { $0 + $1.byteCount }
         deviceBytes = bytes
@@ -213,6 +216,9 @@ public final class Executor: @unchecked Sendable {
     /// step's work, the step is undone as `forward` describes.
     public func synchronize() throws(CLNetError) {
         do {
+            // Flushing every queue first: a queue that waits on another's events must not wait
+            // for commands that were never sent to the device.
+            for q in queues { try q.flush() }
             for q in queues { try q.finish() }
         } catch {
             try rollBack(after: error)
@@ -230,6 +236,8 @@ public final class Executor: @unchecked Sendable {
 
     public func setParameter(_ name: String, _ values: [Float]) throws(CLNetError) {
         try synchronize()
+        // The last step can no longer be undone to a state these values were not part of.
+        backupValid = false
         try queue.write(values, to: parameterViews[try index(name)])
     }
 
@@ -245,6 +253,7 @@ public final class Executor: @unchecked Sendable {
 
     /// Sets the optimizer's momentum of a trainable parameter, as when resuming from a checkpoint.
     public func setMomentum(_ name: String, _ values: [Float]) throws(CLNetError) {
+        backupValid = false
         try queue.write(values, to: try momentumView(name))
     }
 
@@ -300,6 +309,7 @@ public final class Executor: @unchecked Sendable {
     /// The parameters (running statistics included) and momentum as they were at the start of
     /// the current training step, for `rollBack`; nil for inference.
     private let backupArena: Buffer?
+    private let momentumBackup: Buffer?
     private var backupValid = false
     private var stepStart: Int64 = 0
     private var parametersLost = false
@@ -320,7 +330,10 @@ public final class Executor: @unchecked Sendable {
     /// A training step is all or nothing: if an OpenCL call fails while forward or backward
     /// enqueue their work (or `synchronize` waits for it), the parameters, running statistics and
     /// momentum are put back as they were before this forward, and the error is thrown. The next
-    /// step may then run as usual.
+    /// step may then run as usual. The guarantee covers the work enqueued since the last forward:
+    /// a failure of an earlier step that surfaces only now restores the state this step began
+    /// with, which that earlier step's work may already have changed; call `synchronize` after
+    /// each step where that matters.
     @discardableResult
     public func forward(_ inputs: [String: [Float]], labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError) -> LossReading? {
         guard !parametersLost else { throw Self.lostError }
@@ -350,9 +363,8 @@ public final class Executor: @unchecked Sendable {
             uploads.removeAll { (try? $0.event.isComplete()) ?? true }
             if let backupArena {
                 try queue.copy(from: parameterArena, to: backupArena, bytes: parameterArena.byteCount)
-                if let momentumArena {
-                    try queue.copy(from: momentumArena, to: backupArena, destinationOffset: parameterArena.byteCount,
-                                   bytes: momentumArena.byteCount)
+                if let momentumArena, let momentumBackup {
+                    try queue.copy(from: momentumArena, to: momentumBackup, bytes: momentumArena.byteCount)
                 }
                 backupValid = true
                 stepStart = stepsTaken
@@ -376,7 +388,7 @@ public final class Executor: @unchecked Sendable {
             if let lossResult {
                 lastLoss = try LossReading(queue: queue, result: lossResult)
             }
-            try queue.flush()
+            for q in queues { try q.flush() }
             return lastLoss
         } catch {
             try rollBack(after: error)
@@ -406,6 +418,8 @@ public final class Executor: @unchecked Sendable {
     /// After a failed call: waits for what was enqueued, puts the parameters, running statistics
     /// and momentum back from the copy taken at the step's start, and throws `error`.
     private func rollBack(after error: CLNetError) throws(CLNetError) -> Never {
+        // Every queue is flushed before any is waited for: queue 0 may wait on events of others.
+        for q in queues { try? q.flush() }
         for q in queues { try? q.finish() }
         pending = []
         uploads = []
@@ -426,9 +440,8 @@ public final class Executor: @unchecked Sendable {
     private func restoreBackup() throws(CLNetError) {
         guard let backupArena else { return }
         try queue.copy(from: backupArena, to: parameterArena, bytes: parameterArena.byteCount)
-        if let momentumArena {
-            try queue.copy(from: backupArena, sourceOffset: parameterArena.byteCount, to: momentumArena,
-                           bytes: momentumArena.byteCount)
+        if let momentumArena, let momentumBackup {
+            try queue.copy(from: momentumBackup, to: momentumArena, bytes: momentumArena.byteCount)
         }
         try queue.finish()
         stepsTaken = stepStart
@@ -461,8 +474,10 @@ public final class Executor: @unchecked Sendable {
     public func stopProfiling() throws(CLNetError) -> ExecutorProfile {
         var profile = ExecutorProfile(nodes: Array(repeating: .init(), count: graph.nodes.count))
         var first = UInt64.max, last = UInt64.min
-        for q in queues {
-            for c in q.stopRecording() {
+        // Every queue stops recording before any event is queried, so that a failed query leaves none recording.
+        let recorded = queues.map { $0.stopRecording() }
+        for commands in recorded {
+            for c in commands {
                 let (start, end) = try c.event.startEndNanoseconds()
                 first = min(first, start)
                 last = max(last, end)

@@ -364,7 +364,7 @@ public struct GraphBuilder: Sendable {
     /// Selective kernels' attention-weighted sum of `branches` (see `Operation.selectiveSum`),
     /// with attention logits `z` [N, M*C].
     public mutating func selectiveSum(_ branches: [Value], logits z: Value, name: String) throws(CLNetError) -> Value {
-        try require(branches.count >= 2, name, "needs at least two branches, got \(branches.count)")
+        try require((2...4).contains(branches.count), name, "takes 2 to 4 branches, got \(branches.count)")
         let u = shape(branches[0])
         for b in branches.dropFirst() {
             try require(shape(b) == u, name, "branches differ: \(u) from \(origin(branches[0])) and \(shape(b)) from \(origin(b))")

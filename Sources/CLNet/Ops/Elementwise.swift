@@ -218,7 +218,7 @@ public enum ScalarAffine {
                 throw .invalidShape(operation: "ScalarAffine backward", message: "needs a workspace of \(2 * partialGroups) floats")
             }
             let partial = try q.reduce(.elementwise, "scalar_affine_backward_partial", x.arguments + dy.arguments +
-                                       [.buffer(workspace.buffer), .count(workspace.offset)] +
+                                       [.buffer(workspace.buffer), .count(workspace.offset), .flag(hasScale)] +
                                        [.count(x.shape.sampleCount), .count(x.shape.count)],
                                        groups: partialGroups, waitFor: waitFor)
             events.append(try q.reduce(.elementwise, "scalar_affine_backward_final",

@@ -49,8 +49,11 @@ public enum DivergencePolicy: String, Sendable, CaseIterable {
     /// Stop with an error; the checkpoints written so far are left as they are.
     case stop
     /// Undo the step (weights, running statistics and momentum as before it), halve the
-    /// learning rate and go on; stop after `Trainer.maximumSkips` such steps in a row. Each step
-    /// then waits for its loss before the next starts, which costs some overlap.
+    /// learning rate and go on; stop when more than `Trainer.maximumSkips` steps in a row are
+    /// skipped. Each step then waits for its loss before the next starts, which costs some
+    /// overlap. This rides over a batch that makes the forward pass overflow; when an update has
+    /// already made the weights themselves non-finite, every later step is skipped too and the
+    /// run stops: resume from the last checkpoint with a lower learning rate.
     case skip
 }
 
@@ -165,7 +168,7 @@ public final class Trainer {
         var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize, size: train.height).graph
         if let teacher = c.teacher {
             let (teacherGraph, teacherLogits, file) = try Self.teacher(teacher, fill: fill, batch: c.batchSize, size: train.height)
-            let t = try Executor(graph: teacherGraph, context: ctx, training: false, keep: [teacherLogits])
+            let t = try Executor(graph: teacherGraph, context: ctx, training: false, keep: [teacherLogits], queues: 1)
             try t.load(file, ignoring: "optimizer.")
             guard teacherGraph.shape(of: teacherLogits) == graph.shape(of: graph.nodes[graph.lossNode!].inputs[0]) else {
                 throw .invalidArgument("the teacher \(teacher) predicts \(teacherGraph.shape(of: teacherLogits)) but the student \(graph.shape(of: graph.nodes[graph.lossNode!].inputs[0]))")
@@ -204,12 +207,12 @@ public final class Trainer {
         let start = ContinuousClock.now
         var losses: [Float] = [], correct = 0, lossSum = 0.0
         // The loss of step i is read while step i + 1 runs, so the host never idles the device.
-        var inFlight: (reading: LossReading, rate: Double)? = nil
-        func collect(_ reading: LossReading, _ rate: Double) throws(CLNetError) {
+        var inFlight: (reading: LossReading, rate: Double, step: Int)? = nil
+        func collect(_ reading: LossReading, _ rate: Double, _ stepNumber: Int) throws(CLNetError) {
             let (loss, right) = try reading.value()
             guard loss.isFinite else {
                 throw .invalidArgument("""
-                    training diverged: the loss of step \(step) is \(loss) (learning rate \(rate)); the checkpoints \
+                    training diverged: the loss of step \(stepNumber) is \(loss) (learning rate \(rate)); the checkpoints \
                     written so far are intact. Lower the learning rate, add warm-up, or skip such steps \
                     (--on-divergence skip)
                     """)
@@ -254,19 +257,20 @@ public final class Trainer {
                     if skippedInARow > Self.maximumSkips {
                         throw .invalidArgument("""
                             training diverged: \(skippedInARow) steps in a row had a loss that is not finite, down to a \
-                            learning rate of \(rate); the checkpoints written so far are intact
+                            learning rate of \(rate), so the weights themselves are no longer usable; the checkpoints \
+                            written so far are intact: resume from one with a lower learning rate
                             """)
                     }
                     continue
                 }
                 skippedInARow = 0
-                try collect(reading, rate)
+                try collect(reading, rate, step)
                 continue
             }
-            if let (r, lr) = inFlight { try collect(r, lr) }
-            inFlight = (reading, rate)
+            if let (r, lr, n) = inFlight { try collect(r, lr, n) }
+            inFlight = (reading, rate, step)
         }
-        if let (r, lr) = inFlight { try collect(r, lr) }
+        if let (r, lr, n) = inFlight { try collect(r, lr, n) }
         try executor.synchronize()
         let elapsed = seconds(since: start), n = max(losses.count, 1)
         return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
