@@ -2,6 +2,26 @@
 // label smoothing eps (the target is (1 - eps) on the label plus eps / K everywhere, as
 // PyTorch's label_smoothing). Logits: (buffer, offset, batch stride), see Common.cl.
 
+// The work-group's maximum of `v` and its first index, from each item's own best value and
+// index (`classes` for an item that saw none); every work-item gets both.
+inline uint group_first_max(float v, uint arg, uint classes, __local float *scratch, __local uint *lidx, float *max_out) {
+    const uint lid = get_local_id(0);
+    scratch[lid] = v; lidx[lid] = arg;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = RED / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            const float a = scratch[lid], b = scratch[lid + s];
+            const uint ia = lidx[lid], ib = lidx[lid + s];
+            if (ib < classes && (ia >= classes || b > a || (b == a && ib < ia))) { scratch[lid] = b; lidx[lid] = ib; }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    *max_out = scratch[0];
+    const uint first = lidx[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return first;
+}
+
 // One work-group per sample: per[n] = its loss, per[N + n] = 1 if its top-1 prediction (the
 // first maximum) is the label. A label outside [0, K) gives a NaN loss, never a wrong number.
 __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
@@ -16,19 +36,8 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
         if (v > best || arg == classes) { best = v; arg = k; }
     }
     // The maximum and its first index.
-    scratch[lid] = best; lidx[lid] = arg;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = RED / 2; s > 0; s >>= 1) {
-        if (lid < s) {
-            const float a = scratch[lid], b = scratch[lid + s];
-            const uint ia = lidx[lid], ib = lidx[lid + s];
-            if (ib < classes && (ia >= classes || b > a || (b == a && ib < ia))) { scratch[lid] = b; lidx[lid] = ib; }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float zmax = scratch[0];
-    const uint top = lidx[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    float zmax;
+    const uint top = group_first_max(best, arg, classes, scratch, lidx, &zmax);
     // The loss is log(sum exp(z - zmax)) + (1 - eps)(zmax - z_label) + eps mean(zmax - z): all
     // terms non-negative, and the first is log1p of the sum without the maximum's own 1, so a
     // well-classified sample's small loss is never the difference of two large numbers.
@@ -154,17 +163,8 @@ __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global con
     }
     kl = group_sum(kl, scratch);
     // The first maximum of z, for the correct count.
-    scratch[lid] = top; lidx[lid] = arg;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = RED / 2; s > 0; s >>= 1) {
-        if (lid < s) {
-            const float a = scratch[lid], b = scratch[lid + s];
-            const uint ia = lidx[lid], ib = lidx[lid + s];
-            if (ib < classes && (ia >= classes || b > a || (b == a && ib < ia))) { scratch[lid] = b; lidx[lid] = ib; }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const uint best = lidx[0];
+    float unused;
+    const uint best = group_first_max(top, arg, classes, scratch, lidx, &unused);
     if (lid == 0) {
         const int label = labels[lo + n];
         if (label < 0 || label >= (int)classes) {
