@@ -2,6 +2,20 @@
 // label smoothing eps (the target is (1 - eps) on the label plus eps / K everywhere, as
 // PyTorch's label_smoothing). Logits: (buffer, offset, batch stride), see Common.cl.
 
+// The work-group's maximum of `v`; every work-item gets it.
+inline float group_max(float v, __local float *scratch) {
+    const uint lid = get_local_id(0);
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = RED / 2; s > 0; s >>= 1) {
+        if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
 // The work-group's maximum of `v` and its first index, from each item's own best value and
 // index (`classes` for an item that saw none); every work-item gets both.
 inline uint group_first_max(float v, uint arg, uint classes, __local float *scratch, __local uint *lidx, float *max_out) {
@@ -81,15 +95,7 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
     const uint n = get_group_id(0), lid = get_local_id(0);
     float m = -INFINITY;
     for (uint k = lid; k < classes; k += RED) m = fmax(m, z[AT(zo, zs, n, k)]);
-    // Maximum by a sum-free reduction: reuse the scratch tree with fmax.
-    scratch[lid] = m;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = RED / 2; s > 0; s >>= 1) {
-        if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float zmax = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    const float zmax = group_max(m, scratch);
     // others = the sum of exp(z - zmax) over every class but the label's, so that the label's
     // gradient p - 1 = -others / total keeps its precision when p is close to 1.
     const int label = labels[lo + n];
@@ -113,17 +119,36 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
 //   loss = a T^2 KL(softmax(t / T) || softmax(z / T)) + (1 - a) CE(z, label)
 // with the cross-entropy's label smoothing eps. One work-group per sample; per[n] and
 // per[N + n] as xent_forward writes them, so xent_reduce takes the mean.
-inline float group_max(float v, __local float *scratch) {
+
+// What both distillation kernels need of sample n, for every work-item of the group: the
+// maxima of z and t, the sums of exp for softmax(z), softmax(z / T) and softmax(t / T), and the
+// sum of z.
+typedef struct { float zm, tm, se, seT, stT, sz; } kd_stats;
+
+inline kd_stats kd_statistics(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
+                              uint n, uint classes, float temperature, __local float *scratch) {
     const uint lid = get_local_id(0);
-    scratch[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = RED / 2; s > 0; s >>= 1) {
-        if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
+    float zm = -INFINITY, tm = -INFINITY;
+    for (uint k = lid; k < classes; k += RED) {
+        zm = fmax(zm, z[AT(zo, zs, n, k)]);
+        tm = fmax(tm, t[AT(to, ts, n, k)]);
     }
-    const float r = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
+    kd_stats st;
+    st.zm = group_max(zm, scratch);
+    st.tm = group_max(tm, scratch);
+    float se = 0.0f, seT = 0.0f, stT = 0.0f, sz = 0.0f;
+    for (uint k = lid; k < classes; k += RED) {
+        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        se += exp(v - st.zm);
+        seT += exp((v - st.zm) / temperature);
+        stT += exp((u - st.tm) / temperature);
+        sz += v;
+    }
+    st.se = group_sum(se, scratch);
+    st.seT = group_sum(seT, scratch);
+    st.stT = group_sum(stT, scratch);
+    st.sz = group_sum(sz, scratch);
+    return st;
 }
 
 __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
@@ -132,26 +157,8 @@ __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global con
     __local float scratch[RED];
     __local uint lidx[RED];
     const uint n = get_group_id(0), lid = get_local_id(0);
-    float zm = -INFINITY, tm = -INFINITY;
-    for (uint k = lid; k < classes; k += RED) {
-        zm = fmax(zm, z[AT(zo, zs, n, k)]);
-        tm = fmax(tm, t[AT(to, ts, n, k)]);
-    }
-    zm = group_max(zm, scratch);
-    tm = group_max(tm, scratch);
-    // Sums of exp for softmax(z), softmax(z / T) and softmax(t / T), and the sum of z.
-    float se = 0.0f, seT = 0.0f, stT = 0.0f, sz = 0.0f;
-    for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
-        se += exp(v - zm);
-        seT += exp((v - zm) / temperature);
-        stT += exp((u - tm) / temperature);
-        sz += v;
-    }
-    se = group_sum(se, scratch);
-    seT = group_sum(seT, scratch);
-    stT = group_sum(stT, scratch);
-    sz = group_sum(sz, scratch);
+    const kd_stats st = kd_statistics(z, zo, zs, t, to, ts, n, classes, temperature, scratch);
+    const float zm = st.zm, tm = st.tm, se = st.se, seT = st.seT, stT = st.stT, sz = st.sz;
     // KL = sum p (log p - log q), p = softmax(t / T), q = softmax(z / T).
     float kl = 0.0f, top = -INFINITY;
     uint arg = classes;
@@ -186,23 +193,8 @@ __kernel void kd_backward(__global const float *z, uint zo, uint zs, __global co
                           uint accumulate) {
     __local float scratch[RED];
     const uint n = get_group_id(0), lid = get_local_id(0);
-    float zm = -INFINITY, tm = -INFINITY;
-    for (uint k = lid; k < classes; k += RED) {
-        zm = fmax(zm, z[AT(zo, zs, n, k)]);
-        tm = fmax(tm, t[AT(to, ts, n, k)]);
-    }
-    zm = group_max(zm, scratch);
-    tm = group_max(tm, scratch);
-    float se = 0.0f, seT = 0.0f, stT = 0.0f;
-    for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
-        se += exp(v - zm);
-        seT += exp((v - zm) / temperature);
-        stT += exp((u - tm) / temperature);
-    }
-    se = group_sum(se, scratch);
-    seT = group_sum(seT, scratch);
-    stT = group_sum(stT, scratch);
+    const kd_stats st = kd_statistics(z, zo, zs, t, to, ts, n, classes, temperature, scratch);
+    const float zm = st.zm, tm = st.tm, se = st.se, seT = st.seT, stT = st.stT;
     const int label = labels[lo + n];
     const bool valid = label >= 0 && label < (int)classes;
     const float f = scale / (float)batch, uniform = eps / (float)classes;
