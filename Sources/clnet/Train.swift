@@ -86,6 +86,9 @@ struct Train: ParsableCommand {
     @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
     var device: String?
 
+    @Option(help: "Start from these weights (or a checkpoint's) instead of the initialisation: fine-tuning, e.g. after `clnet prune`.")
+    var weights: String?
+
     @Option(help: "Distil from a teacher: SPEC:WEIGHTS.safetensors (e.g. resnet56:teacher/model.safetensors).")
     var teacher: String?
 
@@ -120,6 +123,9 @@ struct Train: ParsableCommand {
         if resume && !FileManager.default.fileExists(atPath: checkpoint.path) {
             throw CLNetError.invalidArgument("--resume: there is no \(checkpoint.path); train without --resume to start a run there")
         }
+        if let weights, !FileManager.default.fileExists(atPath: weights) {
+            throw CLNetError.invalidArgument("--weights: there is no file \(weights)")
+        }
         let source = try DataSource(parsing: data)
         var train = try source.load(train: true), test = try source.load(train: false)
         if let n = trainSubset { train = train.prefix(n) }
@@ -138,6 +144,7 @@ struct Train: ParsableCommand {
         config.stochasticDepth = stochasticDepth
         config.zeroInitResidual = zeroInitResidual
         config.seed = seed
+        config.initialWeights = weights
         if let teacher {
             config.teacher = teacher
             config.distillationTemperature = kdTemperature

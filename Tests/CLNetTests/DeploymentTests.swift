@@ -2,8 +2,9 @@ import CLNet
 import Foundation
 import Testing
 
-/// Transformations for deployment keep what the network computes.
-@Suite("Deployment: batch-norm folding")
+/// Transformations for deployment keep what the network computes; analysis tools measure what
+/// they say.
+@Suite("Deployment and analysis: folding, residual removal, pruning, receptive fields")
 struct DeploymentTests {
     /// Folding every convolution's batch norm (with running statistics far from 0 and 1) gives
     /// the same eval logits: to 1e-6 in the Double reference (the folded weights are rounded to
@@ -20,16 +21,7 @@ struct DeploymentTests {
         let context = try Shared.context()
         let original = try Executor(graph: graph, context: context, training: false, keep: [logits])
         try original.initialize(seed: rng.next())
-        var values: [String: [Float]] = [:]
-        for p in graph.parameters {
-            switch p.role {
-            case .normWeight: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5).map(Float.init)
-            case .normBias, .runningMean: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5).map(Float.init)
-            case .runningVar: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...2).map(Float.init)
-            default: values[p.name] = try original.parameter(p.name)
-            }
-            try original.setParameter(p.name, values[p.name]!)
-        }
+        let values = try trainedLike(original, using: &rng)
         let fold = try graph.foldingBatchNorms()
         let foldedValues = try graph.foldBatchNormParameters(fold, values)
         let norms = { (g: Graph) in g.nodes.filter { if case .batchNorm = $0.operation { true } else { false } }.count }
@@ -55,29 +47,91 @@ struct DeploymentTests {
         #expect(relativeError(b, a) <= 1e-5, "device: \(relativeError(b, a))")
     }
 
-    /// `clnet export --fold-bn`, then `clnet run` on the original and the folded model: the same
-    /// logits, and the folded file has no batch-norm tensor left.
-    @Test func exportCommandFoldsAndRunTakesTheResult() throws {
+    /// RMNet's residual removal gives the same eval logits with no addition left: to 1e-6 in the
+    /// Double reference and 1e-5 on the device (the issue asks for 1e-4). The cases cover the
+    /// identity, torchvision's 1x1 projection and the CIFAR ResNets' zero-padding shortcut.
+    @Test(arguments: [
+        ("resnet:block=basic,layers=1.1,classes=5", 32),
+        ("cifar_resnet:depth=8,channels=1", 15),
+        ("resnet18:classes=7,stochastic_depth=0.2", 0),
+    ])
+    func removingResidualsKeepsTheLogits(spec: String, size: Int) throws {
+        var rng = freshGenerator("rm \(spec)")
+        // Size 0: too large for the reference; the device alone compares.
+        let (graph, logits) = try ModelSpec.graph(spec, batch: 2, size: size == 0 ? 64 : size, loss: false)
+        let context = try Shared.context()
+        let original = try Executor(graph: graph, context: context, training: false, keep: [logits])
+        try original.initialize(seed: rng.next())
+        let values = try trainedLike(original, using: &rng)
+        let plain = try graph.removingResiduals()
+        let plainValues = try graph.removeResidualParameters(plain, values)
+        #expect(!plain.blocks.isEmpty)
+        #expect(!plain.graph.nodes.contains { if case .add = $0.operation { true } else { false } })
+        #expect(!plain.graph.nodes.contains { if case .batchNorm = $0.operation { true } else { false } })
+        let plainLogits = plain.values[logits.index]!
+        // The specification with rm=1 builds the same graph, so `clnet run` takes the file.
+        let (specGraph, _) = try ModelSpec.graph(ModelSpec.filling(spec, ["rm": "1"]), batch: 2, size: size == 0 ? 64 : size, loss: false)
+        #expect(specGraph.parameters.map(\.name) == plain.graph.parameters.map(\.name))
+        #expect(specGraph.parameters.map(\.shape) == plain.graph.parameters.map(\.shape))
+
+        let x = randomDoubles(graph.shape(of: graph.inputs[0].value).count, using: &rng)
+        if size > 0 {
+            var reference = try ReferenceExecutor(graph: graph, parameters: values.mapValues { $0.map(Double.init) })
+            var plainReference = try ReferenceExecutor(graph: plain.graph, parameters: plainValues.mapValues { $0.map(Double.init) })
+            let want = try reference.forward(["input": x], training: false)[logits.index]
+            let got = try plainReference.forward(["input": x], training: false)[plainLogits.index]
+            #expect(relativeError(got, want) <= 1e-6, "reference: \(relativeError(got, want))")
+        }
+        let device = try Executor(graph: plain.graph, context: context, training: false, keep: [plainLogits])
+        for p in plain.graph.parameters { try device.setParameter(p.name, plainValues[p.name]!) }
+        try original.forward(["input": x.map(Float.init)])
+        try device.forward(["input": x.map(Float.init)])
+        let a = try original.read(logits), b = try device.read(plainLogits)
+        #expect(relativeError(b, a) <= 1e-5, "device: \(relativeError(b, a))")
+    }
+
+    /// Blocks RM cannot remove exactly are refused with the reason, never converted wrongly.
+    @Test(arguments: [
+        ("resnet50", "bottleneck block"),
+        ("resnet18:act=prelu", "no ReLU"),
+        ("preact_resnet18", "cannot remove the residual connection"),
+        ("cifar_resnet:depth=8,norm=none", "cannot remove the residual connection"),
+    ])
+    func residualRemovalRefusesWhatItCannotKeep(spec: String, expected: String) throws {
+        let graph = try ModelSpec.graph(spec, batch: 1, size: 32, loss: false).graph
+        #expect { _ = try graph.removingResiduals() } throws: { "\($0)".contains(expected) }
+    }
+
+    /// `clnet export --fold-bn` and `--rm`, then `clnet run` on the original and the rewritten
+    /// model: the same logits; no batch norm is left, and with --rm no projection either.
+    @Test(arguments: [
+        ("--fold-bn", "fold_bn=1", "folded 6 batch norms"),
+        ("--rm", "rm=1", "removed 2 residual connections"),
+    ])
+    func exportCommandRewritesAndRunTakesTheResult(flag: String, key: String, summary: String) throws {
         let dir = try temporaryDirectory("export")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let spec = "resnet20:channels=1"
-        let (graph, _) = try ModelSpec.graph(spec, batch: 2, size: 16, loss: false)
+        let spec = "resnet:block=basic,layers=1.1,classes=4,channels=1"
+        let (graph, _) = try ModelSpec.graph(spec, batch: 2, size: 32, loss: false)
         let e = try Executor(graph: graph, context: try Shared.context(), training: false)
-        try e.initialize(seed: 9)
-        var rng = freshGenerator("export")
-        for p in graph.parameters where p.role == .runningMean || p.role == .runningVar || p.role == .normBias {
-            try e.setParameter(p.name, randomDoubles(p.shape.count, using: &rng, in: 0.2...1).map(Float.init))
-        }
-        let weights = dir.appendingPathComponent("w.safetensors"), folded = dir.appendingPathComponent("folded.safetensors")
+        try e.initialize(seed: 5)
+        var rng = freshGenerator("export \(flag)")
+        _ = try trainedLike(e, using: &rng)
+        let weights = dir.appendingPathComponent("w.safetensors"), rewritten = dir.appendingPathComponent("new.safetensors")
         try e.save(to: weights)
-        try SafeTensors.write([("input", .float32(randomDoubles(2 * 256, using: &rng).map(Float.init), shape: [2, 1, 16, 16]))],
+        try SafeTensors.write([("input", .float32(randomDoubles(2 * 1024, using: &rng).map(Float.init), shape: [2, 1, 32, 32]))],
                               to: dir.appendingPathComponent("io.safetensors"))
-        let export = try runTool("clnet", ["export", "--model", spec, "--weights", weights.path, "--fold-bn", "--output", folded.path])
+        let export = try runTool("clnet", ["export", "--model", spec, "--weights", weights.path, flag, "--output", rewritten.path])
         #expect(export.status == 0, "\(export.stderr)")
-        #expect(String(decoding: export.stdout, as: UTF8.self).contains("--model \(spec),fold_bn=1"))
-        let file = try SafeTensors(contentsOf: folded)
+        let out = String(decoding: export.stdout, as: UTF8.self)
+        #expect(out.contains(summary) && out.contains("--model \(spec),\(key)"), "\(out)")
+        let file = try SafeTensors(contentsOf: rewritten)
         #expect(file.entries.keys.allSatisfy { !$0.contains("bn") } && file.entries["conv1.bias"] != nil)
-        for (model, w, out) in [(spec, weights, "a"), ("\(spec),fold_bn=1", folded, "b")] {
+        if flag == "--rm" {
+            #expect(file.entries.keys.allSatisfy { !$0.contains("downsample") })
+            #expect(file.entries["layer2.0.conv1.weight"]?.shape == [128 + 64, 64, 3, 3])
+        }
+        for (model, w, out) in [(spec, weights, "a"), ("\(spec),\(key)", rewritten, "b")] {
             let run = try runTool("clnet", ["run", "--model", model, "--weights", w.path, "--input", "io.safetensors",
                                             "--output", "\(out).safetensors"], in: dir)
             #expect(run.status == 0, "\(run.stderr)")
@@ -85,5 +139,224 @@ struct DeploymentTests {
         let a = try SafeTensors(contentsOf: dir.appendingPathComponent("a.safetensors")).floats("logits")
         let b = try SafeTensors(contentsOf: dir.appendingPathComponent("b.safetensors")).floats("logits")
         #expect(relativeError(b, a) <= 1e-5)
+    }
+
+    /// Pruning with random rankings keeps every shape consistent: with the removed channels made
+    /// dead in the original (their consumer's weights zero), the pruned model's eval logits are
+    /// the original's; and the pruned model trains (forward and backward, gradients finite).
+    @Test(arguments: [
+        ("cifar_resnet:depth=8,channels=1", 12),
+        ("cifar_resnet:depth=8,norm=none,act=prelu", 12),
+        ("resnet:block=bottleneck,layers=1.1,width=16,stem=cifar,classes=5", 8),
+        ("resnet:block=basic,layers=1.1,classes=5,act=prelu", 32),
+    ])
+    func pruningKeepsShapesConsistent(spec: String, size: Int) throws {
+        var rng = freshGenerator("prune \(spec)")
+        let (graph, logits) = try ModelSpec.graph(spec, batch: 2, size: size, loss: false)
+        let context = try Shared.context()
+        let original = try Executor(graph: graph, context: context, training: false, keep: [logits])
+        try original.initialize(seed: rng.next())
+        var values = try trainedLike(original, using: &rng)
+        let prunable = graph.prunableConvolutions
+        #expect(!prunable.isEmpty)
+        // Only inner convolutions: never one whose output a residual addition reads.
+        #expect(prunable.allSatisfy { graph.nodes[$0.node].name.hasSuffix(".conv1") || graph.nodes[$0.node].name.hasSuffix(".conv2") })
+        var scores: [String: [Double]] = [:]
+        for p in prunable {
+            scores[graph.nodes[p.node].name] = randomDoubles(graph.shape(of: graph.nodes[p.node].output).c, using: &rng)
+        }
+        let plan = try graph.pruningPlan(fraction: 0.4, importance: scores)
+        for p in prunable {
+            let node = graph.nodes[p.node], filters = graph.shape(of: node.output).c
+            let keep = plan.keep[node.name]!
+            #expect(keep.count == filters - Int((0.4 * Double(filters)).rounded()))
+            // The kept filters are the best-scored ones.
+            let s = scores[node.name]!
+            #expect(keep.allSatisfy { k in !(0..<filters).contains { !keep.contains($0) && s[$0] > s[k] } })
+            // Dead removed channels: the consumer's weights reading them are zero.
+            let w = graph.parameters[graph.nodes[p.consumer].parameters[0]]
+            let inner = w.shape.dims.dropFirst(2).reduce(1, *)
+            var weights = values[w.name]!
+            for o in 0..<w.shape[0] { for c in 0..<filters where !keep.contains(c) { for i in 0..<inner { weights[(o * filters + c) * inner + i] = 0 } } }
+            values[w.name] = weights
+            try original.setParameter(w.name, weights)
+        }
+        let prunedSpec = ModelSpec.filling(spec, ["mid": graph.prunedBlockWidths(plan).map { "\($0)" }.joined(separator: ".")])
+        let (pruned, prunedLogits) = try ModelSpec.graph(prunedSpec, batch: 2, size: size, loss: false)
+        let prunedValues = try graph.prunedParameters(plan, values, pruned: pruned)
+        #expect(pruned.trainableParameterCount < graph.trainableParameterCount)
+        #expect(pruned.forwardFLOPs < graph.forwardFLOPs)
+        let small = try Executor(graph: pruned, context: context, training: false, keep: [prunedLogits])
+        for p in pruned.parameters { try small.setParameter(p.name, prunedValues[p.name]!) }
+        let x = randomDoubles(graph.shape(of: graph.inputs[0].value).count, using: &rng).map(Float.init)
+        try original.forward(["input": x])
+        try small.forward(["input": x])
+        let a = try original.read(logits), b = try small.read(prunedLogits)
+        #expect(relativeError(b, a) <= 1e-5, "pruned against original: \(relativeError(b, a))")
+
+        let training = try ModelSpec.graph(prunedSpec, batch: 2, size: size).graph
+        let trainer = try Executor(graph: training, context: context, training: true)
+        for p in training.parameters { try trainer.setParameter(p.name, prunedValues[p.name]!) }
+        let classes = graph.shape(of: logits)[1]
+        let reading = try trainer.forward(["input": x], labels: [0, classes - 1])
+        try trainer.backward()
+        #expect(try reading?.value().loss.isFinite == true)
+        for p in training.parameters where p.trainable {
+            let g = try trainer.gradient(p.name)
+            #expect(g.count == p.shape.count && g.allSatisfy(\.isFinite), "\(p.name)")
+        }
+    }
+
+    /// Taylor scores: a filter whose norm scale and shift are zero contributes nothing, so it
+    /// scores exactly 0; L1 scores are the filters' absolute sums.
+    @Test func pruningScores() throws {
+        var rng = freshGenerator("taylor")
+        let graph = try ModelSpec.graph("cifar_resnet:depth=8,channels=1", batch: 4, size: 8).graph
+        var values: [String: [Double]] = [:]
+        for p in graph.parameters {
+            values[p.name] = p.role == .runningVar ? [Double](repeating: 1, count: p.shape.count) : randomDoubles(p.shape.count, using: &rng)
+        }
+        values["layer2.0.bn1.weight"]![3] = 0
+        values["layer2.0.bn1.bias"]![3] = 0
+        var reference = try ReferenceExecutor(graph: graph, parameters: values)
+        let x = randomDoubles(4 * 64, using: &rng)
+        let forward = try reference.forward(["input": x], labels: [1, 2, 3, 4], training: true)
+        let gradients = try reference.backward(values: forward, labels: [1, 2, 3, 4]).parameters
+        let floats = values.mapValues { $0.map(Float.init) }
+        let taylor = try graph.taylorImportance(values: floats, gradients: gradients.mapValues { $0.map(Float.init) })
+        #expect(taylor["layer2.0.conv1"]![3] == 0)
+        #expect(taylor["layer2.0.conv1"]!.contains { $0 > 0 })
+        let l1 = try graph.l1Importance(floats)
+        let w = floats["layer1.0.conv1.weight"]!
+        #expect(abs(l1["layer1.0.conv1"]![2] - w[(2 * 144)..<(3 * 144)].reduce(0) { $0 + Double(abs($1)) }) < 1e-9)
+        #expect(try graph.pruningPlan(fraction: 0.3, importance: taylor).keep["layer2.0.conv1"]?.contains(3) == false)
+    }
+
+    /// `clnet prune` writes a smaller model that `clnet train --weights` fine-tunes and `clnet
+    /// eval` evaluates; the L1 and Taylor criteria both run.
+    @Test func pruneCommandThenFineTune() throws {
+        let dir = try temporaryDirectory("prune")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let spec = "cifar_resnet:depth=8"
+        let first = try runTool("clnet", ["train", "--model", spec, "--max-steps", "2", "--batch-size", "16", "--train-subset", "64",
+                                          "--test-subset", "32", "--output", "a"], in: dir)
+        #expect(first.status == 0, "\(first.stderr)")
+        var prunedSpec = ""
+        for criterion in ["l1", "taylor"] {
+            let prune = try runTool("clnet", ["prune", "--model", spec, "--weights", "a/model.safetensors", "--fraction", "0.5",
+                                              "--criterion", criterion, "--batches", "2", "--batch-size", "8", "--output", "p.safetensors"], in: dir)
+            let out = String(decoding: prune.stdout, as: UTF8.self)
+            #expect(prune.status == 0, "\(prune.stderr)")
+            #expect(out.contains("pruned 56 of 112 filters in 3 convolutions by \(criterion)"), "\(out)")
+            prunedSpec = out.split(separator: " ").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            #expect(prunedSpec.hasSuffix("mid=8.16.32"), "\(out)")
+        }
+        let tune = try runTool("clnet", ["train", "--model", prunedSpec, "--weights", "p.safetensors", "--max-steps", "2",
+                                         "--batch-size", "16", "--train-subset", "64", "--test-subset", "32", "--output", "b"], in: dir)
+        #expect(tune.status == 0, "\(tune.stderr)")
+        let eval = try runTool("clnet", ["eval", "--model", prunedSpec, "--weights", "b/model.safetensors", "--subset", "32"], in: dir)
+        #expect(eval.status == 0 && String(decoding: eval.stdout, as: UTF8.self).contains("top-1"), "\(eval.stderr)")
+        // The unpruned weights do not fit the pruned model: a clear error, not a crash.
+        let wrong = try runTool("clnet", ["train", "--model", prunedSpec, "--weights", "a/model.safetensors", "--max-steps", "1",
+                                          "--output", "c"], in: dir)
+        #expect(wrong.status != 0 && wrong.stderr.contains("does not match the model"))
+    }
+
+    /// The reference's backward from an inner value to the input (what receptive fields use),
+    /// in inference mode, against central differences in Double: batch norm with fixed
+    /// statistics, stochastic depth and dropout as the identity, max pooling, projections.
+    @Test(arguments: [
+        ("resnet:block=basic,layers=1.1,classes=5,stochastic_depth=0.2", 12),
+        ("preact_resnet:block=basic,layers=1.1,width=8,stem=cifar,dropout=0.3", 9),
+    ])
+    func inputGradientsMatchFiniteDifferences(spec: String, size: Int) throws {
+        var rng = freshGenerator("input gradient \(spec)")
+        let graph = try ModelSpec.graph(spec, batch: 1, size: size, loss: false).graph
+        var values: [String: [Double]] = [:]
+        for p in graph.parameters {
+            values[p.name] = randomDoubles(p.shape.count, using: &rng, in: p.role == .runningVar ? 0.5...2 : -0.5...0.5)
+        }
+        // An inner feature map: the last convolution's output.
+        let root = graph.nodes.last { if case .conv = $0.operation { true } else { false } }!.output
+        var reference = try ReferenceExecutor(graph: graph, parameters: values)
+        let x = randomDoubles(graph.shape(of: graph.inputs[0].value).count, using: &rng)
+        let seed = randomDoubles(graph.shape(of: root).count, using: &rng)
+        let forward = try reference.forward(["input": x], training: false)
+        let dx = try reference.backward(values: forward, from: root, gradient: seed, inputGradients: true, training: false)
+            .values[graph.inputs[0].value.index]
+        #expect(dx.count == x.count)
+        func f(_ x: [Double]) throws -> Double {
+            zip(try reference.forward(["input": x], training: false)[root.index], seed).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        var numeric: [Double] = [], analytic: [Double] = []
+        for _ in 0..<6 {
+            let i = Int.random(in: 0..<x.count, using: &rng), h = 1e-5
+            var plus = x, minus = x
+            plus[i] += h
+            minus[i] -= h
+            numeric.append((try f(plus) - (try f(minus))) / (2 * h))
+            analytic.append(dx[i])
+        }
+        #expect(relativeError(analytic, numeric) <= 1e-6, "\(analytic) against \(numeric)")
+    }
+
+    /// Two 3x3 convolutions of all-ones weights: the field is their 5x5 support, shaped as the
+    /// count of paths (the outer product of 1 2 3 2 1) times the channels, centred on the unit.
+    @Test func receptiveFieldOfTwoConvolutions() throws {
+        var b = GraphBuilder()
+        let x = try b.input("input", shape: [2, 1, 15, 15])
+        let a = try b.conv(x, Conv2D(inChannels: 1, outChannels: 2, kernel: 3, padding: 1), name: "a")
+        _ = try b.conv(a, Conv2D(inChannels: 2, outChannels: 3, kernel: 3, padding: 1), name: "b")
+        var rng = freshGenerator("erf")
+        let images = randomDoubles(2 * 225, using: &rng).map(Float.init)
+        let field = try EffectiveReceptiveField(graph: b.graph, parameters: ["a.weight": [Float](repeating: 1, count: 18),
+                                                                             "b.weight": [Float](repeating: 1, count: 54)], images: images)
+        #expect(field.layer == "b" && field.unitRow == 7 && field.unitColumn == 7)
+        let t: [Double] = [1, 2, 3, 2, 1]
+        var want = [Double](repeating: 0, count: 225)
+        for i in 0..<5 { for j in 0..<5 { want[(5 + i) * 15 + 5 + j] = 6 * t[i] * t[j] } }
+        #expect(relativeError(field.map, want) <= 1e-12)
+        #expect(abs(field.centreRow - 7) < 1e-9 && abs(field.centreColumn - 7) < 1e-9)
+        #expect(abs(field.supportRadius - 2 * 2.0.squareRoot()) < 1e-9)
+        #expect(field.radius68 >= 1 && field.radius68 < field.supportRadius)
+        let png = try field.png(scale: 2)
+        #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        #expect(Array(png[16..<24]) == [0, 0, 0, 30, 0, 0, 0, 30])
+        #expect(Array(png.suffix(4)) == [0xAE, 0x42, 0x60, 0x82])  // IEND's fixed CRC
+        #expect { _ = try EffectiveReceptiveField(graph: b.graph, parameters: [:], images: images, layer: "c") } throws: {
+            "\($0)".contains("no feature map named 'c'")
+        }
+    }
+
+    /// `clnet erf` at initialisation writes a PNG and the radii; a wrong output name is refused
+    /// before any work and leaves no file.
+    @Test func erfCommandDrawsTheField() throws {
+        let dir = try temporaryDirectory("erf")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = try runTool("clnet", ["erf", "--model", "cifar_resnet:depth=8", "--images", "2", "--scale", "2", "--output", "e.png"], in: dir)
+        #expect(run.status == 0, "\(run.stderr)")
+        let out = String(decoding: run.stdout, as: UTF8.self)
+        #expect(out.contains("layer layer3.0.add") && out.contains("68% of the mass within"), "\(out)")
+        let png = try Data(contentsOf: dir.appendingPathComponent("e.png"))
+        #expect(Array(png.prefix(4)) == [0x89, 0x50, 0x4E, 0x47])
+        let bad = try runTool("clnet", ["erf", "--model", "cifar_resnet:depth=8", "--output", "e.jpg"], in: dir)
+        #expect(bad.status != 0 && bad.stderr.contains(".png"))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("e.jpg").path))
+    }
+
+    /// Random statistics and norm parameters far from 1 and 0 on top of `executor`'s
+    /// initialisation, set on it and returned by name: what a trained model's look like to folding.
+    private func trainedLike(_ executor: Executor, using rng: inout SeededGenerator) throws -> [String: [Float]] {
+        var values: [String: [Float]] = [:]
+        for p in executor.graph.parameters {
+            switch p.role {
+            case .normWeight: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5).map(Float.init)
+            case .normBias, .runningMean: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5).map(Float.init)
+            case .runningVar: values[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...2).map(Float.init)
+            default: values[p.name] = try executor.parameter(p.name)
+            }
+            try executor.setParameter(p.name, values[p.name]!)
+        }
+        return values
     }
 }

@@ -126,13 +126,20 @@ public struct Graph: Sendable {
     /// Only values on a path to the loss count: a node whose output never reaches it gets no
     /// backward step.
     public var needsGradient: [Bool] {
+        needsGradient(reaching: lossNode.map { nodes[$0].output }, inputGradients: false)
+    }
+
+    /// Which values need a gradient for a backward pass that starts at `root`: those on a path
+    /// to it that depend on a trainable parameter or, with `inputGradients`, on a graph input.
+    public func needsGradient(reaching root: Value?, inputGradients: Bool) -> [Bool] {
         var needs = [Bool](repeating: false, count: shapes.count)
+        if inputGradients { for (_, v) in inputs { needs[v.index] = true } }
         for node in nodes {
             let fromParameter = node.parameters.contains { parameters[$0].trainable }
             needs[node.output.index] = fromParameter || node.inputs.contains { needs[$0.index] }
         }
         var reaches = [Bool](repeating: false, count: shapes.count)
-        if let loss = lossNode { reaches[nodes[loss].output.index] = true }
+        if let root { reaches[root.index] = true }
         for node in nodes.reversed() where reaches[node.output.index] {
             for v in node.inputs { reaches[v.index] = true }
         }
@@ -143,7 +150,13 @@ public struct Graph: Sendable {
     /// inputs it must produce a gradient for and whether that gradient adds to one a later
     /// consumer already wrote (fan-out sums).
     public var backwardSteps: [BackwardStep] {
-        let needs = needsGradient
+        backwardSteps(from: lossNode.map { nodes[$0].output }, inputGradients: false)
+    }
+
+    /// The backward pass from `root` instead of the loss (an inner unit, for receptive fields),
+    /// with, when `inputGradients`, the gradient of every graph input it depends on.
+    public func backwardSteps(from root: Value?, inputGradients: Bool) -> [BackwardStep] {
+        let needs = needsGradient(reaching: root, inputGradients: inputGradients)
         var written = [Bool](repeating: false, count: shapes.count)
         var steps: [BackwardStep] = []
         for (k, node) in nodes.enumerated().reversed() where needs[node.output.index] {

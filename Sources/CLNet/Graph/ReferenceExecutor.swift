@@ -134,13 +134,31 @@ public struct ReferenceExecutor: Sendable {
         guard let loss = graph.lossNode else {
             throw .invalidShape(operation: "backward", message: "the graph has no loss node")
         }
+        return try backward(values: values, from: graph.nodes[loss].output, gradient: [1], inputGradients: false,
+                            training: true, labels: labels, seed: seed)
+    }
+
+    /// The backward pass from any value `root`, seeded with `gradient` (its shape), after
+    /// `forward` with the same `training`: the gradients of `root` times `gradient` with respect
+    /// to each trainable parameter and each value on the way, and, with `inputGradients`, the
+    /// graph inputs (what effective receptive fields need). In inference mode batch norm's
+    /// statistics are constants and dropout is the identity, as in the forward pass.
+    public func backward(values: [[Double]], from root: Value, gradient: [Double], inputGradients: Bool, training: Bool,
+                         labels: [Int] = [], seed: UInt32 = 0) throws(CLNetError)
+        -> (parameters: [String: [Double]], values: [[Double]]) {
+        guard root.index >= 0, root.index < graph.shapes.count, gradient.count == graph.shape(of: root).count else {
+            throw .invalidShape(operation: "backward", message: "the seed gradient has \(gradient.count) values; value \(root) needs \(root.index >= 0 && root.index < graph.shapes.count ? graph.shape(of: root).count : 0)")
+        }
+        guard values.count == graph.shapes.count, !values[root.index].isEmpty else {
+            throw .invalidShape(operation: "backward", message: "needs the values of a forward pass over this graph")
+        }
         var grads = [[Double]](repeating: [], count: graph.shapes.count)
-        grads[graph.nodes[loss].output.index] = [1]
+        grads[root.index] = gradient
         var paramGrads: [String: [Double]] = [:]
         func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
             grads[v.index] = accumulate ? zip(grads[v.index], g).map(+) : g
         }
-        for step in graph.backwardSteps {
+        for step in graph.backwardSteps(from: root, inputGradients: inputGradients) {
             let node = graph.nodes[step.node]
             let dy = grads[node.output.index]
             let xs = node.inputs.map { values[$0.index] }
@@ -154,6 +172,9 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [g.dx]
                 paramGrads[names[0]] = g.dweight
                 if bias { paramGrads[names[1]] = g.dbias }
+            case let .batchNorm(relu, eps, _) where !training:
+                inputGrads = [Reference.batchNormInferenceBackward(shape: shape, gamma: p[0], runningVar: p[3], eps: Double(eps),
+                                                                   relu: relu, y: values[node.output.index], dy: dy)]
             case let .batchNorm(relu, eps, _):
                 let g = Reference.normBackward(xs[0], shape: shape, gamma: p[0], beta: p[1], groups: 0, dy: dy,
                                                eps: Double(eps), relu: relu)
@@ -185,6 +206,8 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [g.dx]
                 paramGrads[names[0]] = g.dweight
                 if bias { paramGrads[names[1]] = g.dbias }
+            case .stochasticDepth where !training, .dropout where !training:
+                inputGrads = [dy]
             case let .stochasticDepth(rate):
                 let scales = Self.stochasticDepthScales(shape, p: rate, seed: Self.dropoutSeed(seed, node: step.node))
                 inputGrads = [Reference.channelScaleBackward(xs[0], shape: shape, scale: scales.map(Double.init), dy: dy).dx]

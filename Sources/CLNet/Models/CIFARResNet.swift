@@ -17,6 +17,9 @@ public struct CIFARResNet: Sendable {
     /// Stochastic depth (Huang et al. 2016): the probability of dropping the last residual
     /// branch in training, decaying linearly to the first (0: off).
     public var stochasticDepth: Float = 0
+    /// Each residual block's inner width (its first convolution's output channels), in block
+    /// order, where filter pruning has narrowed them; nil: the stage's width, as the paper.
+    public var blockWidths: [Int]? = nil
 
     public init(n: Int, inChannels: Int = 3, classes: Int = 10) {
         self.n = n
@@ -45,10 +48,11 @@ public struct CIFARResNet: Sendable {
             for i in 0..<n {
                 let stride = i == 0 && stage > 0 ? 2 : 1
                 let name = "layer\(stage + 1).\(i)"
-                var z = try b.conv(y, Conv2D(inChannels: channels, outChannels: planes, kernel: 3, stride: stride, padding: 1),
+                let inner = try innerWidth(stage * n + i, planes)
+                var z = try b.conv(y, Conv2D(inChannels: channels, outChannels: inner, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
                 z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
+                z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
                 z = try b.norm(z, norm, name: "\(name).bn2")
                 y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)
                 channels = planes
@@ -59,6 +63,15 @@ public struct CIFARResNet: Sendable {
         if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
         try scaleForPReLU(&b)
         return (b.graph, logits)
+    }
+
+    /// Block `block`'s inner width: `blockWidths`' entry, else the stage's `planes`.
+    private func innerWidth(_ block: Int, _ planes: Int) throws(CLNetError) -> Int {
+        guard let widths = blockWidths else { return planes }
+        guard widths.count == 3 * n else {
+            throw .invalidArgument("mid gives \(widths.count) block widths; a CIFAR ResNet of depth \(6 * n + 2) has \(3 * n) blocks")
+        }
+        return widths[block]
     }
 
     /// The norm and the activation after it: fused with ReLU, or a PReLU node named `act`.
@@ -114,13 +127,14 @@ public struct CIFARResNet: Sendable {
                 let stride = i == 0 && stage > 0 ? 2 : 1
                 let name = "layer\(stage + 1).\(i)"
                 var z = try b.scalarAffine(y, scale: nil, bias: "\(name).bias1a", name: "\(name).bias1a")
-                z = try b.conv(z, Conv2D(inChannels: channels, outChannels: planes, kernel: 3, stride: stride, padding: 1),
+                let inner = try innerWidth(stage * n + i, planes)
+                z = try b.conv(z, Conv2D(inChannels: channels, outChannels: inner, kernel: 3, stride: stride, padding: 1),
                                name: "\(name).conv1")
                 try b.setInitialization("\(name).conv1.weight", .scaled(depthScale))
                 z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias1b", name: "\(name).bias1b")
                 z = try activate(&b, z, "\(name).act1")
                 z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias2a", name: "\(name).bias2a")
-                z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
+                z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
                 try b.setInitialization("\(name).conv2.weight", .constant(0))
                 z = try b.scalarAffine(z, scale: "\(name).scale", bias: "\(name).bias2b", name: "\(name).affine")
                 y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)

@@ -17,7 +17,9 @@
 /// `replace_stride_with_dilation`), `pool=conv` (a strided convolution instead of max pooling);
 /// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
 /// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
-/// writes its weights).
+/// writes its weights); ReLU basic-block ResNets take `rm=1`: the plain network RMNet makes of
+/// it (`clnet export --rm`), and `mid=W1.W2...` sets each residual block's inner width (what
+/// filter pruning leaves; `clnet prune` writes it).
 public enum ModelSpec {
     /// Every model name, in a stable order.
     public static let names: [String] = [
@@ -154,6 +156,17 @@ public enum ModelSpec {
             }
             return values
         }
+        // Block widths: one per residual block, so more than `list` allows.
+        func widths() throws(CLNetError) -> [Int]? {
+            guard let text = options["mid"] else { return nil }
+            used.insert("mid")
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+            let values = parts.compactMap { Int($0) }
+            guard !values.isEmpty, values.count == parts.count, values.count <= 10_000, values.allSatisfy({ $0 >= 1 && $0 <= 100_000 }) else {
+                throw .invalidArgument("model specification '\(spec)': mid=\(text) must be one positive width per residual block, joined by '.'")
+            }
+            return values
+        }
         func choice<T>(_ key: String, _ fallback: T, _ values: [String: T]) throws(CLNetError) -> T {
             guard let text = options[key] else { return fallback }
             used.insert(key)
@@ -198,6 +211,7 @@ public enum ModelSpec {
             model.stochasticDepth = try stochasticDepth()
             model.activation = try activation()
             model.stemPool = try choice("pool", model.stemPool, ["max": .max, "conv": .conv])
+            model.blockWidths = try widths()
             if options["dilation"] != nil {
                 let flags = try list("dilation", [], minimum: 0).map { $0 != 0 }
                 guard flags.count == 3 else {
@@ -252,10 +266,19 @@ public enum ModelSpec {
             model.norm = norm
             model.stochasticDepth = try stochasticDepth()
             model.activation = try activation()
+            model.blockWidths = try widths()
             result = try model.graph(batch: batch, size: size ?? 32, loss: loss)
         }
         var folded = result
-        if try choice("fold_bn", false, ["0": false, "1": true]) {
+        if try choice("rm", false, ["0": false, "1": true]) {
+            // RMNet's plain network (batch norm folded, residual connections removed).
+            _ = try choice("fold_bn", true, ["0": false, "1": true])
+            let plain = try result.graph.removingResiduals()
+            guard let logits = plain.values[result.logits.index] else {
+                throw .invalidArgument("model specification '\(spec)': removing residuals removed the logits")
+            }
+            folded = (plain.graph, logits)
+        } else if try choice("fold_bn", false, ["0": false, "1": true]) {
             let fold = try result.graph.foldingBatchNorms()
             guard let logits = fold.values[result.logits.index] else {
                 throw .invalidArgument("model specification '\(spec)': folding removed the logits")

@@ -34,6 +34,9 @@ public struct ResNet: Sendable {
     /// The stem's downsampling: max pooling (torchvision), or a strided 3x3 convolution with its
     /// norm and activation (the all-convolutional net of Springenberg et al. 2015).
     public var stemPool: StemPool = .max
+    /// Each residual block's inner width (a basic block's first convolution, a bottleneck's
+    /// first two), in block order, where filter pruning has narrowed them; nil: the stage's.
+    public var blockWidths: [Int]? = nil
 
     /// What follows each norm and each residual addition.
     public enum Activation: String, Sendable {
@@ -113,6 +116,9 @@ public struct ResNet: Sendable {
         if block == .basic, case .selectiveKernel = attention {
             throw .invalidArgument("selective kernels replace a bottleneck's 3x3 convolution; use block=bottleneck")
         }
+        if let widths = blockWidths, widths.count != layers.reduce(0, +) {
+            throw .invalidArgument("mid gives \(widths.count) block widths; this ResNet has \(layers.reduce(0, +)) blocks")
+        }
         var b = GraphBuilder()
         let size = size ?? (stem == .imagenet ? 224 : 32)
         let x = try b.input("input", shape: [batch, inChannels, size, size])
@@ -158,13 +164,14 @@ public struct ResNet: Sendable {
                 }
                 var z: Value
                 if block == .basic {
-                    z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: planes, kernel: 3, stride: stride, padding: 1),
+                    let inner = blockWidths?[blockIndex] ?? planes
+                    z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: inner, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
                     z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                    z = try b.conv(z, Conv2D(inChannels: planes, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
+                    z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
                     z = try b.norm(z, norm, name: "\(name).bn2")
                 } else {
-                    let width = planes * widthPerGroup / 64 * groups
+                    let width = blockWidths?[blockIndex] ?? planes * widthPerGroup / 64 * groups
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: width, kernel: 1), name: "\(name).conv1")
                     z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
                     if case let .selectiveKernel(reduction, minimum) = attention {

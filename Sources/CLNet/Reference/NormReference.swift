@@ -70,6 +70,19 @@ extension Reference {
                          eps: eps, relu: relu)
     }
 
+    /// Gradient of inference-mode batch norm with respect to x: with fixed statistics it is one
+    /// affine map per channel, so dx = dy * gamma / sqrt(running_var + eps), masked where a fused
+    /// ReLU cut the output `y`.
+    public static func batchNormInferenceBackward(shape: Shape, gamma: [Double], runningVar: [Double], eps: Double = 1e-5,
+                                                  relu: Bool = false, y: [Double], dy: [Double]) -> [Double] {
+        let plane = shape.count / max(shape.n * shape.c, 1)
+        return dy.indices.map { i in
+            if relu && y[i] <= 0 { return 0 }
+            let c = i / plane % shape.c
+            return dy[i] * gamma[c] / (runningVar[c] + eps).squareRoot()
+        }
+    }
+
     /// Gradients of batch norm (`groups` 0, training mode) or group norm with respect to x, gamma
     /// and beta, normalising with the batch's own statistics.
     public static func normBackward(_ x: [Double], shape: Shape, gamma: [Double], beta: [Double], groups: Int,

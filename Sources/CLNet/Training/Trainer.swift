@@ -40,6 +40,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// Distillation's temperature T and the soft targets' weight a (defaults 4 and 0.9).
     public var distillationTemperature: Double?
     public var distillationWeight: Double?
+    /// Start from these weights (a safetensors file of the model's parameters, or a checkpoint)
+    /// instead of the initialisation: fine-tuning, e.g. after `clnet prune`.
+    public var initialWeights: String?
 
     public init(model: String) { self.model = model }
 }
@@ -195,8 +198,14 @@ public final class Trainer {
             evaluator = nil
             evalLogits = nil
         }
-        try executor.initialize(seed: mix(c.seed, 1), zeroInitResidual: c.zeroInitResidual)
+        try executor.initialize(seed: Self.initializationSeed(c.seed), zeroInitResidual: c.zeroInitResidual)
+        if let path = c.initialWeights {
+            try executor.load(try SafeTensors(contentsOf: URL(fileURLWithPath: path)), ignoring: "optimizer.")
+        }
     }
+
+    /// The initialisation seed a run of `seed` uses, so that a tool can draw the same start.
+    public static func initializationSeed(_ seed: UInt64) -> UInt64 { mix(seed, 1) }
 
     /// Trains until the end of the current epoch (or for `limit` steps, if that comes first),
     /// calling `progress` after each step with the epoch's running figures.
