@@ -41,11 +41,12 @@ struct Export: ParsableCommand {
             guard foldBn || removeResiduals else { throw CLNetError.invalidArgument("nothing to export: give --fold-bn or --rm") }
             let size = ModelSpec.defaultSize(model)
             let graph = try ModelSpec.graph(model, batch: 1, size: size, loss: false).graph
+            // The rewrite first: a model it cannot handle is refused before the weights are read.
+            let plain = removeResiduals ? try graph.removingResiduals() : nil
             let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
             let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
             let target: Graph, rewritten: [String: [Float]], spec: String, summary: String
-            if removeResiduals {
-                let plain = try graph.removingResiduals()
+            if let plain {
                 (target, rewritten) = (plain.graph, try graph.removeResidualParameters(plain, values))
                 spec = ModelSpec.filling(model, ["rm": "1"])
                 summary = "folded \(plain.fold.pairs.count) batch norms and removed \(plain.blocks.count) residual connections"

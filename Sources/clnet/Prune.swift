@@ -63,6 +63,16 @@ struct Prune: ParsableCommand {
             guard !graph.prunableConvolutions.isEmpty else {
                 throw CLNetError.invalidArgument("\(spec) has no convolution inside a residual block to prune")
             }
+            // The model must say its blocks' widths (mid=), or the pruned one could not be built.
+            let current = graph.prunedBlockWidths(PruningPlan(keep: Dictionary(uniqueKeysWithValues: graph.prunableConvolutions.map {
+                (graph.nodes[$0.node].name, Array(0..<graph.shape(of: graph.nodes[$0.node].output).c))
+            })))
+            do {
+                _ = try ModelSpec.graph(ModelSpec.filling(spec, ["mid": current.map { "\($0)" }.joined(separator: ".")]), batch: 1,
+                                        size: train.height, loss: false)
+            } catch {
+                throw CLNetError.invalidArgument("clnet prune handles the ResNets and CIFAR ResNets, whose block widths mid= sets; \(error)")
+            }
             let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
             let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
             let importance: [String: [Double]]

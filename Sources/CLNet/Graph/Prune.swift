@@ -29,6 +29,8 @@ public struct PrunableConvolution: Sendable, Equatable {
 /// Which filters each pruned convolution keeps (by node name, sorted indices).
 public struct PruningPlan: Sendable, Equatable {
     public var keep: [String: [Int]]
+
+    public init(keep: [String: [Int]]) { self.keep = keep }
 }
 
 extension Graph {
