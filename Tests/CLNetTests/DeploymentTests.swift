@@ -230,6 +230,12 @@ struct DeploymentTests {
         let w = floats["layer1.0.conv1.weight"]!
         #expect(abs(l1["layer1.0.conv1"]![2] - w[(2 * 144)..<(3 * 144)].reduce(0) { $0 + Double(abs($1)) }) < 1e-9)
         #expect(try graph.pruningPlan(fraction: 0.3, importance: taylor).keep["layer2.0.conv1"]?.contains(3) == false)
+        // A hand-made plan that repeats or invents filters is refused, not sliced out of range.
+        for keep in [[0, 0], [16], []] {
+            #expect { _ = try graph.prunedParameters(PruningPlan(keep: ["layer1.0.conv1": keep]), floats, pruned: graph) } throws: {
+                "\($0)".contains("must keep distinct filters")
+            }
+        }
     }
 
     /// `clnet prune` writes a smaller model that `clnet train --weights` fine-tunes and `clnet

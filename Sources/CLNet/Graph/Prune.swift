@@ -122,6 +122,9 @@ extension Graph {
             // The convolution's weight rows and bias, the per-channel parameters after it (norm,
             // PReLU); scalars (Fixup's biases) stay whole.
             let c = shape(of: nodes[p.node].output).c
+            guard !keep.isEmpty, Set(keep).count == keep.count, keep.allSatisfy({ (0..<c).contains($0) }) else {
+                throw .invalidArgument("the pruning plan for \(nodes[p.node].name) must keep distinct filters among its \(c), at least one")
+            }
             for i in nodes[p.node].parameters { rows[parameters[i].name] = keep }
             for k in p.path { for i in nodes[k].parameters where parameters[i].shape.dims == [c] { rows[parameters[i].name] = keep } }
             columns[parameters[nodes[p.consumer].parameters[0]].name] = keep
