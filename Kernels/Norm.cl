@@ -90,6 +90,9 @@ __kernel void norm_stats_finish(__global float *ws, uint wso,
     }
     ws[wso + s] = mean;
     ws[wso + sets + s] = rsqrt(m2 / n + eps);
+    // The variance too, where the backward pass's sums go later: synchronised batch norm
+    // combines the replicas' means and variances on the host.
+    ws[wso + 2 * sets + s] = m2 / n;
     if (update_running) {
         run_mean[rmo + s] = (1.0f - momentum) * run_mean[rmo + s] + momentum * mean;
         run_var[rvo + s] = (1.0f - momentum) * run_var[rvo + s] + momentum * m2 / (n - 1.0f);

@@ -86,6 +86,15 @@ struct Train: ParsableCommand {
     @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
     var device: String?
 
+    @Option(help: "Data parallel in this process: device indices or names, comma-separated (e.g. 0,1), one replica each; every batch is split evenly across them.")
+    var devices: String?
+
+    @Flag(help: "Data parallel across processes through MPI: start with mpirun -np N clnet train --distributed ...; every rank runs one replica (on --device, else its local rank's device) and rank 0 writes the output.")
+    var distributed = false
+
+    @Flag(name: .customLong("sync-bn"), help: "With --distributed: batch norm uses the statistics of the whole batch across the ranks (PyTorch's SyncBatchNorm) instead of each rank's own.")
+    var syncBatchNorm = false
+
     @Option(help: "Start from these weights (or a checkpoint's) instead of the initialisation: fine-tuning, e.g. after `clnet prune`.")
     var weights: String?
 
@@ -102,14 +111,24 @@ struct Train: ParsableCommand {
     var onDivergence = "stop"
 
     func run() throws {
+        var communicator: MPICommunicator? = nil
         do {
-            try execute()
+            if distributed { communicator = try MPICommunicator() }
+            try execute(communicator)
+            communicator?.finalize()
         } catch {
+            if let communicator {
+                // The other ranks would wait for this one until their timeout: stop them now.
+                printError("clnet: error: rank \(communicator.rank): \(error)")
+                communicator.abort(1)
+            }
             throw fail(error)
         }
     }
 
-    private func execute() throws {
+    private func execute(_ communicator: MPICommunicator?) throws {
+        // Rank 0 speaks and writes; the other ranks train beside it in silence.
+        let leader = (communicator?.rank ?? 0) == 0
         // Options first: a mistake in one must not cost loading the data or touch the output.
         guard let policy = DivergencePolicy(rawValue: onDivergence) else {
             throw CLNetError.invalidArgument("--on-divergence must be stop or skip, not '\(onDivergence)'")
@@ -150,25 +169,58 @@ struct Train: ParsableCommand {
             config.distillationTemperature = kdTemperature
             config.distillationWeight = kdWeight
         }
-        let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
-        let context = try Context(device: dev)
-        let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: context)
+        var replicaDevices: [Device] = try devices.map { list throws(CLNetError) in
+            try list.split(separator: ",").map { spec throws(CLNetError) in try Device.select(String(spec)) }
+        } ?? []
+        if devices != nil && replicaDevices.isEmpty { throw CLNetError.invalidArgument("--devices needs at least one device, e.g. 0,1") }
+        if replicaDevices.isEmpty {
+            if let device {
+                replicaDevices = [try Device.select(device)]
+            } else if let communicator, ProcessInfo.processInfo.environment["CLNET_DEVICE"] == nil {
+                // One rank per device: a machine's ranks take its devices of the default kind in turn.
+                let all = try Device.all(), kind = try Device.default.info.type
+                let same = all.filter { $0.info.type == kind }
+                let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_RANK"] ?? "") ?? communicator.rank
+                replicaDevices = [same[local % same.count]]
+            } else {
+                replicaDevices = [try Device.default]
+            }
+        }
+        var contexts: [Context] = []
+        for d in replicaDevices { contexts.append(try Context(device: d)) }
+        let dev = replicaDevices[0]
+        if syncBatchNorm && communicator == nil {
+            throw CLNetError.invalidArgument("--sync-bn synchronises batch norm across MPI ranks: use it with --distributed")
+        }
+        if policy == .skip && (contexts.count > 1 || communicator != nil) {
+            throw CLNetError.invalidArgument("--on-divergence skip runs on one device; drop --devices / --distributed or use stop")
+        }
+        let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: contexts[0],
+                                  replicaContexts: Array(contexts.dropFirst()), communicator: communicator,
+                                  synchronizedBatchNorm: syncBatchNorm)
         trainer.divergencePolicy = policy
-        do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
-            throw CLNetError.invalidArgument("cannot create \(output): \(error)")
+        try communicator?.agree(on: "CLNet \(CLNet.version) \(trainer.modelSpec) \(config) \(data) sync-bn \(syncBatchNorm)",
+                                summary: "CLNet \(CLNet.version), \(trainer.modelSpec) on \(data)")
+        if leader {
+            do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+                throw CLNetError.invalidArgument("cannot create \(output): \(error)")
+            }
         }
         let metrics = dir.appendingPathComponent("metrics.jsonl")
         if resume {
             try trainer.loadCheckpoint(from: checkpoint)
-        } else {
+        } else if leader {
             try? FileManager.default.removeItem(at: metrics)
         }
-        let log = ProgressLog(terminal: isatty(1) == 1)
-        print("""
+        let log = ProgressLog(terminal: isatty(1) == 1 && leader, silent: !leader)
+        let parallel = trainer.shards > 1
+            ? "; data parallel over \(contexts.count) device\(contexts.count == 1 ? "" : "s")\(communicator.map { " x \($0.size) ranks" } ?? ""), \(batchSize / trainer.shards) images each"
+            : ""
+        if leader { print("""
             training \(trainer.modelSpec) on \(data) (\(train.count) images, \(test.count) for testing) on \(dev.info.name)
             \(trainer.stepsPerEpoch) steps of \(batchSize) per epoch, \(epochs) epoch\(epochs == 1 ? "" : "s"), \
-            schedule \(schedule) from \(learningRate)\(resume ? ", resumed at step \(trainer.step)" : ""); writing to \(output)/
-            """)
+            schedule \(schedule) from \(learningRate)\(resume ? ", resumed at step \(trainer.step)" : "")\(parallel); writing to \(output)/
+            """) }
         flushOutput()
         let started = ContinuousClock.now
         while trainer.epoch < epochs {
@@ -182,7 +234,7 @@ struct Train: ParsableCommand {
             let summary = try trainer.trainEpoch(limit: limit) { p in
                 window.append(p.stepLoss)
                 log.step(p)
-                if p.step % interval == 0 || p.step == p.stepsInEpoch {
+                if leader && (p.step % interval == 0 || p.step == p.stepsInEpoch) {
                     let mean = Double(window.reduce(0, +)) / Double(max(window.count, 1))
                     appendJSONLine(metrics, TrainRecord(epoch: Double(p.epoch) + Double(p.step) / Double(p.stepsInEpoch),
                                                         step: p.epoch * p.stepsInEpoch + p.step, loss: mean,
@@ -192,7 +244,7 @@ struct Train: ParsableCommand {
                 }
             }
             let finished = trainer.epoch > epoch
-            if finished {
+            if finished && leader {
                 log.end()
                 let evaluation = try trainer.evaluate()
                 print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
@@ -205,9 +257,30 @@ struct Train: ParsableCommand {
                                                     testTop1: evaluation.top1, testTop5: evaluation.top5,
                                                     seconds: seconds(since: started)))
             }
-            try trainer.saveCheckpoint(to: checkpoint)
+            if leader { try trainer.saveCheckpoint(to: checkpoint) }
         }
         log.end()
+        if let communicator {
+            // Every rank's weights, hashed: equal digests are bitwise-equal weights.
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for p in trainer.executor.graph.parameters where p.trainable {
+                for v in try trainer.executor.parameter(p.name) {
+                    var bits = v.bitPattern
+                    for _ in 0..<4 { hash = (hash ^ UInt64(bits & 0xFF)) &* 0x100_0000_01b3; bits >>= 8 }
+                }
+            }
+            print("rank \(communicator.rank) of \(communicator.size): weights digest \(String(hash, radix: 16))")
+            flushOutput()
+        }
+        guard leader else { return }
+        if trainer.shards > 1 {
+            let total = seconds(since: started)
+            func share(_ t: Double) -> String { "\(format(t, 2)) s (\(format(t / max(total, 1e-9) * 100, 1))%)" }
+            print("""
+                of \(format(total, 2)) s: waiting for gradients \(share(trainer.gradientReadSeconds)), \
+                all-reduce across ranks \(share(trainer.allReduceSeconds)), summing and writing back \(share(trainer.gradientWriteSeconds))
+                """)
+        }
         try trainer.executor.save(to: dir.appendingPathComponent("model.safetensors"))
         try writeChart(metrics: metrics, to: dir.appendingPathComponent("chart.svg"), title: "\(trainer.modelSpec) on \(data)")
         print("checkpoint: \(checkpoint.path)\nweights:    \(dir.appendingPathComponent("model.safetensors").path)")
@@ -242,11 +315,17 @@ struct EpochRecord: Codable {
 /// A progress bar on a terminal, redrawn in place; plain lines every tenth of an epoch otherwise.
 final class ProgressLog {
     let terminal: Bool
+    /// Prints nothing (the ranks of a distributed run but 0).
+    let silent: Bool
     private var drawn = false
 
-    init(terminal: Bool) { self.terminal = terminal }
+    init(terminal: Bool, silent: Bool = false) {
+        self.terminal = terminal
+        self.silent = silent
+    }
 
     func step(_ p: StepProgress) {
+        if silent { return }
         let eta = Int(p.secondsLeft.rounded())
         let text = "epoch \(p.epoch + 1) \(p.step)/\(p.stepsInEpoch) loss \(format(p.loss, 4)) acc \(format(p.accuracy * 100, 2))% "
             + "\(format(p.imagesPerSecond, 1)) img/s lr \(format(p.learningRate, 4)) ETA \(eta / 60):\(String(format2: eta % 60))"

@@ -107,6 +107,10 @@ struct BadInputTests {
              message: "a bottleneck block has three convolutions"),
         Case(arguments: ["train", "--weights", "missing.safetensors", "--output", "run"], message: "--weights: there is no file"),
         Case(arguments: ["train", "--model", "resnet20:mid=4.4", "--output", "run"], message: "mid gives 2 block widths"),
+        Case(arguments: ["train", "--devices", "0,99", "--output", "run"], message: "no OpenCL device has index 99"),
+        Case(arguments: ["train", "--devices", "0,0", "--batch-size", "15", "--output", "run"], message: "must divide by the 2 replicas"),
+        Case(arguments: ["train", "--devices", "0,0", "--on-divergence", "skip", "--output", "run"], message: "runs on one device"),
+        Case(arguments: ["train", "--sync-bn", "--output", "run"], message: "--sync-bn synchronises batch norm across MPI ranks"),
         // Pruning and receptive fields.
         Case(arguments: ["prune", "--model", model, "--weights", "w.safetensors", "--fraction", "1", "--output", "out.safetensors"],
              message: "--fraction must be in [0, 1)"),

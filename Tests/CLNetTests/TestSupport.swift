@@ -133,8 +133,13 @@ struct ToolRun {
 
 /// Runs one of the package's executables (`clnet`, `clnet-bench`) to completion.
 func runTool(_ tool: String, _ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil) throws -> ToolRun {
+    try runProgram(productsDirectory().appendingPathComponent(tool).path, arguments, environment: environment, in: directory)
+}
+
+/// Runs any program (`mpirun`) to completion.
+func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil) throws -> ToolRun {
     let process = Process()
-    process.executableURL = productsDirectory().appendingPathComponent(tool)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     if let directory { process.currentDirectoryURL = directory }

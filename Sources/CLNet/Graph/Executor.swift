@@ -45,9 +45,16 @@ public final class Executor: @unchecked Sendable {
     private var pending: [Event] = []
     /// The optimizer applied by `backward`, each parameter as soon as its gradient is final.
     public var optimizer: SGD?
+    /// Synchronised batch norm: training batch norm normalises with the statistics of the whole
+    /// batch across the communicator's ranks (each holding an equal share), as PyTorch's
+    /// SyncBatchNorm; the host waits for the queue at every batch norm, forward and backward.
+    public var batchNormCommunicator: Communicator?
     /// With an optimizer: leave batch-norm scales and shifts and all biases undecayed.
     public let decayOnlyWeights: Bool
     private let momentumArena: Buffer?
+    private let gradientArena: Buffer?
+    /// Data-parallel steps read and write gradients here, beside the step's own queues.
+    private let transferQueue: CommandQueue?
 
     /// Allocates every buffer the graph needs. Parameters start at torchvision's neutral values
     /// for norms (weight 1, bias 0, running variance 1) and zero elsewhere; set them with
@@ -55,8 +62,12 @@ public final class Executor: @unchecked Sendable {
     ///
     /// With an `optimizer`, `backward` also updates every trainable parameter, right after its
     /// gradient is final, keeping the momentum in an arena beside the parameters (zero at first).
+    ///
+    /// With `gradientTransfers`, the executor can also take data-parallel steps
+    /// (`backwardForReduction`, `readGradients`, `writeGradients`, `applyUpdate`): gradients
+    /// are read and written on a queue of their own as soon as the tasks that make them finish.
     public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int? = nil,
-                optimizer: SGD? = nil, decayOnlyWeights: Bool = false) throws(CLNetError) {
+                optimizer: SGD? = nil, decayOnlyWeights: Bool = false, gradientTransfers: Bool = false) throws(CLNetError) {
         let queues = queues ?? Self.defaultQueueCount(for: context.device)
         self.graph = graph
         self.context = context
@@ -113,6 +124,10 @@ public final class Executor: @unchecked Sendable {
         let total = max(1, graph.parameters.reduce(0) { $0 + $1.shape.count })
         parameterArena = try context.buffer(floats: total)
         let gradientArena = training ? try context.buffer(floats: total) : nil
+        self.gradientArena = gradientArena
+        transferQueue = gradientTransfers && training ? try context.makeQueue() : nil
+        // Buckets span the gaps of parameters without gradients (running statistics): zeros.
+        if let gradientArena, gradientTransfers { try made[0].fill(gradientArena, with: 0) }
         momentumArena = training && optimizer != nil ? try context.buffer(floats: total) : nil
         if let momentumArena { try made[0].fill(momentumArena, with: 0) }
         // Two buffers, so that neither exceeds the device's largest allocation when the
@@ -169,6 +184,10 @@ public final class Executor: @unchecked Sendable {
             try made[0].fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
         }
         schedule()
+        if transferQueue != nil {
+            // A bucket's read waits for the tasks that write its gradients.
+            for t in tasks.indices where tasks[t].accesses.contains(where: { $0.space == 2 && $0.write }) { tasks[t].signals = true }
+        }
     }
 
     /// Refuses a graph whose buffers cannot fit the device, before allocating any: OpenCL
@@ -415,6 +434,104 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
+    // MARK: Data-parallel steps
+
+    /// A range of the gradient arena (in floats, parameters in graph order) whose gradients the
+    /// backward pass finishes together, and the tasks that write them.
+    public struct GradientBucket: Sendable, Equatable {
+        public let range: Range<Int>
+        let writers: [Int]
+    }
+
+    /// The gradient arena cut into buckets of at least `elements` floats (the last may be
+    /// smaller), in the order the backward pass finishes them: the last layers' first, so that
+    /// reducing one bucket overlaps the backward pass of the layers before it.
+    public func gradientBuckets(elements: Int) -> [GradientBucket] {
+        let total = parameterArena.byteCount / 4
+        var cuts: [Int] = [], hi = total
+        for t in forwardTaskCount..<tasks.count {
+            // The backward steps run from the last node to the first, and parameters are laid
+            // out in node order, so the written ranges descend.
+            for a in tasks[t].accesses where a.space == 2 && a.write && hi - a.lo >= max(elements, 1) && a.lo < hi {
+                cuts.append(a.lo)
+                hi = a.lo
+            }
+        }
+        var buckets: [GradientBucket] = []
+        var top = total
+        for lo in cuts + (hi > 0 ? [0] : []) where lo < top {
+            let writers = (forwardTaskCount..<tasks.count).filter { t in
+                tasks[t].accesses.contains { $0.space == 2 && $0.write && $0.lo < top && lo < $0.hi }
+            }
+            buckets.append(GradientBucket(range: lo..<top, writers: writers))
+            top = lo
+        }
+        return buckets
+    }
+
+    /// Enqueues the backward pass of the last forward without the optimizer's update: the
+    /// gradients are then read (`readGradients`), reduced across replicas, written back
+    /// (`writeGradients`) and applied (`applyUpdate`). A failure undoes the step as `backward`.
+    public func backwardForReduction() throws(CLNetError) {
+        guard !parametersLost else { throw Self.lostError }
+        guard training, transferQueue != nil else {
+            throw .invalidShape(operation: "backwardForReduction", message: "the executor was not made for training with gradientTransfers")
+        }
+        guard forwardPending else {
+            throw .invalidShape(operation: "backward", message: "needs a forward pass since the last backward; call forward first")
+        }
+        forwardPending = false
+        do {
+            for t in forwardTaskCount..<tasks.count {
+                if case .update = tasks[t].kind { continue }
+                try run(t)
+            }
+            for q in queues { try q.flush() }
+        } catch {
+            try rollBack(after: error)
+        }
+    }
+
+    /// Bucket `b`'s gradients, once the tasks that write them have finished (the rest of the
+    /// backward pass may still be running).
+    public func readGradients(_ b: GradientBucket) throws(CLNetError) -> [Float] {
+        guard let transferQueue, let gradientArena else { throw .invalidArgument("the executor was not made with gradientTransfers") }
+        do {
+            try transferQueue.barrier(waitFor: b.writers.compactMap { events[$0] })
+            return try transferQueue.read(gradientArena, count: b.range.count, offset: b.range.lowerBound)
+        } catch {
+            try rollBack(after: error)
+        }
+    }
+
+    /// Replaces bucket `b`'s gradients (with the reduced ones); returns when they are written.
+    public func writeGradients(_ b: GradientBucket, _ values: [Float]) throws(CLNetError) {
+        guard let transferQueue, let gradientArena else { throw .invalidArgument("the executor was not made with gradientTransfers") }
+        guard values.count == b.range.count else {
+            throw .invalidShape(operation: "writeGradients", message: "\(values.count) values for a bucket of \(b.range.count)")
+        }
+        do {
+            try transferQueue.write(values, to: gradientArena, offset: b.range.lowerBound)
+        } catch {
+            try rollBack(after: error)
+        }
+    }
+
+    /// Applies the optimizer's update to every trainable parameter from the (reduced)
+    /// gradients, after every task of the backward pass.
+    public func applyUpdate() throws(CLNetError) {
+        do {
+            var ends: [Event] = []
+            for q in queues.dropFirst() { ends.append(try q.marker()) }
+            try queue.barrier(waitFor: ends)
+            for task in tasks { if case let .update(k) = task.kind { try update(graph.nodes[k], queue) } }
+            try markOtherQueues()
+            for q in queues { try q.flush() }
+        } catch {
+            try rollBack(after: error)
+        }
+    }
+
     /// After a failed call: waits for what was enqueued, puts the parameters, running statistics
     /// and momentum back from the copy taken at the step's start, and throws `error`.
     private func rollBack(after error: CLNetError) throws(CLNetError) -> Never {
@@ -551,7 +668,8 @@ public final class Executor: @unchecked Sendable {
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                               runningMean: param(node, 2), runningVar: param(node, 3), y: y,
-                                              workspace: nodeWorkspaces[k]!, relu: relu, eps: eps, momentum: momentum)
+                                              workspace: nodeWorkspaces[k]!, relu: relu, eps: eps, momentum: momentum,
+                                              synchronizedOver: batchNormCommunicator)
             } else {
                 try BatchNorm.forwardInference(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                                runningMean: param(node, 2), runningVar: param(node, 3), y: y,
@@ -650,7 +768,8 @@ public final class Executor: @unchecked Sendable {
                 if groups == 0 {
                     try BatchNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                            workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
-                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc)
+                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc,
+                                           synchronizedOver: batchNormCommunicator)
                 } else {
                     try GroupNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), groups: groups,
                                            workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,

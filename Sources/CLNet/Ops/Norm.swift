@@ -15,6 +15,7 @@ public enum BatchNorm {
     public static func forwardTraining(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor,
                                        runningMean: Tensor, runningVar: Tensor, y: Tensor, workspace: Tensor,
                                        relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
+                                       synchronizedOver communicator: Communicator? = nil,
                                        waitFor: [Event] = []) throws(CLNetError) -> Event {
         let op = relu ? "BatchNorm+ReLU" : "BatchNorm"
         try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: 0)
@@ -26,8 +27,12 @@ public enum BatchNorm {
                 training needs more than one value per channel to estimate a variance; x has shape \(x.shape)
                 """)
         }
-        let stats = try NormKernels.stats(q, x: x, workspace: workspace, running: (runningMean, runningVar),
+        var stats = try NormKernels.stats(q, x: x, workspace: workspace, running: communicator == nil ? (runningMean, runningVar) : nil,
                                           groups: 0, eps: eps, momentum: momentum, waitFor: waitFor)
+        if let communicator {
+            stats = try synchronize(q, x.shape, workspace: workspace, runningMean: runningMean, runningVar: runningVar, eps: eps,
+                                    momentum: momentum, communicator)
+        }
         return try NormKernels.apply(q, x: x, gamma: gamma, beta: beta, mean: workspace,
                                      second: try workspace.vector(offset: x.shape.c, count: x.shape.c),
                                      fromRunning: false, y: y, groups: 0, eps: eps, relu: relu, waitFor: [stats])
@@ -50,10 +55,36 @@ public enum BatchNorm {
     @discardableResult
     public static func backward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
                                 dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, relu: Bool = false,
-                                accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
+                                accumulate: Bool = false, synchronizedOver communicator: Communicator? = nil,
+                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         try NormKernels.backward(q, op: relu ? "BatchNorm+ReLU backward" : "BatchNorm backward", x: x, gamma: gamma,
                                  beta: beta, workspace: workspace, dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta,
-                                 groups: 0, relu: relu, accumulate: accumulate, waitFor: waitFor)
+                                 groups: 0, relu: relu, accumulate: accumulate, synchronizedOver: communicator, waitFor: waitFor)
+    }
+
+    /// Synchronised batch norm (PyTorch's SyncBatchNorm): the statistics of the whole batch
+    /// across every rank, each holding an equal share. The local means and variances are
+    /// combined exactly (mean of means, then the mean of variance plus squared deviation of
+    /// each rank's mean), written back for the normalisation, and folded into the running
+    /// statistics with the whole batch's unbiased variance. The host waits for the queue here.
+    static func synchronize(_ q: CommandQueue, _ x: Shape, workspace: Tensor, runningMean: Tensor, runningVar: Tensor,
+                            eps: Float, momentum: Float, _ communicator: Communicator) throws(CLNetError) -> Event {
+        let c = x.c, size = Float(communicator.size)
+        let local = try q.read(workspace.buffer, count: 3 * c, offset: workspace.offset)
+        var mean = Array(local[0..<c])
+        try communicator.allReduceSum(&mean)
+        mean = mean.map { $0 / size }
+        var variance = (0..<c).map { i in local[2 * c + i] + (local[i] - mean[i]) * (local[i] - mean[i]) }
+        try communicator.allReduceSum(&variance)
+        variance = variance.map { $0 / size }
+        try q.write(mean + variance.map { 1 / ($0 + eps).squareRoot() }, to: workspace.buffer, offset: workspace.offset)
+        let n = Float(x.n * x.h * x.w) * size
+        let rm = try q.read(runningMean.buffer, count: c, offset: runningMean.offset)
+        let rv = try q.read(runningVar.buffer, count: c, offset: runningVar.offset)
+        try q.write((0..<c).map { (1 - momentum) * rm[$0] + momentum * mean[$0] }, to: runningMean.buffer, offset: runningMean.offset)
+        try q.write((0..<c).map { (1 - momentum) * rv[$0] + momentum * variance[$0] * n / (n - 1) }, to: runningVar.buffer,
+                    offset: runningVar.offset)
+        return try q.marker()
     }
 }
 
@@ -158,7 +189,8 @@ enum NormKernels {
 
     static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
                          dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, groups: Int, relu: Bool,
-                         accumulate: Bool, waitFor: [Event]) throws(CLNetError) -> Event {
+                         accumulate: Bool, synchronizedOver communicator: Communicator? = nil,
+                         waitFor: [Event]) throws(CLNetError) -> Event {
         try check(op, x: x, y: dy, gamma: gamma, beta: beta, groups: groups)
         let sets = sets(x.shape, groups)
         try checkWorkspace(op, workspace, x.shape, groups: groups)
@@ -183,6 +215,16 @@ enum NormKernels {
                                   .flag(accumulate)], total: x.shape.c, waitFor: [])]
         }
         guard let dx else { return try q.marker(waitFor: last) }
+        if let communicator, groups == 0 {
+            // Synchronised batch norm: the input gradient's two sums over the whole batch. Each
+            // rank's sums are over its share; their mean over ranks, divided by the local count
+            // in the kernel, is the sum over everything divided by the whole batch's count.
+            let c = x.shape.c, start = workspace.offset + 2 * sets
+            var sums = try q.read(workspace.buffer, count: 2 * c, offset: start)
+            try communicator.allReduceSum(&sums)
+            try q.write(sums.map { $0 / Float(communicator.size) }, to: workspace.buffer, offset: start)
+            last = []
+        }
         if groups != 0 {
             last = [try q.reduce(.norm, "norm_backward_sums", common + geometry(x, groups) + [.flag(relu)],
                                  groups: sets, waitFor: last)]

@@ -120,6 +120,7 @@ public final class Trainer {
     /// With distillation: the teacher (inference) and its logits.
     private let teacher: (executor: Executor, logits: Value)?
     private let evalLogits: Value?
+    private var cachedBuckets: (elements: Int, buckets: [Executor.GradientBucket])?
     /// Optimizer steps taken since the run began (across resumes).
     public private(set) var step = 0
     /// What a step whose loss is not finite does (default: stop the run).
@@ -130,6 +131,22 @@ public final class Trainer {
     public private(set) var skippedSteps = 0
     /// The schedule's rate is multiplied by this; each skipped step halves it.
     public private(set) var learningRateScale = 1.0
+    /// Data parallelism: the executors of this process (the first is `executor`), one per
+    /// device, each taking an equal slice of every batch.
+    public let replicas: [Executor]
+    /// The other processes of a distributed run (MPI), or nil.
+    public let communicator: Communicator?
+    /// Gradients are reduced in buckets of about this many values, each as soon as the backward
+    /// pass has finished it, while the device goes on with the layers before it.
+    public var bucketElements = 1 << 20
+    /// Host seconds of data-parallel steps so far spent reading gradients (waiting for the
+    /// backward pass to finish each bucket), in the all-reduce across ranks (waiting for the
+    /// other ranks included), and summing and writing gradients back.
+    public private(set) var gradientReadSeconds = 0.0, allReduceSeconds = 0.0, gradientWriteSeconds = 0.0
+    /// All of the above.
+    public var reductionSeconds: Double { gradientReadSeconds + allReduceSeconds + gradientWriteSeconds }
+    /// The slices every batch is split into: replicas times ranks.
+    public var shards: Int { replicas.count * (communicator?.size ?? 1) }
 
     public var stepsPerEpoch: Int { trainLoader.batchesPerEpoch }
     /// The epoch the next step belongs to (0-based).
@@ -138,9 +155,31 @@ public final class Trainer {
     /// Builds the model for the data, initialises it from the seed, and prepares the loaders.
     /// The preprocessing defaults to the training set's own channel statistics, with CIFAR's
     /// crop and flip when `augment` is set.
+    ///
+    /// Data parallelism (as PyTorch's DistributedDataParallel): with `replicaContexts`, one
+    /// replica of the model per context beyond the first, and with a `communicator`, the same
+    /// on every rank. Each replica takes an equal slice of every batch (so the batch size must
+    /// divide by replicas times ranks); gradients are averaged across all of them before one
+    /// update, so the weights follow the single-device run of the whole batch, with batch-norm
+    /// statistics per replica.
     public init(configuration: TrainingConfiguration, train: ImageDataset, test: ImageDataset?, augment: Bool = false,
-                preprocessing: Preprocessing? = nil, context: Context? = nil, queues: Int? = nil) throws(CLNetError) {
+                preprocessing: Preprocessing? = nil, context: Context? = nil, queues: Int? = nil,
+                replicaContexts: [Context] = [], communicator: Communicator? = nil,
+                synchronizedBatchNorm: Bool = false) throws(CLNetError) {
         let c = configuration
+        if synchronizedBatchNorm {
+            // As PyTorch's SyncBatchNorm: one device per process.
+            guard communicator != nil, replicaContexts.isEmpty else {
+                throw .invalidArgument("synchronised batch norm runs across MPI ranks with one device each (--distributed without --devices)")
+            }
+        }
+        let shards = (1 + replicaContexts.count) * (communicator?.size ?? 1)
+        if shards > 1 {
+            guard c.batchSize % shards == 0 else {
+                throw .invalidArgument("the batch size \(c.batchSize) must divide by the \(shards) replicas (devices times ranks) of data-parallel training")
+            }
+            guard c.teacher == nil else { throw .invalidArgument("distillation (--teacher) runs on one device; drop --devices / --distributed") }
+        }
         guard c.epochs > 0, c.batchSize > 0, c.evalBatchSize > 0 else {
             throw .invalidArgument("epochs, batch size and evaluation batch size must be positive")
         }
@@ -168,7 +207,7 @@ public final class Trainer {
                                             epochs: c.epochs, warmupEpochs: c.warmupEpochs)
         let ctx: Context
         if let context { ctx = context } else { ctx = try Context() }
-        var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize, size: train.height).graph
+        var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize / shards, size: train.height).graph
         if let teacher = c.teacher {
             let (teacherGraph, teacherLogits, file) = try Self.teacher(teacher, fill: fill, batch: c.batchSize, size: train.height)
             let t = try Executor(graph: teacherGraph, context: ctx, training: false, keep: [teacherLogits], queues: 1)
@@ -186,10 +225,17 @@ public final class Trainer {
         guard train.height == train.width else {
             throw .invalidArgument("images must be square, not \(train.height)x\(train.width)")
         }
-        executor = try Executor(graph: graph, context: ctx, training: true, queues: queues,
-                                optimizer: SGD(learningRate: Float(c.learningRate), momentum: Float(c.momentum),
-                                               weightDecay: Float(c.weightDecay), nesterov: c.nesterov),
-                                decayOnlyWeights: c.decayOnlyWeights)
+        let sgd = SGD(learningRate: Float(c.learningRate), momentum: Float(c.momentum), weightDecay: Float(c.weightDecay),
+                      nesterov: c.nesterov)
+        var made: [Executor] = []
+        for replicaContext in [ctx] + replicaContexts {
+            made.append(try Executor(graph: graph, context: replicaContext, training: true, queues: queues, optimizer: sgd,
+                                     decayOnlyWeights: c.decayOnlyWeights, gradientTransfers: shards > 1))
+        }
+        if synchronizedBatchNorm { made[0].batchNormCommunicator = communicator }
+        executor = made[0]
+        replicas = made
+        self.communicator = communicator
         if let testLoader {
             let (g, logits) = try ModelSpec.graph(modelSpec, batch: testLoader.batchSize, size: train.height, loss: false)
             evaluator = try Executor(graph: g, context: ctx, training: false, keep: [logits], queues: 1)
@@ -202,6 +248,74 @@ public final class Trainer {
         if let path = c.initialWeights {
             try executor.load(try SafeTensors(contentsOf: URL(fileURLWithPath: path)), ignoring: "optimizer.")
         }
+        try synchronizeReplicas()
+    }
+
+    /// Gives every replica the first one's parameters, statistics and momentum.
+    private func synchronizeReplicas() throws(CLNetError) {
+        for r in replicas.dropFirst() {
+            for p in executor.graph.parameters {
+                try r.setParameter(p.name, try executor.parameter(p.name))
+                if p.trainable { try r.setMomentum(p.name, try executor.momentum(p.name)) }
+            }
+            r.stepsTaken = executor.stepsTaken
+        }
+    }
+
+    /// One data-parallel step: each replica runs its slice; the gradients, reduced bucket by
+    /// bucket across replicas and ranks, are averaged and applied on each. Returns the mean
+    /// loss and the correct count over the whole batch (every rank's).
+    private func dataParallelStep(_ batch: Batch, rate: Double, seed: UInt32) throws(CLNetError) -> (loss: Float, correct: Int) {
+        let per = configuration.batchSize / shards, sample = batch.inputs.count / max(batch.count, 1)
+        let first = (communicator?.rank ?? 0) * replicas.count
+        var readings: [LossReading] = []
+        for (j, r) in replicas.enumerated() {
+            let lo = (first + j) * per
+            r.optimizer?.learningRate = Float(rate)
+            guard let reading = try r.forward(["input": Array(batch.inputs[(lo * sample)..<((lo + per) * sample)])],
+                                              labels: Array(batch.labels[lo..<(lo + per)]), seed: seed &+ UInt32(first + j)) else {
+                throw .invalidShape(operation: "Trainer", message: "the model has no loss node")
+            }
+            readings.append(reading)
+        }
+        for r in replicas { try r.backwardForReduction() }
+        let scale = 1 / Float(shards)
+        for bucket in buckets {
+            var clock = ContinuousClock.now
+            var sum = try replicas[0].readGradients(bucket)
+            var others: [[Float]] = []
+            for r in replicas.dropFirst() { others.append(try r.readGradients(bucket)) }
+            gradientReadSeconds += seconds(since: clock)
+            clock = .now
+            for g in others { for i in sum.indices { sum[i] += g[i] } }
+            if let communicator {
+                gradientWriteSeconds += seconds(since: clock)
+                clock = .now
+                try communicator.allReduceSum(&sum)
+                allReduceSeconds += seconds(since: clock)
+                clock = .now
+            }
+            for i in sum.indices { sum[i] *= scale }
+            for r in replicas { try r.writeGradients(bucket, sum) }
+            gradientWriteSeconds += seconds(since: clock)
+        }
+        for r in replicas { try r.applyUpdate() }
+        var totals: [Float] = [0, 0]
+        for reading in readings {
+            let (loss, right) = try reading.value()
+            totals[0] += loss
+            totals[1] += Float(right)
+        }
+        try communicator?.allReduceSum(&totals)
+        return (totals[0] / Float(shards), Int(totals[1].rounded()))
+    }
+
+    /// The gradient buckets of the replicas (the same for each), cut at `bucketElements`.
+    private var buckets: [Executor.GradientBucket] {
+        if let cached = cachedBuckets, cached.elements == bucketElements { return cached.buckets }
+        let b = executor.gradientBuckets(elements: bucketElements)
+        cachedBuckets = (bucketElements, b)
+        return b
     }
 
     /// The initialisation seed a run of `seed` uses, so that a tool can draw the same start.
@@ -211,6 +325,9 @@ public final class Trainer {
     /// calling `progress` after each step with the epoch's running figures.
     @discardableResult
     public func trainEpoch(limit: Int? = nil, progress: (StepProgress) -> Void = { _ in }) throws(CLNetError) -> EpochSummary {
+        if shards > 1 && divergencePolicy == .skip {
+            throw .invalidArgument("skipping diverged steps runs on one device; data-parallel training stops instead")
+        }
         let epoch = self.epoch, first = step % stepsPerEpoch
         let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
         let start = ContinuousClock.now
@@ -219,6 +336,9 @@ public final class Trainer {
         var inFlight: (reading: LossReading, rate: Double, step: Int)? = nil
         func collect(_ reading: LossReading, _ rate: Double, _ stepNumber: Int) throws(CLNetError) {
             let (loss, right) = try reading.value()
+            try collectValue(loss, right, rate, stepNumber)
+        }
+        func collectValue(_ loss: Float, _ right: Int, _ rate: Double, _ stepNumber: Int) throws(CLNetError) {
             guard loss.isFinite else {
                 throw .invalidArgument("""
                     training diverged: the loss of step \(stepNumber) is \(loss) (learning rate \(rate)); the checkpoints \
@@ -242,6 +362,13 @@ public final class Trainer {
             let batch = trainLoader.batch(epoch: epoch, index: index)
             let rate = schedule.rate(at: step) * learningRateScale
             executor.optimizer?.learningRate = Float(rate)
+            if shards > 1 {
+                let (loss, right) = try dataParallelStep(batch, rate: rate,
+                                                         seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step))))
+                step += 1
+                try collectValue(loss, right, rate, step)
+                continue
+            }
             var inputs = ["input": batch.inputs]
             if let teacher {
                 // The teacher's logits go to the student's graph as an input; reading them back
@@ -280,7 +407,7 @@ public final class Trainer {
             inFlight = (reading, rate, step)
         }
         if let (r, lr, n) = inFlight { try collect(r, lr, n) }
-        try executor.synchronize()
+        for r in replicas { try r.synchronize() }
         let elapsed = seconds(since: start), n = max(losses.count, 1)
         return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
                             accuracy: Double(correct) / Double(n * configuration.batchSize), seconds: elapsed,
@@ -413,6 +540,7 @@ public final class Trainer {
         step = state.step
         learningRateScale = state.learningRateScale ?? 1
         executor.stepsTaken = Int64(state.step)
+        try synchronizeReplicas()
     }
 }
 
