@@ -149,7 +149,8 @@ struct ReliabilityTests {
     /// A model and batch that cannot fit are refused before any buffer is allocated, with what
     /// the plan needs and what the device has.
     @Test func tooLargeForTheDeviceIsRefusedUpFront() throws {
-        let context = try Shared.context()
+        // A context of its own: tests running beside it allocate on the shared one.
+        let context = try Context(device: Shared.context().device)
         let graph = try ModelSpec.graph("resnet50", batch: 4096, size: 224).graph
         let buffers = context.live.snapshot["buffers"]!
         let e = #expect(throws: CLNetError.self) { try Executor(graph: graph, context: context, training: true) }

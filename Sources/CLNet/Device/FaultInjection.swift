@@ -46,7 +46,7 @@ public final class FaultInjection: Sendable {
                     \(Kind.allCases.map(\.rawValue).joined(separator: ", ")) and N from 1; unset it to run normally
                     """)
             }
-            state.withLock { $0.failAt[kind, default: []].insert(n) }
+            state.withLock { _ = $0.failAt[kind, default: []].insert(n) }
         }
     }
 
