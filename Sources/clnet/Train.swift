@@ -261,14 +261,8 @@ struct Train: ParsableCommand {
         }
         log.end()
         if let communicator {
-            // Every rank's weights, hashed: equal digests are bitwise-equal weights.
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for p in trainer.executor.graph.parameters where p.trainable {
-                for v in try trainer.executor.parameter(p.name) {
-                    var bits = v.bitPattern
-                    for _ in 0..<4 { hash = (hash ^ UInt64(bits & 0xFF)) &* 0x100_0000_01b3; bits >>= 8 }
-                }
-            }
+            // Equal digests on every rank: bitwise-equal weights.
+            let hash = try trainer.executor.parameterDigest()
             print("rank \(communicator.rank) of \(communicator.size): weights digest \(String(hash, radix: 16))")
             flushOutput()
         }

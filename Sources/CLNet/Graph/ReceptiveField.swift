@@ -38,8 +38,8 @@ public struct EffectiveReceptiveField: Sendable {
             throw .invalidShape(operation: "receptive field", message: "\(images.count) input values for an input of shape \(xs) (\(xs.count) values)")
         }
         let featureMaps = graph.nodes.filter { graph.shape(of: $0.output).rank == 4 }
-        let name = layer ?? graph.nodes.last { $0.operation == .globalAvgPool }.map { graph.nodes[graph.producers[$0.inputs[0].index] ?? 0].name }
-            ?? featureMaps.last?.name ?? ""
+        let pooled = graph.nodes.last { $0.operation == .globalAvgPool }.flatMap { graph.producers[$0.inputs[0].index] }
+        let name = layer ?? pooled.map { graph.nodes[$0].name } ?? featureMaps.last?.name ?? ""
         guard let node = featureMaps.first(where: { $0.name == name }) else {
             let names = featureMaps.suffix(4).map(\.name).joined(separator: ", ")
             throw .invalidArgument("no feature map named '\(name)' in the model; choose a node with an [N, C, H, W] output, e.g. \(names)")

@@ -32,9 +32,7 @@ extension Communicator {
     /// version, data); a rank that differs is named in the error every rank throws, which shows
     /// this rank's `summary`.
     public func agree(on description: String, summary: String) throws(CLNetError) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
-        for byte in description.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        let all = try allGather(hash)
+        let all = try allGather(fnv1a64(description))
         if let other = all.firstIndex(where: { $0 != all[0] }) {
             throw .invalidArgument("""
                 ranks disagree: rank \(other) runs another model, configuration or CLNet version than rank 0 \

@@ -27,6 +27,16 @@ extension Executor {
         try SafeTensors.write(try weightTensors(), to: url)
     }
 
+    /// A hash (FNV-1a) of every trainable parameter's bits: equal digests mean bitwise-equal
+    /// weights, which data-parallel ranks must keep.
+    public func parameterDigest() throws(CLNetError) -> UInt64 {
+        var bytes: [UInt8] = []
+        for p in graph.parameters where p.trainable {
+            for v in try parameter(p.name) { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+        }
+        return fnv1a64(bytes)
+    }
+
     /// Every parameter and buffer, with `num_batches_tracked`, as `save` writes them.
     public func weightTensors() throws(CLNetError) -> [(name: String, value: SafeTensors.Value)] {
         var tensors: [(name: String, value: SafeTensors.Value)] = []
