@@ -1,14 +1,24 @@
-// Bias terms of the fully connected layer and of convolutions: y[n, c, p] += bias[c] over
-// `plane` positions p (1 for a fully connected layer), and its gradient, the sum of dy over
+// Bias terms of the fully connected layer and of convolutions: y[n, c, p] = x[n, c, p] + bias[c]
+// over `plane` positions p (1 for a fully connected layer), and its gradient, the sum of dy over
 // samples and positions. The matrix products themselves go through CLBlast.
 // Tensor arguments: (buffer, offset, batch stride), see Common.cl; parameters: (buffer, offset).
 
-__kernel void bias_forward(__global float *y, uint yo, uint ys, __global const float *bias, uint bo,
-                           uint channels, uint plane, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint sample = channels * plane, n = i / sample, j = i % sample;
-    y[AT(yo, ys, n, j)] += bias[bo + j / plane];
+// y = x + bias[c] (when has_bias), plus a residual r (when residual), then max(., 0) (when relu):
+// the epilogue of a GEMM, for the fully connected layer and convolutions. The executor also hands it a residual
+// block's addition and ReLU when they directly follow a convolution with a bias (a folded
+// network: see MemoryPlan.epilogues), so that one pass does what batch norm and the addition
+// did in two. y may be x or r (in place).
+// Work items are (position in the channel plane, channel, sample): see launchPlanes.
+__kernel void bias_epilogue(__global const float *x, uint xo, uint xs, __global const float *bias, uint bo,
+                            __global const float *r, uint ro, uint rs, __global float *y, uint yo, uint ys,
+                            uint plane, uint channels, uint batch, uint has_bias, uint residual, uint relu) {
+    const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    if (p >= plane || c >= channels || n >= batch) return;
+    const uint j = c * plane + p;
+    float v = x[AT(xo, xs, n, j)];
+    if (has_bias) v += bias[bo + c];
+    if (residual) v += r[AT(ro, rs, n, j)];
+    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
 }
 
 // One work-group per channel.

@@ -105,11 +105,11 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
                          __global const float *gamma, uint go, __global const float *beta, uint bo,
                          __global const float *mean, uint mo, __global const float *second, uint so,
                          __global float *y, uint yo, uint ys,
-                         uint batch, uint channels, uint plane, uint groups, uint total,
+                         uint batch, uint channels, uint plane, uint groups,
                          uint from_running, float eps, uint relu) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    if (p >= plane || c >= channels || n >= batch) return;
+    const uint j = c * plane + p;
     const uint s = stat_of(n, c, channels, groups);
     const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
     const float v = (x[AT(xo, xs, n, j)] - mean[mo + s]) * invstd * gamma[go + c] + beta[bo + c];
@@ -212,11 +212,11 @@ __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global const float *ws, uint wso,
                                   __global float *dx, uint dxo, uint dxs,
-                                  uint batch, uint channels, uint plane, uint groups, uint total,
+                                  uint batch, uint channels, uint plane, uint groups,
                                   uint relu, uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint sample = channels * plane, n = i / sample, j = i % sample, c = j / plane;
+    const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    if (p >= plane || c >= channels || n >= batch) return;
+    const uint j = c * plane + p;
     const uint s = stat_of(n, c, channels, groups);
     const uint sets = groups == 0 ? channels : batch * groups;
     const float m = groups == 0 ? (float)(batch * plane) : (float)((channels / groups) * plane);

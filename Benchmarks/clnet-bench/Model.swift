@@ -186,13 +186,15 @@ struct Model: ParsableCommand {
         }
         let base = baseline!
         let stepSeconds = base.commandSeconds
+        let plan = MemoryPlan(graph: graph, training: training)
         var layers: [(report: WorkReport, seconds: Double, cost: WorkCost)] = []
         for (k, node) in graph.nodes.enumerated() {
             let cost = graph.cost(of: k).total(training: training), t = base.nodes[k].totalSeconds
-            layers.append((WorkReport(name: node.name, operation: operationKind(node.operation), seconds: t,
+            // Its forward time is inside the convolution's before it (MemoryPlan.epilogues).
+            let kind = operationKind(node.operation) + (plan.fusedNodes.contains(k) ? " (fused into conv)" : "")
+            layers.append((WorkReport(name: node.name, operation: kind, seconds: t,
                                       stepSeconds: stepSeconds, cost: cost, peak: peak), t, cost))
         }
-        let plan = MemoryPlan(graph: graph, training: training)
         return Report(
             summary: runs[0].summary, queues: runs[0].queues, peak: peak, planBytes: plan.peakBytes, naivePlanBytes: plan.naiveBytes,
             parameters: graph.parameters.filter(\.trainable).reduce(0) { $0 + $1.shape.count },

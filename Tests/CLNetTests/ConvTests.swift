@@ -75,6 +75,53 @@ struct ConvTests {
         try expectClose(q, aw, zip(pw, g.dweight).map(+), backwardBound, "accumulated dweight")
     }
 
+    /// Where the bias pass with a fused epilogue writes: over the convolution's own output, over
+    /// the residual (as the executor does when the addition runs in place), or to a third tensor.
+    enum EpilogueTarget: String, Sendable, CaseIterable {
+        case reluInPlace, residualInPlace, residualElsewhere, residualWithoutBias
+    }
+
+    /// The bias pass with the executor's fused residual addition and ReLU, for each algorithm,
+    /// on strided views, batch 1 and odd sizes included.
+    @Test(arguments: [Self.cases[0], Self.cases[1], Self.cases[4], Self.cases[8], Self.cases[12]], EpilogueTarget.allCases)
+    func epilogueMatchesReference(_ t: Case, _ target: EpilogueTarget) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("conv epilogue \(t.testDescription) \(target)")
+        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape)
+        let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let b = target == .residualWithoutBias ? nil : randomDoubles(conv.outChannels, using: &rng)
+        let r = randomDoubles(out.count, using: &rng)
+        var want = Reference.conv2d(x, shape: shape, weight: w, bias: b, conv: conv)
+        if target != .reluInPlace { want = Reference.add(want, r) }
+        want = Reference.relu(want)
+        #expect(want.contains(0) && want.contains { $0 > 0 }, "the ReLU must bite")
+
+        let xt = try deviceTensor(q, x, shape, strided: true), wt = try deviceTensor(q, w, conv.weightShape)
+        let bt = try b.map { try deviceTensor(q, $0, [conv.outChannels]) }
+        let yt = try poisonedTensor(q, out, strided: true)
+        let rt = try deviceTensor(q, r, out, strided: true)
+        let wsCount = try conv.workspaceCount(shape)
+        let ws = wsCount > 0 ? try poisonedTensor(q, [wsCount]) : nil
+        let epilogue: ConvEpilogue, result: Tensor
+        switch target {
+        case .reluInPlace:
+            (epilogue, result) = (ConvEpilogue(relu: true), yt)
+        case .residualInPlace:
+            (epilogue, result) = (ConvEpilogue(residual: rt, relu: true, output: rt), rt)
+        case .residualElsewhere, .residualWithoutBias:
+            let other = try poisonedTensor(q, out, strided: true)
+            (epilogue, result) = (ConvEpilogue(residual: rt, relu: true, output: other), other)
+        }
+        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws, epilogue: epilogue)
+        try expectClose(q, result, want, forwardBound, "epilogue")
+        // A residual of another shape is refused, naming both.
+        let wrong = try poisonedTensor(q, [out.n, out.c + 1, out.h, out.w])
+        #expect(throws: CLNetError.self) {
+            try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws,
+                             epilogue: ConvEpilogue(residual: wrong, relu: true))
+        }
+    }
+
     /// A workspace smaller than a whole batch: im2col runs in chunks of samples.
     @Test func chunkedWorkspace() throws {
         let q = try Shared.context().makeQueue()

@@ -144,6 +144,57 @@ struct ExecutorTests {
         #expect(grads.parameters["a.weight"] != nil && grads.parameters["unused.weight"] == nil)
     }
 
+    /// A convolution with a bias runs the ReLU or addition right after it in its bias pass (a
+    /// folded network's blocks), except where its output is kept, feeds two nodes, or the next
+    /// node is something else. Training (forward and gradients, on 1 and 3 queues) and inference
+    /// match the reference.
+    @Test func convolutionEpiloguesMatchReference() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 7, 7])
+        let c1 = try b.conv(x, Conv2D(inChannels: 4, outChannels: 6, kernel: 3, padding: 1), bias: true, name: "c1")
+        let r1 = try b.relu(c1, name: "r1")                                  // fused: ReLU
+        let c2 = try b.conv(r1, Conv2D(inChannels: 6, outChannels: 6, kernel: 3, padding: 1), bias: true, name: "c2")
+        let a2 = try b.add(c2, r1, relu: true, name: "a2")                   // fused: residual first
+        let c3 = try b.conv(a2, Conv2D(inChannels: 6, outChannels: 6, kernel: 1), bias: true, name: "c3")
+        let a3 = try b.add(a2, c3, name: "a3")                               // fused: residual second, no ReLU
+        let c4 = try b.conv(a3, Conv2D(inChannels: 6, outChannels: 5, kernel: 3, stride: 2, padding: 1), bias: true, name: "c4")
+        let r4 = try b.relu(c4, name: "r4")                                  // not fused: c4 is kept
+        let c5 = try b.conv(r4, Conv2D(inChannels: 5, outChannels: 5, kernel: 1), bias: true, name: "c5")
+        let r5 = try b.relu(c5, name: "r5")                                  // not fused: c5 feeds two nodes
+        let a5 = try b.add(r5, c5, name: "a5")
+        let c6 = try b.conv(a5, Conv2D(inChannels: 5, outChannels: 5, kernel: 1), bias: true, name: "c6")
+        let p = try b.globalAvgPool(c6, name: "p")                           // not fused: not a ReLU or addition
+        let logits = try b.linear(p, outFeatures: 3, name: "fc")
+        _ = try b.softmaxCrossEntropy(logits, name: "loss")
+        let graph = b.graph
+        let index = { (name: String) in graph.nodes.firstIndex { $0.name == name }! }
+
+        var rng = freshGenerator("conv epilogues")
+        var params: [String: [Double]] = [:]
+        for q in graph.parameters { params[q.name] = randomDoubles(q.shape.count, using: &rng, in: -0.5...0.5) }
+        let input = randomDoubles(graph.shape(of: x).count, using: &rng), labels = [1, 2]
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["x": input], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+        for training in [true, false] {
+            for queues in training ? [1, 3] : [1] {
+                let e = try Executor(graph: graph, context: try Shared.context(), training: training, keep: [c4, logits],
+                                     queues: queues)
+                #expect(e.plan.epilogues == [index("c1"): index("r1"), index("c2"): index("a2"), index("c3"): index("a3")])
+                for (name, v) in params { try e.setParameter(name, v.map(Float.init)) }
+                try e.forward(["x": input.map(Float.init)], labels: labels)
+                #expect(relativeError(try e.read(logits), values[logits.index]) <= 1e-5, "logits, \(queues) queues")
+                #expect(relativeError(try e.read(c4), values[c4.index]) <= 1e-5, "kept c4")
+                guard training else { continue }
+                try e.backward()
+                for q in graph.parameters {
+                    let error = relativeError(try e.gradient(q.name), grads.parameters[q.name]!)
+                    #expect(error <= 1e-4, "gradient of \(q.name), \(queues) queues: relative error \(error)")
+                }
+            }
+        }
+    }
+
     @Test func backwardStepsSumFanOutAndSkipInputs() throws {
         var b = GraphBuilder()
         let x = try b.input("x", shape: [2, 3, 4, 4])

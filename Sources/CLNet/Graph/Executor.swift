@@ -663,7 +663,10 @@ public final class Executor: @unchecked Sendable {
         let x = try normView(node, values[node.inputs[0].index]), y = try normView(node, values[node.output.index])
         switch node.operation {
         case let .conv(conv, bias):
-            try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace)
+            try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace,
+                             epilogue: epilogue(after: k))
+        case _ where plan.fusedNodes.contains(k):
+            break
         case let .batchNorm(relu, eps, momentum):
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
@@ -729,6 +732,21 @@ public final class Executor: @unchecked Sendable {
             try d.forward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, result: lossResult!,
                           workspace: nodeWorkspaces[k]!)
             try Concat.copy(queue, from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        }
+    }
+
+    /// The addition or ReLU the plan fused into convolution `k`'s bias pass, if any.
+    private func epilogue(after k: Int) -> ConvEpilogue? {
+        guard let j = plan.epilogues[k] else { return nil }
+        let next = graph.nodes[j], out = values[next.output.index]
+        switch next.operation {
+        case .relu:
+            return ConvEpilogue(relu: true, output: out)
+        case let .add(relu):
+            let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
+            return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
+        default:
+            return nil
         }
     }
 
@@ -932,6 +950,10 @@ public final class Executor: @unchecked Sendable {
             if case .batchNorm = node.operation { writesParameters = training }
             a += parameterAccess(node, gradient: false, write: writesParameters)
             a.append(Access(space: 3 + k, lo: 0, hi: 1, write: true))
+            if let j = plan.epilogues[k] {
+                a += graph.nodes[j].inputs.map { valueAccess($0, gradient: false, write: false) }
+                a.append(valueAccess(graph.nodes[j].output, gradient: false, write: true))
+            }
             list.append(Task(kind: .forward(k), queue: nodeQueue[k], accesses: a))
         }
         forwardTaskCount = list.count

@@ -7,8 +7,9 @@ public enum ReLU {
     public static func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("ReLU", ["x": x.shape, "y": y.shape])
         try checkIndexable("ReLU", [x, y])
-        return try q.launch(.activation, "relu_forward", x.arguments + y.arguments +
-                            [.count(x.shape.sampleCount), .count(x.shape.count)], total: x.shape.count, waitFor: waitFor)
+        return try q.launchPlanes(.activation, "relu_forward", x.arguments + y.arguments +
+                                  [.count(x.shape.sampleCount), .count(x.shape.n)],
+                                  plane: x.shape.sampleCount, channels: 1, batch: x.shape.n, waitFor: waitFor)
     }
 
     /// dx (=, or += with `accumulate`) dy where y > 0.
@@ -17,9 +18,9 @@ public enum ReLU {
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("ReLU backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
         try checkIndexable("ReLU backward", [y, dy, dx])
-        return try q.launch(.activation, "relu_backward", y.arguments + dy.arguments + dx.arguments +
-                            [.count(y.shape.sampleCount), .count(y.shape.count), .flag(accumulate)],
-                            total: y.shape.count, waitFor: waitFor)
+        return try q.launchPlanes(.activation, "relu_backward", y.arguments + dy.arguments + dx.arguments +
+                                  [.count(y.shape.sampleCount), .count(y.shape.n), .flag(accumulate)],
+                                  plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor)
     }
 }
 

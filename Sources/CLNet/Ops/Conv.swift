@@ -1,6 +1,24 @@
 // 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
 // Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise); matrix products through CLBlast.
 
+/// What the pass after a convolution's GEMM does besides adding its bias: a residual block's
+/// addition and ReLU, fused there by the executor when they directly follow a convolution with a
+/// bias (a batch-norm-folded network), which saves a pass over the activation.
+public struct ConvEpilogue: Sendable {
+    /// Added after the bias (a residual block's shortcut); same shape as the output.
+    public var residual: Tensor?
+    /// max(., 0) last.
+    public var relu: Bool
+    /// Where the result goes (the convolution's output when nil); may be the residual itself.
+    public var output: Tensor?
+
+    public init(residual: Tensor? = nil, relu: Bool = false, output: Tensor? = nil) {
+        self.residual = residual
+        self.relu = relu
+        self.output = output
+    }
+}
+
 /// A 2-D convolution's hyper-parameters, with the weight layout of torchvision (OIHW:
 /// `[out, in / groups, kH, kW]`) and an optional bias `[out]`.
 public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
@@ -144,9 +162,11 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// y = conv(x, weight) + bias. `workspace` is needed by the im2col algorithm (`workspaceCount`).
+    /// With an `epilogue`, the pass that adds the bias also adds its residual and applies its
+    /// ReLU, and writes to its output (y then holds the convolution without the bias).
     @discardableResult
     public func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Tensor? = nil,
-                        waitFor: [Event] = []) throws(CLNetError) -> Event {
+                        epilogue: ConvEpilogue? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "")
         try checkIndexable("Conv2D", [x, y])
         var last: Event
@@ -187,7 +207,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                 }
             }
         }
-        if let bias { last = try Bias.forward(q, y: y, bias: bias, channels: outChannels, waitFor: [last]) }
+        if bias != nil || epilogue != nil {
+            last = try Bias.epilogue(q, x: y, bias: bias, residual: epilogue?.residual, relu: epilogue?.relu ?? false,
+                                     y: epilogue?.output ?? y, channels: outChannels, waitFor: [last])
+        }
         return last
     }
 

@@ -9,9 +9,9 @@ public enum Add {
                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU" : "Add", ["a": a.shape, "b": b.shape, "y": y.shape])
         try checkIndexable("Add", [a, b, y])
-        return try q.launch(.elementwise, "add_forward", a.arguments + b.arguments + y.arguments +
-                            [.count(a.shape.sampleCount), .count(a.shape.count), .flag(relu)],
-                            total: a.shape.count, waitFor: waitFor)
+        return try q.launchPlanes(.elementwise, "add_forward", a.arguments + b.arguments + y.arguments +
+                                  [.count(a.shape.sampleCount), .count(a.shape.n), .flag(relu)],
+                                  plane: a.shape.sampleCount, channels: 1, batch: a.shape.n, waitFor: waitFor)
     }
 
     /// The gradient for one addend (both addends receive the same): dy, masked by y > 0 when the
@@ -20,9 +20,10 @@ public enum Add {
     public static func backward(_ q: CommandQueue, y: Tensor, dy: Tensor, dx: Tensor, relu: Bool = false,
                                 accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU backward" : "Add backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
-        return try q.launch(.elementwise, "add_backward", y.arguments + dy.arguments + [.buffer(dy.buffer), .uint(0)] +
-                            dx.arguments + [.count(y.shape.sampleCount), .count(y.shape.count), .flag(relu),
-                            .flag(false), .flag(accumulate)], total: y.shape.count, waitFor: waitFor)
+        return try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments + [.buffer(dy.buffer), .uint(0)] +
+                                  dx.arguments + [.count(y.shape.sampleCount), .count(y.shape.n), .flag(relu),
+                                  .flag(false), .flag(accumulate)],
+                                  plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor)
     }
 }
 
@@ -58,10 +59,10 @@ public enum ScaledAdd {
         for (target, scaled) in [(dx, false), (dbranch, true)] {
             guard let target else { continue }
             try checkSameShape("ScaledAdd backward", ["y": y.shape, "dy": dy.shape, "gradient": target.shape])
-            events.append(try q.launch(.elementwise, "add_backward", y.arguments + dy.arguments + scale.vectorArguments +
-                                       target.arguments + [.count(y.shape.sampleCount), .count(y.shape.count),
-                                       .flag(relu), .flag(scaled), .flag(accumulate)],
-                                       total: y.shape.count, waitFor: waitFor))
+            events.append(try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments + scale.vectorArguments +
+                                             target.arguments + [.count(y.shape.sampleCount), .count(y.shape.n),
+                                             .flag(relu), .flag(scaled), .flag(accumulate)],
+                                             plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor))
         }
         return events
     }

@@ -55,16 +55,29 @@ public enum Linear {
     }
 }
 
-/// A per-channel bias over NCHW (or [N, C]) tensors, shared by Linear and Conv2D.
+/// A per-channel bias over NCHW (or [N, C]) tensors, shared by Linear and Conv2D, and the
+/// convolution epilogue that adds a residual and applies ReLU in the same pass.
 enum Bias {
     static func forward(_ q: CommandQueue, y: Tensor, bias: Tensor, channels: Int,
                         waitFor: [Event]) throws(CLNetError) -> Event {
-        guard bias.shape.count == channels else {
+        try epilogue(q, x: y, bias: bias, residual: nil, relu: false, y: y, channels: channels, waitFor: waitFor)
+    }
+
+    /// y = x + bias (per channel) + residual, then ReLU when asked; y may be x or the residual.
+    static func epilogue(_ q: CommandQueue, x: Tensor, bias: Tensor?, residual: Tensor?, relu: Bool, y: Tensor,
+                         channels: Int, waitFor: [Event]) throws(CLNetError) -> Event {
+        if let bias, bias.shape.count != channels {
             throw .invalidShape(operation: "bias", message: "bias \(bias.shape) does not match \(channels) output channels of \(y.shape)")
         }
-        return try q.launch(.linear, "bias_forward", y.arguments + bias.vectorArguments +
-                            [.count(channels), .count(y.shape.sampleCount / channels), .count(y.shape.count)],
-                            total: y.shape.count, waitFor: waitFor)
+        try checkSameShape("bias epilogue", ["y": y.shape, "x": x.shape])
+        if let residual { try checkSameShape("bias epilogue", ["y": y.shape, "residual": residual.shape]) }
+        let plane = y.shape.sampleCount / channels
+        // A tensor argument the kernel does not read still needs a buffer: x stands in.
+        let b = try bias?.vectorArguments ?? [.buffer(x.buffer), .uint(UInt32(x.offset))]
+        return try q.launchPlanes(.linear, "bias_epilogue", x.arguments + b + (residual ?? x).arguments + y.arguments +
+                                  [.count(plane), .count(channels), .count(y.shape.n), .flag(bias != nil),
+                                   .flag(residual != nil), .flag(relu)],
+                                  plane: plane, channels: channels, batch: y.shape.n, waitFor: waitFor)
     }
 
     static func backward(_ q: CommandQueue, dy: Tensor, dbias: Tensor, channels: Int, accumulate: Bool,

@@ -181,10 +181,10 @@ enum NormKernels {
     static func apply(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, second: Tensor,
                       fromRunning: Bool, y: Tensor, groups: Int, eps: Float, relu: Bool,
                       waitFor: [Event]) throws(CLNetError) -> Event {
-        try q.launch(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
-                     mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
-                     [.count(x.shape.count), .flag(fromRunning), .float(eps), .flag(relu)],
-                     total: x.shape.count, waitFor: waitFor)
+        try q.launchPlanes(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
+                           mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
+                           [.flag(fromRunning), .float(eps), .flag(relu)],
+                           plane: x.shape.h * x.shape.w, channels: x.shape.c, batch: x.shape.n, waitFor: waitFor)
     }
 
     static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
@@ -229,9 +229,9 @@ enum NormKernels {
             last = [try q.reduce(.norm, "norm_backward_sums", common + geometry(x, groups) + [.flag(relu)],
                                  groups: sets, waitFor: last)]
         }
-        return try q.launch(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
-                            [.count(x.shape.count), .flag(relu), .flag(accumulate)],
-                            total: x.shape.count, waitFor: last)
+        return try q.launchPlanes(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
+                                  [.flag(relu), .flag(accumulate)],
+                                  plane: x.shape.h * x.shape.w, channels: x.shape.c, batch: x.shape.n, waitFor: last)
     }
 }
 

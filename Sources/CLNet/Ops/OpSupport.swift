@@ -25,6 +25,23 @@ extension CommandQueue {
                     waitFor: waitFor)
     }
 
+    /// Launches a kernel over [N, C, plane] tensors with one work item per element, indexed
+    /// (position in the plane, channel, sample): the kernels then need no integer division, which
+    /// on a CPU costs more than the memory traffic (ResNet-20's residual additions ran 10x
+    /// faster than with one flat index). Each work-group dimension is the largest divisor of its
+    /// extent that fits, so that no work-group overhangs the range: those ran 2-3x slower on
+    /// PoCL (28x28 planes in groups of 256). Tensors without channels pass `channels: 1`.
+    func launchPlanes(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], plane: Int, channels: Int,
+                      batch: Int, waitFor: [Event]) throws(CLNetError) -> Event {
+        // 64: the smallest per-dimension limit of common GPUs (NVIDIA's third dimension).
+        func divisor(_ extent: Int, _ room: Int) -> Int { (1...max(1, min(extent, room))).last { extent % $0 == 0 }! }
+        let size = context.reductionSize
+        let width = divisor(plane, size), height = divisor(channels, min(64, size / width))
+        let depth = divisor(batch, min(64, size / (width * height)))
+        return try enqueue(try context.kernel(source, name), arguments, global: [plane, channels, batch],
+                           local: [width, height, depth], waitFor: waitFor)
+    }
+
     /// Launches a reduction kernel: `groups` work-groups of `Context.reductionSize` work items.
     func reduce(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], groups: Int,
                 waitFor: [Event]) throws(CLNetError) -> Event {
