@@ -114,12 +114,14 @@ struct ConvTests {
         }
         try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws, epilogue: epilogue)
         try expectClose(q, result, want, forwardBound, "epilogue")
-        // A residual of another shape is refused, naming both.
+        // A residual of another shape is refused, naming the layer and both shapes.
         let wrong = try poisonedTensor(q, [out.n, out.c + 1, out.h, out.w])
-        #expect(throws: CLNetError.self) {
+        let error = #expect(throws: CLNetError.self) {
             try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws,
                              epilogue: ConvEpilogue(residual: wrong, relu: true))
         }
+        let message = error.map { "\($0)" } ?? ""
+        #expect(message.contains("Conv2D(") && message.contains("\(out)") && message.contains("\(wrong.shape)"), "\(message)")
     }
 
     /// A workspace smaller than a whole batch: im2col runs in chunks of samples.

@@ -30,9 +30,11 @@ func relativeError(_ a: [Double], _ b: [Double]) -> Double {
     return (diff / norm).squareRoot()
 }
 
-/// Every test draws a fresh seed and prints it, so that a failure can be replayed.
+/// Every test draws a fresh seed and prints it, so that a failure can be replayed:
+/// `CLNET_TEST_SEED=<seed> swift test --filter <test>` gives every generator that seed.
 func freshGenerator(_ label: String) -> SeededGenerator {
-    let seed = UInt64.random(in: 0...UInt64.max)
+    let replay = ProcessInfo.processInfo.environment["CLNET_TEST_SEED"].flatMap { UInt64($0) }
+    let seed = replay ?? UInt64.random(in: 0...UInt64.max)
     print("\(label): seed \(seed)")
     return SeededGenerator(seed: seed)
 }

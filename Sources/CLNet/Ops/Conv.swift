@@ -209,7 +209,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         }
         if bias != nil || epilogue != nil {
             last = try Bias.epilogue(q, x: y, bias: bias, residual: epilogue?.residual, relu: epilogue?.relu ?? false,
-                                     y: epilogue?.output ?? y, channels: outChannels, waitFor: [last])
+                                     y: epilogue?.output ?? y, channels: outChannels, operation: "Conv2D(\(self)) epilogue",
+                                     waitFor: [last])
         }
         return last
     }

@@ -60,17 +60,19 @@ public enum Linear {
 enum Bias {
     static func forward(_ q: CommandQueue, y: Tensor, bias: Tensor, channels: Int,
                         waitFor: [Event]) throws(CLNetError) -> Event {
-        try epilogue(q, x: y, bias: bias, residual: nil, relu: false, y: y, channels: channels, waitFor: waitFor)
+        try epilogue(q, x: y, bias: bias, residual: nil, relu: false, y: y, channels: channels, operation: "bias",
+                     waitFor: waitFor)
     }
 
     /// y = x + bias (per channel) + residual, then ReLU when asked; y may be x or the residual.
+    /// Shape errors name `operation`, the layer.
     static func epilogue(_ q: CommandQueue, x: Tensor, bias: Tensor?, residual: Tensor?, relu: Bool, y: Tensor,
-                         channels: Int, waitFor: [Event]) throws(CLNetError) -> Event {
+                         channels: Int, operation: String, waitFor: [Event]) throws(CLNetError) -> Event {
         if let bias, bias.shape.count != channels {
-            throw .invalidShape(operation: "bias", message: "bias \(bias.shape) does not match \(channels) output channels of \(y.shape)")
+            throw .invalidShape(operation: operation, message: "bias \(bias.shape) does not match \(channels) output channels of \(y.shape)")
         }
-        try checkSameShape("bias epilogue", ["y": y.shape, "x": x.shape])
-        if let residual { try checkSameShape("bias epilogue", ["y": y.shape, "residual": residual.shape]) }
+        try checkSameShape(operation, ["output": x.shape, "epilogue output": y.shape])
+        if let residual { try checkSameShape(operation, ["output": x.shape, "residual": residual.shape]) }
         let plane = y.shape.sampleCount / channels
         // A tensor argument the kernel does not read still needs a buffer: x stands in.
         let b = try bias?.vectorArguments ?? [.buffer(x.buffer), .uint(UInt32(x.offset))]
