@@ -13,29 +13,15 @@ __kernel void add_forward(__global const float *a, uint ao, uint as,
     y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
 }
 
-// Stochastic depth: y = x + scale[n] * branch, scale being the per-sample 0/1 keep mask in
-// training and the survival probability at inference.
-__kernel void scaled_add_forward(__global const float *x, uint xo, uint xs,
-                                 __global const float *branch, uint bo, uint bs, __global const float *scale, uint so,
-                                 __global float *y, uint yo, uint ys, uint sample, uint total, uint relu) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample;
-    const float v = x[AT(xo, xs, n, j)] + scale[so + n] * branch[AT(bo, bs, n, j)];
-    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
-}
-
-// Gradient of an addition with respect to one addend, dx = factor * dy where factor is scale[n]
-// when scale is given (USE_SCALE) and 1 otherwise; with RELU, dy is first masked by y > 0.
+// Gradient of an addition with respect to one addend: dy, and with RELU set, dy masked by y > 0.
 __kernel void add_backward(__global const float *y, uint yo, uint ys,
-                           __global const float *dy, uint dyo, uint dys, __global const float *scale, uint so,
+                           __global const float *dy, uint dyo, uint dys,
                            __global float *dx, uint dxo, uint dxs, uint sample, uint batch,
-                           uint relu, uint use_scale, uint accumulate) {
+                           uint relu, uint accumulate) {
     const uint j = get_global_id(0), n = get_global_id(2);
     if (j >= sample || n >= batch) return;
     float g = dy[AT(dyo, dys, n, j)];
     if (relu && y[AT(yo, ys, n, j)] <= 0.0f) g = 0.0f;
-    if (use_scale) g *= scale[so + n];
     STORE_GRAD(dx, AT(dxo, dxs, n, j), g, accumulate);
 }
 

@@ -191,7 +191,7 @@ struct Model: ParsableCommand {
         for (k, node) in graph.nodes.enumerated() {
             let cost = graph.cost(of: k).total(training: training), t = base.nodes[k].totalSeconds
             // Its forward time is inside the convolution's before it (MemoryPlan.epilogues).
-            let kind = operationKind(node.operation) + (plan.fusedNodes.contains(k) ? " (fused into conv)" : "")
+            let kind = node.operation.displayName + (plan.fusedNodes.contains(k) ? " (fused into conv)" : "")
             layers.append((WorkReport(name: node.name, operation: kind, seconds: t,
                                       stepSeconds: stepSeconds, cost: cost, peak: peak), t, cost))
         }

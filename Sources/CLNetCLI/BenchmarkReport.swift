@@ -142,30 +142,3 @@ public struct ModelBenchmarkSummary: Codable, Sendable, Equatable {
     public static let keys = ["framework", "model", "batch", "size", "mode", "device", "warmup", "iters", "imagesPerSecond",
                               "milliseconds", "deviceMilliseconds", "peakMemoryBytes"]
 }
-
-/// A short name for the kind of an operation, as the per-layer tables show it; convolutions
-/// carry the algorithm CLNet chose for them.
-public func operationKind(_ operation: Operation) -> String {
-    switch operation {
-    case let .conv(conv, _): "conv \(conv.algorithm.rawValue)"
-    case let .batchNorm(relu, _, _): relu ? "batch norm + relu" : "batch norm"
-    case let .groupNorm(_, relu, _): relu ? "group norm + relu" : "group norm"
-    case .relu: "relu"
-    case let .add(relu): relu ? "add + relu" : "add"
-    case .maxPool: "max pool"
-    case .avgPool: "avg pool"
-    case .globalAvgPool: "global avg pool"
-    case .concat: "concat"
-    case .linear: "linear"
-    case .dropout: "dropout"
-    case .stochasticDepth: "stochastic depth"
-    case .padShortcut: "pad shortcut"
-    case .softmaxCrossEntropy: "softmax cross-entropy"
-    case .distillation: "distillation loss"
-    case .sigmoid: "sigmoid"
-    case .prelu: "prelu"
-    case .channelScale: "channel scale"
-    case .selectiveSum: "selective sum"
-    case .scalarAffine: "scalar affine"
-    }
-}

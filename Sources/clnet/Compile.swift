@@ -6,8 +6,7 @@ struct Compile: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Build every kernel file for the device, filling the program cache, and report the times.")
 
-    @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
@@ -23,8 +22,7 @@ struct Compile: ParsableCommand {
     func run() throws {
         var reports: [Report] = []
         do {
-            let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
-            let context = try Context(device: dev)
+            let context = try device.context()
             for source in KernelSource.allCases {
                 let program = try context.program(source)
                 let again = ContinuousClock.now

@@ -26,8 +26,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Evaluate the first N test images only.")
     var subset: Int?
 
-    @Option(help: "Device index or name substring.")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     @Flag(inversion: .prefixedNo, help: "Normalise with the training split's statistics, as `clnet train` does (else the test split's own).")
     var trainStatistics = true
@@ -43,7 +42,7 @@ struct Eval: ParsableCommand {
             let spec = ModelSpec.filling(model, ["channels": "\(test.channels)", "classes": "\(test.classes)"])
             let batch = min(batchSize, test.count)
             let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: test.height, loss: false)
-            let dev = try device.map { s throws(CLNetError) in try Device.select(s) } ?? Device.default
+            let dev = try device.select()
             let executor = try Executor(graph: graph, context: try Context(device: dev), training: false, keep: [logits])
             try executor.load(try SafeTensors(contentsOf: URL(fileURLWithPath: weights)), ignoring: "optimizer.")
             let loader = try BatchLoader(data: test, batchSize: batch,

@@ -44,8 +44,7 @@ struct Prune: ParsableCommand {
     @Option(help: "Where to write the pruned weights (written atomically).")
     var output: String
 
-    @Option(help: "Device index or name substring (for taylor).")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     func run() throws {
         do {
@@ -109,7 +108,7 @@ struct Prune: ParsableCommand {
     private func taylor(_ spec: String, _ values: [String: [Float]], _ train: ImageDataset, _ source: DataSource) throws -> [String: [Double]] {
         let batch = min(batchSize, train.count)
         let graph = try ModelSpec.graph(spec, batch: batch, size: train.height).graph
-        let dev = try device.map { s throws(CLNetError) in try Device.select(s) } ?? Device.default
+        let dev = try device.select()
         let executor = try Executor(graph: graph, context: try Context(device: dev), training: true)
         for (name, v) in values { try executor.setParameter(name, v) }
         let stats = train.channelStatistics()

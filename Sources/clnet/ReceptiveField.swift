@@ -44,8 +44,7 @@ struct ERF: ParsableCommand {
     @Option(help: "Where to write the PNG (written atomically).")
     var output: String
 
-    @Option(help: "Device index or name substring (used to initialise without --weights).")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     func run() throws {
         do {
@@ -65,7 +64,7 @@ struct ERF: ParsableCommand {
                 let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
                 parameters = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
             } else {
-                let dev = try device.map { s throws(CLNetError) in try Device.select(s) } ?? Device.default
+                let dev = try device.select()
                 let executor = try Executor(graph: graph, context: try Context(device: dev), training: false, queues: 1)
                 // The same stream as `clnet train --seed`, so the picture is of the run's start.
                 try executor.initialize(seed: Trainer.initializationSeed(seed))

@@ -35,8 +35,7 @@ struct Run: ParsableCommand {
     @Flag(help: "In train mode, also write every parameter's gradient.")
     var grads = false
 
-    @Option(help: "Device index or name substring, or `cpu` for the CPU reference.")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     func run() throws {
         do {
@@ -67,7 +66,7 @@ struct Run: ParsableCommand {
         let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
         var out: [(name: String, value: SafeTensors.Value)] = []
         let logitShape = graph.shape(of: logits).dims
-        if device == "cpu" {
+        if device.name == "cpu" {
             var params: [String: [Double]] = [:]
             // The device path checks names and shapes; the CPU path does the same through an executor-free check.
             for p in graph.parameters {
@@ -94,7 +93,7 @@ struct Run: ParsableCommand {
                 }
             }
         } else {
-            let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
+            let dev = try device.select()
             let executor = try Executor(graph: graph, context: try Context(device: dev), training: training, keep: [logits])
             try executor.load(file)
             let reading = try executor.forward(["input": pixels], labels: labels)

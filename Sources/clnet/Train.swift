@@ -83,8 +83,7 @@ struct Train: ParsableCommand {
     @Option(help: "Evaluate on the first N test images only.")
     var testSubset: Int?
 
-    @Option(help: "Device index or name substring (default: CLNET_DEVICE, else the first GPU).")
-    var device: String?
+    @OptionGroup var device: DeviceOption
 
     @Option(help: "Data parallel in this process: device indices or names, comma-separated (e.g. 0,1), one replica each; every batch is split evenly across them.")
     var devices: String?
@@ -174,8 +173,8 @@ struct Train: ParsableCommand {
         } ?? []
         if devices != nil && replicaDevices.isEmpty { throw CLNetError.invalidArgument("--devices needs at least one device, e.g. 0,1") }
         if replicaDevices.isEmpty {
-            if let device {
-                replicaDevices = [try Device.select(device)]
+            if device.name != nil {
+                replicaDevices = [try device.select()]
             } else if let communicator, ProcessInfo.processInfo.environment["CLNET_DEVICE"] == nil {
                 // One rank per device: a machine's ranks take its devices of the default kind in turn.
                 let all = try Device.all(), kind = try Device.default.info.type

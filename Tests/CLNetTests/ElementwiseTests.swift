@@ -1,7 +1,7 @@
 import CLNet
 import Testing
 
-@Suite("Elementwise: residual add, add+ReLU, scaled add, channel scale")
+@Suite("Elementwise: residual add, add+ReLU, channel scale")
 struct ElementwiseTests {
     @Test(arguments: elementwiseShapes, [false, true])
     func add(shape: Shape, relu: Bool) throws {
@@ -20,27 +20,6 @@ struct ElementwiseTests {
         // In place into the first addend, as a residual block's end does.
         try Add.forward(q, a: at, b: bt, y: at, relu: relu)
         try expectClose(q, at, y, forwardBound, "in place")
-    }
-
-    @Test(arguments: elementwiseShapes, [false, true])
-    func scaledAdd(shape: Shape, relu: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("scaledAdd \(shape)")
-        let x = randomDoubles(shape.count, using: &rng), br = randomDoubles(shape.count, using: &rng)
-        let dy = randomDoubles(shape.count, using: &rng)
-        // Training masks (0 or 1) and an inference survival probability.
-        let scale = (0..<shape.n).map { i in i % 3 == 2 ? 0.8 : Double(Int.random(in: 0...1, using: &rng)) }
-        let y = Reference.scaledAdd(x, branch: br, scale: scale, shape: shape, relu: relu)
-        let (dx, dbranch) = Reference.scaledAddBackward(y: y, dy: dy, scale: scale, shape: shape, relu: relu)
-        let xt = try deviceTensor(q, x, shape), bt = try deviceTensor(q, br, shape, strided: true)
-        let st = try deviceTensor(q, scale, [shape.n]), yt = try poisonedTensor(q, shape)
-        try ScaledAdd.forward(q, x: xt, branch: bt, scale: st, y: yt, relu: relu)
-        try expectClose(q, yt, y, forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape)
-        let dxt = try poisonedTensor(q, shape), dbt = try poisonedTensor(q, shape, strided: true)
-        try ScaledAdd.backward(q, y: yt, dy: dyt, scale: st, dx: dxt, dbranch: dbt, relu: relu)
-        try expectClose(q, dxt, dx, backwardBound, "dx")
-        try expectClose(q, dbt, dbranch, backwardBound, "dbranch")
     }
 
     @Test(arguments: elementwiseShapes)
@@ -145,11 +124,6 @@ struct ElementwiseTests {
         let shape: Shape = [3, 2, 2, 3]
         let x = randomDoubles(shape.count, using: &rng), br = randomDoubles(shape.count, using: &rng)
         let dy = randomDoubles(shape.count, using: &rng)
-        let scale = [1.0, 0.0, 0.7]
-        let y = Reference.scaledAdd(x, branch: br, scale: scale, shape: shape)
-        let (dx, dbranch) = Reference.scaledAddBackward(y: y, dy: dy, scale: scale, shape: shape)
-        #expect(relativeError(dx, finiteDifference(at: x) { dot(Reference.scaledAdd($0, branch: br, scale: scale, shape: shape), dy) }) < 1e-6)
-        #expect(relativeError(dbranch, finiteDifference(at: br) { dot(Reference.scaledAdd(x, branch: $0, scale: scale, shape: shape), dy) }) < 1e-6)
         let s = randomDoubles(shape.n * shape.c, using: &rng)
         let (cdx, cds) = Reference.channelScaleBackward(x, shape: shape, scale: s, dy: dy)
         #expect(relativeError(cdx, finiteDifference(at: x) { dot(Reference.channelScale($0, shape: shape, scale: s), dy) }) < 1e-6)
@@ -171,7 +145,6 @@ struct ElementwiseTests {
         let e = #expect(throws: CLNetError.self) { try Add.forward(q, a: a, b: b, y: a) }
         #expect("\(e!)".contains("Add") && "\(e!)".contains("[2, 3, 4, 4]") && "\(e!)".contains("[2, 4, 4, 4]"))
         let s = try poisonedTensor(q, [3])
-        #expect(throws: CLNetError.self) { try ScaledAdd.forward(q, x: a, branch: a, scale: s, y: a) }
         #expect(throws: CLNetError.self) { try ChannelScale.forward(q, x: a, scale: s, y: a) }
     }
 }

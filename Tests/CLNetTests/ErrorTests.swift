@@ -92,11 +92,43 @@ struct ExecutorMisuseTests {
 
     @Test func backwardNeedsAFreshForward() throws {
         let executor = try Executor(graph: try Self.graph([2, 3, 4, 4]), context: try Shared.context(), training: true)
-        #expect(throws: CLNetError.self, "backward before any forward") { try executor.backward() }
+        let early = #expect(throws: CLNetError.self, "backward before any forward") { try executor.backward() }
+        #expect(Self.isInvalidState(early), "\(String(describing: early))")
         try executor.forward(["x": [Float](repeating: 0.5, count: 96)], labels: [0, 2])
         try executor.backward()
         let error = #expect(throws: CLNetError.self, "a second backward") { try executor.backward() }
         #expect("\(error.map { "\($0)" } ?? "")".contains("call forward first"))
+        #expect(Self.isInvalidState(error))
+    }
+
+    static func isInvalidState(_ e: CLNetError?) -> Bool {
+        if case .invalidState = e { true } else { false }
+    }
+
+    /// Each kind of misuse has its own case, so that a caller can tell them apart.
+    @Test func misuseHasItsOwnCase() throws {
+        let graph = try Self.graph([2, 3, 4, 4])
+        let executor = try Executor(graph: graph, context: try Shared.context(), training: true)
+        let unknown = #expect(throws: CLNetError.self) { try executor.setParameter("no.such.weight", [1]) }
+        #expect(unknown == .unknownParameter(name: "no.such.weight", message: "is not a parameter of this graph"))
+        #expect("\(unknown!)" == "parameter no.such.weight: is not a parameter of this graph")
+        let x = [Float](repeating: 0.5, count: 96)
+        for labels in [[0], [0, 3], [-1, 1]] {
+            let bad = #expect(throws: CLNetError.self, "labels \(labels)") { try executor.forward(["x": x], labels: labels) }
+            if case .invalidLabels = bad {} else { Issue.record("labels \(labels): \(String(describing: bad))") }
+        }
+        let noLoss = #expect(throws: CLNetError.self) {
+            var b = GraphBuilder()
+            let y = try b.relu(try b.input("x", shape: [2, 3]), name: "relu")
+            _ = y
+            _ = try Executor(graph: b.graph, context: try Shared.context(), training: true)
+        }
+        if case .invalidGraph = noLoss {} else { Issue.record("no loss: \(String(describing: noLoss))") }
+        let inference = try Executor(graph: graph, context: try Shared.context(), training: false)
+        let notKept = #expect(throws: CLNetError.self) { _ = try inference.read(graph.nodes[0].output) }
+        #expect(Self.isInvalidState(notKept))
+        #expect(Self.isInvalidState(#expect(throws: CLNetError.self) { try inference.backward() }))
+        #expect(Self.isInvalidState(#expect(throws: CLNetError.self) { _ = try inference.loss() }))
     }
 
     @Test func batchNormNeedsMoreThanOneValuePerChannelInTraining() throws {

@@ -84,10 +84,20 @@ struct ModelTests {
             }
             try executor.setParameter(p.name, params[p.name]!.map(Float.init))
         }
-        let inputShape = graph.shape(of: graph.inputs[0].value)
-        let x = randomDoubles(inputShape.count, using: &rng), labels = [3, 1]
-        var reference = try ReferenceExecutor(graph: graph, parameters: params)
-        let values = try reference.forward(["input": x], labels: labels, training: true)
+        let inputShape = graph.shape(of: graph.inputs[0].value), labels = [3, 1]
+        // Inputs away from the kinks of ReLU and max pooling (see `kinkMargin`): the device's
+        // forward values differ from the reference's by up to about 1.5e-6 of their RMS, so a
+        // pre-activation nearer 0 than 1e-5 of it may switch sides and move one element's
+        // gradient. A redraw keeps the parameters; the draw with the widest margin is used.
+        let initial = try ReferenceExecutor(graph: graph, parameters: params)
+        var reference = initial, x: [Double] = [], values: [[Double]] = [], margin = -1.0
+        for _ in 0..<12 where margin < 1e-5 {
+            var trial = initial
+            let candidate = randomDoubles(inputShape.count, using: &rng)
+            let v = try trial.forward(["input": candidate], labels: labels, training: true)
+            let m = kinkMargin(graph, values: v, parameters: params)
+            if m > margin { (x, values, margin, reference) = (candidate, v, m, trial) }
+        }
         let grads = try reference.backward(values: values, labels: labels)
         try executor.forward(["input": x.map(Float.init)], labels: labels)
         try executor.backward()
@@ -109,7 +119,7 @@ struct ModelTests {
                 if e > 1e-4 { print("\(spec): \(p.name) relative error \(e)") }
             }
         }
-        print("\(spec): gradient error \(error)")
+        print("\(spec): gradient error \(error), kink margin \(margin)")
         for p in graph.parameters where !p.trainable {
             #expect(relativeError(try executor.parameter(p.name), reference.parameters[p.name]!) <= 1e-5, "\(p.name)")
         }

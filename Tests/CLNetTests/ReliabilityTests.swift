@@ -154,6 +154,11 @@ struct ReliabilityTests {
         let graph = try ModelSpec.graph("resnet50", batch: 4096, size: 224).graph
         let buffers = context.live.snapshot["buffers"]!
         let e = #expect(throws: CLNetError.self) { try Executor(graph: graph, context: context, training: true) }
+        guard case let .outOfDeviceMemory(needed, available, device, _) = e else {
+            Issue.record("not outOfDeviceMemory: \(String(describing: e))")
+            return
+        }
+        #expect(needed > available && device == context.device.info.name)
         let text = "\(e!)"
         #expect(text.contains("needs") && text.contains("MiB") && text.contains("has") && text.contains(context.device.info.name), "\(text)")
         #expect(context.live.snapshot["buffers"]! == buffers)
@@ -202,6 +207,11 @@ struct ReliabilityTests {
         let saved = try Data(contentsOf: checkpoint)
         let error = #expect(throws: CLNetError.self) { try trainer.trainEpoch() }
         #expect("\(error!)".contains("diverged") && "\(error!)".contains("intact"), "\(error!)")
+        guard case let .diverged(step, loss, _) = error else {
+            Issue.record("not diverged: \(String(describing: error))")
+            return
+        }
+        #expect(step >= 1 && !loss.isFinite)
         let refused = #expect(throws: CLNetError.self) { try trainer.saveCheckpoint(to: checkpoint) }
         #expect("\(refused!)".contains("not finite"), "\(refused!)")
         #expect(try Data(contentsOf: checkpoint) == saved)
@@ -211,6 +221,7 @@ struct ReliabilityTests {
         skipping.divergencePolicy = .skip
         let gaveUp = #expect(throws: CLNetError.self) { try skipping.trainEpoch() }
         #expect("\(gaveUp!)".contains("in a row"), "\(gaveUp!)")
+        if case .diverged = gaveUp {} else { Issue.record("not diverged: \(String(describing: gaveUp))") }
         #expect(skipping.skippedSteps == Trainer.maximumSkips + 1)
         #expect(skipping.learningRateScale == pow(0.5, Double(Trainer.maximumSkips + 1)))
     }

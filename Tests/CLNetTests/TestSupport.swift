@@ -162,3 +162,53 @@ func runProgram(_ path: String, _ arguments: [String], environment: [String: Str
     return ToolRun(status: process.terminationStatus, stdout: output,
                    stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
 }
+
+/// How far a forward pass is from a point where the loss is not differentiable: the smallest
+/// distance of a ReLU's or PReLU's input from 0, or of a max-pooling window's two largest
+/// inputs from each other, relative to that tensor's RMS. The device computes in float32 and
+/// the reference in Double, so an input within rounding of such a kink can fall on the other
+/// side on the device and route its whole gradient differently: a real difference of the
+/// function, not of the kernels. Training-mode norms are evaluated with batch statistics.
+func kinkMargin(_ graph: Graph, values: [[Double]], parameters: [String: [Double]]) -> Double {
+    func rms(_ v: [Double]) -> Double { (v.reduce(0) { $0 + $1 * $1 } / Double(max(v.count, 1))).squareRoot() }
+    func nearestZero(_ v: [Double]) -> Double { (v.map(abs).min() ?? .infinity) / max(rms(v), 1e-300) }
+    var margin = Double.infinity
+    for node in graph.nodes {
+        let x = values[node.inputs[0].index], shape = graph.shape(of: node.inputs[0])
+        let p = node.parameters.map { parameters[graph.parameters[$0].name]! }
+        switch node.operation {
+        case .relu, .prelu:
+            margin = min(margin, nearestZero(x))
+        case .add(relu: true):
+            margin = min(margin, nearestZero(zip(x, values[node.inputs[1].index]).map(+)))
+        case let .batchNorm(relu: true, eps, _):
+            let pre = Reference.batchNormTraining(x, shape: shape.rank == 2 ? [shape.n, shape.c, 1, 1] : shape, gamma: p[0],
+                                                  beta: p[1], runningMean: p[2], runningVar: p[3], eps: Double(eps)).y
+            margin = min(margin, nearestZero(pre))
+        case let .groupNorm(groups, relu: true, eps):
+            margin = min(margin, nearestZero(Reference.groupNorm(x, shape: shape, gamma: p[0], beta: p[1], groups: groups,
+                                                                 eps: Double(eps))))
+        case let .maxPool(window):
+            let out = graph.shape(of: node.output), scale = max(rms(x), 1e-300)
+            for plane in 0..<(shape.n * shape.c) {
+                for oh in 0..<out.h {
+                    for ow in 0..<out.w {
+                        var taps: [Double] = []
+                        for kh in 0..<window.kernel.h {
+                            for kw in 0..<window.kernel.w {
+                                let ih = oh * window.stride.h - window.padding.h + kh, iw = ow * window.stride.w - window.padding.w + kw
+                                if ih >= 0 && ih < shape.h && iw >= 0 && iw < shape.w { taps.append(x[(plane * shape.h + ih) * shape.w + iw]) }
+                            }
+                        }
+                        taps.sort(by: >)
+                        // Exact ties (zeros out of a ReLU) are exact on the device too, and broken alike.
+                        if taps.count > 1, taps[0] != taps[1] { margin = min(margin, (taps[0] - taps[1]) / scale) }
+                    }
+                }
+            }
+        default:
+            break
+        }
+    }
+    return margin
+}

@@ -25,6 +25,27 @@ struct TrainerTests {
         return try DataSource(parsing: "mnist:\(dir.path)").load(train: true)
     }
 
+    /// Top-k counts a tie for the first maximum only: a Fixup model starts with a zero classifier,
+    /// so all its logits are equal, and it is right exactly for the samples of class 0 (about
+    /// 1 in 10), not for all of them; top-5 for those of classes 0 to 4.
+    @Test func tiedLogitsAreNotAllCorrect() throws {
+        let test = try Self.data(60, seed: 41)
+        let trainer = try Trainer(configuration: Self.config("cifar_resnet:depth=8,norm=none"), train: try Self.data(32, seed: 42),
+                                  test: test, context: try Shared.context())
+        let e = try trainer.evaluate()
+        let labels = test.labels.map(Int.init)
+        #expect(e.samples == 60)
+        #expect(e.top1 == Double(labels.filter { $0 == 0 }.count) / 60, "top-1 \(e.top1)")
+        #expect(e.top5 == Double(labels.filter { $0 < 5 }.count) / 60, "top-5 \(e.top5)")
+        #expect(e.top1 < 0.5)
+        // The rank behind it: the logits above the label, and the equal ones before it.
+        #expect(SoftmaxCrossEntropy.rank(ofLabel: 2, in: [1.0, 1, 1, 1]) == 2)
+        #expect(SoftmaxCrossEntropy.rank(ofLabel: 0, in: [1.0, 1, 1, 1]) == 0)
+        #expect(SoftmaxCrossEntropy.rank(ofLabel: 1, in: [0.5, 2, 2, 3]) == 1)
+        #expect(SoftmaxCrossEntropy.rank(ofLabel: 2, in: [0.5, 2, 2, 3]) == 2)
+        #expect(Reference.softmaxCrossEntropy([1, 1, 1, 1, 1, 1], batch: 2, labels: [0, 1]).correct == 1)
+    }
+
     /// A student distils from a teacher's saved weights (a chain: the student could teach the
     /// next): its loss is finite, and a checkpoint resumes with the teacher in its configuration.
     @Test func distillationTrainsAStudent() throws {

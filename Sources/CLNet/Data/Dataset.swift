@@ -36,12 +36,7 @@ public struct ImageDataset: Sendable {
         if let bad = labels.first(where: { $0 < 0 || Int($0) >= classes }) {
             throw .invalidArgument("label \(bad) is outside 0 ..< \(classes)")
         }
-        self.pixels = pixels
-        self.labels = labels
-        self.channels = channels
-        self.height = height
-        self.width = width
-        self.classes = classes
+        self.init(checked: pixels, labels: labels, channels: channels, height: height, width: width, classes: classes)
     }
 
     /// The first `n` samples (all if there are fewer): for quick runs and tests.

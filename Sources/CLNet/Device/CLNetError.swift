@@ -18,6 +18,21 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
     case invalidArgument(String)
     /// An operator was given shapes or parameters it cannot work with; names the operator and the shapes.
     case invalidShape(operation: String, message: String)
+    /// The device cannot hold what was asked of it: `needed` bytes against the `available` ones
+    /// (its memory, or its largest single allocation). The message says what to shrink.
+    case outOfDeviceMemory(needed: Int, available: Int, device: String, message: String)
+    /// A call came at the wrong time for the object's state (a backward with no fresh forward,
+    /// a value that was not kept, an executor that was made for something else).
+    case invalidState(String)
+    /// A name that is not a parameter of the graph; `message` says which graph or call.
+    case unknownParameter(name: String, message: String)
+    /// A graph that lacks what the call needs, such as a loss node for training.
+    case invalidGraph(String)
+    /// Labels that do not fit the logits: the wrong count, or a class out of range.
+    case invalidLabels(String)
+    /// Training produced a loss that is not finite at `step` (1-based). The checkpoints written
+    /// so far are intact.
+    case diverged(step: Int, loss: Float, message: String)
 
     public var description: String {
         switch self {
@@ -35,6 +50,14 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
             return message
         case let .invalidShape(operation, message):
             return "\(operation): \(message)"
+        case let .outOfDeviceMemory(_, _, _, message):
+            return message
+        case let .invalidState(message), let .invalidGraph(message), let .invalidLabels(message):
+            return message
+        case let .unknownParameter(name, message):
+            return "parameter \(name): \(message)"
+        case let .diverged(_, _, message):
+            return message
         }
     }
 }

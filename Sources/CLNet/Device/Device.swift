@@ -157,20 +157,22 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     }
 }
 
-private func platformString(_ platform: cl_platform_id, _ param: Int32) throws(CLNetError) -> String {
+/// A string an OpenCL info query returns: the size first, then the bytes.
+private func infoString(_ call: String, _ query: (Int, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int>?) -> cl_int)
+    throws(CLNetError) -> String {
     var size = 0
-    try clCheck(clGetPlatformInfo(platform, cl_platform_info(param), 0, nil, &size), "clGetPlatformInfo")
+    try clCheck(query(0, nil, &size), call)
     var bytes = [CChar](repeating: 0, count: size + 1)
-    try clCheck(clGetPlatformInfo(platform, cl_platform_info(param), size, &bytes, nil), "clGetPlatformInfo")
+    try clCheck(bytes.withUnsafeMutableBytes { query(size, $0.baseAddress, nil) }, call)
     return cString(bytes)
 }
 
+private func platformString(_ platform: cl_platform_id, _ param: Int32) throws(CLNetError) -> String {
+    try infoString("clGetPlatformInfo") { clGetPlatformInfo(platform, cl_platform_info(param), $0, $1, $2) }
+}
+
 private func deviceString(_ device: cl_device_id, _ param: Int32) throws(CLNetError) -> String {
-    var size = 0
-    try clCheck(clGetDeviceInfo(device, cl_device_info(param), 0, nil, &size), "clGetDeviceInfo")
-    var bytes = [CChar](repeating: 0, count: size + 1)
-    try clCheck(clGetDeviceInfo(device, cl_device_info(param), size, &bytes, nil), "clGetDeviceInfo")
-    return cString(bytes)
+    try infoString("clGetDeviceInfo") { clGetDeviceInfo(device, cl_device_info(param), $0, $1, $2) }
 }
 
 private func deviceValue<T: FixedWidthInteger>(_ device: cl_device_id, _ param: Int32) throws(CLNetError) -> T {

@@ -1,4 +1,3 @@
-// Graph rewrites: batch-norm folding for inference, and the distillation loss for training.
 // Batch-norm folding for inference: a convolution followed by batch norm with fixed statistics
 // is one affine map per output channel, so it can be one convolution with a bias. The graph
 // loses a pass over every activation it normalised.
@@ -49,12 +48,7 @@ extension Graph {
     /// per output channel by gamma / sqrt(running_var + eps), its bias beta - running_mean x that
     /// scale (plus its own bias, scaled); every other parameter as it is.
     public func foldBatchNormParameters(_ fold: FoldedGraph, _ values: [String: [Float]]) throws(CLNetError) -> [String: [Float]] {
-        func value(_ p: Int) throws(CLNetError) -> [Float] {
-            guard let v = values[parameters[p].name], v.count == parameters[p].shape.count else {
-                throw .invalidShape(operation: "folding batch norm", message: "parameter \(parameters[p].name) is missing or has the wrong size")
-            }
-            return v
-        }
+        func value(_ p: Int) throws(CLNetError) -> [Float] { try checkedParameter(p, in: values, for: "folding batch norm") }
         var out: [String: [Float]] = [:]
         var consumed: Set<Int> = []
         for (k, j) in fold.pairs {
@@ -78,28 +72,5 @@ extension Graph {
         }
         for (i, p) in parameters.enumerated() where !consumed.contains(i) { out[p.name] = try value(i) }
         return out
-    }
-}
-
-extension Graph {
-    /// The training graph with its cross-entropy replaced by knowledge distillation's loss,
-    /// which reads a new input `teacher` holding the teacher's logits.
-    public func distilling(_ d: Distillation) throws(CLNetError) -> Graph {
-        guard let loss = lossNode, case let .softmaxCrossEntropy(smoothing) = nodes[loss].operation else {
-            throw .invalidArgument("distillation replaces a graph's cross-entropy loss; this graph has none")
-        }
-        var d = d
-        if smoothing > 0 { d.labelSmoothing = smoothing }
-        var b = GraphBuilder()
-        var map = [Value?](repeating: nil, count: shapes.count)
-        for (name, v) in inputs { map[v.index] = try b.input(name, shape: shape(of: v)) }
-        let teacher = try b.input("teacher", shape: shape(of: nodes[loss].inputs[0]))
-        for (k, node) in nodes.enumerated() {
-            let xs = node.inputs.map { map[$0.index]! }
-            map[node.output.index] = k == loss
-                ? try b.distillation(xs[0], teacher: teacher, d, name: node.name)
-                : try b.replay(node, of: self, inputs: xs)
-        }
-        return b.graph
     }
 }

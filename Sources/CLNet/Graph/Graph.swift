@@ -111,14 +111,24 @@ public struct Graph: Sendable {
     /// Parameter index by name.
     public func parameterIndex(_ name: String) -> Int? { parameters.firstIndex { $0.name == name } }
 
+    /// Parameter `i`'s values in `values` (by name), checked for size: the one check of the
+    /// weights that the reference executor and every graph rewrite take. The error names
+    /// `operation`, the parameter and both sizes.
+    public func checkedParameter<T>(_ i: Int, in values: [String: [T]], for operation: String) throws(CLNetError) -> [T] {
+        let p = parameters[i]
+        guard let v = values[p.name] else {
+            throw .invalidShape(operation: operation, message: "parameter \(p.name) is missing (shape \(p.shape))")
+        }
+        guard v.count == p.shape.count else {
+            throw .invalidShape(operation: operation,
+                                message: "parameter \(p.name) has \(v.count) values but its shape \(p.shape) needs \(p.shape.count)")
+        }
+        return v
+    }
+
     /// The loss node, if the graph has one.
     public var lossNode: Int? {
-        nodes.firstIndex {
-            switch $0.operation {
-            case .softmaxCrossEntropy, .distillation: true
-            default: false
-            }
-        }
+        nodes.firstIndex { $0.operation.isLoss }
     }
 
     /// Which values need a gradient: those computed, directly or not, from a trainable parameter.
@@ -173,23 +183,12 @@ public struct Graph: Sendable {
     /// Multiply-adds times two of one forward pass over the graph's batch: convolutions and
     /// fully connected layers (what "GFLOPs" of a model usually counts).
     public var forwardFLOPs: Double {
-        nodes.reduce(0) { total, node in
-            switch node.operation {
-            case let .conv(conv, _):
-                return total + 2 * Double(shape(of: node.output).count)
-                    * Double(conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
-            case let .linear(outFeatures, _):
-                let x = shape(of: node.inputs[0])
-                return total + 2 * Double(x.n) * Double(x.sampleCount) * Double(outFeatures)
-            default:
-                return total
-            }
-        }
+        nodes.reduce(0) { $0 + 2 * $1.operation.multiplyAdds(input: shape(of: $1.inputs[0]), output: shape(of: $1.output)) }
     }
 
     /// Sets the label smoothing of the loss node (0 for none, as PyTorch's `label_smoothing`).
     public mutating func setLabelSmoothing(_ smoothing: Float) throws(CLNetError) {
-        guard let k = lossNode else { throw .invalidShape(operation: "label smoothing", message: "the graph has no loss node") }
+        guard let k = lossNode else { throw .invalidGraph("label smoothing: the graph has no loss node") }
         guard (0..<1).contains(smoothing) else { throw .invalidArgument("label smoothing must be in [0, 1), not \(smoothing)") }
         let n = nodes[k]
         var operation = Operation.softmaxCrossEntropy(labelSmoothing: smoothing)
@@ -198,6 +197,27 @@ public struct Graph: Sendable {
             operation = .distillation(d)
         }
         nodes[k] = Node(name: n.name, operation: operation, inputs: n.inputs, output: n.output, parameters: n.parameters)
+    }
+
+    /// The training graph with its cross-entropy replaced by knowledge distillation's loss,
+    /// which reads a new input `teacher` holding the teacher's logits.
+    public func distilling(_ d: Distillation) throws(CLNetError) -> Graph {
+        guard let loss = lossNode, case let .softmaxCrossEntropy(smoothing) = nodes[loss].operation else {
+            throw .invalidArgument("distillation replaces a graph's cross-entropy loss; this graph has none")
+        }
+        var d = d
+        if smoothing > 0 { d.labelSmoothing = smoothing }
+        var b = GraphBuilder()
+        var map = [Value?](repeating: nil, count: shapes.count)
+        for (name, v) in inputs { map[v.index] = try b.input(name, shape: shape(of: v)) }
+        let teacher = try b.input("teacher", shape: shape(of: nodes[loss].inputs[0]))
+        for (k, node) in nodes.enumerated() {
+            let xs = node.inputs.map { map[$0.index]! }
+            map[node.output.index] = k == loss
+                ? try b.distillation(xs[0], teacher: teacher, d, name: node.name)
+                : try b.replay(node, of: self, inputs: xs)
+        }
+        return b.graph
     }
 
     /// Number of trainable parameter values (what torchvision's parameter counts count).
@@ -249,7 +269,7 @@ public struct GraphBuilder: Sendable {
         let out = try inferring(name, [x]) { () throws(CLNetError) in try conv.outputShape(shape(x)) }
         var params = [("\(name).weight", conv.weightShape, ParameterRole.weight)]
         if bias { params.append(("\(name).bias", [conv.outChannels], .bias)) }
-        return try add(name, .conv(conv, bias: bias), [x], out, params)
+        return try appendNode(name, .conv(conv, bias: bias), [x], out, params)
     }
 
     /// Batch norm with torchvision's names (`weight`, `bias`, `running_mean`, `running_var`),
@@ -264,7 +284,7 @@ public struct GraphBuilder: Sendable {
             ("\(name).weight", [c], .normWeight), ("\(name).bias", [c], .normBias),
             ("\(name).running_mean", [c], .runningMean), ("\(name).running_var", [c], .runningVar),
         ]
-        return try add(name, .batchNorm(relu: relu, eps: eps, momentum: momentum), [x], s, params)
+        return try appendNode(name, .batchNorm(relu: relu, eps: eps, momentum: momentum), [x], s, params)
     }
 
     public mutating func groupNorm(_ x: Value, groups: Int, relu: Bool = false, eps: Float = 1e-5,
@@ -274,41 +294,41 @@ public struct GraphBuilder: Sendable {
                     "\(s.rank == 4 ? s.c : 0) channels of \(s) from \(origin(x)) do not split into \(groups) groups")
         let params: [(String, Shape, ParameterRole)] = [("\(name).weight", [s.c], .normWeight),
                                                         ("\(name).bias", [s.c], .normBias)]
-        return try add(name, .groupNorm(groups: groups, relu: relu, eps: eps), [x], s, params)
+        return try appendNode(name, .groupNorm(groups: groups, relu: relu, eps: eps), [x], s, params)
     }
 
     public mutating func relu(_ x: Value, name: String) throws(CLNetError) -> Value {
-        try add(name, .relu, [x], shape(x), [])
+        try appendNode(name, .relu, [x], shape(x), [])
     }
 
     /// The residual addition, optionally fused with the ReLU after it.
     public mutating func add(_ a: Value, _ b: Value, relu: Bool = false, name: String) throws(CLNetError) -> Value {
         try require(shape(a) == shape(b), name,
                     "cannot add \(shape(a)) from \(origin(a)) and \(shape(b)) from \(origin(b))")
-        return try add(name, .add(relu: relu), [a, b], shape(a), [])
+        return try appendNode(name, .add(relu: relu), [a, b], shape(a), [])
     }
 
     public mutating func maxPool(_ x: Value, _ window: Pool2D, name: String) throws(CLNetError) -> Value {
         let out = try inferring(name, [x]) { () throws(CLNetError) in try window.outputShape("MaxPool", shape(x)) }
-        return try add(name, .maxPool(window), [x], out, [])
+        return try appendNode(name, .maxPool(window), [x], out, [])
     }
 
     public mutating func avgPool(_ x: Value, _ window: Pool2D, name: String) throws(CLNetError) -> Value {
         let out = try inferring(name, [x]) { () throws(CLNetError) in try window.outputShape("AvgPool", shape(x)) }
-        return try add(name, .avgPool(window), [x], out, [])
+        return try appendNode(name, .avgPool(window), [x], out, [])
     }
 
     /// [N, C, H, W] to [N, C].
     public mutating func globalAvgPool(_ x: Value, name: String) throws(CLNetError) -> Value {
         let s = shape(x)
         try require(s.rank == 4, name, "global pooling needs an NCHW input, got \(s) from \(origin(x))")
-        return try add(name, .globalAvgPool, [x], [s.n, s.c], [])
+        return try appendNode(name, .globalAvgPool, [x], [s.n, s.c], [])
     }
 
     /// Concatenation along channels (DenseNet).
     public mutating func concat(_ xs: [Value], name: String) throws(CLNetError) -> Value {
         let out = try inferring(name, xs) { () throws(CLNetError) in try Concat.outputShape(xs.map { shape($0) }) }
-        return try add(name, .concat, xs, out, [])
+        return try appendNode(name, .concat, xs, out, [])
     }
 
     /// A fully connected layer, `<name>.weight` [out, in] and `<name>.bias` [out].
@@ -317,7 +337,7 @@ public struct GraphBuilder: Sendable {
         try require(outFeatures > 0, name, "needs at least one output feature")
         var params = [("\(name).weight", Shape([outFeatures, s.sampleCount]), ParameterRole.weight)]
         if bias { params.append(("\(name).bias", [outFeatures], .bias)) }
-        return try add(name, .linear(outFeatures: outFeatures, bias: bias), [x], [s.n, outFeatures], params)
+        return try appendNode(name, .linear(outFeatures: outFeatures, bias: bias), [x], [s.n, outFeatures], params)
     }
 
     /// The training loss: mean softmax cross-entropy of `logits` [N, K]; the labels are given to
@@ -327,7 +347,7 @@ public struct GraphBuilder: Sendable {
         try require(s.rank == 2, name, "logits must be [N, K], got \(s) from \(origin(logits))")
         try require(labelSmoothing >= 0 && labelSmoothing < 1, name, "label smoothing \(labelSmoothing) must be in [0, 1)")
         try require(graph.lossNode == nil, name, "the graph already has a loss, node \(graph.lossNode.map { graph.nodes[$0].name } ?? "")")
-        return try add(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
+        return try appendNode(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
     }
 
     /// The distillation loss of the student's `logits` against the `teacher`'s (see
@@ -337,33 +357,33 @@ public struct GraphBuilder: Sendable {
         try require(s.rank == 2 && shape(teacher) == s, name, "logits \(s) from \(origin(logits)) and teacher \(shape(teacher)) from \(origin(teacher)) must both be [N, K]")
         do { try d.check("node \(name)") } catch { throw error }
         try require(graph.lossNode == nil, name, "the graph already has a loss, node \(graph.lossNode.map { graph.nodes[$0].name } ?? "")")
-        return try add(name, .distillation(d), [logits, teacher], [1], [])
+        return try appendNode(name, .distillation(d), [logits, teacher], [1], [])
     }
 
     /// The option-A shortcut of the CIFAR ResNets: subsample by `stride`, zero-pad to `outChannels`.
     public mutating func padShortcut(_ x: Value, outChannels: Int, stride: Int, name: String) throws(CLNetError) -> Value {
         let op = PadShortcut(outChannels: outChannels, stride: stride)
         let out = try inferring(name, [x]) { () throws(CLNetError) in try op.outputShape(shape(x)) }
-        return try add(name, .padShortcut(op), [x], out, [])
+        return try appendNode(name, .padShortcut(op), [x], out, [])
     }
 
     /// Stochastic depth on a residual branch `x` (see `Operation.stochasticDepth`).
     public mutating func stochasticDepth(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {
         try require(p >= 0 && p < 1, name, "stochastic depth probability \(p) must be in [0, 1)")
         try require(shape(x).rank == 4, name, "stochastic depth needs an [N, C, H, W] branch, got \(shape(x))")
-        return try add(name, .stochasticDepth(p: p), [x], shape(x), [])
+        return try appendNode(name, .stochasticDepth(p: p), [x], shape(x), [])
     }
 
     /// The logistic sigmoid.
     public mutating func sigmoid(_ x: Value, name: String) throws(CLNetError) -> Value {
-        try add(name, .sigmoid, [x], shape(x), [])
+        try appendNode(name, .sigmoid, [x], shape(x), [])
     }
 
     /// PReLU with one slope per channel, `<name>.weight` [C] (PyTorch's `nn.PReLU(C)`), starting at 0.25.
     public mutating func prelu(_ x: Value, name: String) throws(CLNetError) -> Value {
         let s = shape(x)
         try require(s.rank >= 2, name, "PReLU needs an [N, C, ...] input, got \(s) from \(origin(x))")
-        return try add(name, .prelu, [x], s, [("\(name).weight", [s.c], .slope)])
+        return try appendNode(name, .prelu, [x], s, [("\(name).weight", [s.c], .slope)])
     }
 
     /// x [N, C, H, W] scaled per sample and channel by s ([N, C] or [N, C, 1, 1]).
@@ -371,7 +391,7 @@ public struct GraphBuilder: Sendable {
         let xs = shape(x), ss = shape(s)
         try require(xs.rank == 4 && ss.count == xs.n * xs.c && ss.n == xs.n && ss.c == xs.c, name,
                     "cannot scale \(xs) from \(origin(x)) by \(ss) from \(origin(s)); the scale must be [\(xs.n), \(xs.rank > 1 ? xs.c : 0)]")
-        return try add(name, .channelScale, [x, s], xs, [])
+        return try appendNode(name, .channelScale, [x, s], xs, [])
     }
 
     /// Selective kernels' attention-weighted sum of `branches` (see `Operation.selectiveSum`),
@@ -385,7 +405,7 @@ public struct GraphBuilder: Sendable {
         let zs = shape(z)
         try require(u.rank == 4 && zs.n == u.n && zs.count == u.n * branches.count * u.c, name,
                     "attention logits \(zs) from \(origin(z)) must be [\(u.n), \(branches.count) x \(u.rank > 1 ? u.c : 0)] for branches \(u)")
-        return try add(name, .selectiveSum(branches: branches.count), branches + [z], u, [])
+        return try appendNode(name, .selectiveSum(branches: branches.count), branches + [z], u, [])
     }
 
     /// y = x * scale + bias with learnable scalars named `scale` and `bias` (either may be nil),
@@ -395,7 +415,7 @@ public struct GraphBuilder: Sendable {
         var params: [(String, Shape, ParameterRole, ParameterInit)] = []
         if let scale { params.append((scale, [1], .normWeight, .constant(1))) }
         if let bias { params.append((bias, [1], .normBias, .constant(0))) }
-        let y = try addNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), params)
+        let y = try appendNode(name, .scalarAffine(scale: scale != nil, bias: bias != nil), [x], shape(x), initialized: params)
         for i in graph.nodes.last!.parameters { graph.parameters[i].learningRateScale = 0.1 }
         return y
     }
@@ -410,7 +430,7 @@ public struct GraphBuilder: Sendable {
         let params = node.parameters.map { i in
             (graph.parameters[i].name, graph.parameters[i].shape, graph.parameters[i].role, graph.parameters[i].initialization)
         }
-        let y = try addNode(node.name, node.operation, inputs, graph.shape(of: node.output), params)
+        let y = try appendNode(node.name, node.operation, inputs, graph.shape(of: node.output), initialized: params)
         for (mine, theirs) in zip(self.graph.nodes.last!.parameters, node.parameters) {
             self.graph.parameters[mine].learningRateScale = graph.parameters[theirs].learningRateScale
         }
@@ -427,7 +447,7 @@ public struct GraphBuilder: Sendable {
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {
         try require(p >= 0 && p < 1, name, "dropout probability \(p) must be in [0, 1)")
-        return try add(name, .dropout(p: p), [x], shape(x), [])
+        return try appendNode(name, .dropout(p: p), [x], shape(x), [])
     }
 
     // MARK: - Internals
@@ -471,13 +491,13 @@ public struct GraphBuilder: Sendable {
     }
 
     /// Adds the node and its parameters, after every check, so that a throw leaves the graph as it was.
-    private mutating func add(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
-                              _ params: [(String, Shape, ParameterRole)]) throws(CLNetError) -> Value {
-        try addNode(name, op, inputs, out, params.map { ($0.0, $0.1, $0.2, ParameterInit.standard) })
+    private mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+                                     _ params: [(String, Shape, ParameterRole)]) throws(CLNetError) -> Value {
+        try appendNode(name, op, inputs, out, initialized: params.map { ($0.0, $0.1, $0.2, ParameterInit.standard) })
     }
 
-    private mutating func addNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
-                                  _ params: [(String, Shape, ParameterRole, ParameterInit)]) throws(CLNetError) -> Value {
+    private mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+                                     initialized params: [(String, Shape, ParameterRole, ParameterInit)]) throws(CLNetError) -> Value {
         for v in inputs where v.index >= graph.shapes.count {
             throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
         }

@@ -62,15 +62,29 @@ public struct MemoryPlan: Sendable {
     /// Arena offset of a value's activation (or gradient), if the plan holds it in a slot of its
     /// own (values in `views` live inside their root's slot).
     public func offset(of value: Value, gradient: Bool = false) -> Int? {
-        let owner = gradient ? value : host(of: value)
+        let owner = gradient ? value : storageOwner(of: value)
         return slots.first { $0.value == owner && $0.isGradient == gradient }?.offset
     }
 
     /// The value whose slot holds `value`'s activation (itself unless computed in place).
-    public func host(of value: Value) -> Value {
+    public func storageOwner(of value: Value) -> Value {
         var v = value
         while let h = inPlace[v] { v = h }
         return v
+    }
+
+    /// Where a value's activation (or gradient) lives in the arena: its first float and the
+    /// distance between its samples, which is more than a sample's size for a channel slice of a
+    /// concatenation. Nil for a gradient the plan does not hold. The executor makes its tensors
+    /// from this, and the task schedule its memory ranges, so that the two agree.
+    public func placement(of value: Value, gradient: Bool = false, in graph: Graph) -> (offset: Int, batchStride: Int)? {
+        if let view = views[value], !gradient || view.hasGradient {
+            guard let root = placement(of: view.root, gradient: gradient, in: graph) else { return nil }
+            let s = graph.shape(of: view.root)
+            return (root.offset + view.channel * s.h * s.w, root.batchStride)
+        }
+        guard let offset = offset(of: value, gradient: gradient) else { return nil }
+        return (offset, graph.shape(of: value).sampleCount)
     }
 
     /// Plans `graph` for training (activations and their gradients) or inference (activations
@@ -95,7 +109,7 @@ public struct MemoryPlan: Sendable {
         for (i, step) in backward.enumerated() {
             let t = forwardSteps + i
             let node = graph.nodes[step.node]
-            for v in Self.savedForBackward(node) { use(v, t) }
+            for v in node.savedForBackward { use(v, t) }
             // The step reads its output's gradient and writes its inputs'.
             gFirst[node.output.index] = min(gFirst[node.output.index], t)
             gLast[node.output.index] = max(gLast[node.output.index], t)
@@ -134,22 +148,18 @@ public struct MemoryPlan: Sendable {
             for v in graph.nodes[j].inputs + [graph.nodes[j].output] { first[v.index] = min(first[v.index], k) }
         }
         // In place: an add or ReLU writes over an input whose last use it is (forward and
-        // backward), which is no graph input and not kept; the host's slot then lives on for the
+        // backward), which is no graph input and not kept; the owner's slot then lives on for the
         // output. Values inside a concatenation keep their own places.
-        for (t, node) in graph.nodes.enumerated() {
-            switch node.operation {
-            case .add, .relu: break
-            default: continue
-            }
+        for (t, node) in graph.nodes.enumerated() where node.operation.flags.contains(.mayRunInPlace) {
             let out = node.output
             if grouped.contains(out) || node.inputs.contains(where: grouped.contains) { continue }
             guard let u = node.inputs.first(where: { u in
-                let h = host(of: u)
+                let h = storageOwner(of: u)
                 return last[h.index] == t && !graphInputs.contains(h) && !keep.contains(u)
                     && graph.shapes[u.index] == graph.shapes[out.index]
                     && node.inputs.filter({ $0 == u }).count == 1
             }) else { continue }
-            let h = host(of: u)
+            let h = storageOwner(of: u)
             inPlace[out] = h
             sharedFloats += Self.aligned(graph.shapes[out.index].count)
             last[h.index] = last[out.index]
@@ -218,26 +228,9 @@ public struct MemoryPlan: Sendable {
             guard case .conv(_, bias: true) = node.operation else { continue }
             let v = node.output, next = graph.nodes[k + 1]
             guard consumers[v.index] == 1, next.inputs.contains(v), !keep.contains(v), !grouped.contains(v),
-                  !grouped.contains(next.output) else { continue }
-            switch next.operation {
-            case .relu, .add: break
-            default: continue
-            }
+                  !grouped.contains(next.output), next.operation.flags.contains(.fusesIntoConvolution) else { continue }
             epilogues[k] = k + 1
             fusedNodes.insert(k + 1)
-        }
-    }
-
-    /// The forward tensors an operator's backward reads (its parameters aside).
-    static func savedForBackward(_ node: Node) -> [Value] {
-        switch node.operation {
-        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu: return [node.inputs[0]]
-        case .distillation: return node.inputs
-        case let .scalarAffine(scale, _): return scale ? [node.inputs[0]] : []
-        case .channelScale, .selectiveSum: return node.inputs
-        case .relu, .sigmoid: return [node.output]
-        case let .add(relu): return relu ? [node.output] : []
-        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut, .stochasticDepth: return []
         }
     }
 

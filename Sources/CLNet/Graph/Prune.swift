@@ -84,7 +84,7 @@ extension Graph {
         var result: [String: [Double]] = [:]
         for p in prunableConvolutions {
             let node = nodes[p.node], filters = shape(of: node.output).c
-            let w = try values.require(parameters[node.parameters[0]])
+            let w = try checkedParameter(node.parameters[0], in: values, for: "pruning")
             let per = w.count / filters
             result[node.name] = (0..<filters).map { f in w[(f * per)..<((f + 1) * per)].reduce(0) { $0 + Double(abs($1)) } }
         }
@@ -102,7 +102,7 @@ extension Graph {
             let owners = norm.map { Array(nodes[$0].parameters.prefix(2)) } ?? node.parameters
             var sums = [Double](repeating: 0, count: filters)
             for i in owners {
-                let w = try values.require(parameters[i]), g = try gradients.require(parameters[i])
+                let w = try checkedParameter(i, in: values, for: "pruning"), g = try checkedParameter(i, in: gradients, for: "pruning")
                 let per = w.count / filters
                 for j in w.indices { sums[j / per] += Double(w[j]) * Double(g[j]) }
             }
@@ -135,7 +135,7 @@ extension Graph {
                 throw .invalidShape(operation: "pruning", message: "the pruned model has \(q.name), which the original lacks")
             }
             let p = parameters[i]
-            var v = try values.require(p), dims = p.shape.dims
+            var v = try checkedParameter(i, in: values, for: "pruning"), dims = p.shape.dims
             if let keep = rows[p.name] {
                 let per = v.count / dims[0]
                 var sliced: [Float] = []
@@ -171,15 +171,5 @@ extension Graph {
             let name = nodes[p.node].name
             return name.hasSuffix(".conv1") ? plan.keep[name]?.count : nil
         }
-    }
-}
-
-extension Dictionary where Key == String, Value == [Float] {
-    /// The values of parameter `p`, checked for size.
-    func require(_ p: Parameter) throws(CLNetError) -> [Float] {
-        guard let v = self[p.name], v.count == p.shape.count else {
-            throw .invalidShape(operation: "parameter \(p.name)", message: "is missing or does not have \(p.shape.count) values for \(p.shape)")
-        }
-        return v
     }
 }

@@ -55,11 +55,8 @@ public struct EffectiveReceptiveField: Sendable {
         }
         let truncated = b.graph, output = map[node.output.index]!
         var doubles: [String: [Double]] = [:]
-        for p in truncated.parameters {
-            guard let v = parameters[p.name], v.count == p.shape.count else {
-                throw .invalidShape(operation: "receptive field", message: "parameter \(p.name) \(p.shape) is missing or has the wrong size")
-            }
-            doubles[p.name] = v.map(Double.init)
+        for (i, p) in truncated.parameters.enumerated() {
+            doubles[p.name] = try truncated.checkedParameter(i, in: parameters, for: "receptive field").map(Double.init)
         }
         var reference = try ReferenceExecutor(graph: truncated, parameters: doubles)
         let values = try reference.forward([graph.inputs[0].name: images.map(Double.init)], training: false)

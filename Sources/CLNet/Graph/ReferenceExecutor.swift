@@ -7,15 +7,7 @@ public struct ReferenceExecutor: Sendable {
 
     /// Checks that `parameters` holds every parameter of `graph` with the right number of values.
     public init(graph: Graph, parameters: [String: [Double]]) throws(CLNetError) {
-        for p in graph.parameters {
-            guard let values = parameters[p.name] else {
-                throw .invalidShape(operation: "parameter \(p.name)", message: "is missing (shape \(p.shape))")
-            }
-            guard values.count == p.shape.count else {
-                throw .invalidShape(operation: "parameter \(p.name)",
-                                    message: "has \(values.count) values but its shape \(p.shape) needs \(p.shape.count)")
-            }
-        }
+        for i in graph.parameters.indices { _ = try graph.checkedParameter(i, in: parameters, for: "reference executor") }
         self.graph = graph
         self.parameters = parameters
     }
@@ -70,10 +62,10 @@ public struct ReferenceExecutor: Sendable {
                 y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
             case let .stochasticDepth(rate):
                 y = training ? Reference.channelScale(xs[0], shape: shape,
-                                                      scale: Self.stochasticDepthScales(shape, p: rate, seed: Self.dropoutSeed(seed, node: k)).map(Double.init))
+                                                      scale: StepRandomness.stochasticDepthScales(shape, p: rate, seed: StepRandomness.nodeSeed(seed, node: k)).map(Double.init))
                     : xs[0]
             case let .dropout(rate):
-                y = training ? Reference.dropout(xs[0], p: rate, seed: Self.dropoutSeed(seed, node: k)) : xs[0]
+                y = training ? Reference.dropout(xs[0], p: rate, seed: StepRandomness.nodeSeed(seed, node: k)) : xs[0]
             case let .padShortcut(op):
                 y = Reference.padShortcut(xs[0], shape: shape, outChannels: op.outChannels, stride: op.stride)
             case .sigmoid:
@@ -87,10 +79,10 @@ public struct ReferenceExecutor: Sendable {
             case let .scalarAffine(hasScale, hasBias):
                 y = Reference.scalarAffine(xs[0], scale: hasScale ? p[0][0] : nil, bias: hasBias ? p[hasScale ? 1 : 0][0] : nil)
             case let .softmaxCrossEntropy(smoothing):
-                try Self.checkLabels(labels, shape)
+                try SoftmaxCrossEntropy.checkLabels(labels, logits: shape)
                 y = [Reference.softmaxCrossEntropy(xs[0], batch: shape.n, labels: labels, smoothing: Double(smoothing)).loss]
             case let .distillation(d):
-                try Self.checkLabels(labels, shape)
+                try SoftmaxCrossEntropy.checkLabels(labels, logits: shape)
                 y = [Reference.distillation(xs[0], teacher: xs[1], batch: shape.n, labels: labels, temperature: Double(d.temperature),
                                             weight: Double(d.weight), smoothing: Double(d.labelSmoothing)).loss]
             }
@@ -99,40 +91,13 @@ public struct ReferenceExecutor: Sendable {
         return values
     }
 
-    /// The dropout seed of node `k` in a step seeded `seed`; the device executor uses the same.
-    /// Stochastic depth's per-sample, per-channel scales for a step: 0 for a dropped sample,
-    /// 1 / (1 - p) for a kept one, drawn on the host from the step's seed so that the device and
-    /// the reference drop the same samples.
-    public static func stochasticDepthScales(_ shape: Shape, p: Float, seed: UInt32) -> [Float] {
-        var rng = SeededGenerator(seed: UInt64(seed) << 20 | 0x5d)
-        var scales: [Float] = []
-        for _ in 0..<shape.n {
-            let keep = rng.uniform() >= Double(p)
-            scales += [Float](repeating: keep ? 1 / (1 - p) : 0, count: shape.c)
-        }
-        return scales
-    }
-
-    public static func dropoutSeed(_ seed: UInt32, node k: Int) -> UInt32 {
-        seed &+ UInt32(truncatingIfNeeded: k) &* 0x9E37_79B9
-    }
-
-    static func checkLabels(_ labels: [Int], _ logits: Shape) throws(CLNetError) {
-        guard labels.count == logits.n else {
-            throw .invalidShape(operation: "loss", message: "needs \(logits.n) labels for logits \(logits), got \(labels.count)")
-        }
-        if let bad = labels.first(where: { $0 < 0 || $0 >= logits[1] }) {
-            throw .invalidShape(operation: "loss", message: "label \(bad) is outside [0, \(logits[1])) for logits \(logits)")
-        }
-    }
-
     /// Gradients of the loss (scaled by 1) after `forward` in training mode on the same inputs:
     /// each trainable parameter's by name, and each value's that needs one (by index, empty
     /// where none is computed).
     public func backward(values: [[Double]], labels: [Int], seed: UInt32 = 0) throws(CLNetError)
         -> (parameters: [String: [Double]], values: [[Double]]) {
         guard let loss = graph.lossNode else {
-            throw .invalidShape(operation: "backward", message: "the graph has no loss node")
+            throw .invalidGraph("backward: the graph has no loss node")
         }
         return try backward(values: values, from: graph.nodes[loss].output, gradient: [1], inputGradients: false,
                             training: true, labels: labels, seed: seed)
@@ -150,7 +115,7 @@ public struct ReferenceExecutor: Sendable {
             throw .invalidShape(operation: "backward", message: "the seed gradient has \(gradient.count) values; value \(root) needs \(root.index >= 0 && root.index < graph.shapes.count ? graph.shape(of: root).count : 0)")
         }
         guard values.count == graph.shapes.count, !values[root.index].isEmpty else {
-            throw .invalidShape(operation: "backward", message: "needs the values of a forward pass over this graph")
+            throw .invalidState("backward: needs the values of a forward pass over this graph")
         }
         var grads = [[Double]](repeating: [], count: graph.shapes.count)
         grads[root.index] = gradient
@@ -209,10 +174,10 @@ public struct ReferenceExecutor: Sendable {
             case .stochasticDepth where !training, .dropout where !training:
                 inputGrads = [dy]
             case let .stochasticDepth(rate):
-                let scales = Self.stochasticDepthScales(shape, p: rate, seed: Self.dropoutSeed(seed, node: step.node))
+                let scales = StepRandomness.stochasticDepthScales(shape, p: rate, seed: StepRandomness.nodeSeed(seed, node: step.node))
                 inputGrads = [Reference.channelScaleBackward(xs[0], shape: shape, scale: scales.map(Double.init), dy: dy).dx]
             case let .dropout(rate):
-                inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: Self.dropoutSeed(seed, node: step.node))]
+                inputGrads = [Reference.dropoutBackward(dy: dy, p: rate, seed: StepRandomness.nodeSeed(seed, node: step.node))]
             case let .padShortcut(op):
                 inputGrads = [Reference.padShortcutBackward(dy: dy, shape: shape, outChannels: op.outChannels, stride: op.stride)]
             case .sigmoid:

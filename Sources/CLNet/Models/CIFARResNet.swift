@@ -42,27 +42,43 @@ public struct CIFARResNet: Sendable {
         let x = try b.input("input", shape: [batch, inChannels, size, size])
         var y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: 16, kernel: 3, padding: 1), name: "conv1")
         y = try normAct(&b, y, "bn1", "act1")
-        var channels = 16
-        for stage in 0..<3 {
-            let planes = 16 << stage
-            for i in 0..<n {
-                let stride = i == 0 && stage > 0 ? 2 : 1
-                let name = "layer\(stage + 1).\(i)"
-                let inner = try innerWidth(stage * n + i, planes)
-                var z = try b.conv(y, Conv2D(inChannels: channels, outChannels: inner, kernel: 3, stride: stride, padding: 1),
-                                   name: "\(name).conv1")
-                z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
-                z = try b.norm(z, norm, name: "\(name).bn2")
-                y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)
-                channels = planes
-            }
+        try forEachBlock { block throws(CLNetError) in
+            let name = block.name
+            var z = try b.conv(y, Conv2D(inChannels: block.inChannels, outChannels: block.inner, kernel: 3, stride: block.stride,
+                                         padding: 1), name: "\(name).conv1")
+            z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
+            z = try b.conv(z, Conv2D(inChannels: block.inner, outChannels: block.planes, kernel: 3, padding: 1), name: "\(name).conv2")
+            z = try b.norm(z, norm, name: "\(name).bn2")
+            y = try join(&b, branch: z, input: y, block)
         }
         let pooled = try b.globalAvgPool(y, name: "avgpool")
         let logits = try b.linear(pooled, outFeatures: classes, name: "fc")
         if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
         try scaleForPReLU(&b)
         return (b.graph, logits)
+    }
+
+    /// One residual block's place in the network: its name (`layer2.0`), its number from 0, its
+    /// stride, and its input, inner and output widths.
+    private struct Block {
+        let name: String
+        let index: Int, stride: Int
+        let inChannels: Int, inner: Int, planes: Int
+    }
+
+    /// Calls `body` for every block of the three stages in order: 16, 32 and 64 planes, the
+    /// first block of the second and third stages strided.
+    private func forEachBlock(_ body: (Block) throws(CLNetError) -> Void) throws(CLNetError) {
+        var channels = 16
+        for stage in 0..<3 {
+            let planes = 16 << stage
+            for i in 0..<n {
+                let index = stage * n + i
+                try body(Block(name: "layer\(stage + 1).\(i)", index: index, stride: i == 0 && stage > 0 ? 2 : 1,
+                               inChannels: channels, inner: try innerWidth(index, planes), planes: planes))
+                channels = planes
+            }
+        }
     }
 
     /// Block `block`'s inner width: `blockWidths`' entry, else the stage's `planes`.
@@ -84,16 +100,16 @@ public struct CIFARResNet: Sendable {
         activation == .relu ? try b.relu(x, name: name) : try b.prelu(x, name: name)
     }
 
-    /// The end of residual block number `block` (from 0): stochastic depth on the branch, the
+    /// The end of a residual block: stochastic depth on the branch, the
     /// option-A shortcut where the shape changes, the addition and its activation.
-    private func join(_ b: inout GraphBuilder, branch: Value, input y: Value, block: Int, stride: Int, from channels: Int,
-                      to planes: Int, _ name: String) throws(CLNetError) -> Value {
+    private func join(_ b: inout GraphBuilder, branch: Value, input y: Value, _ block: Block) throws(CLNetError) -> Value {
         var z = branch
+        let name = block.name
         if stochasticDepth > 0 {
-            z = try b.stochasticDepth(z, p: stochasticDepth * Float(block + 1) / Float(3 * n), name: "\(name).drop_path")
+            z = try b.stochasticDepth(z, p: stochasticDepth * Float(block.index + 1) / Float(3 * n), name: "\(name).drop_path")
         }
-        let shortcut = stride != 1 || channels != planes
-            ? try b.padShortcut(y, outChannels: planes, stride: stride, name: "\(name).shortcut") : y
+        let shortcut = block.stride != 1 || block.inChannels != block.planes
+            ? try b.padShortcut(y, outChannels: block.planes, stride: block.stride, name: "\(name).shortcut") : y
         if activation == .relu { return try b.add(z, shortcut, relu: true, name: "\(name).add") }
         return try b.prelu(try b.add(z, shortcut, name: "\(name).add"), name: "\(name).act2")
     }
@@ -120,26 +136,19 @@ public struct CIFARResNet: Sendable {
         y = try b.scalarAffine(y, scale: nil, bias: "bias1", name: "bias1")
         y = try activate(&b, y, "act1")
         let depthScale = 1 / Double(3 * n).squareRoot()
-        var channels = 16
-        for stage in 0..<3 {
-            let planes = 16 << stage
-            for i in 0..<n {
-                let stride = i == 0 && stage > 0 ? 2 : 1
-                let name = "layer\(stage + 1).\(i)"
-                var z = try b.scalarAffine(y, scale: nil, bias: "\(name).bias1a", name: "\(name).bias1a")
-                let inner = try innerWidth(stage * n + i, planes)
-                z = try b.conv(z, Conv2D(inChannels: channels, outChannels: inner, kernel: 3, stride: stride, padding: 1),
-                               name: "\(name).conv1")
-                try b.setInitialization("\(name).conv1.weight", .scaled(depthScale))
-                z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias1b", name: "\(name).bias1b")
-                z = try activate(&b, z, "\(name).act1")
-                z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias2a", name: "\(name).bias2a")
-                z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
-                try b.setInitialization("\(name).conv2.weight", .constant(0))
-                z = try b.scalarAffine(z, scale: "\(name).scale", bias: "\(name).bias2b", name: "\(name).affine")
-                y = try join(&b, branch: z, input: y, block: stage * n + i, stride: stride, from: channels, to: planes, name)
-                channels = planes
-            }
+        try forEachBlock { block throws(CLNetError) in
+            let name = block.name
+            var z = try b.scalarAffine(y, scale: nil, bias: "\(name).bias1a", name: "\(name).bias1a")
+            z = try b.conv(z, Conv2D(inChannels: block.inChannels, outChannels: block.inner, kernel: 3, stride: block.stride,
+                                     padding: 1), name: "\(name).conv1")
+            try b.setInitialization("\(name).conv1.weight", .scaled(depthScale))
+            z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias1b", name: "\(name).bias1b")
+            z = try activate(&b, z, "\(name).act1")
+            z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias2a", name: "\(name).bias2a")
+            z = try b.conv(z, Conv2D(inChannels: block.inner, outChannels: block.planes, kernel: 3, padding: 1), name: "\(name).conv2")
+            try b.setInitialization("\(name).conv2.weight", .constant(0))
+            z = try b.scalarAffine(z, scale: "\(name).scale", bias: "\(name).bias2b", name: "\(name).affine")
+            y = try join(&b, branch: z, input: y, block)
         }
         var pooled = try b.globalAvgPool(y, name: "avgpool")
         pooled = try b.scalarAffine(pooled, scale: nil, bias: "bias2", name: "bias2")

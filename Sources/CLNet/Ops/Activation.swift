@@ -1,5 +1,5 @@
 // Activations on the device: ReLU, PReLU, dropout, sigmoid. Their CPU reference is
-// Reference/Activation.swift; kernels in Kernels/Activation.cl.
+// Reference/ActivationReference.swift; kernels in Kernels/Activation.cl.
 
 /// max(x, 0). Backward reads the output, so it may run in place (`y` the same tensor as `x`).
 public enum ReLU {

@@ -28,8 +28,7 @@ public enum Concat {
         try checkSameShape("Concat", ["expected output": out, "y": y.shape])
         var start = 0, events: [Event] = []
         for x in inputs {
-            events.append(try copy(q, from: x, to: try y.slice(channels: start..<start + x.shape.c), accumulate: false,
-                                   waitFor: waitFor))
+            events.append(try q.copy(from: x, to: try y.slice(channels: start..<start + x.shape.c), waitFor: waitFor))
             start += x.shape.c
         }
         return events
@@ -47,19 +46,22 @@ public enum Concat {
         for (dx, c) in zip(dxs, channels) {
             defer { start += c }
             guard let dx else { continue }
-            events.append(try copy(q, from: try dy.slice(channels: start..<start + c), to: dx, accumulate: accumulate,
-                                   waitFor: waitFor))
+            events.append(try q.copy(from: try dy.slice(channels: start..<start + c), to: dx, accumulate: accumulate,
+                                     waitFor: waitFor))
         }
         return events
     }
+}
 
-    /// Copies a tensor into another view of the same shape.
+extension CommandQueue {
+    /// Copies (or, with `accumulate`, adds) a tensor into another view of the same shape, either
+    /// of which may be a strided channel slice: the general copy that the executor and the
+    /// concatenation use. Its kernel is `copy_view` in Concat.cl, beside its first user.
     @discardableResult
-    public static func copy(_ q: CommandQueue, from src: Tensor, to dst: Tensor, accumulate: Bool = false,
-                            waitFor: [Event] = []) throws(CLNetError) -> Event {
-        try checkSameShape("Concat copy", ["source": src.shape, "destination": dst.shape])
-        return try q.launch(.concat, "copy_view", src.arguments + dst.arguments +
-                            [.count(src.shape.sampleCount), .count(src.shape.count), .flag(accumulate)],
-                            total: src.shape.count, waitFor: waitFor)
+    public func copy(from src: Tensor, to dst: Tensor, accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try checkSameShape("tensor copy", ["source": src.shape, "destination": dst.shape])
+        return try launch(.concat, "copy_view", src.arguments + dst.arguments +
+                          [.count(src.shape.sampleCount), .count(src.shape.count), .flag(accumulate)],
+                          total: src.shape.count, waitFor: waitFor)
     }
 }

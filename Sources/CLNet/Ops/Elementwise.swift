@@ -1,5 +1,5 @@
 // Residual additions and channel-wise scaling on the device. CPU reference:
-// Reference/Elementwise.swift; kernels: Kernels/Elementwise.cl.
+// Reference/ElementwiseReference.swift; kernels: Kernels/Elementwise.cl.
 
 /// The residual addition y = a + b, optionally fused with the ReLU that follows it
 /// (y = max(a + b, 0)), which reads and writes each tensor once. `y` may be `a` or `b`.
@@ -20,51 +20,10 @@ public enum Add {
     public static func backward(_ q: CommandQueue, y: Tensor, dy: Tensor, dx: Tensor, relu: Bool = false,
                                 accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU backward" : "Add backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
-        return try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments + [.buffer(dy.buffer), .uint(0)] +
+        return try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments +
                                   dx.arguments + [.count(y.shape.sampleCount), .count(y.shape.n), .flag(relu),
-                                  .flag(false), .flag(accumulate)],
+                                  .flag(accumulate)],
                                   plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor)
-    }
-}
-
-/// Stochastic depth's residual addition (Huang et al. 2016): y = x + scale[n] * branch, where
-/// scale holds one value per sample: the 0/1 keep mask in training, the survival probability at
-/// inference. Optionally fused with the following ReLU.
-public enum ScaledAdd {
-    static func check(_ op: String, _ x: Shape, _ scale: Tensor) throws(CLNetError) {
-        guard scale.shape.count == x.n else {
-            throw .invalidShape(operation: op, message: "scale has shape \(scale.shape) but x \(x) has \(x.n) samples")
-        }
-    }
-
-    @discardableResult
-    public static func forward(_ q: CommandQueue, x: Tensor, branch: Tensor, scale: Tensor, y: Tensor,
-                               relu: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
-        try checkSameShape("ScaledAdd", ["x": x.shape, "branch": branch.shape, "y": y.shape])
-        try check("ScaledAdd", x.shape, scale)
-        return try q.launch(.elementwise, "scaled_add_forward", x.arguments + branch.arguments +
-                            scale.vectorArguments + y.arguments +
-                            [.count(x.shape.sampleCount), .count(x.shape.count), .flag(relu)],
-                            total: x.shape.count, waitFor: waitFor)
-    }
-
-    /// Gradients for the shortcut (`dx`: dy, masked by the ReLU) and the branch (`dbranch`:
-    /// scale[n] times that); either may be nil.
-    @discardableResult
-    public static func backward(_ q: CommandQueue, y: Tensor, dy: Tensor, scale: Tensor, dx: Tensor?, dbranch: Tensor?,
-                                relu: Bool = false, accumulate: Bool = false,
-                                waitFor: [Event] = []) throws(CLNetError) -> [Event] {
-        try check("ScaledAdd backward", y.shape, scale)
-        var events: [Event] = []
-        for (target, scaled) in [(dx, false), (dbranch, true)] {
-            guard let target else { continue }
-            try checkSameShape("ScaledAdd backward", ["y": y.shape, "dy": dy.shape, "gradient": target.shape])
-            events.append(try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments + scale.vectorArguments +
-                                             target.arguments + [.count(y.shape.sampleCount), .count(y.shape.n),
-                                             .flag(relu), .flag(scaled), .flag(accumulate)],
-                                             plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor))
-        }
-        return events
     }
 }
 

@@ -4,6 +4,28 @@
 /// Mean softmax cross-entropy of logits [N, K] against integer labels, with optional label
 /// smoothing (PyTorch's `label_smoothing`); it also counts correct top-1 predictions.
 public enum SoftmaxCrossEntropy {
+    /// The label's rank among a sample's logits, the one definition of top-k accuracy in CLNet:
+    /// the logits above it, plus the equal ones before it. A prediction is a top-k hit when the
+    /// rank is below k, so a tie goes to the first maximum, as the loss kernel and the reference
+    /// count top-1: a model whose logits are all equal is right only for label 0, about 1 in K.
+    public static func rank<C: Collection>(ofLabel label: Int, in logits: C) -> Int where C.Element: Comparable {
+        let z = Array(logits), target = z[label]
+        var rank = 0
+        for (j, v) in z.enumerated() where v > target || (v == target && j < label) { rank += 1 }
+        return rank
+    }
+
+    /// Refuses labels that do not fit `logits` [N, K]: a count other than N, or a class outside
+    /// 0 ..< K. The device and the reference executor check labels with this before a step.
+    public static func checkLabels(_ labels: [Int], logits: Shape) throws(CLNetError) {
+        guard labels.count == logits.n else {
+            throw .invalidLabels("loss: needs \(logits.n) labels for logits \(logits), got \(labels.count)")
+        }
+        if let bad = labels.first(where: { $0 < 0 || $0 >= logits[1] }) {
+            throw .invalidLabels("loss: label \(bad) is outside [0, \(logits[1])) for logits \(logits)")
+        }
+    }
+
     /// Floats of workspace the forward needs: 2 per sample.
     public static func workspaceCount(batch: Int) -> Int { 2 * batch }
 

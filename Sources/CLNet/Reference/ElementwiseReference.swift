@@ -14,20 +14,6 @@ extension Reference {
         relu ? reluBackward(y: y, dy: dy) : dy
     }
 
-    public static func scaledAdd(_ x: [Double], branch: [Double], scale: [Double], shape: Shape,
-                                 relu: Bool = false) -> [Double] {
-        x.indices.map { i in
-            let v = x[i] + scale[i / shape.sampleCount] * branch[i]
-            return relu && v < 0 ? 0 : v
-        }
-    }
-
-    public static func scaledAddBackward(y: [Double], dy: [Double], scale: [Double], shape: Shape,
-                                         relu: Bool = false) -> (dx: [Double], dbranch: [Double]) {
-        let dx = addBackward(y: y, dy: dy, relu: relu)
-        return (dx, dx.indices.map { dx[$0] * scale[$0 / shape.sampleCount] })
-    }
-
     public static func channelScale(_ x: [Double], shape: Shape, scale: [Double]) -> [Double] {
         let plane = shape.h * shape.w
         return x.indices.map { x[$0] * scale[$0 / plane] }

@@ -16,7 +16,7 @@ extension Reference {
             let m = row.max()!
             let lse = m + log(row.reduce(0) { $0 + exp($1 - m) })
             total += lse - (1 - smoothing) * row[labels[n]] - smoothing / Double(k) * row.reduce(0, +)
-            if row.firstIndex(of: m) == labels[n] { correct += 1 }
+            if SoftmaxCrossEntropy.rank(ofLabel: labels[n], in: row) == 0 { correct += 1 }
         }
         return (total / Double(batch), correct)
     }

@@ -8,92 +8,6 @@ import Glibc
 import Darwin
 #endif
 
-/// Everything that defines a training run; a checkpoint stores it so that `--resume` continues
-/// the same run.
-public struct TrainingConfiguration: Sendable, Codable, Equatable {
-    /// A model name or specification (see `ModelSpec`); the input channels and class count are
-    /// taken from the data unless the specification gives them.
-    public var model: String
-    public var batchSize = 128
-    public var epochs = 1
-    public var learningRate = 0.1
-    public var momentum = 0.9
-    public var nesterov = false
-    public var weightDecay = 5e-4
-    /// Apply weight decay to convolution and linear weights only, not to norms and biases.
-    public var decayOnlyWeights = true
-    /// `constant`, `cosine`, `step:EPOCHS[:GAMMA]` or `multistep:E1.E2[:GAMMA]`.
-    public var schedule = "cosine"
-    public var warmupEpochs = 0.0
-    public var labelSmoothing = 0.0
-    /// Stochastic depth for residual models: the last block's drop probability (0: off).
-    public var stochasticDepth = 0.0
-    /// Start each residual branch's last norm at zero (torchvision's `zero_init_residual`).
-    public var zeroInitResidual = false
-    /// Fixes initialisation, data order, augmentation and dropout: the same seed, the same run.
-    public var seed: UInt64 = 0
-    public var evalBatchSize = 500
-    /// Knowledge distillation: the teacher as `SPEC:WEIGHTS` (a model specification and its
-    /// weights file), trained on together with the labels (see `Distillation`). A teacher
-    /// trained this way can teach the next student (the teacher-assistant chain of Mirzadeh et al.).
-    public var teacher: String?
-    /// Distillation's temperature T and the soft targets' weight a (defaults 4 and 0.9).
-    public var distillationTemperature: Double?
-    public var distillationWeight: Double?
-    /// Start from these weights (a safetensors file of the model's parameters, or a checkpoint)
-    /// instead of the initialisation: fine-tuning, e.g. after `clnet prune`.
-    public var initialWeights: String?
-
-    public init(model: String) { self.model = model }
-}
-
-/// What training does when a step's loss is not finite (NaN or infinite).
-public enum DivergencePolicy: String, Sendable, CaseIterable {
-    /// Stop with an error; the checkpoints written so far are left as they are.
-    case stop
-    /// Undo the step (weights, running statistics and momentum as before it), halve the
-    /// learning rate and go on; stop when more than `Trainer.maximumSkips` steps in a row are
-    /// skipped. Each step then waits for its loss before the next starts, which costs some
-    /// overlap. This rides over a batch that makes the forward pass overflow; when an update has
-    /// already made the weights themselves non-finite, every later step is skipped too and the
-    /// run stops: resume from the last checkpoint with a lower learning rate.
-    case skip
-}
-
-/// Progress within an epoch, reported after every step.
-public struct StepProgress: Sendable {
-    public var epoch: Int, step: Int, stepsInEpoch: Int
-    /// Mean loss and top-1 accuracy over the epoch's steps so far.
-    public var loss: Double, accuracy: Double
-    /// This step's loss.
-    public var stepLoss: Float
-    public var imagesPerSecond: Double
-    public var secondsLeft: Double
-    public var learningRate: Double
-    /// Steps skipped so far in this run because their loss was not finite (`DivergencePolicy.skip`).
-    public var skippedSteps = 0
-}
-
-/// What one epoch of training did.
-public struct EpochSummary: Sendable, Codable {
-    public var epoch: Int
-    public var steps: Int
-    public var loss: Double
-    public var accuracy: Double
-    public var seconds: Double
-    public var imagesPerSecond: Double
-    /// Each step's loss, in order.
-    public var stepLosses: [Float]
-}
-
-/// Loss and accuracy on a data set.
-public struct Evaluation: Sendable, Codable {
-    public var loss: Double
-    public var top1: Double
-    public var top5: Double
-    public var samples: Int
-}
-
 /// Trains a model of the residual family on an image data set.
 ///
 /// ```swift
@@ -118,19 +32,21 @@ public final class Trainer {
     public let executor: Executor
     private let evaluator: Executor?
     /// With distillation: the teacher (inference) and its logits.
-    private let teacher: (executor: Executor, logits: Value)?
+    let teacher: (executor: Executor, logits: Value)?
     private let evalLogits: Value?
-    private var cachedBuckets: (elements: Int, buckets: [Executor.GradientBucket])?
+    var cachedBuckets: (elements: Int, buckets: [Executor.GradientBucket])?
+    /// Consecutive steps `DivergencePolicy.skip` has dropped.
+    var skippedInARow = 0
     /// Optimizer steps taken since the run began (across resumes).
-    public private(set) var step = 0
+    public internal(set) var step = 0
     /// What a step whose loss is not finite does (default: stop the run).
     public var divergencePolicy = DivergencePolicy.stop
     /// Steps in a row `DivergencePolicy.skip` drops before it gives up.
     public static let maximumSkips = 5
     /// Steps dropped by `DivergencePolicy.skip` so far.
-    public private(set) var skippedSteps = 0
+    public internal(set) var skippedSteps = 0
     /// The schedule's rate is multiplied by this; each skipped step halves it.
-    public private(set) var learningRateScale = 1.0
+    public internal(set) var learningRateScale = 1.0
     /// Data parallelism: the executors of this process (the first is `executor`), one per
     /// device, each taking an equal slice of every batch.
     public let replicas: [Executor]
@@ -142,7 +58,7 @@ public final class Trainer {
     /// Host seconds of data-parallel steps so far spent reading gradients (waiting for the
     /// backward pass to finish each bucket), in the all-reduce across ranks (waiting for the
     /// other ranks included), and summing and writing gradients back.
-    public private(set) var gradientReadSeconds = 0.0, allReduceSeconds = 0.0, gradientWriteSeconds = 0.0
+    public internal(set) var gradientReadSeconds = 0.0, allReduceSeconds = 0.0, gradientWriteSeconds = 0.0
     /// All of the above.
     public var reductionSeconds: Double { gradientReadSeconds + allReduceSeconds + gradientWriteSeconds }
     /// The slices every batch is split into: replicas times ranks.
@@ -252,7 +168,7 @@ public final class Trainer {
     }
 
     /// Gives every replica the first one's parameters, statistics and momentum.
-    private func synchronizeReplicas() throws(CLNetError) {
+    func synchronizeReplicas() throws(CLNetError) {
         for r in replicas.dropFirst() {
             for p in executor.graph.parameters {
                 try r.setParameter(p.name, try executor.parameter(p.name))
@@ -262,72 +178,17 @@ public final class Trainer {
         }
     }
 
-    /// One data-parallel step: each replica runs its slice; the gradients, reduced bucket by
-    /// bucket across replicas and ranks, are averaged and applied on each. Returns the mean
-    /// loss and the correct count over the whole batch (every rank's).
-    private func dataParallelStep(_ batch: Batch, rate: Double, seed: UInt32) throws(CLNetError) -> (loss: Float, correct: Int) {
-        let per = configuration.batchSize / shards, sample = batch.inputs.count / max(batch.count, 1)
-        let first = (communicator?.rank ?? 0) * replicas.count
-        var readings: [LossReading] = []
-        for (j, r) in replicas.enumerated() {
-            let lo = (first + j) * per
-            r.optimizer?.learningRate = Float(rate)
-            guard let reading = try r.forward(["input": Array(batch.inputs[(lo * sample)..<((lo + per) * sample)])],
-                                              labels: Array(batch.labels[lo..<(lo + per)]), seed: seed &+ UInt32(first + j)) else {
-                throw .invalidShape(operation: "Trainer", message: "the model has no loss node")
-            }
-            readings.append(reading)
-        }
-        for r in replicas { try r.backwardForReduction() }
-        let scale = 1 / Float(shards)
-        for bucket in buckets {
-            var clock = ContinuousClock.now
-            var sum = try replicas[0].readGradients(bucket)
-            var others: [[Float]] = []
-            for r in replicas.dropFirst() { others.append(try r.readGradients(bucket)) }
-            gradientReadSeconds += seconds(since: clock)
-            clock = .now
-            for g in others { for i in sum.indices { sum[i] += g[i] } }
-            if let communicator {
-                gradientWriteSeconds += seconds(since: clock)
-                clock = .now
-                try communicator.allReduceSum(&sum)
-                allReduceSeconds += seconds(since: clock)
-                clock = .now
-            }
-            for i in sum.indices { sum[i] *= scale }
-            for r in replicas { try r.writeGradients(bucket, sum) }
-            gradientWriteSeconds += seconds(since: clock)
-        }
-        for r in replicas { try r.applyUpdate() }
-        var totals: [Float] = [0, 0]
-        for reading in readings {
-            let (loss, right) = try reading.value()
-            totals[0] += loss
-            totals[1] += Float(right)
-        }
-        try communicator?.allReduceSum(&totals)
-        return (totals[0] / Float(shards), Int(totals[1].rounded()))
-    }
-
-    /// The gradient buckets of the replicas (the same for each), cut at `bucketElements`.
-    private var buckets: [Executor.GradientBucket] {
-        if let cached = cachedBuckets, cached.elements == bucketElements { return cached.buckets }
-        let b = executor.gradientBuckets(elements: bucketElements)
-        cachedBuckets = (bucketElements, b)
-        return b
-    }
-
     /// The initialisation seed a run of `seed` uses, so that a tool can draw the same start.
     public static func initializationSeed(_ seed: UInt64) -> UInt64 { mix(seed, 1) }
+
+    /// The seed of training step `step`'s random draws (dropout, stochastic depth), from the
+    /// run's seed alone, so that a resumed run draws what an uninterrupted one would.
+    func stepSeed(_ step: Int) -> UInt32 { UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step))) }
 
     /// Trains until the end of the current epoch (or for `limit` steps, if that comes first),
     /// calling `progress` after each step with the epoch's running figures.
     @discardableResult
     public func trainEpoch(limit: Int? = nil, progress: (StepProgress) -> Void = { _ in }) throws(CLNetError) -> EpochSummary {
-        if shards > 1 && divergencePolicy == .skip {
-            throw .invalidArgument("skipping diverged steps runs on one device; data-parallel training stops instead")
-        }
         let epoch = self.epoch, first = step % stepsPerEpoch
         let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
         let start = ContinuousClock.now
@@ -340,7 +201,7 @@ public final class Trainer {
         }
         func collectValue(_ loss: Float, _ right: Int, _ rate: Double, _ stepNumber: Int) throws(CLNetError) {
             guard loss.isFinite else {
-                throw .invalidArgument("""
+                throw .diverged(step: stepNumber, loss: loss, message: """
                     training diverged: the loss of step \(stepNumber) is \(loss) (learning rate \(rate)); the checkpoints \
                     written so far are intact. Lower the learning rate, add warm-up, or skip such steps \
                     (--on-divergence skip)
@@ -357,54 +218,24 @@ public final class Trainer {
                                   secondsLeft: perStep * Double(last - first - done), learningRate: rate,
                                   skippedSteps: skippedSteps))
         }
-        var skippedInARow = 0
+        if shards > 1 && divergencePolicy == .skip {
+            throw .invalidArgument("skipping diverged steps runs on one device; data-parallel training stops instead")
+        }
         for index in first..<last {
             let batch = trainLoader.batch(epoch: epoch, index: index)
             let rate = schedule.rate(at: step) * learningRateScale
             executor.optimizer?.learningRate = Float(rate)
-            if shards > 1 {
-                let (loss, right) = try dataParallelStep(batch, rate: rate,
-                                                         seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step))))
-                step += 1
+            let outcome = shards > 1 ? try dataParallelStep(batch, rate: rate)
+                : divergencePolicy == .skip ? try checkedStep(batch, rate: rate) : try pipelinedStep(batch)
+            switch outcome {
+            case let .done(loss, right):
                 try collectValue(loss, right, rate, step)
-                continue
+            case let .pending(reading):
+                if let (r, lr, n) = inFlight { try collect(r, lr, n) }
+                inFlight = (reading, rate, step)
+            case .skipped:
+                break
             }
-            var inputs = ["input": batch.inputs]
-            if let teacher {
-                // The teacher's logits go to the student's graph as an input; reading them back
-                // costs a wait per step, small next to the two networks' work.
-                try teacher.executor.forward(["input": batch.inputs])
-                inputs["teacher"] = try teacher.executor.read(teacher.logits)
-            }
-            guard let reading = try executor.forward(inputs, labels: batch.labels,
-                                                     seed: UInt32(truncatingIfNeeded: mix(configuration.seed, 2, UInt64(step)))) else {
-                throw .invalidShape(operation: "Trainer", message: "the model has no loss node")
-            }
-            try executor.backward()
-            step += 1
-            if divergencePolicy == .skip {
-                // The loss decides whether the step stands, before the next one starts.
-                if !(try reading.value().loss.isFinite) {
-                    try executor.undoLastStep()
-                    executor.stepsTaken = Int64(step)
-                    learningRateScale *= 0.5
-                    skippedSteps += 1
-                    skippedInARow += 1
-                    if skippedInARow > Self.maximumSkips {
-                        throw .invalidArgument("""
-                            training diverged: \(skippedInARow) steps in a row had a loss that is not finite, down to a \
-                            learning rate of \(rate), so the weights themselves are no longer usable; the checkpoints \
-                            written so far are intact: resume from one with a lower learning rate
-                            """)
-                    }
-                    continue
-                }
-                skippedInARow = 0
-                try collect(reading, rate, step)
-                continue
-            }
-            if let (r, lr, n) = inFlight { try collect(r, lr, n) }
-            inFlight = (reading, rate, step)
         }
         if let (r, lr, n) = inFlight { try collect(r, lr, n) }
         for r in replicas { try r.synchronize() }
@@ -438,9 +269,9 @@ public final class Trainer {
                 let logSum = m + log(row.reduce(0) { $0 + exp($1 - m) })
                 let label = batch.labels[i]
                 loss += logSum - row[label]
-                let above = row.filter { $0 > row[label] }.count
-                if above == 0 { top1 += 1 }
-                if above < 5 { top5 += 1 }
+                let rank = SoftmaxCrossEntropy.rank(ofLabel: label, in: row)
+                if rank < 1 { top1 += 1 }
+                if rank < 5 { top5 += 1 }
             }
             samples += batch.count
         }
@@ -461,87 +292,6 @@ public final class Trainer {
         return (graph, logits, try SafeTensors(contentsOf: URL(fileURLWithPath: String(text[text.index(after: colon)...]))))
     }
 
-    // MARK: Checkpoints
-
-    /// The metadata key under which a checkpoint keeps its run.
-    static let checkpointKey = "clnet.checkpoint"
-
-    struct CheckpointState: Codable {
-        var configuration: TrainingConfiguration
-        var modelSpec: String
-        var step: Int
-        /// The checkpoint format; a CLNet that reads another refuses it.
-        var version = Trainer.checkpointVersion
-        /// The CLNet that wrote it, for messages.
-        var clnetVersion: String?
-        /// What `DivergencePolicy.skip` has done to the learning rate (absent: 1).
-        var learningRateScale: Double?
-    }
-
-    /// The checkpoint format this CLNet writes and reads.
-    static let checkpointVersion = 1
-
-    /// Writes the weights (torchvision's names, with `num_batches_tracked`), the momentum of
-    /// every trainable parameter as `optimizer.momentum.<name>`, and the run (configuration and
-    /// step, from which the schedule and every random stream follow) to one safetensors file,
-    /// atomically: a kill at any moment leaves the previous checkpoint whole.
-    public func saveCheckpoint(to url: URL) throws(CLNetError) {
-        var tensors = try executor.weightTensors()
-        // A diverged run must not replace the last good checkpoint.
-        for (name, value) in tensors {
-            if case let .float32(values, _) = value, !values.reduce(Float(0), { $0 + $1 * 0 }).isFinite {
-                throw .invalidArgument("""
-                    not writing a checkpoint at step \(step): \(name) holds values that are not finite (the run diverged); \
-                    the last checkpoint written is intact
-                    """)
-            }
-        }
-        for p in executor.graph.parameters where p.trainable {
-            tensors.append(("optimizer.momentum.\(p.name)", .float32(try executor.momentum(p.name), shape: p.shape.dims)))
-        }
-        let state = CheckpointState(configuration: configuration, modelSpec: modelSpec, step: step, clnetVersion: CLNet.version,
-                                    learningRateScale: learningRateScale == 1 ? nil : learningRateScale)
-        let json: String
-        do { json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self) } catch {
-            throw .invalidArgument("cannot encode the checkpoint state: \(error)")
-        }
-        try SafeTensors.write(tensors, to: url, metadata: [Self.checkpointKey: json])
-    }
-
-    /// Continues a run from a checkpoint of the same configuration.
-    public func loadCheckpoint(from url: URL) throws(CLNetError) {
-        let file = try SafeTensors(contentsOf: url)
-        guard let json = file.metadata[Self.checkpointKey] else {
-            throw .invalidArgument("\(url.path) is a weights file, not a CLNet checkpoint (it has no training state); use it with --weights")
-        }
-        struct Version: Codable { var version: Int?; var clnetVersion: String? }
-        let written = try? JSONDecoder().decode(Version.self, from: Data(json.utf8))
-        if let v = written?.version, v != Self.checkpointVersion {
-            throw .invalidArgument("""
-                \(url.path) is a checkpoint of format \(v) (written by CLNet \(written?.clnetVersion ?? "unknown")); \
-                this CLNet (\(CLNet.version)) reads format \(Self.checkpointVersion). Resume with the CLNet that wrote it, \
-                or start from its weights (clnet eval and clnet run read them)
-                """)
-        }
-        let state: CheckpointState
-        do { state = try JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8)) } catch {
-            throw .invalidArgument("\(url.path): the checkpoint state cannot be read (\(error)); it was not written by this CLNet")
-        }
-        guard state.configuration == configuration else {
-            throw .invalidArgument("""
-                \(url.path) was written by a run with other settings; resume with the same model, data and options \
-                (checkpoint: \(state.configuration), now: \(configuration))
-                """)
-        }
-        try executor.load(file, ignoring: "optimizer.")
-        for p in executor.graph.parameters where p.trainable {
-            try executor.setMomentum(p.name, try file.floats("optimizer.momentum.\(p.name)"))
-        }
-        step = state.step
-        learningRateScale = state.learningRateScale ?? 1
-        executor.stepsTaken = Int64(state.step)
-        try synchronizeReplicas()
-    }
 }
 
 func seconds(since start: ContinuousClock.Instant) -> Double {

@@ -1,0 +1,260 @@
+/// Running one task of the schedule: each node's kernels, forward and backward, and the
+/// optimizer's update. The switches over operations here are exhaustive: a new operation must
+/// say how it runs.
+extension Executor {
+    /// Enqueues task `t` on its queue after the events it depends on, and records its own.
+    /// A node the memory plan made free does nothing: a ReLU or addition fused into the
+    /// convolution before it (forward), and a concatenation whose inputs already sit in its
+    /// output (forward and backward).
+    func run(_ t: Int) throws(CLNetError) {
+        let task = schedule.tasks[t]
+        let q = queues[task.queue]
+        try q.barrier(waitFor: task.dependencies.compactMap { events[$0] })
+        q.setScope(t)
+        defer { q.setScope(nil) }
+        switch task.kind {
+        case let .forward(k):
+            if !plan.fusedNodes.contains(k) && !plan.freeConcats.contains(k) {
+                try forward(k, graph.nodes[k], q, scratch[task.queue])
+            }
+        case let .backward(i, part):
+            let step = schedule.backwardSteps[i]
+            if !plan.freeConcats.contains(step.node) {
+                try backward(step, graph.nodes[step.node], part, q, scratch[task.queue])
+            }
+        case let .update(k):
+            try update(graph.nodes[k], q)
+        }
+        if task.signals { events[t] = try q.marker() }
+    }
+
+    private func param(_ node: Node, _ i: Int) -> Tensor { parameterViews[node.parameters[i]] }
+
+    /// Batch norm over [N, C] (PyTorch's BatchNorm1d) runs as [N, C, 1, 1]; other tensors pass.
+    private func normView(_ node: Node, _ t: Tensor) throws(CLNetError) -> Tensor {
+        guard case .batchNorm = node.operation, t.shape.rank == 2 else { return t }
+        return try t.reshaped([t.shape.n, t.shape.c, 1, 1])
+    }
+
+    /// A scalar-affine node's scale and bias as one tensor: the builder adds them one after the
+    /// other, so they sit side by side in the parameter (and gradient) arena.
+    private func scalars(_ node: Node, gradient: Bool) throws(CLNetError) -> Tensor? {
+        guard let first = gradient ? gradientViews[node.parameters[0]] : parameterViews[node.parameters[0]] else { return nil }
+        return try Tensor(buffer: first.buffer, shape: [node.parameters.count], offset: first.offset)
+    }
+    private func grad(_ node: Node, _ i: Int) -> Tensor? { gradientViews[node.parameters[i]] }
+
+    /// Updates node `k`'s trainable parameters from their gradients (one launch per parameter, as
+    /// weight decay may differ between them).
+    func update(_ node: Node, _ queue: CommandQueue) throws(CLNetError) {
+        guard var sgd = optimizer, let momentumArena else { return }
+        let decay = sgd.weightDecay, rate = sgd.learningRate
+        for i in node.parameters where graph.parameters[i].trainable {
+            let p = parameterViews[i], g = gradientViews[i]!
+            let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
+            sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
+            sgd.learningRate = rate * graph.parameters[i].learningRateScale
+            try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
+        }
+    }
+
+    private func forward(_ k: Int, _ node: Node, _ queue: CommandQueue, _ workspace: Tensor?) throws(CLNetError) {
+        let x = try normView(node, values[node.inputs[0].index]), y = try normView(node, values[node.output.index])
+        switch node.operation {
+        case let .conv(conv, bias):
+            try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace,
+                             epilogue: epilogue(after: k))
+        case let .batchNorm(relu, eps, momentum):
+            if training {
+                try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
+                                              runningMean: param(node, 2), runningVar: param(node, 3), y: y,
+                                              workspace: nodeWorkspaces[k]!, relu: relu, eps: eps, momentum: momentum,
+                                              synchronizedOver: batchNormCommunicator)
+            } else {
+                try BatchNorm.forwardInference(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
+                                               runningMean: param(node, 2), runningVar: param(node, 3), y: y,
+                                               relu: relu, eps: eps)
+            }
+        case let .groupNorm(groups, relu, eps):
+            try GroupNorm.forward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), groups: groups, y: y,
+                                  workspace: nodeWorkspaces[k]!, relu: relu, eps: eps)
+        case .relu:
+            try ReLU.forward(queue, x: x, y: y)
+        case let .add(relu):
+            try Add.forward(queue, a: x, b: values[node.inputs[1].index], y: y, relu: relu)
+        case let .maxPool(window):
+            try MaxPool.forward(queue, x: x, y: y, indices: poolIndices[k]!, window: window)
+        case let .avgPool(window):
+            try AvgPool.forward(queue, x: x, y: y, window: window)
+        case .globalAvgPool:
+            try GlobalAvgPool.forward(queue, x: x, y: y)
+        case .concat:
+            try Concat.forward(queue, inputs: node.inputs.map { values[$0.index] }, y: y)
+        case let .linear(_, bias):
+            try Linear.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y)
+        case let .stochasticDepth(p):
+            if training {
+                let scales = nodeWorkspaces[k]!
+                uploads.append(try queue.writeAsync(StepRandomness.stochasticDepthScales(x.shape, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k)),
+                                                    to: scales.buffer, offset: scales.offset))
+                try ChannelScale.forward(queue, x: x, scale: scales, y: y)
+            } else {
+                try queue.copy(from: x, to: y)
+            }
+        case let .dropout(p):
+            if training {
+                try Dropout.forward(queue, x: x, y: y, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k))
+            } else {
+                try queue.copy(from: x, to: y)
+            }
+        case let .padShortcut(op):
+            try op.forward(queue, x: x, y: y)
+        case .sigmoid:
+            try Sigmoid.forward(queue, x: x, y: y)
+        case .prelu:
+            try PReLU.forward(queue, x: x, slope: param(node, 0), y: y)
+        case .channelScale:
+            try ChannelScale.forward(queue, x: x, scale: values[node.inputs[1].index], y: y)
+        case let .selectiveSum(m):
+            try SelectiveSum.forward(queue, branches: node.inputs.prefix(m).map { values[$0.index] },
+                                     logits: values[node.inputs[m].index], y: y)
+        case let .scalarAffine(hasScale, hasBias):
+            try ScalarAffine.forward(queue, x: x, parameters: try scalars(node, gradient: false)!, hasScale: hasScale,
+                                     hasBias: hasBias, y: y)
+        case let .softmaxCrossEntropy(smoothing):
+            try SoftmaxCrossEntropy.forward(queue, logits: x, labels: labels!, result: lossResult!,
+                                            workspace: nodeWorkspaces[k]!, labelSmoothing: smoothing)
+            try queue.copy(from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        case let .distillation(d):
+            try d.forward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, result: lossResult!,
+                          workspace: nodeWorkspaces[k]!)
+            try queue.copy(from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        }
+    }
+
+    /// The addition or ReLU the plan fused into convolution `k`'s bias pass, if any.
+    private func epilogue(after k: Int) -> ConvEpilogue? {
+        guard let j = plan.epilogues[k] else { return nil }
+        let next = graph.nodes[j], out = values[next.output.index]
+        switch next.operation {
+        case .relu:
+            return ConvEpilogue(relu: true, output: out)
+        case let .add(relu):
+            let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
+            return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
+        default:
+            return nil
+        }
+    }
+
+    private func backward(_ step: BackwardStep, _ node: Node, _ part: TaskSchedule.Part, _ queue: CommandQueue,
+                          _ workspace: Tensor?) throws(CLNetError) {
+        let k = step.node
+        let dy = try normView(node, gradients[node.output.index]!)
+        // Where the node writes each input's gradient, and whether it adds to it.
+        var target: [Int: (Tensor, Bool)] = [:]
+        for g in step.inputs { target[g.input] = (try normView(node, gradients[node.inputs[g.input].index]!), g.accumulate) }
+        let x = try normView(node, values[node.inputs[0].index]), y = try normView(node, values[node.output.index])
+        let dx = target[0]?.0, accumulate = target[0]?.1 ?? false
+        switch node.operation {
+        case let .conv(conv, bias):
+            // Parameter gradients overwrite; the input gradient may add (fan-out).
+            if part == .parameters {
+                try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
+                                  dbias: bias ? grad(node, 1) : nil, workspace: workspace)
+            } else if let dx {
+                try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
+                                  workspace: workspace, accumulate: accumulate)
+            }
+        case let .linear(_, bias):
+            if part == .parameters {
+                try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
+                                    dbias: bias ? grad(node, 1) : nil)
+            } else if let dx {
+                try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
+                                    accumulate: accumulate)
+            }
+        case .batchNorm(let relu, _, _), .groupNorm(_, let relu, _):
+            var groups = 0
+            if case let .groupNorm(g, _, _) = node.operation { groups = g }
+            // Parameter gradients overwrite; when the input gradient adds, it is a second call.
+            let calls: [(Tensor?, Bool, Bool)] = accumulate ? [(nil, true, false), (dx, false, true)] : [(dx, true, false)]
+            for (d, params, acc) in calls {
+                if groups == 0 {
+                    try BatchNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
+                                           workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
+                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc,
+                                           synchronizedOver: batchNormCommunicator)
+                } else {
+                    try GroupNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), groups: groups,
+                                           workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
+                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc)
+                }
+            }
+        case .relu:
+            if let dx { try ReLU.backward(queue, y: y, dy: dy, dx: dx, accumulate: accumulate) }
+        case let .add(relu):
+            for i in target.keys.sorted() {
+                let (d, acc) = target[i]!
+                try Add.backward(queue, y: y, dy: dy, dx: d, relu: relu, accumulate: acc)
+            }
+        case let .maxPool(window):
+            if let dx { try MaxPool.backward(queue, dy: dy, indices: poolIndices[k]!, dx: dx, window: window, accumulate: accumulate) }
+        case let .avgPool(window):
+            if let dx { try AvgPool.backward(queue, dy: dy, dx: dx, window: window, accumulate: accumulate) }
+        case .globalAvgPool:
+            if let dx { try GlobalAvgPool.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
+        case .concat:
+            var start = 0
+            for (i, v) in node.inputs.enumerated() {
+                let c = graph.shape(of: v).c
+                if let (d, acc) = target[i] {
+                    try queue.copy(from: try dy.slice(channels: start..<start + c), to: d, accumulate: acc)
+                }
+                start += c
+            }
+        case .stochasticDepth:
+            if let dx { try ChannelScale.backward(queue, x: x, scale: nodeWorkspaces[k]!, dy: dy, dx: dx, dscale: nil, accumulate: accumulate) }
+        case let .dropout(p):
+            if let dx {
+                try Dropout.backward(queue, dy: dy, dx: dx, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k),
+                                     accumulate: accumulate)
+            }
+        case let .padShortcut(op):
+            if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
+        case .sigmoid:
+            if let dx { try Sigmoid.backward(queue, y: y, dy: dy, dx: dx, accumulate: accumulate) }
+        case .prelu:
+            // The slope's gradient overwrites; an input gradient that adds is a second call.
+            let calls: [(Tensor?, Tensor?, Bool)] = accumulate ? [(nil, grad(node, 0), false), (dx, nil, true)]
+                : [(dx, grad(node, 0), false)]
+            for (d, dslope, acc) in calls where d != nil || dslope != nil {
+                try PReLU.backward(queue, x: x, slope: param(node, 0), dy: dy, dx: d, dslope: dslope, accumulate: acc)
+            }
+        case .channelScale:
+            let s = values[node.inputs[1].index]
+            if let (d, acc) = target[0] { try ChannelScale.backward(queue, x: x, scale: s, dy: dy, dx: d, dscale: nil, accumulate: acc) }
+            if let (d, acc) = target[1] { try ChannelScale.backward(queue, x: x, scale: s, dy: dy, dx: nil, dscale: d, accumulate: acc) }
+        case let .selectiveSum(m):
+            try SelectiveSum.backward(queue, branches: node.inputs.prefix(m).map { values[$0.index] },
+                                      logits: values[node.inputs[m].index], dy: dy, dbranches: (0..<m).map { target[$0]?.0 },
+                                      dlogits: target[m]?.0, accumulate: (0..<m).map { target[$0]?.1 ?? false },
+                                      accumulateLogits: target[m]?.1 ?? false)
+        case let .scalarAffine(hasScale, hasBias):
+            try ScalarAffine.backward(queue, x: x, parameters: try scalars(node, gradient: false)!, hasScale: hasScale,
+                                      hasBias: hasBias, dy: dy, dx: dx, dparameters: try scalars(node, gradient: true),
+                                      workspace: nodeWorkspaces[k], accumulate: accumulate)
+        case let .softmaxCrossEntropy(smoothing):
+            if let dx {
+                try SoftmaxCrossEntropy.backward(queue, logits: x, labels: labels!, dlogits: dx, labelSmoothing: smoothing,
+                                                 accumulate: accumulate)
+            }
+        case let .distillation(d):
+            if let dx {
+                try d.backward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, dlogits: dx,
+                               accumulate: accumulate)
+            }
+        }
+    }
+
+}
