@@ -142,7 +142,10 @@ extension Executor {
         case let .add(relu):
             let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
             return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
-        default:
+        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .linear, .dropout, .stochasticDepth,
+             .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation:
+            // Not flagged `fusesIntoConvolution`, so the plan never fuses them; an operation that
+            // is flagged must say here what the convolution's bias pass does for it.
             return nil
         }
     }

@@ -235,10 +235,7 @@ public struct BackwardStep: Sendable, Equatable {
         /// True when a later consumer of the same value wrote its gradient first.
         public let accumulate: Bool
 
-        public init(input: Int, accumulate: Bool) {
-            self.input = input
-            self.accumulate = accumulate
-        }
+        public init(input: Int, accumulate: Bool) { (self.input, self.accumulate) = (input, accumulate) }
     }
 
     public let node: Int
