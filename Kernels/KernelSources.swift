@@ -15,4 +15,5 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Loss.cl": PackageResources.Loss_cl,
     "Optimizer.cl": PackageResources.Optimizer_cl,
     "Conv.cl": PackageResources.Conv_cl,
+    "GEMM.cl": PackageResources.GEMM_cl,
 ]

@@ -24,12 +24,15 @@ struct GEMMShape: Codable, Hashable {
 
 struct GEMMResult: Codable {
     var shape: GEMMShape
+    /// The engine that ran it (`clnet` or `clblast`).
+    var engine: String
     var time: Timing
     var gflops: Double
 }
 
-/// Times `C = A B` for `shape` with random data.
-func timeGEMM(_ context: Context, _ shape: GEMMShape, warmup: Int, iters: Int) throws -> GEMMResult {
+/// Times `C = A B` for `shape` with random data, on `engine` (default: the one the device uses).
+func timeGEMM(_ context: Context, _ shape: GEMMShape, engine: GEMMEngine? = nil, warmup: Int, iters: Int) throws -> GEMMResult {
+    let engine = engine ?? GEMMEngine.preferred(for: context.device)
     let queue = try context.makeQueue()
     let a = try context.buffer(floats: shape.m * shape.k)
     let b = try context.buffer(floats: shape.k * shape.n)
@@ -37,9 +40,9 @@ func timeGEMM(_ context: Context, _ shape: GEMMShape, warmup: Int, iters: Int) t
     try queue.write((0..<shape.m * shape.k).map { _ in Float.random(in: -1...1) }, to: a)
     try queue.write((0..<shape.k * shape.n).map { _ in Float.random(in: -1...1) }, to: b)
     let time = try measure(queue, warmup: warmup, iters: iters) {
-        try queue.gemm(m: shape.m, n: shape.n, k: shape.k, a: a, b: b, c: c)
+        try queue.gemm(m: shape.m, n: shape.n, k: shape.k, a: a, b: b, c: c, engine: engine)
     }
-    return GEMMResult(shape: shape, time: time, gflops: shape.flops / time.median * 1e-9)
+    return GEMMResult(shape: shape, engine: engine.rawValue, time: time, gflops: shape.flops / time.median * 1e-9)
 }
 
 struct CopyResult: Codable {
@@ -88,7 +91,7 @@ struct Peak: ParsableCommand {
         if common.json { return try printJSON(report) }
         print("device: \(context.device)")
         printTable(header: ["measure", "median ms", "p10 ms", "p90 ms", "rate"], rows: [
-            ["SGEMM \(s)^3", format(gemm.time.median * 1e3, 2), format(gemm.time.p10 * 1e3, 2),
+            ["SGEMM \(s)^3 (\(gemm.engine))", format(gemm.time.median * 1e3, 2), format(gemm.time.p10 * 1e3, 2),
              format(gemm.time.p90 * 1e3, 2), format(gemm.gflops) + " GFLOP/s"],
             ["copy \(bytes >> 20) MiB", format(copy.time.median * 1e3, 2), format(copy.time.p10 * 1e3, 2),
              format(copy.time.p90 * 1e3, 2), format(copy.gbPerSecond) + " GB/s (read + write)"],
@@ -98,7 +101,8 @@ struct Peak: ParsableCommand {
 
 struct GEMMBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gemm", abstract: "CLBlast SGEMM GFLOP/s at square sizes and a convolution-shaped size.")
+        commandName: "gemm",
+        abstract: "SGEMM GFLOP/s of CLNet's own kernel and of CLBlast at square sizes and a convolution-shaped size.")
 
     @OptionGroup var common: Common
 
@@ -109,14 +113,20 @@ struct GEMMBench: ParsableCommand {
         let context = try common.context()
         let shapes = sizes.split(separator: ",").compactMap { Int($0) }.map(GEMMShape.square) + [.conv3x3]
         var results: [GEMMResult] = []
+        // The engines alternate per shape, so that a change in the machine's load hits both alike.
         for shape in shapes {
-            results.append(try timeGEMM(context, shape, warmup: common.warmup, iters: common.iters))
+            for engine in GEMMEngine.allCases {
+                results.append(try timeGEMM(context, shape, engine: engine, warmup: common.warmup, iters: common.iters))
+            }
         }
         if common.json { return try printJSON(results) }
-        print("device: \(context.device); CLNet tuning \(GEMMTuning.parameters(for: context.device).isEmpty || ProcessInfo.processInfo.environment["CLNET_CLBLAST_TUNING"] == "0" ? "off" : "on")")
-        printTable(header: ["shape", "m", "n", "k", "median ms", "p10 ms", "p90 ms", "GFLOP/s"], rows: results.map {
-            [$0.shape.label, "\($0.shape.m)", "\($0.shape.n)", "\($0.shape.k)", format($0.time.median * 1e3, 2),
-             format($0.time.p10 * 1e3, 2), format($0.time.p90 * 1e3, 2), format($0.gflops)]
+        print("device: \(context.device); CLBlast with CLNet's tuning \(GEMMTuning.parameters(for: context.device).isEmpty || ProcessInfo.processInfo.environment["CLNET_CLBLAST_TUNING"] == "0" ? "off" : "on"); CLNet's GEMM is the device's default: \(GEMMEngine.preferred(for: context.device) == .clnet)")
+        printTable(header: ["shape", "m", "n", "k", "engine", "median ms", "p10 ms", "p90 ms", "GFLOP/s", "CLNet / CLBlast"],
+                   rows: results.map { r in
+            let other = results.first { $0.shape == r.shape && $0.engine != r.engine }
+            return [r.shape.label, "\(r.shape.m)", "\(r.shape.n)", "\(r.shape.k)", r.engine, format(r.time.median * 1e3, 2),
+                    format(r.time.p10 * 1e3, 2), format(r.time.p90 * 1e3, 2), format(r.gflops),
+                    r.engine == "clnet" ? format(r.gflops / (other?.gflops ?? .nan), 2) : ""]
         })
     }
 }

@@ -2,7 +2,8 @@ import CLNet
 import Foundation
 import Testing
 
-/// CLBlast GEMM against a plain Swift reference accumulated in Double.
+/// Each GEMM engine (CLNet's own kernel and CLBlast), forced, against a plain Swift reference
+/// accumulated in Double.
 @Suite("GEMM")
 struct GEMMTests {
     /// Row-major reference: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] over the described storage.
@@ -57,11 +58,11 @@ struct GEMMTests {
         return list
     }()
 
-    @Test(arguments: cases)
-    func matchesReference(_ t: Case) throws {
+    @Test(arguments: cases, GEMMEngine.allCases)
+    func matchesReference(_ t: Case, engine: GEMMEngine) throws {
         let context = try Shared.context()
         let queue = try context.makeQueue()
-        var rng = freshGenerator("gemm \(t.testDescription)")
+        var rng = freshGenerator("gemm \(engine) \(t.testDescription)")
         let pad = t.padded ? 3 : 0
         let (aRows, aCols) = t.transposeA ? (t.k, t.m) : (t.m, t.k)
         let (bRows, bCols) = t.transposeB ? (t.n, t.k) : (t.k, t.n)
@@ -81,13 +82,13 @@ struct GEMMTests {
         if t.batch == 1 {
             try queue.gemm(transposeA: t.transposeA, transposeB: t.transposeB, m: t.m, n: t.n, k: t.k, alpha: alpha,
                            a: da, aOffset: aOffset, lda: lda, b: db, bOffset: bOffset, ldb: ldb,
-                           beta: t.beta, c: dc, cOffset: cOffset, ldc: ldc)
+                           beta: t.beta, c: dc, cOffset: cOffset, ldc: ldc, engine: engine)
         } else {
             try queue.gemmStridedBatched(transposeA: t.transposeA, transposeB: t.transposeB, m: t.m, n: t.n, k: t.k,
                                          alpha: alpha, a: da, aOffset: aOffset, lda: lda, strideA: strideA,
                                          b: db, bOffset: bOffset, ldb: ldb, strideB: strideB,
                                          beta: t.beta, c: dc, cOffset: cOffset, ldc: ldc, strideC: strideC,
-                                         batch: t.batch)
+                                         batch: t.batch, engine: engine)
         }
         let got: [Float] = try queue.read(dc)
         let want = Self.reference(transposeA: t.transposeA, transposeB: t.transposeB, m: t.m, n: t.n, k: t.k,
@@ -106,13 +107,15 @@ struct GEMMTests {
     }
 
     /// Products of at least 896^3 multiply-adds take CLBlast's padded (indirect) kernel, the one
-    /// CLNet tunes on PoCL. The reference is too slow for every element here, so a random sample
-    /// is compared, and every element must have been written.
-    @Test(arguments: [(1, false, true), (2, true, false)])
-    func largeProductsTakeTheTunedKernel(batch: Int, transposeA: Bool, transposeB: Bool) throws {
+    /// CLNet tunes on PoCL, and CLNet's kernel through many panels and packing blocks. The
+    /// reference is too slow for every element here, so a random sample is compared, and every
+    /// element must have been written.
+    @Test(arguments: [(1, false, true, GEMMEngine.clblast), (2, true, false, .clblast), (1, true, true, .clnet),
+                      (2, false, false, .clnet)])
+    func largeProducts(batch: Int, transposeA: Bool, transposeB: Bool, engine: GEMMEngine) throws {
         let context = try Shared.context()
         let queue = try context.makeQueue()
-        var rng = freshGenerator("large gemm batch \(batch)")
+        var rng = freshGenerator("large gemm \(engine) batch \(batch)")
         let (m, n, k) = (1001, 905, 800)
         let a = randomFloats(batch * m * k, using: &rng), b = randomFloats(batch * k * n, using: &rng)
         let (da, db, dc) = (try context.buffer(floats: a.count), try context.buffer(floats: b.count),
@@ -122,7 +125,8 @@ struct GEMMTests {
         try queue.fill(dc, with: .nan)
         let lda = transposeA ? m : k, ldb = transposeB ? k : n
         try queue.gemmStridedBatched(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: da, lda: lda,
-                                     strideA: m * k, b: db, ldb: ldb, strideB: k * n, c: dc, strideC: m * n, batch: batch)
+                                     strideA: m * k, b: db, ldb: ldb, strideB: k * n, c: dc, strideC: m * n, batch: batch,
+                                     engine: engine)
         let c: [Float] = try queue.read(dc)
         let written = c.allSatisfy { $0.isFinite }
         #expect(written, "every element written")

@@ -26,6 +26,10 @@ public final class CommandQueue: @unchecked Sendable {
     /// copies, and the last kernel of each CLBlast call), so that device time can be summed.
     private let recording = Mutex<Recording?>(nil)
 
+    /// The packed operands of CLNet's GEMM on this queue (see `panelGEMM`), grown to the largest
+    /// product so far. One buffer serves every product, as the queue runs them one after another.
+    let gemmPacking = Mutex<Buffer?>(nil)
+
     /// Starts recording commands, dropping what was recorded before.
     public func startRecording() { recording.withLock { $0 = Recording() } }
 

@@ -7,10 +7,38 @@ import Foundation
 #endif
 import Synchronization
 
-/// Single-precision matrix products through CLBlast, on row-major matrices.
+/// Which implementation computes a matrix product.
+public enum GEMMEngine: String, Sendable, CaseIterable {
+    /// CLNet's own packed, register-blocked kernel (Kernels/GEMM.cl), written for CPUs.
+    case clnet
+    /// CLBlast, with its vendor tuning on GPUs (and CLNet's parameters under PoCL).
+    case clblast
+
+    /// The engine a device uses unless told: `CLNET_GEMM` (`clnet` or `clblast`) where set;
+    /// else CLNet's own on CPUs, where it measured 2-4x CLBlast's rate under PoCL
+    /// (Benchmarks/RESULTS.md), and CLBlast on GPUs, whose vendor tuning CLNet's CPU kernel does
+    /// not match.
+    public static func preferred(for device: Device) -> GEMMEngine {
+        setting.flatMap(GEMMEngine.init(rawValue:)) ?? (device.info.type == "CPU" ? .clnet : .clblast)
+    }
+
+    /// Refuses a `CLNET_GEMM` that names no engine, rather than ignore what the user asked for.
+    static func checkSetting() throws(CLNetError) {
+        if let setting, GEMMEngine(rawValue: setting) == nil {
+            throw .invalidArgument("CLNET_GEMM is '\(setting)'; set it to clnet or clblast, or unset it")
+        }
+    }
+
+    // Read once: every product asks.
+    private static let setting = ProcessInfo.processInfo.environment["CLNET_GEMM"]
+}
+
+/// Single-precision matrix products on row-major matrices, by CLNet's own kernel or CLBlast
+/// (`GEMMEngine`).
 ///
 /// `C = alpha * op(A) * op(B) + beta * C` with `op(A)` of shape m x k and `op(B)` of shape k x n.
 /// Offsets and leading dimensions are in elements; a leading dimension left nil is the dense one.
+/// With `beta` 0, C is only written, never read.
 extension CommandQueue {
     /// One matrix product. Runs after `waitFor` and everything enqueued earlier on this queue.
     @discardableResult
@@ -18,11 +46,11 @@ extension CommandQueue {
                      alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil,
                      b: Buffer, bOffset: Int = 0, ldb: Int? = nil,
                      beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil,
-                     waitFor: [Event] = []) throws(CLNetError) -> Event {
+                     engine: GEMMEngine? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try gemmStridedBatched(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                a: a, aOffset: aOffset, lda: lda, strideA: 0, b: b, bOffset: bOffset, ldb: ldb,
                                strideB: 0, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: 0,
-                               batch: 1, waitFor: waitFor)
+                               batch: 1, engine: engine, waitFor: waitFor)
     }
 
     /// `batch` matrix products whose operands sit `strideA`, `strideB` and `strideC` elements apart
@@ -32,7 +60,7 @@ extension CommandQueue {
                                    alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil, strideA: Int,
                                    b: Buffer, bOffset: Int = 0, ldb: Int? = nil, strideB: Int,
                                    beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, strideC: Int,
-                                   batch: Int, waitFor: [Event] = []) throws(CLNetError) -> Event {
+                                   batch: Int, engine: GEMMEngine? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         guard m > 0, n > 0, k > 0, batch > 0 else {
             throw .invalidArgument("GEMM needs positive sizes; got m=\(m) n=\(n) k=\(k) batch=\(batch)")
         }
@@ -43,6 +71,13 @@ extension CommandQueue {
         try checkOperand("A", buffer: a, offset: aOffset, rows: aRows, cols: aCols, ld: lda, stride: strideA, batch: batch)
         try checkOperand("B", buffer: b, offset: bOffset, rows: bRows, cols: bCols, ld: ldb, stride: strideB, batch: batch)
         try checkOperand("C", buffer: c, offset: cOffset, rows: m, cols: n, ld: ldc, stride: strideC, batch: batch)
+        try GEMMEngine.checkSetting()
+        if (engine ?? GEMMEngine.preferred(for: context.device)) == .clnet {
+            return try panelGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                                 a: a, aOffset: aOffset, lda: lda, strideA: strideA, b: b, bOffset: bOffset, ldb: ldb,
+                                 strideB: strideB, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: strideC,
+                                 batch: batch, waitFor: waitFor)
+        }
 
         try GEMMTuning.prepare(context.device)
         try context.faults.check(.enqueue, batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched")
@@ -75,6 +110,70 @@ extension CommandQueue {
         return done
     }
 
+    /// CLNet's own product (Kernels/GEMM.cl): both operands packed into panels, then one work
+    /// item per MR x NR block of C. The panels live in a buffer of this queue's of at most
+    /// `GEMMPanels.packingFloats` (more only when A's panels alone need more): a product whose B
+    /// would not fit runs as several over slices of B's and C's columns, each packing only its
+    /// slice, so that the device memory an executor needs is known before it runs.
+    private func panelGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                           a: Buffer, aOffset: Int, lda: Int, strideA: Int, b: Buffer, bOffset: Int, ldb: Int, strideB: Int,
+                           beta: Float, c: Buffer, cOffset: Int, ldc: Int, strideC: Int, batch: Int,
+                           waitFor: [Event]) throws(CLNetError) -> Event {
+        let shape = GEMMPanels(device: context.device)
+        let panelsM = (m + shape.mr - 1) / shape.mr
+        // An operand every batch entry shares (stride 0) is packed once.
+        let batchA = strideA == 0 ? 1 : batch, batchB = strideB == 0 ? 1 : batch
+        let packedA = batchA * panelsM * shape.mr * k
+        // Columns per slice: whole panels, as many as the packing buffer holds beside A's.
+        let room = max(GEMMPanels.packingFloats - packedA, 0) / (k * batchB) / shape.nr * shape.nr
+        let slice = min(max(room, shape.nr), (n + shape.nr - 1) / shape.nr * shape.nr)
+        let needed = packedA + batchB * slice * k
+        // The kernels take offsets and sizes in 32 bits; every operand lies inside its buffer.
+        for (name, floats) in [("A", a.floatCount), ("B", b.floatCount), ("C", c.floatCount), ("the packed panels", needed)]
+        where floats > Int(UInt32.max) {
+            throw .invalidArgument("GEMM: \(name) spans \(floats) floats; CLNet's GEMM addresses at most 2^32 (use CLNET_GEMM=clblast)")
+        }
+        let packing = try gemmPacking.withLock { (held) throws(CLNetError) -> Buffer in
+            if let buffer = held, buffer.floatCount >= needed { return buffer }
+            let grown = try context.buffer(floats: max(needed, min(GEMMPanels.packingFloats, (held?.floatCount ?? 0) * 2)))
+            held = grown
+            return grown
+        }
+        let program = try context.program(.gemm, defines: shape.defines(transposeA: transposeA, transposeB: transposeB))
+        let blocks = (k + shape.kb - 1) / shape.kb
+        // Work-groups of several work items: a CPU pays for every group, and with small k (the
+        // 16-64-channel products of CIFAR ResNets) groups of one spent more time starting than
+        // computing. Each dimension is a divisor of its extent, so no group overhangs the range.
+        func divisor(_ extent: Int, _ room: Int) -> Int { (1...max(1, min(extent, room))).last { extent % $0 == 0 }! }
+        func groups(_ x: Int, _ y: Int) -> [Int] {
+            let gx = divisor(x, GEMMPanels.groupSize)
+            return [gx, divisor(y, GEMMPanels.groupSize / gx), 1]
+        }
+        let packA = try program.kernel("gemm_pack_a"), packB = try program.kernel("gemm_pack_b")
+        let product = try program.kernel("gemm_panels")
+        try enqueue(packA, [.buffer(a), .uint(UInt32(aOffset)), .uint(UInt32(lda)), .uint(UInt32(strideA)), .uint(UInt32(m)),
+                            .uint(UInt32(k)), .buffer(packing)],
+                    global: [panelsM, blocks, batchA], local: groups(panelsM, blocks), waitFor: waitFor)
+        var done: Event? = nil
+        for first in stride(from: 0, to: n, by: slice) {
+            let columns = min(slice, n - first)
+            // Column `first` of op(B) starts `first` elements in, or `first` rows in when B is transposed.
+            let bStart = bOffset + (transposeB ? first * ldb : first)
+            try enqueue(packB, [.buffer(b), .uint(UInt32(bStart)), .uint(UInt32(ldb)), .uint(UInt32(strideB)),
+                                .uint(UInt32(columns)), .uint(UInt32(k)), .buffer(packing), .uint(UInt32(packedA))],
+                        global: [(columns + shape.nr - 1) / shape.nr, blocks, batchB],
+                        local: groups((columns + shape.nr - 1) / shape.nr, blocks))
+            done = try enqueue(product, [.buffer(packing), .buffer(packing), .uint(UInt32(packedA)),
+                                         .uint(strideA == 0 ? 0 : 1), .uint(strideB == 0 ? 0 : 1), .buffer(c),
+                                         .uint(UInt32(cOffset + first)), .uint(UInt32(ldc)), .uint(UInt32(strideC)),
+                                         .uint(UInt32(m)), .uint(UInt32(columns)), .uint(UInt32(k)), .float(alpha), .float(beta)],
+                               global: [panelsM, (columns + shape.nr - 1) / shape.nr, batch],
+                               local: groups(panelsM, (columns + shape.nr - 1) / shape.nr))
+            record("gemm_panels(m=\(m) n=\(columns) k=\(k) batch=\(batch))", done!)
+        }
+        return done!
+    }
+
     private func checkOperand(_ name: String, buffer: Buffer, offset: Int, rows: Int, cols: Int, ld: Int,
                               stride: Int, batch: Int) throws(CLNetError) {
         guard ld >= cols else {
@@ -93,95 +192,29 @@ extension CommandQueue {
     }
 }
 
-/// CLBlast kernel parameters that CLNet supplies where CLBlast has no tuning of its own.
-///
-/// CLBlast picks its kernel parameters from a database keyed by device vendor and name. PoCL
-/// reports the CPU's vendor ("AuthenticAMD", "GenuineIntel") but no GPU architecture, so CLBlast
-/// runs its generic defaults there, which suit GPUs. The parameters below were chosen by the
-/// sweep in `clnet-bench gemm-tune` (see Benchmarks/RESULTS.md). `CLNET_CLBLAST_TUNING=0` keeps
-/// CLBlast's own choice.
-public enum GEMMTuning {
-    /// Parameters for one CLBlast kernel.
-    public struct Parameters: Sendable, Equatable {
-        /// CLBlast's kernel name, e.g. "Xgemm".
-        public var kernel: String
-        public var values: [(String, Int)]
+/// The register block of CLNet's GEMM on a device: MR rows by NR columns of C per work item, in
+/// vectors of VW floats, the device's preferred width (16 with AVX-512, 8 with AVX2). The
+/// accumulators, MR rows of two vectors, fill the vector registers but for B's two vectors and
+/// A's broadcast: 16 of AVX-512's 32 (8 rows ran 1.2-1.4x faster than 6, and 12 spilled), 12 of
+/// AVX2's 16 (Benchmarks/RESULTS.md).
+struct GEMMPanels: Sendable, Equatable {
+    let mr: Int, nr: Int, vw: Int
+    /// The kk each packing work item copies.
+    let kb = 64
+    /// The most floats of packed operands a queue keeps (16 MiB): larger products run in column
+    /// slices. An executor counts this much device memory per queue on devices that use CLNet's GEMM.
+    static let packingFloats = 1 << 22
+    /// The most work items per work-group.
+    static let groupSize = 16
 
-        public init(kernel: String, _ values: [(String, Int)]) {
-            self.kernel = kernel
-            self.values = values
-        }
-
-        public static func == (l: Self, r: Self) -> Bool {
-            l.kernel == r.kernel && l.values.map(\.0) == r.values.map(\.0) && l.values.map(\.1) == r.values.map(\.1)
-        }
+    init(device: Device) {
+        let preferred = device.info.preferredFloatVectorWidth
+        vw = preferred >= 16 ? 16 : preferred >= 8 ? 8 : 4
+        mr = vw >= 16 ? 8 : 6
+        nr = 2 * vw
     }
 
-    private static let prepared = Mutex<Set<String>>([])
-
-    /// The parameters CLNet applies to `device`, or none.
-    public static func parameters(for device: Device) -> [Parameters] {
-        device.isPoCL && device.info.type == "CPU" ? cpuParameters : []
+    func defines(transposeA: Bool, transposeB: Bool) -> [String: String] {
+        ["MR": "\(mr)", "NR": "\(nr)", "VW": "\(vw)", "KB": "\(kb)", "TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0"]
     }
-
-    /// Applies CLNet's parameters to `device` once per process, before its first GEMM.
-    /// The overrides are applied while the lock is held, so that no other thread starts a GEMM
-    /// in between: CLBlast would compile and cache its kernel with the old parameters while
-    /// launching it with the new ones, which gave wrong products under concurrent first use.
-    static func prepare(_ device: Device) throws(CLNetError) {
-        let key = "\(device.info.index)"
-        try prepared.withLock { (done) throws(CLNetError) in
-            guard done.insert(key).inserted, ProcessInfo.processInfo.environment["CLNET_CLBLAST_TUNING"] != "0" else { return }
-            for p in parameters(for: device) { try override(p, on: device) }
-        }
-    }
-
-    /// Overrides CLBlast's parameters for one kernel on `device`; CLBlast recompiles that kernel
-    /// at its next use. Benchmarks use this to compare candidates; no GEMM may run meanwhile.
-    public static func apply(_ parameters: Parameters, to device: Device) throws(CLNetError) {
-        try prepared.withLock { (done) throws(CLNetError) in
-            done.insert("\(device.info.index)")
-            try override(parameters, on: device)
-        }
-    }
-
-    private static func override(_ parameters: Parameters, on device: Device) throws(CLNetError) {
-        var names: [UnsafeMutablePointer<CChar>?] = parameters.values.map { name, _ in
-            let bytes = Array(name.utf8CString)
-            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
-            copy.initialize(from: bytes, count: bytes.count)
-            return copy
-        }
-        defer { names.forEach { $0?.deallocate() } }
-        var values = parameters.values.map { $0.1 }
-        let status = names.withUnsafeMutableBufferPointer { namePtr in
-            namePtr.withMemoryRebound(to: UnsafePointer<CChar>?.self) { constNames in
-                CLBlastOverrideParameters(device.id, parameters.kernel, CLBlastPrecisionSingle, values.count,
-                                          constNames.baseAddress, &values)
-            }
-        }
-        try blastCheck(status, "CLBlastOverrideParameters(\(parameters.kernel))")
-    }
-
-    /// Chosen for CPU devices under PoCL by `clnet-bench gemm-tune` (and `--direct`) on a 2-core AVX-512 EPYC
-    /// (Benchmarks/RESULTS.md): 128 x 128 tiles, 8-wide vectors and a K tile of 128 run 3-4x
-    /// faster than CLBlast's GPU-shaped default. Lowering XGEMM_MIN_INDIRECT_SIZE to 128, so that
-    /// small products take this kernel too, was faster still but crashed PoCL inside CLBlast's
-    /// strided-batched kernel on ResNet-18 at batch 8 (an out-of-bounds access), so CLBlast's own
-    /// threshold stays.
-    static let cpuParameters: [Parameters] = [
-        Parameters(kernel: "Xgemm", [
-            ("GEMMK", 0), ("KREG", 1), ("KWG", 128), ("KWI", 2), ("MDIMA", 16), ("MDIMC", 16), ("MWG", 128),
-            ("NDIMB", 16), ("NDIMC", 16), ("NWG", 128), ("SA", 1), ("SB", 1), ("STRM", 0), ("STRN", 0),
-            ("VWM", 8), ("VWN", 8),
-        ]),
-        // Products below CLBlast's indirect threshold (every product of ResNet-20, the 16-64
-        // channel convolutions) take its direct kernel. Two work items per 16x16 tile, each
-        // computing 8x16 outputs with 8- and 16-wide vectors, ran ResNet-20's products 1.8-3x
-        // faster than CLBlast's default on PoCL (`clnet-bench gemm-tune --direct`).
-        Parameters(kernel: "XgemmDirect", [
-            ("WGD", 16), ("MDIMCD", 2), ("NDIMCD", 1), ("MDIMAD", 2), ("NDIMBD", 1), ("KWID", 2), ("VWMD", 8),
-            ("VWND", 16), ("PADA", 0), ("PADB", 0),
-        ]),
-    ]
 }

@@ -107,7 +107,8 @@ public final class Executor: @unchecked Sendable {
         kept = keepAll
         let plan = MemoryPlan(graph: graph, training: training, keep: keepAll)
         self.plan = plan
-        let memory = try ExecutorMemory(graph: graph, plan: plan, training: training, queues: queues, momentum: optimizer != nil)
+        let memory = try ExecutorMemory(graph: graph, plan: plan, training: training, queues: queues, momentum: optimizer != nil,
+                                        gemm: GEMMEngine.preferred(for: context.device))
         try memory.check(on: context.device)
         deviceBytes = memory.totalBytes
         var made: [CommandQueue] = []
@@ -347,8 +348,10 @@ struct ExecutorMemory {
     /// Floats of the largest convolution scratch, of which each of the `queues` has one; and
     /// the loss's labels, one 32-bit integer per sample.
     let scratchFloats, queues, labelCount: Int
+    /// Floats of the packed operands CLNet's GEMM keeps per queue (0 where CLBlast runs the products).
+    let packingFloats: Int
 
-    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool) throws(CLNetError) {
+    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool, gemm: GEMMEngine) throws(CLNetError) {
         nodes = try graph.nodes.map { node throws(CLNetError) in
             try node.operation.memory(input: graph.shape(of: node.inputs[0]), output: graph.shape(of: node.output),
                                       training: training)
@@ -359,10 +362,16 @@ struct ExecutorMemory {
         scratchFloats = nodes.map(\.scratch).max() ?? 0
         self.queues = queues
         labelCount = graph.lossNode.map { graph.shape(of: graph.nodes[$0].inputs[0]).n } ?? 0
+        // The operations that count multiply-adds (convolutions, linear layers) are the ones that call GEMM.
+        let products = graph.nodes.contains { $0.operation.multiplyAdds(input: graph.shape(of: $0.inputs[0]),
+                                                                         output: graph.shape(of: $0.output)) > 0 }
+        packingFloats = gemm == .clnet && products ? GEMMPanels.packingFloats : 0
     }
 
     var parameterBytes: Int { 4 * max(parameterFloats, 1) * parameterCopies }
-    var workspaceBytes: Int { nodes.reduce(0) { $0 + $1.ownBytes } + 4 * scratchFloats * queues + 4 * labelCount }
+    var workspaceBytes: Int {
+        nodes.reduce(0) { $0 + $1.ownBytes } + 4 * (scratchFloats + packingFloats) * queues + 4 * labelCount
+    }
     var totalBytes: Int { arenaBytes + parameterBytes + workspaceBytes }
 
     /// Refuses a graph whose buffers cannot fit the device, before allocating any: OpenCL

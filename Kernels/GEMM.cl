@@ -1,0 +1,171 @@
+// CLNet's own matrix product for CPUs: C = alpha * op(A) * op(B) + beta * C, row-major, in
+// batches whose operands sit a fixed stride apart.
+//
+// Both operands are first packed into panels that the product reads strictly in order:
+// - A into panels of MR rows, each k-major: panel p holds, for every kk, rows p*MR .. p*MR+MR-1;
+// - B into panels of NR columns, each k-major: panel q holds, for every kk, NR consecutive columns.
+// Rows and columns past the matrix are packed as zeros, so the product needs no bounds inside
+// its loop, and a transposed operand costs only its packing.
+//
+// Each work item of the product then holds an MR x NR block of C in MR * NR / VW vector
+// accumulators and, per kk, loads NR / VW vectors of B and broadcasts MR values of A: explicit
+// vectors and register blocking, which PoCL's implicit vectoriser does not find by itself.
+// The host launches it in work-groups of a few work items: a CPU runs each group on one core.
+//
+// Macros (set by the host): MR, NR (a multiple of VW), VW (the vector width: 4, 8 or 16),
+// TRANS_A, TRANS_B (0 or 1: the operand is stored transposed), KB (kk per packing work item).
+
+// Defaults, so that the file builds on its own (clnet compile): the AVX-512 block.
+#ifndef VW
+#define VW 16
+#endif
+#ifndef MR
+#define MR 6
+#endif
+#ifndef NR
+#define NR (2 * VW)
+#endif
+#ifndef KB
+#define KB 64
+#endif
+#ifndef TRANS_A
+#define TRANS_A 0
+#endif
+#ifndef TRANS_B
+#define TRANS_B 0
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define vec CAT(float, VW)
+#define VLOAD CAT(vload, VW)
+#define VSTORE CAT(vstore, VW)
+#define NV (NR / VW)
+
+// op(A) is m x k. Element (row, kk), stored k x m when transposed.
+#if TRANS_A
+#define A_AT(a, lda, row, kk) (a)[(size_t)(kk) * (lda) + (row)]
+#else
+#define A_AT(a, lda, row, kk) (a)[(size_t)(row) * (lda) + (kk)]
+#endif
+
+// op(B) is k x n. Element (kk, col), stored n x k when transposed.
+#if TRANS_B
+#define B_AT(b, ldb, kk, col) (b)[(size_t)(col) * (ldb) + (kk)]
+#else
+#define B_AT(b, ldb, kk, col) (b)[(size_t)(kk) * (ldb) + (col)]
+#endif
+
+// Packing: one work item per (panel, block of KB consecutive kk, batch entry), copying the
+// panel's MR (or NR) values of each kk. Blocks this large keep the work-groups few: a CPU pays
+// for each one, and element-sized work left packing slower than the product.
+// A row-major A is copied row by row, so that its reads run along kk; the other layouts are
+// copied kk by kk (on PoCL the transposed B measured no faster copied column by column).
+__kernel void gemm_pack_a(__global const float *a, uint ao, uint lda, uint strideA, uint m, uint k,
+                          __global float *packed) {
+    const uint p = get_global_id(0), block = get_global_id(1), b = get_global_id(2);
+    const uint panels = get_global_size(0);
+    const __global float *src = a + ao + (size_t)b * strideA;
+    __global float *dst = packed + ((size_t)b * panels + p) * MR * k;
+    const uint start = block * KB, end = min(k, start + KB);
+#if TRANS_A
+    for (uint kk = start; kk < end; kk++) {
+        for (uint r = 0; r < MR; r++) {
+            const uint row = p * MR + r;
+            dst[kk * MR + r] = row < m ? A_AT(src, lda, row, kk) : 0.0f;
+        }
+    }
+#else
+    for (uint r = 0; r < MR; r++) {
+        const uint row = p * MR + r;
+        for (uint kk = start; kk < end; kk++) dst[kk * MR + r] = row < m ? A_AT(src, lda, row, kk) : 0.0f;
+    }
+#endif
+}
+
+__kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint strideB, uint n, uint k,
+                          __global float *packed, uint po) {
+    const uint q = get_global_id(0), block = get_global_id(1), b = get_global_id(2);
+    const uint panels = get_global_size(0);
+    const __global float *src = bm + bo + (size_t)b * strideB;
+    __global float *dst = packed + po + ((size_t)b * panels + q) * NR * k;
+    const uint start = block * KB, end = min(k, start + KB), col0 = q * NR;
+#if TRANS_B
+    for (uint kk = start; kk < end; kk++) {
+        for (uint j = 0; j < NR; j++) {
+            const uint col = col0 + j;
+            dst[kk * NR + j] = col < n ? B_AT(src, ldb, kk, col) : 0.0f;
+        }
+    }
+#else
+    if (col0 + NR <= n) {
+        // Whole rows of the panel: vector copies.
+        for (uint kk = start; kk < end; kk++) {
+            const __global float *row = src + (size_t)kk * ldb + col0;
+            for (uint v = 0; v < NV; v++) VSTORE(VLOAD(0, row + v * VW), 0, dst + kk * NR + v * VW);
+        }
+    } else {
+        for (uint kk = start; kk < end; kk++) {
+            for (uint j = 0; j < NR; j++) {
+                const uint col = col0 + j;
+                dst[kk * NR + j] = col < n ? B_AT(src, ldb, kk, col) : 0.0f;
+            }
+        }
+    }
+#endif
+}
+
+// An operand shared by every batch entry (stride 0, as a convolution's weight) is packed once:
+// `batchedA` and `batchedB` are 0 for such an operand, 1 otherwise.
+__kernel void gemm_panels(__global const float *pa, __global const float *pb, uint pbo, uint batchedA, uint batchedB,
+                          __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k, float alpha,
+                          float beta) {
+    const uint p = get_global_id(0), q = get_global_id(1), b = get_global_id(2);
+    const uint panelsM = get_global_size(0), panelsN = get_global_size(1);
+    const __global float *A = pa + ((size_t)(b * batchedA) * panelsM + p) * MR * k;
+    const __global float *B = pb + pbo + ((size_t)(b * batchedB) * panelsN + q) * NR * k;
+    vec acc[MR][NV];
+#pragma unroll
+    for (uint r = 0; r < MR; r++) {
+#pragma unroll
+        for (uint v = 0; v < NV; v++) acc[r][v] = (vec)(0.0f);
+    }
+#pragma unroll 4
+    for (uint kk = 0; kk < k; kk++) {
+        vec bv[NV];
+#pragma unroll
+        for (uint v = 0; v < NV; v++) bv[v] = VLOAD(0, B + kk * NR + v * VW);
+#pragma unroll
+        for (uint r = 0; r < MR; r++) {
+            const vec av = (vec)(A[kk * MR + r]);
+#pragma unroll
+            for (uint v = 0; v < NV; v++) acc[r][v] = mad(av, bv[v], acc[r][v]);
+        }
+    }
+    __global float *C = c + co + (size_t)b * strideC;
+    const uint col0 = q * NR;
+    // beta = 0 must not read C: it may hold anything, NaN included.
+    const bool readC = beta != 0.0f;
+#pragma unroll
+    for (uint r = 0; r < MR; r++) {
+        const uint row = p * MR + r;
+        if (row >= m) break;
+        __global float *out = C + (size_t)row * ldc + col0;
+        if (col0 + NR <= n) {
+#pragma unroll
+            for (uint v = 0; v < NV; v++) {
+                vec value = alpha * acc[r][v];
+                if (readC) value += beta * VLOAD(0, out + v * VW);
+                VSTORE(value, 0, out + v * VW);
+            }
+        } else {
+            float lanes[NR];
+#pragma unroll
+            for (uint v = 0; v < NV; v++) VSTORE(acc[r][v], 0, lanes + v * VW);
+            for (uint j = 0; col0 + j < n; j++) {
+                const float value = alpha * lanes[j];
+                out[j] = readC ? value + beta * out[j] : value;
+            }
+        }
+    }
+}
