@@ -27,9 +27,7 @@ public enum ReLU {
 /// PReLU (He et al. 2015): x where x > 0, slope[c] * x elsewhere; one learnable slope per channel.
 public enum PReLU {
     static func check(_ op: String, _ x: Shape, _ slope: Tensor) throws(CLNetError) {
-        guard x.rank >= 2, slope.shape.count == x.c else {
-            throw .invalidShape(operation: op, message: "slope has shape \(slope.shape) but x \(x) has \(x.rank >= 2 ? x.c : 0) channels")
-        }
+        try checkPerChannel(op, "slope", slope, count: x.rank >= 2 ? x.c : nil, of: x, needs: "has \(x.rank >= 2 ? x.c : 0) channels")
     }
 
     @discardableResult

@@ -30,9 +30,8 @@ public enum Add {
 /// y[n, c, :, :] = x[n, c, :, :] * s[n, c], the rescaling of squeeze-and-excitation blocks.
 public enum ChannelScale {
     static func check(_ op: String, _ x: Shape, _ s: Tensor) throws(CLNetError) {
-        guard x.rank == 4, s.shape.count == x.n * x.c else {
-            throw .invalidShape(operation: op, message: "scale has shape \(s.shape) but x \(x) needs [\(x.n), \(x.rank > 1 ? x.c : 0)]")
-        }
+        try checkPerChannel(op, "scale", s, count: x.rank == 4 ? x.n * x.c : nil, of: x,
+                            needs: "needs [\(x.n), \(x.rank > 1 ? x.c : 0)]")
     }
 
     @discardableResult

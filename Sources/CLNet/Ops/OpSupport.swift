@@ -107,6 +107,16 @@ func checkSameShape(_ operation: String, _ shapes: KeyValuePairs<String, Shape>)
     }
 }
 
+/// Throws unless the per-channel tensor `t` (a PReLU's slopes, squeeze-and-excitation's scales)
+/// holds the `count` values that input `x` needs; `count` is nil when `x` has no channels to
+/// match. `needs` says what `x` needs, for the message.
+func checkPerChannel(_ operation: String, _ name: String, _ t: Tensor, count: Int?, of x: Shape,
+                     needs: String) throws(CLNetError) {
+    guard let count, t.shape.count == count else {
+        throw .invalidShape(operation: operation, message: "\(name) has shape \(t.shape) but x \(x) \(needs)")
+    }
+}
+
 /// Throws unless `shape` has `rank` dimensions.
 func checkRank(_ operation: String, _ name: String, _ shape: Shape, _ rank: Int) throws(CLNetError) {
     guard shape.rank == rank else {
