@@ -15,7 +15,7 @@ public enum GEMMEngine: String, Sendable, CaseIterable {
     case clblast
 
     /// The engine a device uses unless told: `CLNET_GEMM` (`clnet` or `clblast`) where set;
-    /// else CLNet's own on CPUs, where it measured 2-4x CLBlast's rate under PoCL
+    /// else CLNet's own on CPUs, where it measured 2.0-2.7x CLBlast's rate under PoCL
     /// (Benchmarks/RESULTS.md), and CLBlast on GPUs, whose vendor tuning CLNet's CPU kernel does
     /// not match.
     public static func preferred(for device: Device) -> GEMMEngine {
