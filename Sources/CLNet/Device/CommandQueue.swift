@@ -234,6 +234,13 @@ public final class CommandQueue: @unchecked Sendable {
     }
 }
 
+/// The largest divisor of `extent` that is at most `limit` (at least 1): a work-group dimension
+/// that tiles its range exactly, as every launch that sizes its own groups wants (on PoCL, groups
+/// that overhang the range ran 2-3x slower).
+func largestDivisor(of extent: Int, atMost limit: Int) -> Int {
+    (1...max(1, min(extent, limit))).last { extent % $0 == 0 }!
+}
+
 /// A command's completion event, with its profiling times. Released when the last reference goes.
 public final class Event: @unchecked Sendable {
     // cl_event is thread-safe to wait on and query; the class is immutable.

@@ -143,11 +143,10 @@ extension CommandQueue {
         let blocks = (k + shape.kb - 1) / shape.kb
         // Work-groups of several work items: a CPU pays for every group, and with small k (the
         // 16-64-channel products of CIFAR ResNets) groups of one spent more time starting than
-        // computing. Each dimension is a divisor of its extent, so no group overhangs the range.
-        func divisor(_ extent: Int, _ room: Int) -> Int { (1...max(1, min(extent, room))).last { extent % $0 == 0 }! }
+        // computing.
         func groups(_ x: Int, _ y: Int) -> [Int] {
-            let gx = divisor(x, GEMMPanels.groupSize)
-            return [gx, divisor(y, GEMMPanels.groupSize / gx), 1]
+            let gx = largestDivisor(of: x, atMost: GEMMPanels.groupSize)
+            return [gx, largestDivisor(of: y, atMost: GEMMPanels.groupSize / gx), 1]
         }
         let packA = try program.kernel("gemm_pack_a"), packB = try program.kernel("gemm_pack_b")
         let product = try program.kernel("gemm_panels")
@@ -169,7 +168,6 @@ extension CommandQueue {
                                          .uint(UInt32(m)), .uint(UInt32(columns)), .uint(UInt32(k)), .float(alpha), .float(beta)],
                                global: [panelsM, (columns + shape.nr - 1) / shape.nr, batch],
                                local: groups(panelsM, (columns + shape.nr - 1) / shape.nr))
-            record("gemm_panels(m=\(m) n=\(columns) k=\(k) batch=\(batch))", done!)
         }
         return done!
     }

@@ -34,10 +34,9 @@ extension CommandQueue {
     func launchPlanes(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], plane: Int, channels: Int,
                       batch: Int, waitFor: [Event]) throws(CLNetError) -> Event {
         // 64: the smallest per-dimension limit of common GPUs (NVIDIA's third dimension).
-        func divisor(_ extent: Int, _ room: Int) -> Int { (1...max(1, min(extent, room))).last { extent % $0 == 0 }! }
         let size = context.reductionSize
-        let width = divisor(plane, size), height = divisor(channels, min(64, size / width))
-        let depth = divisor(batch, min(64, size / (width * height)))
+        let width = largestDivisor(of: plane, atMost: size), height = largestDivisor(of: channels, atMost: min(64, size / width))
+        let depth = largestDivisor(of: batch, atMost: min(64, size / (width * height)))
         return try enqueue(try context.kernel(source, name), arguments, global: [plane, channels, batch],
                            local: [width, height, depth], waitFor: waitFor)
     }
