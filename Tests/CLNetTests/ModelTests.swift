@@ -15,6 +15,38 @@ struct ModelTests {
         #expect(try ModelSpec.graph(name, batch: 1, loss: false).graph.trainableParameterCount == count)
     }
 
+    /// What `clnet models` prints for the ImageNet pre-activation ResNets. Their convolutions and
+    /// `fc` are torchvision's ResNets'; only the norms differ. torchvision normalises every
+    /// convolution's output and every projection shortcut's; these normalise every convolution's
+    /// input, but not `layer1.0`'s first (the stem's BN-ReLU is its pre-activation), nor the
+    /// shortcuts, and add `bn_final`. Each norm channel holds a weight and a bias.
+    /// - ResNet-18: torchvision's norms hold 4,800 channels: 64 + 2·2·64 + (2·2·128 + 128) +
+    ///   (2·2·256 + 256) + (2·2·512 + 512). These hold 3,904: 64 + (64 + 2·64) +
+    ///   (64 + 128 + 2·128) + (128 + 256 + 2·256) + (256 + 512 + 2·512) + 512.
+    ///   11,689,512 − 2·(4,800 − 3,904) = 11,687,720.
+    /// - ResNet-34, 3·4·6·3 basic blocks: 8,512 against 7,616 channels.
+    ///   21,797,672 − 2·896 = 21,795,880.
+    /// - ResNet-50: torchvision's hold 26,560 channels: 64 + Σ over stages (6·planes·blocks +
+    ///   4·planes) = 64 + 1,408 + 3,584 + 10,240 + 11,264. These hold 22,720: 64 + (2·64 +
+    ///   2·(256 + 2·64)) + (256 + 2·128 + 3·(512 + 2·128)) + (512 + 2·256 + 5·(1,024 + 2·256)) +
+    ///   (1,024 + 2·512 + 2·(2,048 + 2·512)) + 2,048. 25,557,032 − 2·3,840 = 25,549,352.
+    /// - ResNet-101 and -152: the deeper stages' extra blocks hold the same norms in both
+    ///   (torchvision 6·planes, these 4·planes + 2·planes), so the difference stays 7,680:
+    ///   44,549,160 − 7,680 = 44,541,480 and 60,192,808 − 7,680 = 60,185,128.
+    /// - ResNet-200 (3·24·36·3) has no torchvision model. Its 64,666,152 is ResNet-152's plus 16
+    ///   more stage-2 blocks of 280,064 each: convolutions of 512·128 + 128·128·9 + 128·512 =
+    ///   278,528 weights and norms of 512 + 128 + 128 channels. 60,185,128 + 16·280,064.
+    @Test(arguments: [
+        ("preact_resnet18", 11_687_720), ("preact_resnet34", 21_795_880), ("preact_resnet50", 25_549_352),
+        ("preact_resnet101", 44_541_480), ("preact_resnet152", 60_185_128), ("preact_resnet200", 64_666_152),
+    ])
+    func preActivationParameterCounts(name: String, count: Int) throws {
+        let graph = try ModelSpec.graph(name, batch: 1, loss: false).graph
+        #expect(graph.trainableParameterCount == count)
+        #expect(graph.parameterIndex("layer1.0.bn1.weight") == nil, "the stem's BN-ReLU pre-activates layer1.0")
+        #expect(graph.parameterIndex("layer2.0.bn1.weight") != nil)
+    }
+
     /// The papers' figures: He et al. 2016 (pre-activation 110: 1.7 M, 164: 1.7 M, 1001: 10.2 M),
     /// Xie et al. 2017 (ResNeXt-29 8x64d: 34.4 M, 16x64d: 68.1 M), Zagoruyko & Komodakis 2016
     /// (WRN-16-8: 11.0 M, WRN-28-10: 36.5 M), Huang et al. 2017 (DenseNet-BC-100: 0.8 M,

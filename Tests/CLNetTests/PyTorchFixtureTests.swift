@@ -2,9 +2,11 @@ import CLNet
 import Foundation
 import Testing
 
-/// `clnet run` against PyTorch: torchvision's own ResNet, ResNeXt and DenseNet classes, run in
-/// float64 by `Fixtures/make_pytorch_fixtures.py`. The weights are not in the files but made by
-/// the same formula here and there (`fixtureValues`), to keep the fixtures small.
+/// `clnet run` against PyTorch: torchvision's own ResNet, ResNeXt and DenseNet classes, and the
+/// pre-activation ResNet of the paper's code (fb.resnet.torch `preresnet.lua`, written out as an
+/// `nn.Module` in the script), run in float64 by `Fixtures/make_pytorch_fixtures.py`. The weights
+/// are not in the files but made by the same formula here and there (`fixtureValues`), to keep the
+/// fixtures small.
 @Suite("PyTorch fixtures")
 struct PyTorchFixtureTests {
     /// The fixture, and the CLNet specification of the torchvision constructor that made it.
@@ -15,6 +17,11 @@ struct PyTorchFixtureTests {
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10"),
         // DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2, num_classes=10)
         ("densenet", "densenet:growth=8,blocks=2.3,init=16,bn_size=2,classes=10"),
+        // PreActResNet(False, [2, 2, 2, 2], num_classes=10), 64x64
+        ("preact_resnet18", "preact_resnet18:classes=10"),
+        // PreActResNet(True, [3, 4, 6, 3], num_classes=10, width=16), 64x64: at full width float32
+        // itself misses 1e-3 on most inputs (the script's `float32_error`)
+        ("preact_resnet50", "preact_resnet50:width=16,classes=10"),
     ])
     func clnetRunMatchesPyTorch(fixture: String, spec: String) throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -34,7 +41,10 @@ struct PyTorchFixtureTests {
         }, to: weights)
         try SafeTensors.write([("input", .float32(try want.floats("input"), shape: input.shape)),
                                ("labels", .int64(try want.integers("labels"), shape: [input.shape[0]]))], to: io)
-        #expect(try want.floats("input") == fixtureValues("input", count: input.count, role: nil, fanIn: 1),
+        // The script draws again from "input.1", "input.2", ... while an input sits within float32's
+        // reach of a ReLU kink, where one flipped unit moves a gradient by more than the bound.
+        let inputName = want.metadata["input"] ?? "input"
+        #expect(try want.floats("input") == fixtureValues(inputName, count: input.count, role: nil, fanIn: 1),
                 "the Swift formula makes the fixture's own input")
 
         var worst = (0.0, "")

@@ -3,10 +3,18 @@
 // three times, bottleneck) with nothing after the addition, so the identity path runs clean from
 // the input to the last block; one BN-ReLU closes the network before pooling.
 //
+// The structure is that of the paper's own code, fb.resnet.torch `models/preresnet.lua`, which
+// trained its ImageNet ResNet-200. The ImageNet stem ends in BN-ReLU and max pooling, so the first
+// block of the first stage adds no pre-activation of its own ('no_preact'): the stem's output feeds
+// both its branch and its shortcut. The first block of every later stage pre-activates once, and
+// that output feeds the branch and the projection shortcut ('both_preact'). Other blocks
+// pre-activate the branch only, so the identity carries the un-normalised sum. The CIFAR stem is a
+// bare convolution, and its first block pre-activates like the later stages'.
+//
 // There is no torchvision class for these, so the names follow torchvision's ResNet wherever an
 // equivalent exists: `conv1`, `bn1`, `layerS.I.bn1/conv1/bn2/conv2[/bn3/conv3]`, and
-// `layerS.I.downsample.0` for a projection shortcut, which is a bare 1x1 convolution applied to
-// the block's pre-activated input as in the paper. The closing norm is `bn_final`, then `fc`.
+// `layerS.I.downsample.0` for a projection shortcut, which is a bare 1x1 convolution as in the
+// paper. The ImageNet models have no `layer1.0.bn1`. The closing norm is `bn_final`, then `fc`.
 
 /// Pre-activation ResNets and Wide ResNets, for ImageNet (224x224) or CIFAR (32x32).
 public struct PreActResNet: Sendable {
@@ -14,8 +22,9 @@ public struct PreActResNet: Sendable {
     public var block: ResNet.Block
     /// Blocks per stage; the first block of every stage but the first halves the size.
     public var layers: [Int]
-    /// The stem: a 7x7 stride-2 convolution, BN-ReLU and max pooling (ImageNet), or one 3x3
-    /// convolution (CIFAR), whose pre-activation is the first block's.
+    /// The stem: a 7x7 stride-2 convolution, BN-ReLU and max pooling (ImageNet), whose output the
+    /// first block takes as it is, or one 3x3 convolution (CIFAR), which the first block
+    /// pre-activates.
     public var stem: ResNet.Stem
     /// Output channels of the stem, and the planes of the first stage (64 for ImageNet, 16 for CIFAR).
     public var baseWidth: Int
@@ -90,7 +99,9 @@ public struct PreActResNet: Sendable {
             for i in 0..<count {
                 let stride = i == 0 && stage > 0 ? 2 : 1
                 let name = "layer\(stage + 1).\(i)"
-                let pre = try b.norm(y, norm, relu: true, name: "\(name).bn1")
+                // The ImageNet stem already ended in BN-ReLU; normalising again is what neither
+                // fb.resnet.torch nor timm does.
+                let pre = stage == 0 && i == 0 && stem == .imagenet ? y : try b.norm(y, norm, relu: true, name: "\(name).bn1")
                 let shortcut = stride != 1 || channels != planes * expansion
                     ? try b.conv(pre, Conv2D(inChannels: channels, outChannels: planes * expansion, kernel: 1, stride: stride),
                                  name: "\(name).downsample.0")
