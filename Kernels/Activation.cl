@@ -69,26 +69,42 @@ inline float dropout_uniform(uint seed, uint i) {
     return (float)(h >> 8) * (1.0f / 16777216.0f);
 }
 
-// Training-mode dropout: each element is zeroed with probability p, the rest scaled by 1/(1-p).
-// The element index is the dense NCHW index, so the mask does not depend on the layout.
-__kernel void dropout_forward(__global const float *x, uint xo, uint xs,
-                              __global float *y, uint yo, uint ys, uint sample, uint total,
-                              float p, uint seed) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample;
-    const float keep = dropout_uniform(seed, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
-    y[AT(yo, ys, n, j)] = x[AT(xo, xs, n, j)] * keep;
+// The same hash for VEC consecutive elements from i.
+inline floatv dropout_uniform_v(uint seed, uint i) {
+    uintv h = ((uintv)(i) + IOTA) * 0x9E3779B9u ^ seed;
+    h ^= h >> 16; h *= 0x7FEB352Du;
+    h ^= h >> 15; h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    return CAT(convert_float, VEC)(h >> 8) * (1.0f / 16777216.0f);
 }
 
-__kernel void dropout_backward(__global const float *dy, uint dyo, uint dys,
-                               __global float *dx, uint dxo, uint dxs, uint sample, uint total,
-                               float p, uint seed, uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample;
-    const float keep = dropout_uniform(seed, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), dy[AT(dyo, dys, n, j)] * keep, accumulate);
+// Training-mode dropout: each element is zeroed with probability p, the rest scaled by 1/(1-p);
+// dx = dy times the same mask. The element index is the dense NCHW index, so the mask does not
+// depend on the layout. Work item (sample, tile), as copy_view.
+__kernel void dropout_apply(__global const float *x, uint xo, uint xs,
+                            __global float *y, uint yo, uint ys, uint sample, uint batch, uint tiles,
+                            float p, uint seed, uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    const float scale = 1.0f / (1.0f - p);
+    FOR_EACH_RUN(item, batch * tiles) {
+        const uint n = item / tiles;
+        uint q0, q1;
+        tile_range(item % tiles, sample, tiles, &q0, &q1);
+        __global const float *a = x + AT(xo, xs, n, q0);
+        __global float *b = y + AT(yo, ys, n, q0);
+        const uint first = n * sample + q0, full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            const floatv keep = select((floatv)(0.0f), (floatv)(scale),
+                                       dropout_uniform_v(seed, first + v * VEC) >= (floatv)(p));
+            floatv t = VLOAD(a + v * VEC) * keep;
+            if (accumulate) t += VLOAD(b + v * VEC);
+            VSTORE(t, b + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+            const float keep = dropout_uniform(seed, first + q) >= p ? scale : 0.0f;
+            STORE_GRAD(b, q, a[q] * keep, accumulate);
+        }
+    }
 }
 
 __kernel void sigmoid_forward(__global const float *x, uint xo, uint xs,

@@ -11,13 +11,14 @@
 #define RED 256
 #endif
 
-// Sum of v over the work-group; every work item receives it. The last barrier keeps a fast work
-// item from overwriting scratch before every other one has read the result.
-inline float group_sum(float v, __local float *scratch) {
+// Sum of v over a work-group of `size` (a power of two) work items; every one receives it. The
+// last barrier keeps a fast work item from overwriting scratch before every other one has read
+// the result.
+inline float local_sum(float v, __local float *scratch, uint size) {
     const uint lid = get_local_id(0);
     scratch[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = RED / 2; s > 0; s >>= 1) {
+    for (uint s = size / 2; s > 0; s >>= 1) {
         if (lid < s) scratch[lid] += scratch[lid + s];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -26,6 +27,9 @@ inline float group_sum(float v, __local float *scratch) {
     return r;
 }
 
+// Sum of v over the work-group of a reduction kernel (RED work items).
+inline float group_sum(float v, __local float *scratch) { return local_sum(v, scratch, RED); }
+
 // ReLU that keeps a NaN a NaN, as PyTorch's does (fmax would turn it into 0 and hide it).
 #define RELU(v) ((v) < 0.0f ? 0.0f : (v))
 
@@ -33,3 +37,68 @@ inline float group_sum(float v, __local float *scratch) {
 // rather than multiplying by 0 keeps a NaN-poisoned destination from leaking into the result.
 #define STORE_GRAD(dst, index, value, accumulate) \
     do { const float v_ = (value); dst[index] = (accumulate) ? dst[index] + v_ : v_; } while (0)
+
+// Memory-bound kernels load VEC floats at a time (the host sets it from the device's preferred
+// float vector width: PoCL does not vectorise these loops itself) and split a contiguous run
+// among NL lanes of a work-group, interleaved by vector so that a GPU's loads coalesce. On a CPU
+// NL is 1 and one work item walks its run alone.
+#ifndef VEC
+#define VEC 4
+#endif
+#ifndef NL
+#define NL 1
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+typedef CAT(float, VEC) floatv;
+#define VLOAD(p) CAT(vload, VEC)(0, (p))
+#define VSTORE(v, p) CAT(vstore, VEC)((v), 0, (p))
+
+// The sum of a vector's components.
+inline float hsum(floatv v) {
+#if VEC == 16
+    const float8 a = v.lo + v.hi;
+    const float4 b = a.lo + a.hi;
+#elif VEC == 8
+    const float4 b = v.lo + v.hi;
+#else
+    const float4 b = v;
+#endif
+    return (b.x + b.y) + (b.z + b.w);
+}
+
+// Each work item (each work-group of NL lanes) takes runs item, item + workers, ... of `count`.
+// The grid is the same size at every launch (CommandQueue.launchRuns): PoCL 3.1 keeps one
+// compiled kernel per local size and largest grid so far, and releases them by local size alone,
+// so one kernel running on two queues at two grid sizes could decrement the wrong one and abort
+// (`pocl_release_dlhandle_cache: Assertion found->ref_count > 0`). The lanes of a work-group
+// share their items, so a barrier inside the loop is reached by all of them.
+#define FOR_EACH_RUN(item, count) \
+    for (uint item = get_global_id(0) / NL; item < (count); item += get_global_size(0) / NL)
+
+// Elements [q0, q1) of tile `tile` of a run of `len` floats cut into `tiles`.
+inline void tile_range(uint tile, uint len, uint tiles, uint *q0, uint *q1) {
+    const uint size = (len + tiles - 1) / tiles;
+    *q0 = min(len, tile * size);
+    *q1 = min(len, *q0 + size);
+}
+
+typedef CAT(uint, VEC) uintv;
+#if VEC == 16
+#define IOTA ((uintv)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#elif VEC == 8
+#define IOTA ((uintv)(0, 1, 2, 3, 4, 5, 6, 7))
+#else
+#define IOTA ((uintv)(0, 1, 2, 3))
+#endif
+
+// Sum of v over the NL lanes of a work-group; every lane receives it.
+inline float lanes_sum(float v, __local float *scratch) {
+#if NL > 1
+    v = local_sum(v, scratch, NL);
+#endif
+    return v;
+}
+
+// ReLU of a vector, keeping NaN as RELU does.
+#define RELU_V(v) select((v), (floatv)(0.0f), (v) < (floatv)(0.0f))

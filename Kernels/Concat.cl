@@ -4,10 +4,22 @@
 // view of the same shape (forward: into a slice of the output; backward: a slice of the
 // gradient out to an input's gradient). Tensor arguments: (buffer, offset, batch stride), see Common.cl.
 
+// Work item (sample, tile): a contiguous slice of one sample, VEC floats at a time.
 __kernel void copy_view(__global const float *src, uint so, uint ss, __global float *dst, uint dso, uint dss,
-                        uint sample, uint total, uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample;
-    STORE_GRAD(dst, AT(dso, dss, n, j), src[AT(so, ss, n, j)], accumulate);
+                        uint sample, uint batch, uint tiles, uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        const uint n = item / tiles;
+        uint q0, q1;
+        tile_range(item % tiles, sample, tiles, &q0, &q1);
+        __global const float *a = src + AT(so, ss, n, q0);
+        __global float *b = dst + AT(dso, dss, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = VLOAD(a + v * VEC);
+            if (accumulate) t += VLOAD(b + v * VEC);
+            VSTORE(t, b + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) STORE_GRAD(b, q, a[q], accumulate);
+    }
 }

@@ -25,39 +25,48 @@ __kernel void add_backward(__global const float *y, uint yo, uint ys,
     STORE_GRAD(dx, AT(dxo, dxs, n, j), g, accumulate);
 }
 
-// y[n, c, :] = x[n, c, :] * s[n, c]: squeeze-and-excitation's rescaling.
-__kernel void channel_scale_forward(__global const float *x, uint xo, uint xs, __global const float *s, uint so,
-                                    __global float *y, uint yo, uint ys,
-                                    uint channels, uint plane, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint sample = channels * plane, n = i / sample, j = i % sample;
-    y[AT(yo, ys, n, j)] = x[AT(xo, xs, n, j)] * s[so + n * channels + j / plane];
+// y[n, c, :] = x[n, c, :] * s[n, c]: squeeze-and-excitation's rescaling, and its input
+// gradient dx = dy * s. Work item (row n * channels + c, tile of its plane).
+__kernel void channel_scale_apply(__global const float *x, uint xo, uint xs, __global const float *s, uint so,
+                                  __global float *y, uint yo, uint ys,
+                                  uint batch, uint channels, uint plane, uint tiles, uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * channels * tiles) {
+        const uint row = item / tiles, n = row / channels, c = row % channels;
+        uint q0, q1;
+        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const float k = s[so + row];
+        __global const float *a = x + AT(xo, xs, n, c * plane + q0);
+        __global float *b = y + AT(yo, ys, n, c * plane + q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = VLOAD(a + v * VEC) * k;
+            if (accumulate) t += VLOAD(b + v * VEC);
+            VSTORE(t, b + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) STORE_GRAD(b, q, a[q] * k, accumulate);
+    }
 }
 
-__kernel void channel_scale_backward_input(__global const float *dy, uint dyo, uint dys, __global const float *s, uint so,
-                                           __global float *dx, uint dxo, uint dxs,
-                                           uint channels, uint plane, uint total, uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint sample = channels * plane, n = i / sample, j = i % sample;
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), dy[AT(dyo, dys, n, j)] * s[so + n * channels + j / plane], accumulate);
-}
-
-// One work-group per (sample, channel): ds[n, c] = sum over the plane of dy * x.
+// Work item per (sample, channel): ds[n, c] = sum over the plane of dy * x.
 __kernel void channel_scale_backward_scale(__global const float *x, uint xo, uint xs,
                                            __global const float *dy, uint dyo, uint dys,
-                                           __global float *ds, uint dso, uint channels, uint plane, uint accumulate) {
-    __local float scratch[RED];
-    const uint nc = get_group_id(0), lid = get_local_id(0);
-    const uint n = nc / channels, c = nc % channels;
-    float sum = 0.0f;
-    for (uint k = lid; k < plane; k += RED) {
-        const uint j = c * plane + k;
-        sum += x[AT(xo, xs, n, j)] * dy[AT(dyo, dys, n, j)];
+                                           __global float *ds, uint dso, uint batch, uint channels, uint plane,
+                                           uint accumulate) {
+    __local float scratch[NL];
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(row, batch * channels) {
+        const uint n = row / channels, c = row % channels;
+        __global const float *a = x + AT(xo, xs, n, c * plane);
+        __global const float *g = dy + AT(dyo, dys, n, c * plane);
+        const uint full = plane / VEC;
+        floatv acc = 0.0f;
+        float tail = 0.0f;
+        for (uint v = lane; v < full; v += NL) acc += VLOAD(a + v * VEC) * VLOAD(g + v * VEC);
+        for (uint q = full * VEC + lane; q < plane; q += NL) tail += a[q] * g[q];
+        const float sum = lanes_sum(hsum(acc) + tail, scratch);
+        if (lane == 0) STORE_GRAD(ds, dso + row, sum, accumulate);
     }
-    sum = group_sum(sum, scratch);
-    if (lid == 0) STORE_GRAD(ds, dso + nc, sum, accumulate);
 }
 
 // Selective kernels' fusion (Li et al. 2019): up to four branches U_m [N, C, H, W], each its

@@ -4,69 +4,92 @@
 // pixels), group norm one per (sample, group) (the group's channels and pixels). GROUPS == 0
 // selects batch norm; otherwise it is the number of groups. `plane` is H*W.
 //
-// The workspace `ws` (offset wso) holds, for S statistics sets: mean[S], invstd[S], then two
-// sums of the backward pass sum1[S], sum2[S], then 3*S*P floats of partial results: each
-// reduction over a set is split into P parts (P work-groups), so that a GPU has enough
-// work-groups even when there are few sets (a batch norm of 64 channels), and a second kernel
-// combines the parts.
+// These kernels are limited by memory, so each reads a tensor once per pass, VEC floats at a
+// time, along contiguous runs: one channel's plane of one sample (a "row", n * channels + c), or
+// a group norm set, whose channels lie together. Integer division happens once per work item,
+// never per element. A work item (NL lanes on a GPU, see Common.cl) takes a "part" of a set or a
+// "tile" of a row.
+//
+// The workspace `ws` (offset wso) holds, for S statistics sets: mean[S], invstd[S], then the two
+// sums of the backward pass sum1[S], sum2[S], then partial results: each reduction over a set is
+// split into parts (see NormKernels.Split), so that a GPU has enough work-groups even when there
+// are few sets and a 2-core CPU does not pay for many small ones, and a second kernel combines
+// them.
+//
+// A part covers rows [r0, r0 + rpp) and, within each, the elements [q0, q0 + ceil(len / cpr))
+// of the row's `len`: either several whole rows (rpp > 1, cpr == 1) or a slice of one.
 //
 // Tensor arguments are (buffer, offset, batch stride); see Common.cl. Parameters (gamma, beta,
 // running statistics) are (buffer, offset).
 
-// The statistics set of element j (dense index within sample n).
+// The statistics set of row (n, c).
 inline uint stat_of(uint n, uint c, uint channels, uint groups) {
     return groups == 0 ? c : n * groups + c / (channels / groups);
 }
 
-// Elements of set s, enumerated by k in [0, count): returns sample and in-sample index.
-inline void element_of(uint s, uint k, uint batch, uint channels, uint plane, uint groups,
-                       uint *n, uint *j) {
+// The runs that make up set s, for the statistics: batch norm's are one per sample, `plane`
+// long, `xs` apart; group norm's is one run of its channels' planes.
+inline void set_runs(uint s, uint xo, uint xs, uint channels, uint plane, uint groups,
+                     uint *base, uint *len) {
     if (groups == 0) {
-        *n = k / plane;
-        *j = s * plane + k % plane;
+        *base = xo + s * plane;
+        *len = plane;
     } else {
         const uint per = channels / groups;
-        *n = s / groups;
-        *j = (s % groups) * per * plane + k;
+        *base = xo + (s / groups) * xs + (s % groups) * per * plane;
+        *len = per * plane;
     }
 }
 
-// Work-group (s, p) covers part p of set s: count, mean and M2 (sum of squared deviations) in
-// one pass over x (Welford per work item, then Chan et al.'s pairwise combination).
+// The rows [r0, r1) and elements [q0, q1) of part `part` (see the top of the file).
+inline void part_range(uint part, uint runs, uint len, uint rpp, uint cpr,
+                       uint *r0, uint *r1, uint *q0, uint *q1) {
+    *r0 = (part / cpr) * rpp;
+    *r1 = min(runs, *r0 + rpp);
+    const uint cl = (len + cpr - 1) / cpr;
+    *q0 = (part % cpr) * cl;
+    *q1 = min(len, *q0 + cl);
+}
+
+// Work item (s, part): count, mean and M2 (sum of squared deviations) of its part of set s, from
+// sums of (v - K) and (v - K)^2 with K the part's first value. The shift keeps float32's digits
+// where the mean is large against the spread, and Chan et al.'s pairwise combination in
+// norm_stats_finish merges the parts.
 __kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __global float *ws, uint wso,
-                                 uint batch, uint channels, uint plane, uint groups, uint parts) {
-    __local float l_n[RED], l_mean[RED], l_m2[RED];
-    const uint wg = get_group_id(0), s = wg / parts, part = wg % parts, lid = get_local_id(0);
-    const uint sets = groups == 0 ? channels : batch * groups;
-    const uint count = groups == 0 ? batch * plane : (channels / groups) * plane;
-    const uint len = (count + parts - 1) / parts, k0 = part * len, k1 = min(count, k0 + len);
-    float cnt = 0.0f, mean = 0.0f, m2 = 0.0f;
-    for (uint k = k0 + lid; k < k1; k += RED) {
-        uint n, j;
-        element_of(s, k, batch, channels, plane, groups, &n, &j);
-        const float v = x[AT(xo, xs, n, j)];
-        cnt += 1.0f;
-        const float d = v - mean;
-        mean += d / cnt;
-        m2 += d * (v - mean);
-    }
-    l_n[lid] = cnt; l_mean[lid] = mean; l_m2[lid] = m2;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = RED / 2; h > 0; h >>= 1) {
-        if (lid < h) {
-            const float na = l_n[lid], nb = l_n[lid + h], nt = na + nb;
-            if (nt > 0.0f) {
-                const float d = l_mean[lid + h] - l_mean[lid];
-                l_mean[lid] = l_mean[lid] + d * (nb / nt);
-                l_m2[lid] = l_m2[lid] + l_m2[lid + h] + d * d * (na * nb / nt);
-                l_n[lid] = nt;
+                                 uint batch, uint channels, uint plane, uint groups, uint rpp, uint cpr,
+                                 uint parts) {
+    __local float scratch[NL];
+    const uint lane = get_local_id(0) % NL, sets = groups == 0 ? channels : batch * groups;
+    FOR_EACH_RUN(item, sets * parts) {
+        const uint s = item / parts, runs = groups == 0 ? batch : 1;
+        uint base, len, r0, r1, q0, q1;
+        set_runs(s, xo, xs, channels, plane, groups, &base, &len);
+        part_range(item % parts, runs, len, rpp, cpr, &r0, &r1, &q0, &q1);
+        const float k = x[base + r0 * xs + q0];
+        const uint full = (q1 - q0) / VEC;
+        floatv a1 = 0.0f, a2 = 0.0f;
+        float t1 = 0.0f, t2 = 0.0f;
+        for (uint r = r0; r < r1; ++r) {
+            __global const float *row = x + base + r * xs + q0;
+            for (uint v = lane; v < full; v += NL) {
+                const floatv d = VLOAD(row + v * VEC) - k;
+                a1 += d;
+                a2 += d * d;
+            }
+            for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+                const float d = row[q] - k;
+                t1 += d;
+                t2 += d * d;
             }
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    if (lid == 0) {
-        __global float *out = ws + wso + 4 * sets + 3 * wg;
-        out[0] = l_n[0]; out[1] = l_mean[0]; out[2] = l_m2[0];
+        const float s1 = lanes_sum(hsum(a1) + t1, scratch), s2 = lanes_sum(hsum(a2) + t2, scratch);
+        if (lane == 0) {
+            const float count = (float)((r1 - r0) * (q1 - q0));
+            __global float *out = ws + wso + 4 * sets + 3 * item;
+            out[0] = count;
+            out[1] = k + s1 / count;
+            out[2] = max(0.0f, s2 - s1 * (s1 / count));
+        }
     }
 }
 
@@ -99,88 +122,87 @@ __kernel void norm_stats_finish(__global float *ws, uint wso,
     }
 }
 
-// y = (x - mean) * invstd * gamma[c] + beta[c], then ReLU when asked. With FROM_RUNNING the
-// statistics are batch norm's running mean and variance (inference) instead of the workspace.
+// The fused ReLU's test, written once so that the forward and the backward agree on every
+// element: fma rounds once whatever the compiler contracts.
+#define PRE_RELU(d, scale, beta) fma((d), (scale), (beta))
+
+// Work item (row, tile): y = (x - mean) * invstd * gamma[c] + beta[c], then ReLU when asked.
+// With from_running the statistics are batch norm's running mean and variance (inference)
+// instead of the workspace.
 __kernel void norm_apply(__global const float *x, uint xo, uint xs,
                          __global const float *gamma, uint go, __global const float *beta, uint bo,
                          __global const float *mean, uint mo, __global const float *second, uint so,
                          __global float *y, uint yo, uint ys,
                          uint batch, uint channels, uint plane, uint groups,
-                         uint from_running, float eps, uint relu) {
-    const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
-    if (p >= plane || c >= channels || n >= batch) return;
-    const uint j = c * plane + p;
-    const uint s = stat_of(n, c, channels, groups);
-    const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
-    const float v = (x[AT(xo, xs, n, j)] - mean[mo + s]) * invstd * gamma[go + c] + beta[bo + c];
-    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
-}
-
-// The upstream gradient, masked by the fused ReLU (recomputing y from x), and x-hat.
-inline void grad_and_xhat(__global const float *x, uint xi, __global const float *dy, uint dyi,
-                          float mean, float invstd, float gamma, float beta, uint relu,
-                          float *g, float *xhat) {
-    *xhat = (x[xi] - mean) * invstd;
-    *g = dy[dyi];
-    if (relu && *xhat * gamma + beta <= 0.0f) *g = 0.0f;
-}
-
-// Group norm: one work-group per (sample, group): sum1 = sum of gamma*g, sum2 = sum of
-// gamma*g*xhat over the set. (Batch norm gets these from norm_backward_params.)
-__kernel void norm_backward_sums(__global const float *x, uint xo, uint xs,
-                                 __global const float *dy, uint dyo, uint dys,
-                                 __global const float *gamma, uint go, __global const float *beta, uint bo,
-                                 __global float *ws, uint wso,
-                                 uint batch, uint channels, uint plane, uint groups, uint relu) {
-    __local float scratch[RED];
-    const uint s = get_group_id(0), lid = get_local_id(0);
-    const uint sets = batch * groups, count = (channels / groups) * plane;
-    const float mean = ws[wso + s], invstd = ws[wso + sets + s];
-    float s1 = 0.0f, s2 = 0.0f;
-    for (uint k = lid; k < count; k += RED) {
-        uint n, j;
-        element_of(s, k, batch, channels, plane, groups, &n, &j);
-        const uint c = j / plane;
-        float g, xhat;
-        grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), mean, invstd, gamma[go + c], beta[bo + c],
-                      relu, &g, &xhat);
-        s1 += g * gamma[go + c];
-        s2 += g * gamma[go + c] * xhat;
-    }
-    s1 = group_sum(s1, scratch);
-    s2 = group_sum(s2, scratch);
-    if (lid == 0) {
-        ws[wso + 2 * sets + s] = s1;
-        ws[wso + 3 * sets + s] = s2;
+                         uint from_running, float eps, uint relu, uint tiles) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * channels * tiles) {
+        const uint row = item / tiles;
+        const uint n = row / channels, c = row % channels, s = stat_of(n, c, channels, groups);
+        uint r0, r1, q0, q1;
+        part_range(item % tiles, 1, plane, 1, tiles, &r0, &r1, &q0, &q1);
+        const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
+        const float m = mean[mo + s], scale = invstd * gamma[go + c], b = beta[bo + c];
+        __global const float *src = x + AT(xo, xs, n, c * plane + q0);
+        __global float *dst = y + AT(yo, ys, n, c * plane + q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = PRE_RELU(VLOAD(src + v * VEC) - m, (floatv)scale, (floatv)b);
+            if (relu) t = RELU_V(t);
+            VSTORE(t, dst + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+            const float t = PRE_RELU(src[q] - m, scale, b);
+            dst[q] = relu ? RELU(t) : t;
+        }
     }
 }
 
-// Work-group (c, p) covers part p of channel c's samples and pixels: the sums of g * xhat and
-// of g, written to the workspace's partial area.
+// Work item (c, part), over channel c's rows (one per sample): the sums of g and of
+// g * (x - mean), g the upstream gradient masked by the fused ReLU (recomputed from x), times
+// invstd: the sums of g and g * xhat. Group norm's parts never span rows (rpp == 1), since
+// each row has its own statistics; norm_group_sums then needs the per-row sums.
 __kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
                                   __global const float *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global float *ws, uint wso,
-                                  uint batch, uint channels, uint plane, uint groups, uint relu, uint parts) {
-    __local float scratch[RED];
-    const uint wg = get_group_id(0), c = wg / parts, part = wg % parts, lid = get_local_id(0);
-    const uint sets = groups == 0 ? channels : batch * groups, count = batch * plane;
-    const uint len = (count + parts - 1) / parts, k0 = part * len, k1 = min(count, k0 + len);
-    float sg = 0.0f, sgx = 0.0f;
-    for (uint k = k0 + lid; k < k1; k += RED) {
-        const uint n = k / plane, j = c * plane + k % plane;
-        const uint s = stat_of(n, c, channels, groups);
-        float g, xhat;
-        grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), ws[wso + s], ws[wso + sets + s],
-                      gamma[go + c], beta[bo + c], relu, &g, &xhat);
-        sg += g;
-        sgx += g * xhat;
-    }
-    sg = group_sum(sg, scratch);
-    sgx = group_sum(sgx, scratch);
-    if (lid == 0) {
-        __global float *out = ws + wso + 4 * sets + 2 * wg;
-        out[0] = sgx; out[1] = sg;
+                                  uint batch, uint channels, uint plane, uint groups, uint relu,
+                                  uint rpp, uint cpr, uint parts) {
+    __local float scratch[NL];
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, channels * parts) {
+        const uint c = item / parts, sets = groups == 0 ? channels : batch * groups;
+        uint r0, r1, q0, q1;
+        part_range(item % parts, batch, plane, rpp, cpr, &r0, &r1, &q0, &q1);
+        const uint s = stat_of(r0, c, channels, groups);
+        const float m = ws[wso + s], invstd = ws[wso + sets + s], g0 = gamma[go + c], b = beta[bo + c];
+        const float scale = invstd * g0;
+        const uint full = (q1 - q0) / VEC;
+        floatv ag = 0.0f, agd = 0.0f;
+        float tg = 0.0f, tgd = 0.0f;
+        for (uint r = r0; r < r1; ++r) {
+            __global const float *xr = x + AT(xo, xs, r, c * plane + q0);
+            __global const float *dr = dy + AT(dyo, dys, r, c * plane + q0);
+            for (uint v = lane; v < full; v += NL) {
+                const floatv d = VLOAD(xr + v * VEC) - m;
+                floatv g = VLOAD(dr + v * VEC);
+                if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
+                ag += g;
+                agd += g * d;
+            }
+            for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+                const float d = xr[q] - m;
+                const float g = relu && PRE_RELU(d, scale, b) <= 0.0f ? 0.0f : dr[q];
+                tg += g;
+                tgd += g * d;
+            }
+        }
+        const float sg = lanes_sum(hsum(ag) + tg, scratch), sgd = lanes_sum(hsum(agd) + tgd, scratch);
+        if (lane == 0) {
+            __global float *out = ws + wso + 4 * sets + 2 * item;
+            out[0] = sgd * invstd;
+            out[1] = sg;
+        }
     }
 }
 
@@ -206,24 +228,62 @@ __kernel void norm_params_finish(__global const float *gamma, uint go, __global 
     }
 }
 
-// dx = invstd * (gamma*g - sum1/M - xhat * sum2/M), M the size of the statistics set.
+// Group norm, one work item per set (n, g): sum1 = sum of gamma*g, sum2 = sum of gamma*g*xhat
+// over the set, from norm_params_partial's per-row sums (cpr parts per row).
+__kernel void norm_group_sums(__global const float *gamma, uint go, __global float *ws, uint wso,
+                              uint batch, uint channels, uint groups, uint cpr) {
+    const uint s = get_global_id(0), sets = batch * groups;
+    if (s >= sets) return;
+    const uint n = s / groups, per = channels / groups, parts = batch * cpr;
+    float s1 = 0.0f, s2 = 0.0f;
+    for (uint c = (s % groups) * per; c < (s % groups + 1) * per; ++c) {
+        __global const float *part = ws + wso + 4 * sets + 2 * (c * parts + n * cpr);
+        float sgx = 0.0f, sg = 0.0f;
+        for (uint p = 0; p < cpr; ++p) { sgx += part[2 * p]; sg += part[2 * p + 1]; }
+        s1 += gamma[go + c] * sg;
+        s2 += gamma[go + c] * sgx;
+    }
+    ws[wso + 2 * sets + s] = s1;
+    ws[wso + 3 * sets + s] = s2;
+}
+
+// Work item (row, tile): dx = invstd * (gamma*g - sum1/M - xhat * sum2/M), M the size of the
+// statistics set.
 __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
                                   __global const float *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global const float *ws, uint wso,
                                   __global float *dx, uint dxo, uint dxs,
                                   uint batch, uint channels, uint plane, uint groups,
-                                  uint relu, uint accumulate) {
-    const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
-    if (p >= plane || c >= channels || n >= batch) return;
-    const uint j = c * plane + p;
-    const uint s = stat_of(n, c, channels, groups);
-    const uint sets = groups == 0 ? channels : batch * groups;
-    const float m = groups == 0 ? (float)(batch * plane) : (float)((channels / groups) * plane);
-    const float invstd = ws[wso + sets + s];
-    float g, xhat;
-    grad_and_xhat(x, AT(xo, xs, n, j), dy, AT(dyo, dys, n, j), ws[wso + s], invstd, gamma[go + c], beta[bo + c],
-                  relu, &g, &xhat);
-    const float v = invstd * (gamma[go + c] * g - ws[wso + 2 * sets + s] / m - xhat * ws[wso + 3 * sets + s] / m);
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), v, accumulate);
+                                  uint relu, uint accumulate, uint tiles) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * channels * tiles) {
+        const uint row = item / tiles;
+        const uint n = row / channels, c = row % channels, s = stat_of(n, c, channels, groups);
+        const uint sets = groups == 0 ? channels : batch * groups;
+        uint r0, r1, q0, q1;
+        part_range(item % tiles, 1, plane, 1, tiles, &r0, &r1, &q0, &q1);
+        const float count = groups == 0 ? (float)(batch * plane) : (float)((channels / groups) * plane);
+        const float m = ws[wso + s], invstd = ws[wso + sets + s], g0 = gamma[go + c], b = beta[bo + c];
+        // dx = a * g - e - f * (x - mean)
+        const float scale = invstd * g0, e = invstd * (ws[wso + 2 * sets + s] / count);
+        const float f = invstd * invstd * (ws[wso + 3 * sets + s] / count);
+        __global const float *xr = x + AT(xo, xs, n, c * plane + q0);
+        __global const float *dr = dy + AT(dyo, dys, n, c * plane + q0);
+        __global float *out = dx + AT(dxo, dxs, n, c * plane + q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            const floatv d = VLOAD(xr + v * VEC) - m;
+            floatv g = VLOAD(dr + v * VEC);
+            if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
+            floatv t = scale * g - e - f * d;
+            if (accumulate) t += VLOAD(out + v * VEC);
+            VSTORE(t, out + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+            const float d = xr[q] - m;
+            const float g = relu && PRE_RELU(d, scale, b) <= 0.0f ? 0.0f : dr[q];
+            STORE_GRAD(out, q, scale * g - e - f * d, accumulate);
+        }
+    }
 }

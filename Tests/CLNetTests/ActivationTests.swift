@@ -46,23 +46,24 @@ struct ActivationTests {
         try expectClose(q, dst, dslope, backwardBound, "dslope")
     }
 
-    @Test(arguments: [Float(0.1), 0.5])
-    func dropout(p: Float) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("dropout \(p)")
-        let shape: Shape = [3, 7, 9, 5]
-        let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
-        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
-        let y = Reference.dropout(x, p: p, seed: seed)
-        let dropped = Double(y.filter { $0 == 0 }.count) / Double(y.count)
-        #expect(abs(dropped - Double(p)) < 0.05, "dropped \(dropped), expected about \(p)")
-        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
-        try Dropout.forward(q, x: xt, y: yt, p: p, seed: seed)
-        try expectClose(q, yt, y, forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape), dxt = try poisonedTensor(q, shape, strided: true)
-        try Dropout.backward(q, dy: dyt, dx: dxt, p: p, seed: seed)
-        try expectClose(q, dxt, Reference.dropoutBackward(dy: dy, p: p, seed: seed), backwardBound, "backward")
-        #expect(throws: CLNetError.self) { try Dropout.forward(q, x: xt, y: yt, p: 1, seed: seed) }
+    // The second shape's samples are two tiles of the kernel's walk.
+    @Test(arguments: [Float(0.1), 0.5], [Shape([3, 7, 9, 5]), [2, 3, 60, 50]])
+    func dropout(p: Float, shape: Shape) throws {
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("dropout \(p) \(shape)")
+            let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+            let y = Reference.dropout(x, p: p, seed: seed)
+            let dropped = Double(y.filter { $0 == 0 }.count) / Double(y.count)
+            #expect(abs(dropped - Double(p)) < 0.05, "dropped \(dropped), expected about \(p)")
+            let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
+            try Dropout.forward(q, x: xt, y: yt, p: p, seed: seed)
+            try expectClose(q, yt, y, forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape), dxt = try poisonedTensor(q, shape, strided: true)
+            try Dropout.backward(q, dy: dyt, dx: dxt, p: p, seed: seed)
+            try expectClose(q, dxt, Reference.dropoutBackward(dy: dy, p: p, seed: seed), backwardBound, "backward")
+            #expect(throws: CLNetError.self) { try Dropout.forward(q, x: xt, y: yt, p: 1, seed: seed) }
+        }
     }
 
     @Test(arguments: elementwiseShapes)

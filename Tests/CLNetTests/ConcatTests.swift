@@ -5,21 +5,22 @@ import Testing
 struct ConcatTests {
     @Test(arguments: [[1, 2, 3], [5], [4, 4, 1, 7]], [1, 3])
     func concat(channels: [Int], batch: Int) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("concat \(channels) batch \(batch)")
-        let shapes = channels.map { Shape([batch, $0, 5, 3]) }
-        let xs = shapes.map { randomDoubles($0.count, using: &rng) }
-        let out = try Concat.outputShape(shapes)
-        let dy = randomDoubles(out.count, using: &rng)
-        let inputs = try zip(xs, shapes).map { try deviceTensor(q, $0, $1, strided: true) }
-        let yt = try poisonedTensor(q, out, strided: true)
-        try Concat.forward(q, inputs: inputs, y: yt)
-        try expectClose(q, yt, Reference.concat(xs, shapes: shapes), forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, out)
-        let dxs = try shapes.map { try poisonedTensor(q, $0) }
-        try Concat.backward(q, dy: dyt, dxs: dxs, channels: channels)
-        for (i, want) in Reference.concatBackward(dy: dy, shapes: shapes).enumerated() {
-            try expectClose(q, dxs[i], want, backwardBound, "dx \(i)")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("concat \(channels) batch \(batch)")
+            let shapes = channels.map { Shape([batch, $0, 5, 3]) }
+            let xs = shapes.map { randomDoubles($0.count, using: &rng) }
+            let out = try Concat.outputShape(shapes)
+            let dy = randomDoubles(out.count, using: &rng)
+            let inputs = try zip(xs, shapes).map { try deviceTensor(q, $0, $1, strided: true) }
+            let yt = try poisonedTensor(q, out, strided: true)
+            try Concat.forward(q, inputs: inputs, y: yt)
+            try expectClose(q, yt, Reference.concat(xs, shapes: shapes), forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, out)
+            let dxs = try shapes.map { try poisonedTensor(q, $0) }
+            try Concat.backward(q, dy: dyt, dxs: dxs, channels: channels)
+            for (i, want) in Reference.concatBackward(dy: dy, shapes: shapes).enumerated() {
+                try expectClose(q, dxs[i], want, backwardBound, "dx \(i)")
+            }
         }
     }
 

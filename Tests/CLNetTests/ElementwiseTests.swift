@@ -24,25 +24,26 @@ struct ElementwiseTests {
 
     @Test(arguments: elementwiseShapes)
     func channelScale(shape: Shape) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("channelScale \(shape)")
-        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
-        let s = randomDoubles(shape.n * shape.c, using: &rng, in: 0...1)
-        let (dx, ds) = Reference.channelScaleBackward(x, shape: shape, scale: s, dy: dy)
-        let xt = try deviceTensor(q, x, shape, strided: true), st = try deviceTensor(q, s, [shape.n, shape.c])
-        let yt = try poisonedTensor(q, shape, strided: true)
-        try ChannelScale.forward(q, x: xt, scale: st, y: yt)
-        try expectClose(q, yt, Reference.channelScale(x, shape: shape, scale: s), forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape)
-        let dxt = try poisonedTensor(q, shape), dst = try poisonedTensor(q, [shape.n, shape.c])
-        try ChannelScale.backward(q, x: xt, scale: st, dy: dyt, dx: dxt, dscale: dst)
-        try expectClose(q, dxt, dx, backwardBound, "dx")
-        try expectClose(q, dst, ds, backwardBound, "dscale")
-        // Accumulating into the scale gradient.
-        let prior = randomDoubles(shape.n * shape.c, using: &rng)
-        let acc = try deviceTensor(q, prior, [shape.n, shape.c])
-        try ChannelScale.backward(q, x: xt, scale: st, dy: dyt, dx: nil, dscale: acc, accumulate: true)
-        try expectClose(q, acc, zip(prior, ds).map(+), backwardBound, "accumulated dscale")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("channelScale \(shape)")
+            let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+            let s = randomDoubles(shape.n * shape.c, using: &rng, in: 0...1)
+            let (dx, ds) = Reference.channelScaleBackward(x, shape: shape, scale: s, dy: dy)
+            let xt = try deviceTensor(q, x, shape, strided: true), st = try deviceTensor(q, s, [shape.n, shape.c])
+            let yt = try poisonedTensor(q, shape, strided: true)
+            try ChannelScale.forward(q, x: xt, scale: st, y: yt)
+            try expectClose(q, yt, Reference.channelScale(x, shape: shape, scale: s), forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape)
+            let dxt = try poisonedTensor(q, shape), dst = try poisonedTensor(q, [shape.n, shape.c])
+            try ChannelScale.backward(q, x: xt, scale: st, dy: dyt, dx: dxt, dscale: dst)
+            try expectClose(q, dxt, dx, backwardBound, "dx")
+            try expectClose(q, dst, ds, backwardBound, "dscale")
+            // Accumulating into the scale gradient.
+            let prior = randomDoubles(shape.n * shape.c, using: &rng)
+            let acc = try deviceTensor(q, prior, [shape.n, shape.c])
+            try ChannelScale.backward(q, x: xt, scale: st, dy: dyt, dx: nil, dscale: acc, accumulate: true)
+            try expectClose(q, acc, zip(prior, ds).map(+), backwardBound, "accumulated dscale")
+        }
     }
 
     @Test(arguments: [([2, 4, 8, 8], 8, 2), ([1, 3, 7, 5], 5, 2), ([3, 16, 4, 4], 16, 1), ([2, 2, 5, 5], 6, 3)] as [(Shape, Int, Int)])

@@ -6,63 +6,67 @@ struct NormTests {
     // Not two values per channel: there the input gradient is exactly zero up to eps, and a
     // relative error against zero measures only rounding.
     static let shapes: [Shape] = [[1, 3, 5, 7], [3, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3], [8, 32, 7, 7],
-                                  [5, 3, 48, 41]]  // the last splits each reduction into parts
+                                  // Split reductions: parts of 3 whole rows, then 2 slices of each row
+                                  // (and 2 tiles of each row in the element-wise passes).
+                                  [5, 3, 48, 41], [2, 3, 90, 100]]
 
     @Test(arguments: shapes, [false, true])
     func batchNormTraining(shape: Shape, relu: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("batchNorm \(shape) relu \(relu)")
-        let c = shape.c
-        let x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
-        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
-        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
-        let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                               runningVar: rv, relu: relu)
-        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("batchNorm \(shape) relu \(relu)")
+            let c = shape.c
+            let x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
+            let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+            let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+            let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                   runningVar: rv, relu: relu)
+            let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
 
-        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
-        let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
-        let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
-        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
-        try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
-                                      workspace: ws, relu: relu)
-        try expectClose(q, yt, want.y, forwardBound, "y")
-        try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
-        try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
+            let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
+            let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+            let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
+            let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
+            try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
+                                          workspace: ws, relu: relu)
+            try expectClose(q, yt, want.y, forwardBound, "y")
+            try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
+            try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
 
-        let dyt = try deviceTensor(q, dy, shape)
-        let dxt = try poisonedTensor(q, shape, strided: true)
-        let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
-        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
-                               dbeta: dbt, relu: relu)
-        try expectClose(q, dxt, grads.dx, backwardBound, "dx")
-        try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
-        try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+            let dyt = try deviceTensor(q, dy, shape)
+            let dxt = try poisonedTensor(q, shape, strided: true)
+            let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
+                                   dbeta: dbt, relu: relu)
+            try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+            try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+            try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
 
-        // Input gradient alone, accumulated into what is there.
-        let prior = randomDoubles(shape.count, using: &rng)
-        let acc = try deviceTensor(q, prior, shape)
-        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: acc, dgamma: nil,
-                               dbeta: nil, relu: relu, accumulate: true)
-        try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx")
+            // Input gradient alone, accumulated into what is there.
+            let prior = randomDoubles(shape.count, using: &rng)
+            let acc = try deviceTensor(q, prior, shape)
+            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: acc, dgamma: nil,
+                                   dbeta: nil, relu: relu, accumulate: true)
+            try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx")
+        }
     }
 
     @Test(arguments: shapes)
     func batchNormInference(shape: Shape) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("batchNorm inference \(shape)")
-        let c = shape.c
-        let x = randomDoubles(shape.count, using: &rng)
-        let gamma = randomDoubles(c, using: &rng), beta = randomDoubles(c, using: &rng)
-        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.1...2)
-        for relu in [false, true] {
-            let want = Reference.batchNormInference(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                                    runningVar: rv, relu: relu)
-            let xt = try deviceTensor(q, x, shape), yt = try poisonedTensor(q, shape, strided: true)
-            try BatchNorm.forwardInference(q, x: xt, gamma: try deviceTensor(q, gamma, [c]),
-                                           beta: try deviceTensor(q, beta, [c]), runningMean: try deviceTensor(q, rm, [c]),
-                                           runningVar: try deviceTensor(q, rv, [c]), y: yt, relu: relu)
-            try expectClose(q, yt, want, forwardBound, "inference relu \(relu)")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("batchNorm inference \(shape)")
+            let c = shape.c
+            let x = randomDoubles(shape.count, using: &rng)
+            let gamma = randomDoubles(c, using: &rng), beta = randomDoubles(c, using: &rng)
+            let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.1...2)
+            for relu in [false, true] {
+                let want = Reference.batchNormInference(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                        runningVar: rv, relu: relu)
+                let xt = try deviceTensor(q, x, shape), yt = try poisonedTensor(q, shape, strided: true)
+                try BatchNorm.forwardInference(q, x: xt, gamma: try deviceTensor(q, gamma, [c]),
+                                               beta: try deviceTensor(q, beta, [c]), runningMean: try deviceTensor(q, rm, [c]),
+                                               runningVar: try deviceTensor(q, rv, [c]), y: yt, relu: relu)
+                try expectClose(q, yt, want, forwardBound, "inference relu \(relu)")
+            }
         }
     }
 
@@ -76,27 +80,29 @@ struct NormTests {
         GroupCase(shape: [1, 6, 5, 7], groups: 1), GroupCase(shape: [2, 6, 3, 3], groups: 2),
         GroupCase(shape: [3, 5, 4, 3], groups: 5), GroupCase(shape: [2, 64, 3, 3], groups: 32),
         GroupCase(shape: [1, 12, 1, 1], groups: 3), GroupCase(shape: [2, 4, 64, 65], groups: 2),
+        GroupCase(shape: [1, 4, 90, 100], groups: 2),  // parameter sums in 2 slices of each row
     ], [false, true])
     func groupNorm(_ t: GroupCase, relu: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("groupNorm \(t.testDescription)")
-        let shape = t.shape, c = shape.c
-        let x = randomDoubles(shape.count, using: &rng, in: -1...2), dy = randomDoubles(shape.count, using: &rng)
-        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
-        let y = Reference.groupNorm(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, relu: relu)
-        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, dy: dy, relu: relu)
-        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
-        let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
-        let ws = try poisonedTensor(q, [GroupNorm.workspaceCount(shape, groups: t.groups)])
-        try GroupNorm.forward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, y: yt, workspace: ws, relu: relu)
-        try expectClose(q, yt, y, forwardBound, "y")
-        let dyt = try deviceTensor(q, dy, shape, strided: true), dxt = try poisonedTensor(q, shape)
-        let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
-        try GroupNorm.backward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, workspace: ws, dy: dyt, dx: dxt,
-                               dgamma: dgt, dbeta: dbt, relu: relu)
-        try expectClose(q, dxt, grads.dx, backwardBound, "dx")
-        try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
-        try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("groupNorm \(t.testDescription)")
+            let shape = t.shape, c = shape.c
+            let x = randomDoubles(shape.count, using: &rng, in: -1...2), dy = randomDoubles(shape.count, using: &rng)
+            let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+            let y = Reference.groupNorm(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, relu: relu)
+            let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, dy: dy, relu: relu)
+            let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
+            let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+            let ws = try poisonedTensor(q, [GroupNorm.workspaceCount(shape, groups: t.groups)])
+            try GroupNorm.forward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, y: yt, workspace: ws, relu: relu)
+            try expectClose(q, yt, y, forwardBound, "y")
+            let dyt = try deviceTensor(q, dy, shape, strided: true), dxt = try poisonedTensor(q, shape)
+            let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+            try GroupNorm.backward(q, x: xt, gamma: gt, beta: bt, groups: t.groups, workspace: ws, dy: dyt, dx: dxt,
+                                   dgamma: dgt, dbeta: dbt, relu: relu)
+            try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+            try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+            try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+        }
     }
 
     @Test(arguments: [0, 1, 2, 3])

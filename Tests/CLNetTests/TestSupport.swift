@@ -7,6 +7,16 @@ import Testing
 enum Shared {
     private static let made = Result { () throws(CLNetError) -> Context in try Context() }
     static func context() throws -> Context { try made.get() }
+
+    /// The same device with the GPUs' layout of the memory-bound kernels (64 lanes a run, with
+    /// their local-memory reductions), so that a CPU checks it too.
+    private static let gpuLayout = Result { () throws(CLNetError) -> Context in try Context(lanes: 64) }
+
+    /// A queue on each layout of the memory-bound kernels: the device's own, and 64 lanes.
+    static func queuesForEachLayout() throws -> [CommandQueue] {
+        let own = try context()
+        return own.laneCount == 64 ? [try own.makeQueue()] : [try own.makeQueue(), try gpuLayout.get().makeQueue()]
+    }
 }
 
 /// ‖a − b‖ / ‖b‖ in Double; infinity when sizes differ or anything is NaN, so NaN never passes.
@@ -97,6 +107,7 @@ func expectClose(_ q: CommandQueue, _ t: Tensor, _ want: [Double], _ bound: Doub
                  sourceLocation: SourceLocation = #_sourceLocation) throws {
     let got = try q.read(t)
     let error = relativeError(got, want)
+    let what = q.context.laneCount == 1 ? what : "\(what) (\(q.context.laneCount) lanes)"
     #expect(error <= bound, "\(what): relative error \(error) > \(bound)", sourceLocation: sourceLocation)
     guard !t.isDense else { return }
     let all: [Float] = try q.read(t.buffer)

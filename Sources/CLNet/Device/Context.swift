@@ -22,6 +22,10 @@ public final class Context: @unchecked Sendable {
     public let live = LiveObjects()
     /// OpenCL calls made to fail on purpose (`CLNET_FAULT`), for testing failure paths.
     public let faults: FaultInjection
+    /// Work items that share one contiguous run in the memory-bound kernels (NL in Common.cl):
+    /// 1 on a CPU, where a work item streams its run alone, 64 elsewhere, where interleaved lanes
+    /// make a GPU's loads coalesce.
+    public let laneCount: Int
     // Held while a program builds, so that two threads asking for the same program build it once.
     private let programs = Mutex<[ProgramKey: Program]>([:])
 
@@ -35,10 +39,19 @@ public final class Context: @unchecked Sendable {
         case custom(ProgramDiskCache)
     }
 
-    /// Creates a context on `device` (by default `Device.default`).
-    public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic) throws(CLNetError) {
+    /// Creates a context on `device` (by default `Device.default`). `lanes` overrides
+    /// `laneCount` with a power of two the device's work-groups hold: the tests run the GPUs'
+    /// layout on a CPU with it.
+    public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic, lanes: Int? = nil) throws(CLNetError) {
         let device = if let device { device } else { try Device.default }
         self.device = device
+        let limit = min(256, device.info.maxWorkGroupSize)
+        if let lanes {
+            guard lanes > 0, lanes & (lanes - 1) == 0, lanes <= limit else {
+                throw .invalidArgument("lanes must be a power of two up to \(limit) on \(device.info.name), not \(lanes)")
+            }
+        }
+        laneCount = lanes ?? (device.info.type == "CPU" ? 1 : min(64, limit))
         faults = try FaultInjection(spec: ProcessInfo.processInfo.environment["CLNET_FAULT"] ?? "")
         var id: cl_device_id? = device.id
         var status: cl_int = 0

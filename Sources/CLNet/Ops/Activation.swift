@@ -81,9 +81,7 @@ public enum Dropout {
                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check(p)
         try checkSameShape("Dropout", ["x": x.shape, "y": y.shape])
-        return try q.launch(.activation, "dropout_forward", x.arguments + y.arguments +
-                            [.count(x.shape.sampleCount), .count(x.shape.count), .float(p), .uint(seed)],
-                            total: x.shape.count, waitFor: waitFor)
+        return try apply(q, x, y, p: p, seed: seed, accumulate: false, waitFor: waitFor)
     }
 
     @discardableResult
@@ -91,9 +89,16 @@ public enum Dropout {
                                 accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check(p)
         try checkSameShape("Dropout backward", ["dy": dy.shape, "dx": dx.shape])
-        return try q.launch(.activation, "dropout_backward", dy.arguments + dx.arguments +
-                            [.count(dy.shape.sampleCount), .count(dy.shape.count), .float(p), .uint(seed), .flag(accumulate)],
-                            total: dy.shape.count, waitFor: waitFor)
+        return try apply(q, dy, dx, p: p, seed: seed, accumulate: accumulate, waitFor: waitFor)
+    }
+
+    /// The forward and the backward are the same product: by the mask scaled by 1 / (1 - p).
+    static func apply(_ q: CommandQueue, _ x: Tensor, _ y: Tensor, p: Float, seed: UInt32, accumulate: Bool,
+                      waitFor: [Event]) throws(CLNetError) -> Event {
+        let sample = x.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.activation, "dropout_apply", x.arguments + y.arguments +
+                                [.count(sample), .count(x.shape.n), .count(tiles), .float(p), .uint(seed), .flag(accumulate)],
+                                items: x.shape.n * tiles, waitFor: waitFor)
     }
 
     /// The keep decision for dense element `index`: the same hash the kernels use.

@@ -60,8 +60,9 @@ extension CommandQueue {
     @discardableResult
     public func copy(from src: Tensor, to dst: Tensor, accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("tensor copy", ["source": src.shape, "destination": dst.shape])
-        return try launch(.concat, "copy_view", src.arguments + dst.arguments +
-                          [.count(src.shape.sampleCount), .count(src.shape.count), .flag(accumulate)],
-                          total: src.shape.count, waitFor: waitFor)
+        let sample = src.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try launchRuns(.concat, "copy_view", src.arguments + dst.arguments +
+                              [.count(sample), .count(src.shape.n), .count(tiles), .flag(accumulate)],
+                              items: src.shape.n * tiles, waitFor: waitFor)
     }
 }

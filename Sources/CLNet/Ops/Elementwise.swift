@@ -39,9 +39,16 @@ public enum ChannelScale {
                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check("ChannelScale", x.shape, scale)
         try checkSameShape("ChannelScale", ["x": x.shape, "y": y.shape])
-        return try q.launch(.elementwise, "channel_scale_forward", x.arguments + scale.vectorArguments + y.arguments +
-                            [.count(x.shape.c), .count(x.shape.h * x.shape.w), .count(x.shape.count)],
-                            total: x.shape.count, waitFor: waitFor)
+        return try apply(q, x, scale, y, accumulate: false, waitFor: waitFor)
+    }
+
+    /// y = x * s per channel; the input gradient is the same product of dy.
+    static func apply(_ q: CommandQueue, _ x: Tensor, _ scale: Tensor, _ y: Tensor, accumulate: Bool,
+                      waitFor: [Event]) throws(CLNetError) -> Event {
+        let plane = x.shape.h * x.shape.w, tiles = CommandQueue.tiles(plane)
+        return try q.launchRuns(.elementwise, "channel_scale_apply", x.arguments + scale.vectorArguments + y.arguments +
+                                [.count(x.shape.n), .count(x.shape.c), .count(plane), .count(tiles), .flag(accumulate)],
+                                items: x.shape.n * x.shape.c * tiles, waitFor: waitFor)
     }
 
     @discardableResult
@@ -53,15 +60,13 @@ public enum ChannelScale {
         var events: [Event] = []
         if let dx {
             try checkSameShape("ChannelScale backward", ["x": x.shape, "dx": dx.shape])
-            events.append(try q.launch(.elementwise, "channel_scale_backward_input", dy.arguments + scale.vectorArguments +
-                                       dx.arguments + [.count(x.shape.c), .count(plane), .count(x.shape.count),
-                                       .flag(accumulate)], total: x.shape.count, waitFor: waitFor))
+            events.append(try apply(q, dy, scale, dx, accumulate: accumulate, waitFor: waitFor))
         }
         if let dscale {
             try check("ChannelScale backward", x.shape, dscale)
-            events.append(try q.reduce(.elementwise, "channel_scale_backward_scale", x.arguments + dy.arguments +
-                                       dscale.vectorArguments + [.count(x.shape.c), .count(plane), .flag(accumulate)],
-                                       groups: x.shape.n * x.shape.c, waitFor: waitFor))
+            events.append(try q.launchRuns(.elementwise, "channel_scale_backward_scale", x.arguments + dy.arguments +
+                                           dscale.vectorArguments + [.count(x.shape.n), .count(x.shape.c), .count(plane),
+                                           .flag(accumulate)], items: x.shape.n * x.shape.c, waitFor: waitFor))
         }
         return events
     }

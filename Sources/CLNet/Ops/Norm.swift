@@ -138,16 +138,41 @@ enum NormKernels {
 
     static func sets(_ x: Shape, _ groups: Int) -> Int { groups == 0 ? x.c : x.n * groups }
 
-    /// Parts each reduction over `count` elements is split into (see Norm.cl).
-    static func parts(_ count: Int) -> Int { max(1, min(64, count / 4096)) }
-    static func statParts(_ x: Shape, _ groups: Int) -> Int {
-        parts(groups == 0 ? x.n * x.h * x.w : x.c / max(groups, 1) * x.h * x.w)
+    /// How a reduction over a set's `rows` runs of `length` floats is split into parts (see
+    /// Norm.cl): about 4,096 floats a part, at most 64 parts, whole rows where there are enough.
+    struct Split {
+        var rowsPerPart: Int, slicesPerRow: Int, parts: Int
+
+        /// `perRow`: no part spans two rows (group norm's parameter sums, whose rows have their
+        /// own statistics).
+        init(rows: Int, length: Int, perRow: Bool = false) {
+            let target = max(1, min(64, rows * length / 4096))
+            if target <= rows && !perRow {
+                rowsPerPart = (rows + target - 1) / target
+                slicesPerRow = 1
+                parts = (rows + rowsPerPart - 1) / rowsPerPart
+            } else {
+                rowsPerPart = 1
+                slicesPerRow = max(1, min(length, (target + rows - 1) / rows))
+                parts = rows * slicesPerRow
+            }
+        }
+
+        var arguments: [KernelArgument] {
+            get throws(CLNetError) { [try .count(rowsPerPart), try .count(slicesPerRow), try .count(parts)] }
+        }
     }
-    static func paramParts(_ x: Shape) -> Int { parts(x.n * x.h * x.w) }
+
+    /// Batch norm's sets are `n` rows of a plane; group norm's one run of its channels' planes.
+    static func statSplit(_ x: Shape, _ groups: Int) -> Split {
+        groups == 0 ? Split(rows: x.n, length: x.h * x.w) : Split(rows: 1, length: x.c / max(groups, 1) * x.h * x.w)
+    }
+    static func paramSplit(_ x: Shape, _ groups: Int) -> Split { Split(rows: x.n, length: x.h * x.w, perRow: groups != 0) }
+    static func tiles(_ x: Shape) -> Int { CommandQueue.tiles(x.h * x.w) }
 
     static func workspaceCount(_ x: Shape, groups: Int) -> Int {
         let s = sets(x, groups)
-        return 4 * s + max(3 * s * statParts(x, groups), 2 * x.c * paramParts(x))
+        return 4 * s + max(3 * s * statSplit(x, groups).parts, 2 * x.c * paramSplit(x, groups).parts)
     }
 
     static func checkWorkspace(_ op: String, _ t: Tensor, _ x: Shape, groups: Int) throws(CLNetError) {
@@ -170,21 +195,22 @@ enum NormKernels {
     static func stats(_ q: CommandQueue, x: Tensor, workspace: Tensor, running: (Tensor, Tensor)?, groups: Int,
                       eps: Float, momentum: Float, waitFor: [Event]) throws(CLNetError) -> Event {
         let (rm, rv) = running ?? (workspace, workspace)
-        let s = sets(x.shape, groups), p = statParts(x.shape, groups)
-        _ = try q.reduce(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
-                         [.count(p)], groups: s * p, waitFor: waitFor)
+        let s = sets(x.shape, groups), split = statSplit(x.shape, groups)
+        _ = try q.launchRuns(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
+                             split.arguments, items: s * split.parts, waitFor: waitFor)
         return try q.launch(.norm, "norm_stats_finish", workspace.vectorArguments + rm.vectorArguments + rv.vectorArguments +
-                            [.count(s), .count(p), .float(eps), .float(momentum), .flag(running != nil)],
+                            [.count(s), .count(split.parts), .float(eps), .float(momentum), .flag(running != nil)],
                             total: s, waitFor: [])
     }
 
     static func apply(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, second: Tensor,
                       fromRunning: Bool, y: Tensor, groups: Int, eps: Float, relu: Bool,
                       waitFor: [Event]) throws(CLNetError) -> Event {
-        try q.launchPlanes(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
-                           mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
-                           [.flag(fromRunning), .float(eps), .flag(relu)],
-                           plane: x.shape.h * x.shape.w, channels: x.shape.c, batch: x.shape.n, waitFor: waitFor)
+        let tiles = tiles(x.shape)
+        return try q.launchRuns(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
+                                mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
+                                [.flag(fromRunning), .float(eps), .flag(relu), .count(tiles)],
+                                items: x.shape.n * x.shape.c * tiles, waitFor: waitFor)
     }
 
     static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
@@ -204,15 +230,17 @@ enum NormKernels {
         if let dx { try checkSameShape(op, ["x": x.shape, "dx": dx.shape]) }
         let common = try x.arguments + dy.arguments + gamma.vectorArguments + beta.vectorArguments + workspace.vectorArguments
         var last: [Event] = waitFor
-        // Batch norm's input gradient needs the per-channel sums that the parameter pass makes.
-        if dgamma != nil || (groups == 0 && dx != nil) {
-            let dg = dgamma ?? workspace, db = dbeta ?? workspace, p = paramParts(x.shape)
-            _ = try q.reduce(.norm, "norm_params_partial", common + geometry(x, groups) + [.flag(relu), .count(p)],
-                             groups: x.shape.c * p, waitFor: waitFor)
+        // The input gradient needs sums that the parameter pass makes: per channel for batch
+        // norm, per row for group norm's sets.
+        let split = paramSplit(x.shape, groups)
+        _ = try q.launchRuns(.norm, "norm_params_partial", common + geometry(x, groups) + [.flag(relu)] + split.arguments,
+                             items: x.shape.c * split.parts, waitFor: waitFor)
+        if dgamma != nil || groups == 0 {
+            let dg = dgamma ?? workspace, db = dbeta ?? workspace
             last = [try q.launch(.norm, "norm_params_finish", gamma.vectorArguments + workspace.vectorArguments +
                                  dg.vectorArguments + db.vectorArguments +
-                                 [.count(x.shape.n), .count(x.shape.c), .count(groups), .count(p), .flag(dgamma != nil),
-                                  .flag(accumulate)], total: x.shape.c, waitFor: [])]
+                                 [.count(x.shape.n), .count(x.shape.c), .count(groups), .count(split.parts),
+                                  .flag(dgamma != nil), .flag(accumulate)], total: x.shape.c, waitFor: [])]
         }
         guard let dx else { return try q.marker(waitFor: last) }
         if let communicator, groups == 0 {
@@ -226,12 +254,14 @@ enum NormKernels {
             last = []
         }
         if groups != 0 {
-            last = [try q.reduce(.norm, "norm_backward_sums", common + geometry(x, groups) + [.flag(relu)],
-                                 groups: sets, waitFor: last)]
+            last = [try q.launch(.norm, "norm_group_sums", gamma.vectorArguments + workspace.vectorArguments +
+                                 [.count(x.shape.n), .count(x.shape.c), .count(groups), .count(split.slicesPerRow)],
+                                 total: sets, waitFor: last)]
         }
-        return try q.launchPlanes(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
-                                  [.flag(relu), .flag(accumulate)],
-                                  plane: x.shape.h * x.shape.w, channels: x.shape.c, batch: x.shape.n, waitFor: last)
+        let tiles = tiles(x.shape)
+        return try q.launchRuns(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
+                                [.flag(relu), .flag(accumulate), .count(tiles)],
+                                items: x.shape.n * x.shape.c * tiles, waitFor: last)
     }
 }
 

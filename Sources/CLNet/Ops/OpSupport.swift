@@ -8,9 +8,16 @@ extension Context {
         return size
     }
 
+    /// Floats per load of the memory-bound kernels (VEC in Common.cl): the device's preferred
+    /// width, which PoCL's vectoriser would not use on its own.
+    var loadWidth: Int {
+        let preferred = device.info.preferredFloatVectorWidth
+        return preferred >= 16 ? 16 : preferred >= 8 ? 8 : 4
+    }
+
     /// A kernel of one of CLNet's kernel files, built with the standard macros.
     func kernel(_ source: KernelSource, _ name: String) throws(CLNetError) -> Kernel {
-        try program(source, defines: ["RED": "\(reductionSize)"]).kernel(name)
+        try program(source, defines: ["RED": "\(reductionSize)", "VEC": "\(loadWidth)", "NL": "\(laneCount)"]).kernel(name)
     }
 }
 
@@ -40,6 +47,23 @@ extension CommandQueue {
         return try enqueue(try context.kernel(source, name), arguments, global: [plane, channels, batch],
                            local: [width, height, depth], waitFor: waitFor)
     }
+
+    /// Launches a memory-bound kernel over `items` runs (parts or tiles), each taken by
+    /// `Context.laneCount` lanes of one work-group, on a grid of the same size whatever `items`
+    /// is (see FOR_EACH_RUN in Common.cl): 16 work-groups per compute unit, enough to balance the
+    /// cores of a CPU and to fill a GPU's. With one lane a work-group holds eight work items, as
+    /// PoCL pays per work-group.
+    func launchRuns(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], items: Int,
+                    waitFor: [Event]) throws(CLNetError) -> Event {
+        let lanes = context.laneCount, local = lanes > 1 ? lanes : 8
+        let global = 16 * max(1, context.device.info.computeUnits) * local
+        return try enqueue(try context.kernel(source, name), arguments, global: [global], local: [local],
+                           waitFor: waitFor)
+    }
+
+    /// Tiles a contiguous run of `length` floats is cut into by the memory-bound kernels: about
+    /// 4,096 floats each, so that a few large planes still make work for every core.
+    static func tiles(_ length: Int) -> Int { max(1, length / 4096) }
 
     /// Launches a reduction kernel: `groups` work-groups of `Context.reductionSize` work items.
     func reduce(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], groups: Int,

@@ -53,8 +53,9 @@ public enum MaxPool {
         let out = try window.outputShape("MaxPool", x.shape)
         try checkSameShape("MaxPool", ["expected output": out, "y": y.shape])
         try checkIndices(indices, out)
-        return try q.launch(.pool, "maxpool_forward", x.arguments + y.arguments + [.buffer(indices)] +
-                            window.geometry(x.shape, out) + [.count(out.count)], total: out.count, waitFor: waitFor)
+        let rows = out.n * out.c * out.h
+        return try q.launchRuns(.pool, "maxpool_forward", x.arguments + y.arguments + [.buffer(indices)] +
+                                window.geometry(x.shape, out) + [.count(rows)], items: rows, waitFor: waitFor)
     }
 
     @discardableResult
@@ -63,9 +64,10 @@ public enum MaxPool {
         let out = try window.outputShape("MaxPool backward", dx.shape)
         try checkSameShape("MaxPool backward", ["expected output gradient": out, "dy": dy.shape])
         try checkIndices(indices, out)
-        return try q.launch(.pool, "maxpool_backward", dy.arguments + [.buffer(indices)] + dx.arguments +
-                            window.geometry(dx.shape, out) + [.count(dx.shape.count), .flag(accumulate)],
-                            total: dx.shape.count, waitFor: waitFor)
+        let rows = dx.shape.n * dx.shape.c * dx.shape.h
+        return try q.launchRuns(.pool, "maxpool_backward", dy.arguments + [.buffer(indices)] + dx.arguments +
+                                window.geometry(dx.shape, out) + [.count(rows), .flag(accumulate)],
+                                items: rows, waitFor: waitFor)
     }
 
     static func checkIndices(_ indices: Buffer, _ out: Shape) throws(CLNetError) {
@@ -82,8 +84,9 @@ public enum AvgPool {
                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         let out = try window.outputShape("AvgPool", x.shape)
         try checkSameShape("AvgPool", ["expected output": out, "y": y.shape])
-        return try q.launch(.pool, "avgpool_forward", x.arguments + y.arguments + window.geometry(x.shape, out) +
-                            [.count(out.count)], total: out.count, waitFor: waitFor)
+        let rows = out.n * out.c * out.h
+        return try q.launchRuns(.pool, "avgpool_forward", x.arguments + y.arguments + window.geometry(x.shape, out) +
+                                [.count(rows)], items: rows, waitFor: waitFor)
     }
 
     @discardableResult
@@ -91,8 +94,9 @@ public enum AvgPool {
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         let out = try window.outputShape("AvgPool backward", dx.shape)
         try checkSameShape("AvgPool backward", ["expected output gradient": out, "dy": dy.shape])
-        return try q.launch(.pool, "avgpool_backward", dy.arguments + dx.arguments + window.geometry(dx.shape, out) +
-                            [.count(dx.shape.count), .flag(accumulate)], total: dx.shape.count, waitFor: waitFor)
+        let rows = dx.shape.n * dx.shape.c * dx.shape.h
+        return try q.launchRuns(.pool, "avgpool_backward", dy.arguments + dx.arguments + window.geometry(dx.shape, out) +
+                                [.count(rows), .flag(accumulate)], items: rows, waitFor: waitFor)
     }
 }
 
@@ -108,17 +112,19 @@ public enum GlobalAvgPool {
     @discardableResult
     public static func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check("GlobalAvgPool", x.shape, y.shape)
-        return try q.reduce(.pool, "global_avgpool_forward", x.arguments + y.arguments +
-                            [.count(x.shape.c), .count(x.shape.h * x.shape.w)], groups: x.shape.n * x.shape.c,
-                            waitFor: waitFor)
+        let rows = x.shape.n * x.shape.c
+        return try q.launchRuns(.pool, "global_avgpool_forward", x.arguments + y.arguments +
+                                [.count(x.shape.c), .count(x.shape.h * x.shape.w), .count(rows)], items: rows,
+                                waitFor: waitFor)
     }
 
     @discardableResult
     public static func backward(_ q: CommandQueue, dy: Tensor, dx: Tensor, accumulate: Bool = false,
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check("GlobalAvgPool backward", dx.shape, dy.shape)
-        return try q.launch(.pool, "global_avgpool_backward", dy.arguments + dx.arguments +
-                            [.count(dx.shape.c), .count(dx.shape.h * dx.shape.w), .count(dx.shape.count),
-                             .flag(accumulate)], total: dx.shape.count, waitFor: waitFor)
+        let rows = dx.shape.n * dx.shape.c
+        return try q.launchRuns(.pool, "global_avgpool_backward", dy.arguments + dx.arguments +
+                                [.count(dx.shape.c), .count(dx.shape.h * dx.shape.w), .count(rows), .flag(accumulate)],
+                                items: rows, waitFor: waitFor)
     }
 }
