@@ -1,24 +1,41 @@
 // Activations: ReLU, PReLU (one learnable slope per channel), dropout and sigmoid.
-// Tensor arguments are (buffer, offset, batch stride); see Common.cl. Work items run over all
-// `total` elements; `sample` is the element count of one sample (C*H*W) and `plane` is H*W.
-// ReLU's work items are (element of the sample, sample) instead, which needs no integer division
-// per element (those cost more than the memory traffic on a CPU).
+// Tensor arguments are (buffer, offset, batch stride); see Common.cl. `sample` is the element
+// count of one sample (C*H*W) and `plane` is H*W. ReLU and dropout take runs (sample, tile) with
+// vector loads (see Common.cl); the others one work item per element of all `total`.
 
 __kernel void relu_forward(__global const float *x, uint xo, uint xs,
-                           __global float *y, uint yo, uint ys, uint sample, uint batch) {
-    const uint j = get_global_id(0), n = get_global_id(2);
-    if (j >= sample || n >= batch) return;
-    y[AT(yo, ys, n, j)] = RELU(x[AT(xo, xs, n, j)]);
+                           __global float *y, uint yo, uint ys, uint sample, uint batch, uint tiles) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        uint q0, q1;
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
+        __global const float *a = x + AT(xo, xs, n, q0);
+        __global float *b = y + AT(yo, ys, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) VSTORE(RELU_V(VLOAD(a + v * VEC)), b + v * VEC);
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) b[q] = RELU(a[q]);
+    }
 }
 
 // Uses the output y (y > 0 exactly where x > 0), so ReLU can run in place.
 __kernel void relu_backward(__global const float *y, uint yo, uint ys,
                             __global const float *dy, uint dyo, uint dys,
-                            __global float *dx, uint dxo, uint dxs, uint sample, uint batch, uint accumulate) {
-    const uint j = get_global_id(0), n = get_global_id(2);
-    if (j >= sample || n >= batch) return;
-    const float g = y[AT(yo, ys, n, j)] > 0.0f ? dy[AT(dyo, dys, n, j)] : 0.0f;
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), g, accumulate);
+                            __global float *dx, uint dxo, uint dxs, uint sample, uint batch, uint tiles,
+                            uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        uint q0, q1;
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
+        __global const float *out = y + AT(yo, ys, n, q0), *g = dy + AT(dyo, dys, n, q0);
+        __global float *d = dx + AT(dxo, dxs, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = select((floatv)(0.0f), VLOAD(g + v * VEC), VLOAD(out + v * VEC) > (floatv)(0.0f));
+            if (accumulate) t += VLOAD(d + v * VEC);
+            VSTORE(t, d + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) STORE_GRAD(d, q, out[q] > 0.0f ? g[q] : 0.0f, accumulate);
+    }
 }
 
 __kernel void prelu_forward(__global const float *x, uint xo, uint xs, __global const float *slope, uint so,
@@ -87,9 +104,8 @@ __kernel void dropout_apply(__global const float *x, uint xo, uint xs,
     const uint lane = get_local_id(0) % NL;
     const float scale = 1.0f / (1.0f - p);
     FOR_EACH_RUN(item, batch * tiles) {
-        const uint n = item / tiles;
         uint q0, q1;
-        tile_range(item % tiles, sample, tiles, &q0, &q1);
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
         __global const float *a = x + AT(xo, xs, n, q0);
         __global float *b = y + AT(yo, ys, n, q0);
         const uint first = n * sample + q0, full = (q1 - q0) / VEC;

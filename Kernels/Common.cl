@@ -83,6 +83,13 @@ inline void tile_range(uint tile, uint len, uint tiles, uint *q0, uint *q1) {
     *q1 = min(len, *q0 + size);
 }
 
+// Run `item` of a batch of samples of `sample` floats, each cut into `tiles`: returns the sample,
+// and the elements [q0, q1) of it.
+inline uint sample_tile(uint item, uint sample, uint tiles, uint *q0, uint *q1) {
+    tile_range(item % tiles, sample, tiles, q0, q1);
+    return item / tiles;
+}
+
 typedef CAT(uint, VEC) uintv;
 #if VEC == 16
 #define IOTA ((uintv)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))

@@ -9,9 +9,8 @@ __kernel void copy_view(__global const float *src, uint so, uint ss, __global fl
                         uint sample, uint batch, uint tiles, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, batch * tiles) {
-        const uint n = item / tiles;
         uint q0, q1;
-        tile_range(item % tiles, sample, tiles, &q0, &q1);
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
         __global const float *a = src + AT(so, ss, n, q0);
         __global float *b = dst + AT(dso, dss, n, q0);
         const uint full = (q1 - q0) / VEC;

@@ -2,27 +2,50 @@
 // stride); see Common.cl. `sample` is C*H*W, `plane` is H*W.
 
 // y = a + b, and with RELU set, y = max(a + b, 0): the fused form of a residual block's end.
-// y may be a or b (in place). Work items are (element of the sample, sample): no integer
-// division per element, which costs more than the memory traffic on a CPU.
+// y may be a or b (in place). Runs (sample, tile) with vector loads, as Common.cl describes.
 __kernel void add_forward(__global const float *a, uint ao, uint as,
                           __global const float *b, uint bo, uint bs,
-                          __global float *y, uint yo, uint ys, uint sample, uint batch, uint relu) {
-    const uint j = get_global_id(0), n = get_global_id(2);
-    if (j >= sample || n >= batch) return;
-    const float v = a[AT(ao, as, n, j)] + b[AT(bo, bs, n, j)];
-    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
+                          __global float *y, uint yo, uint ys, uint sample, uint batch, uint tiles, uint relu) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        uint q0, q1;
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
+        __global const float *p = a + AT(ao, as, n, q0), *r = b + AT(bo, bs, n, q0);
+        __global float *out = y + AT(yo, ys, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = VLOAD(p + v * VEC) + VLOAD(r + v * VEC);
+            if (relu) t = RELU_V(t);
+            VSTORE(t, out + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
+            const float t = p[q] + r[q];
+            out[q] = relu ? RELU(t) : t;
+        }
+    }
 }
 
 // Gradient of an addition with respect to one addend: dy, and with RELU set, dy masked by y > 0.
 __kernel void add_backward(__global const float *y, uint yo, uint ys,
                            __global const float *dy, uint dyo, uint dys,
-                           __global float *dx, uint dxo, uint dxs, uint sample, uint batch,
+                           __global float *dx, uint dxo, uint dxs, uint sample, uint batch, uint tiles,
                            uint relu, uint accumulate) {
-    const uint j = get_global_id(0), n = get_global_id(2);
-    if (j >= sample || n >= batch) return;
-    float g = dy[AT(dyo, dys, n, j)];
-    if (relu && y[AT(yo, ys, n, j)] <= 0.0f) g = 0.0f;
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), g, accumulate);
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        uint q0, q1;
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
+        __global const float *out = y + AT(yo, ys, n, q0), *g = dy + AT(dyo, dys, n, q0);
+        __global float *d = dx + AT(dxo, dxs, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = VLOAD(g + v * VEC);
+            if (relu) t = select((floatv)(0.0f), t, VLOAD(out + v * VEC) > (floatv)(0.0f));
+            if (accumulate) t += VLOAD(d + v * VEC);
+            VSTORE(t, d + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL)
+            STORE_GRAD(d, q, relu && out[q] <= 0.0f ? 0.0f : g[q], accumulate);
+    }
 }
 
 // y[n, c, :] = x[n, c, :] * s[n, c]: squeeze-and-excitation's rescaling, and its input

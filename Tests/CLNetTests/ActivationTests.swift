@@ -5,25 +5,26 @@ import Testing
 struct ActivationTests {
     @Test(arguments: elementwiseShapes, [false, true])
     func relu(shape: Shape, strided: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("relu \(shape)")
-        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
-        let y = Reference.relu(x)
-        let dx = Reference.reluBackward(y: y, dy: dy)
-        let xt = try deviceTensor(q, x, shape, strided: strided), yt = try poisonedTensor(q, shape, strided: !strided)
-        try ReLU.forward(q, x: xt, y: yt)
-        try expectClose(q, yt, y, forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape, strided: strided), dxt = try poisonedTensor(q, shape, strided: strided)
-        try ReLU.backward(q, y: yt, dy: dyt, dx: dxt)
-        try expectClose(q, dxt, dx, backwardBound, "backward")
-        // Accumulate adds to what is there.
-        let prior = randomDoubles(shape.count, using: &rng)
-        let acc = try deviceTensor(q, prior, shape, strided: strided)
-        try ReLU.backward(q, y: yt, dy: dyt, dx: acc, accumulate: true)
-        try expectClose(q, acc, zip(prior, dx).map(+), backwardBound, "accumulate")
-        // In place.
-        try ReLU.forward(q, x: xt, y: xt)
-        try expectClose(q, xt, y, forwardBound, "in place")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("relu \(shape)")
+            let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+            let y = Reference.relu(x)
+            let dx = Reference.reluBackward(y: y, dy: dy)
+            let xt = try deviceTensor(q, x, shape, strided: strided), yt = try poisonedTensor(q, shape, strided: !strided)
+            try ReLU.forward(q, x: xt, y: yt)
+            try expectClose(q, yt, y, forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape, strided: strided), dxt = try poisonedTensor(q, shape, strided: strided)
+            try ReLU.backward(q, y: yt, dy: dyt, dx: dxt)
+            try expectClose(q, dxt, dx, backwardBound, "backward")
+            // Accumulate adds to what is there.
+            let prior = randomDoubles(shape.count, using: &rng)
+            let acc = try deviceTensor(q, prior, shape, strided: strided)
+            try ReLU.backward(q, y: yt, dy: dyt, dx: acc, accumulate: true)
+            try expectClose(q, acc, zip(prior, dx).map(+), backwardBound, "accumulate")
+            // In place.
+            try ReLU.forward(q, x: xt, y: xt)
+            try expectClose(q, xt, y, forwardBound, "in place")
+        }
     }
 
     @Test(arguments: elementwiseShapes, [false, true])

@@ -5,21 +5,22 @@ import Testing
 struct ElementwiseTests {
     @Test(arguments: elementwiseShapes, [false, true])
     func add(shape: Shape, relu: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("add \(shape) relu \(relu)")
-        let a = randomDoubles(shape.count, using: &rng), b = randomDoubles(shape.count, using: &rng)
-        let dy = randomDoubles(shape.count, using: &rng)
-        let y = Reference.add(a, b, relu: relu)
-        let at = try deviceTensor(q, a, shape, strided: true), bt = try deviceTensor(q, b, shape)
-        let yt = try poisonedTensor(q, shape, strided: relu)
-        try Add.forward(q, a: at, b: bt, y: yt, relu: relu)
-        try expectClose(q, yt, y, forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape), dxt = try poisonedTensor(q, shape, strided: true)
-        try Add.backward(q, y: yt, dy: dyt, dx: dxt, relu: relu)
-        try expectClose(q, dxt, Reference.addBackward(y: y, dy: dy, relu: relu), backwardBound, "backward")
-        // In place into the first addend, as a residual block's end does.
-        try Add.forward(q, a: at, b: bt, y: at, relu: relu)
-        try expectClose(q, at, y, forwardBound, "in place")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("add \(shape) relu \(relu)")
+            let a = randomDoubles(shape.count, using: &rng), b = randomDoubles(shape.count, using: &rng)
+            let dy = randomDoubles(shape.count, using: &rng)
+            let y = Reference.add(a, b, relu: relu)
+            let at = try deviceTensor(q, a, shape, strided: true), bt = try deviceTensor(q, b, shape)
+            let yt = try poisonedTensor(q, shape, strided: relu)
+            try Add.forward(q, a: at, b: bt, y: yt, relu: relu)
+            try expectClose(q, yt, y, forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape), dxt = try poisonedTensor(q, shape, strided: true)
+            try Add.backward(q, y: yt, dy: dyt, dx: dxt, relu: relu)
+            try expectClose(q, dxt, Reference.addBackward(y: y, dy: dy, relu: relu), backwardBound, "backward")
+            // In place into the first addend, as a residual block's end does.
+            try Add.forward(q, a: at, b: bt, y: at, relu: relu)
+            try expectClose(q, at, y, forwardBound, "in place")
+        }
     }
 
     @Test(arguments: elementwiseShapes)

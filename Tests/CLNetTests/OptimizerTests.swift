@@ -7,25 +7,26 @@ struct OptimizerTests {
                       SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4),
                       SGD(learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4, nesterov: true)])
     func sgdMatchesReferenceOverSteps(_ sgd: SGD) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("sgd \(sgd)")
-        let n = 1037
-        var p = randomDoubles(n, using: &rng), buf = [Double](repeating: 0, count: n)
-        // A slice of a larger arena: the update must touch only its range.
-        let arena = try poisonedTensor(q, [n + 10])
-        let pt = try Tensor(buffer: arena.buffer, shape: [n], offset: 5)
-        try q.write(p.map(Float.init), to: pt)
-        let bt = try deviceTensor(q, buf, [n])
-        for step in 0..<3 {
-            let g = randomDoubles(n, using: &rng)
-            (p, buf) = Reference.sgdStep(parameters: p, gradients: g, momentumBuffer: buf, learningRate: Double(sgd.learningRate),
-                                         momentum: Double(sgd.momentum), weightDecay: Double(sgd.weightDecay), nesterov: sgd.nesterov)
-            try sgd.step(q, parameters: pt, gradients: try deviceTensor(q, g, [n]), momentumBuffer: bt)
-            try expectClose(q, pt, p, forwardBound, "parameters after step \(step)")
-            if sgd.momentum > 0 { try expectClose(q, bt, buf, forwardBound, "momentum after step \(step)") }
-        }
-        let all: [Float] = try q.read(arena)
-        #expect(all[..<5].allSatisfy(\.isNaN) && all[(n + 5)...].allSatisfy(\.isNaN), "SGD wrote outside its range")
+        // 9,001 floats are two tiles of the kernel's runs.
+        for q in try Shared.queuesForEachLayout() { for n in [1037, 9001] {
+            var rng = freshGenerator("sgd \(sgd) \(n)")
+            var p = randomDoubles(n, using: &rng), buf = [Double](repeating: 0, count: n)
+            // A slice of a larger arena: the update must touch only its range.
+            let arena = try poisonedTensor(q, [n + 10])
+            let pt = try Tensor(buffer: arena.buffer, shape: [n], offset: 5)
+            try q.write(p.map(Float.init), to: pt)
+            let bt = try deviceTensor(q, buf, [n])
+            for step in 0..<3 {
+                let g = randomDoubles(n, using: &rng)
+                (p, buf) = Reference.sgdStep(parameters: p, gradients: g, momentumBuffer: buf, learningRate: Double(sgd.learningRate),
+                                             momentum: Double(sgd.momentum), weightDecay: Double(sgd.weightDecay), nesterov: sgd.nesterov)
+                try sgd.step(q, parameters: pt, gradients: try deviceTensor(q, g, [n]), momentumBuffer: bt)
+                try expectClose(q, pt, p, forwardBound, "parameters after step \(step)")
+                if sgd.momentum > 0 { try expectClose(q, bt, buf, forwardBound, "momentum after step \(step)") }
+            }
+            let all: [Float] = try q.read(arena)
+            #expect(all[..<5].allSatisfy(\.isNaN) && all[(n + 5)...].allSatisfy(\.isNaN), "SGD wrote outside its range")
+        } }
     }
 
     @Test func nesterovNeedsMomentum() throws {

@@ -135,7 +135,8 @@ func finiteDifference(at x: [Double], h: Double = 1e-6, _ f: ([Double]) -> Doubl
 func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
 
 /// Shapes every element-wise test sweeps: batch 1 and more, odd sizes, channels not a multiple of 4.
-let elementwiseShapes: [Shape] = [[1, 1, 1, 1], [1, 3, 5, 7], [2, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3]]
+/// The last one's samples are two tiles of the memory-bound kernels' runs.
+let elementwiseShapes: [Shape] = [[1, 1, 1, 1], [1, 3, 5, 7], [2, 6, 1, 1], [3, 5, 9, 11], [4, 17, 4, 3], [2, 3, 60, 50]]
 
 /// What a command-line tool printed and how it exited.
 struct ToolRun {

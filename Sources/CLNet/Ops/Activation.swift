@@ -7,9 +7,10 @@ public enum ReLU {
     public static func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("ReLU", ["x": x.shape, "y": y.shape])
         try checkIndexable("ReLU", [x, y])
-        return try q.launchPlanes(.activation, "relu_forward", x.arguments + y.arguments +
-                                  [.count(x.shape.sampleCount), .count(x.shape.n)],
-                                  plane: x.shape.sampleCount, channels: 1, batch: x.shape.n, waitFor: waitFor)
+        let sample = x.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.activation, "relu_forward", x.arguments + y.arguments +
+                                [.count(sample), .count(x.shape.n), .count(tiles)],
+                                items: x.shape.n * tiles, waitFor: waitFor)
     }
 
     /// dx (=, or += with `accumulate`) dy where y > 0.
@@ -18,9 +19,10 @@ public enum ReLU {
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("ReLU backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
         try checkIndexable("ReLU backward", [y, dy, dx])
-        return try q.launchPlanes(.activation, "relu_backward", y.arguments + dy.arguments + dx.arguments +
-                                  [.count(y.shape.sampleCount), .count(y.shape.n), .flag(accumulate)],
-                                  plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor)
+        let sample = y.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.activation, "relu_backward", y.arguments + dy.arguments + dx.arguments +
+                                [.count(sample), .count(y.shape.n), .count(tiles), .flag(accumulate)],
+                                items: y.shape.n * tiles, waitFor: waitFor)
     }
 }
 

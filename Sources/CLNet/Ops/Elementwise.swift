@@ -9,9 +9,10 @@ public enum Add {
                                waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU" : "Add", ["a": a.shape, "b": b.shape, "y": y.shape])
         try checkIndexable("Add", [a, b, y])
-        return try q.launchPlanes(.elementwise, "add_forward", a.arguments + b.arguments + y.arguments +
-                                  [.count(a.shape.sampleCount), .count(a.shape.n), .flag(relu)],
-                                  plane: a.shape.sampleCount, channels: 1, batch: a.shape.n, waitFor: waitFor)
+        let sample = a.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.elementwise, "add_forward", a.arguments + b.arguments + y.arguments +
+                                [.count(sample), .count(a.shape.n), .count(tiles), .flag(relu)],
+                                items: a.shape.n * tiles, waitFor: waitFor)
     }
 
     /// The gradient for one addend (both addends receive the same): dy, masked by y > 0 when the
@@ -20,10 +21,10 @@ public enum Add {
     public static func backward(_ q: CommandQueue, y: Tensor, dy: Tensor, dx: Tensor, relu: Bool = false,
                                 accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU backward" : "Add backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
-        return try q.launchPlanes(.elementwise, "add_backward", y.arguments + dy.arguments +
-                                  dx.arguments + [.count(y.shape.sampleCount), .count(y.shape.n), .flag(relu),
-                                  .flag(accumulate)],
-                                  plane: y.shape.sampleCount, channels: 1, batch: y.shape.n, waitFor: waitFor)
+        let sample = y.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.elementwise, "add_backward", y.arguments + dy.arguments + dx.arguments +
+                                [.count(sample), .count(y.shape.n), .count(tiles), .flag(relu), .flag(accumulate)],
+                                items: y.shape.n * tiles, waitFor: waitFor)
     }
 }
 

@@ -33,8 +33,9 @@ public struct SGD: Sendable, Equatable {
         guard !nesterov || momentum > 0 else {
             throw .invalidShape(operation: "SGD", message: "Nesterov momentum needs a momentum above 0")
         }
-        return try q.launch(.optimizer, "sgd_update", parameters.vectorArguments + gradients.vectorArguments +
-                            momentumBuffer.vectorArguments + [.count(n), .float(learningRate), .float(momentum),
-                            .float(weightDecay), .flag(nesterov)], total: n, waitFor: waitFor)
+        let tiles = CommandQueue.tiles(n)
+        return try q.launchRuns(.optimizer, "sgd_update", parameters.vectorArguments + gradients.vectorArguments +
+                                momentumBuffer.vectorArguments + [.count(n), .float(learningRate), .float(momentum),
+                                .float(weightDecay), .flag(nesterov), .count(tiles)], items: tiles, waitFor: waitFor)
     }
 }
