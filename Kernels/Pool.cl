@@ -127,6 +127,29 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
     }
 }
 
+#if NL == 1
+// One work item per (n, c) plane: it clears the plane (unless accumulating), then adds each
+// output's gradient at its argmax, in output order. Owning the plane, it needs no atomics where
+// windows overlap, and the plane stays in a CPU's cache: the gather below ran at 0.02 of copy on
+// PoCL. Each input sums its outputs in the same order as the gather does.
+__kernel void maxpool_backward(__global const float *dy, uint dyo, uint dys, __global const uint *idx,
+                               __global float *dx, uint dxo, uint dxs, GEOMETRY, uint planes, uint accumulate) {
+    FOR_EACH_RUN(item, planes) {
+        const uint c = item % channels, n = item / channels, count = OH * OW;
+        __global float *out = dx + AT(dxo, dxs, n, c * H * W);
+        __global const float *grad = dy + AT(dyo, dys, n, c * count);
+        __global const uint *args = idx + item * count;
+        if (!accumulate) {
+            const uint full = H * W / VEC;
+            for (uint v = 0; v < full; ++v) VSTORE((floatv)(0.0f), out + v * VEC);
+            for (uint q = full * VEC; q < H * W; ++q) out[q] = 0.0f;
+        }
+        for (uint o = 0; o < count; ++o) out[args[o]] += grad[o];
+    }
+}
+#else
+// With lanes (GPUs), one work item per input element of a row, gathering from the outputs whose
+// windows cover it: no two work items write the same element.
 __kernel void maxpool_backward(__global const float *dy, uint dyo, uint dys, __global const uint *idx,
                                __global float *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
@@ -148,6 +171,7 @@ __kernel void maxpool_backward(__global const float *dy, uint dyo, uint dys, __g
         }
     }
 }
+#endif
 
 // PyTorch's divisor with count_include_pad: the window clipped to the padded input.
 inline float avg_divisor(uint oh, uint ow, uint H, uint W, uint KH, uint KW, uint SH, uint SW, uint PH, uint PW) {

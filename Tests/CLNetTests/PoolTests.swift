@@ -36,8 +36,12 @@ struct PoolTests {
             #expect(try q.read(idx, as: UInt32.self).map(Int.init) == indices)
             let dyt = try deviceTensor(q, dy, out), dxt = try poisonedTensor(q, t.shape, strided: true)
             try MaxPool.backward(q, dy: dyt, indices: idx, dx: dxt, window: window)
-            try expectClose(q, dxt, Reference.maxPoolBackward(dy: dy, indices: indices, shape: t.shape, window: window),
-                            backwardBound, "backward")
+            let dx = Reference.maxPoolBackward(dy: dy, indices: indices, shape: t.shape, window: window)
+            try expectClose(q, dxt, dx, backwardBound, "backward")
+            let prior = randomDoubles(t.shape.count, using: &rng)
+            let acc = try deviceTensor(q, prior, t.shape, strided: true)
+            try MaxPool.backward(q, dy: dyt, indices: idx, dx: acc, window: window, accumulate: true)
+            try expectClose(q, acc, zip(prior, dx).map(+), backwardBound, "accumulated backward")
         }
     }
 

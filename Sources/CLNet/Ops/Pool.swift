@@ -64,10 +64,11 @@ public enum MaxPool {
         let out = try window.outputShape("MaxPool backward", dx.shape)
         try checkSameShape("MaxPool backward", ["expected output gradient": out, "dy": dy.shape])
         try checkIndices(indices, out)
-        let rows = dx.shape.n * dx.shape.c * dx.shape.h
+        // One run per plane on a CPU, per input row with lanes (see maxpool_backward).
+        let runs = dx.shape.n * dx.shape.c * (q.context.laneCount == 1 ? 1 : dx.shape.h)
         return try q.launchRuns(.pool, "maxpool_backward", dy.arguments + [.buffer(indices)] + dx.arguments +
-                                window.geometry(dx.shape, out) + [.count(rows), .flag(accumulate)],
-                                items: rows, waitFor: waitFor)
+                                window.geometry(dx.shape, out) + [.count(runs), .flag(accumulate)],
+                                items: runs, waitFor: waitFor)
     }
 
     static func checkIndices(_ indices: Buffer, _ out: Shape) throws(CLNetError) {
