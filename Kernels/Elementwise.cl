@@ -25,29 +25,6 @@ __kernel void add_forward(__global const float *a, uint ao, uint as,
     }
 }
 
-// Gradient of an addition with respect to one addend: dy, and with RELU set, dy masked by y > 0.
-__kernel void add_backward(__global const float *y, uint yo, uint ys,
-                           __global const float *dy, uint dyo, uint dys,
-                           __global float *dx, uint dxo, uint dxs, uint sample, uint batch, uint tiles,
-                           uint relu, uint accumulate) {
-    const uint lane = get_local_id(0) % NL;
-    FOR_EACH_RUN(item, batch * tiles) {
-        uint q0, q1;
-        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
-        __global const float *out = y + AT(yo, ys, n, q0), *g = dy + AT(dyo, dys, n, q0);
-        __global float *d = dx + AT(dxo, dxs, n, q0);
-        const uint full = (q1 - q0) / VEC;
-        for (uint v = lane; v < full; v += NL) {
-            floatv t = VLOAD(g + v * VEC);
-            if (relu) t = select((floatv)(0.0f), t, VLOAD(out + v * VEC) > (floatv)(0.0f));
-            if (accumulate) t += VLOAD(d + v * VEC);
-            VSTORE(t, d + v * VEC);
-        }
-        for (uint q = full * VEC + lane; q < q1 - q0; q += NL)
-            STORE_GRAD(d, q, relu && out[q] <= 0.0f ? 0.0f : g[q], accumulate);
-    }
-}
-
 // y[n, c, :] = x[n, c, :] * s[n, c]: squeeze-and-excitation's rescaling, and its input
 // gradient dx = dy * s. Work item (row n * channels + c, tile of its plane).
 __kernel void channel_scale_apply(__global const float *x, uint xo, uint xs, __global const float *s, uint so,

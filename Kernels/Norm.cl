@@ -139,8 +139,8 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
     FOR_EACH_RUN(item, batch * channels * tiles) {
         const uint row = item / tiles;
         const uint n = row / channels, c = row % channels, s = stat_of(n, c, channels, groups);
-        uint r0, r1, q0, q1;
-        part_range(item % tiles, 1, plane, 1, tiles, &r0, &r1, &q0, &q1);
+        uint q0, q1;
+        tile_range(item % tiles, plane, tiles, &q0, &q1);
         const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
         const float m = mean[mo + s], scale = invstd * gamma[go + c], b = beta[bo + c];
         __global const float *src = x + AT(xo, xs, n, c * plane + q0);
@@ -261,8 +261,8 @@ __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
         const uint row = item / tiles;
         const uint n = row / channels, c = row % channels, s = stat_of(n, c, channels, groups);
         const uint sets = groups == 0 ? channels : batch * groups;
-        uint r0, r1, q0, q1;
-        part_range(item % tiles, 1, plane, 1, tiles, &r0, &r1, &q0, &q1);
+        uint q0, q1;
+        tile_range(item % tiles, plane, tiles, &q0, &q1);
         const float count = groups == 0 ? (float)(batch * plane) : (float)((channels / groups) * plane);
         const float m = ws[wso + s], invstd = ws[wso + sets + s], g0 = gamma[go + c], b = beta[bo + c];
         // dx = a * g - e - f * (x - mean)

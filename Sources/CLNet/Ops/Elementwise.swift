@@ -16,15 +16,14 @@ public enum Add {
     }
 
     /// The gradient for one addend (both addends receive the same): dy, masked by y > 0 when the
-    /// ReLU was fused. Without the ReLU it is dy itself, which a graph can pass on without a copy.
+    /// ReLU was fused, which is ReLU's backward. Without the ReLU it is dy itself, which a graph
+    /// can pass on without a copy; asked for, it is one.
     @discardableResult
     public static func backward(_ q: CommandQueue, y: Tensor, dy: Tensor, dx: Tensor, relu: Bool = false,
                                 accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape(relu ? "Add+ReLU backward" : "Add backward", ["y": y.shape, "dy": dy.shape, "dx": dx.shape])
-        let sample = y.shape.sampleCount, tiles = CommandQueue.tiles(sample)
-        return try q.launchRuns(.elementwise, "add_backward", y.arguments + dy.arguments + dx.arguments +
-                                [.count(sample), .count(y.shape.n), .count(tiles), .flag(relu), .flag(accumulate)],
-                                items: y.shape.n * tiles, waitFor: waitFor)
+        return relu ? try ReLU.backward(q, y: y, dy: dy, dx: dx, accumulate: accumulate, waitFor: waitFor)
+            : try q.copy(from: dy, to: dx, accumulate: accumulate, waitFor: waitFor)
     }
 }
 
