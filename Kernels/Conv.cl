@@ -164,3 +164,311 @@ __kernel void sum_partials(__global const float *partials, uint po, uint slices,
     for (uint s = 0; s < slices; ++s) sum += partials[po + s * count + i];
     STORE_GRAD(dw, dwo + i, sum, accumulate);
 }
+
+// ---- Winograd F(2x2, 3x3), for 3x3 stride-1 convolutions (Conv+Winograd.swift) ----
+//
+// Each 2x2 tile of the output is A^T [(G g G^T) . (B^T d B)] A, where d is the 4x4 input patch
+// under it and g the 3x3 filter: 16 products per tile and channel pair instead of 36. The 16
+// element-wise products, summed over channels, are 16 matrix products, which CLNet's GEMM
+// (GEMM.cl, gemm_panels) computes. The transforms below write their results straight into the
+// GEMM's panel layout, so that nothing is packed twice: a matrix with `rows` rows (or columns)
+// cut into panels of P, `depth` deep, holds (idx, kk) at (idx / P) * P * depth + kk * P + idx % P,
+// and the 16 matrices (xi = 4 * row + column of the 4x4 transform) sit `xs` floats apart.
+// Panel rows past the matrix are left as they are where the GEMM never stores their results.
+//
+// Work items take items item, item + workers, ... on a grid of the same size at every launch,
+// for the reason FOR_EACH_RUN gives.
+#define FOR_EACH_ITEM(item, count) \
+    for (uint item = get_global_id(0); item < (count); item += get_global_size(0))
+
+inline uint panel_at(uint idx, uint kk, uint P, uint depth) { return (idx / P) * P * depth + kk * P + idx % P; }
+
+// B^T r B for the 4x4 patch of rows r[0..3]: rows combined first, then each row's columns.
+inline void wino_input_tile(const float4 r[4], float4 out[4]) {
+    const float4 t[4] = {r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]};
+#pragma unroll
+    for (uint i = 0; i < 4; i++) out[i] = (float4)(t[i].x, t[i].y, t[i].z, t[i].y) + (float4)(-t[i].z, t[i].z, -t[i].y, -t[i].w);
+}
+
+// The filters as the GEMM's A operand, U[xi] of `rows` x `depth`, in panels of MR rows: G g G^T
+// of filter (r, d). Forward: rows are output channels and g = w[r][d]. The input gradient is
+// the convolution of dy with the filters transposed and turned by 180 degrees (flip): rows are
+// input channels and g = w[d][r] turned. Panel rows past `rows` are zero. Items: padded rows x depth.
+__kernel void wino_filter(__global const float *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
+                          __global float *u, uint uo, uint xs, uint MRP) {
+    // One item per (panel, kk) walks the panel's MRP rows, so that each of the 16 matrices is
+    // written in consecutive floats: one float per row every MRP floats, as one item per row
+    // wrote, left each cache line to be fetched again for every row (1.6x slower on PoCL).
+    FOR_EACH_ITEM(item, padded / MRP * depth) {
+        const uint panel = item / depth, kk = item - panel * depth;
+        __global float *at = u + uo + panel_at(panel * MRP, kk, MRP, depth);
+        for (uint rr = 0; rr < MRP; rr++, at++) {
+            const uint r = panel * MRP + rr;
+            float g[9];
+#pragma unroll
+            for (uint e = 0; e < 9; e++) {
+                g[e] = r >= rows ? 0.0f : flip ? wt[wo + (kk * rows + r) * 9 + 8 - e] : wt[wo + (r * depth + kk) * 9 + e];
+            }
+            // t = G g (4 rows of 3), then each row times G^T.
+            const float3 a = (float3)(g[0], g[1], g[2]), b = (float3)(g[3], g[4], g[5]), c = (float3)(g[6], g[7], g[8]);
+            const float3 t[4] = {a, 0.5f * (a + b + c), 0.5f * (a - b + c), c};
+#pragma unroll
+            for (uint i = 0; i < 4; i++) {
+                const float x0 = t[i].x, x1 = t[i].y, x2 = t[i].z;
+                at[(4 * i) * xs] = x0;
+                at[(4 * i + 1) * xs] = 0.5f * (x0 + x1 + x2);
+                at[(4 * i + 2) * xs] = 0.5f * (x0 - x1 + x2);
+                at[(4 * i + 3) * xs] = x2;
+            }
+        }
+    }
+}
+
+// B^T d B of the 4x4 patch of `plane` (H x W) at (h0, w0), zero outside the plane.
+inline void wino_patch(const __global float *plane, uint H, uint W, int h0, int w0, float4 out[4]) {
+    float4 r[4];
+    const bool whole = w0 >= 0 && w0 + 3 < (int)W;
+#pragma unroll
+    for (uint i = 0; i < 4; i++) {
+        const int h = h0 + (int)i;
+        if (h < 0 || h >= (int)H) {
+            r[i] = (float4)(0.0f);
+        } else if (whole) {
+            r[i] = vload4(0, plane + (uint)h * W + w0);
+        } else {
+            float e[4];
+#pragma unroll
+            for (uint j = 0; j < 4; j++) {
+                const int w = w0 + (int)j;
+                e[j] = w >= 0 && w < (int)W ? plane[(uint)h * W + w] : 0.0f;
+            }
+            r[i] = (float4)(e[0], e[1], e[2], e[3]);
+        }
+    }
+    wino_input_tile(r, out);
+}
+
+inline void wino_store(__global float *at, uint xs, const float4 out[4]) {
+#pragma unroll
+    for (uint i = 0; i < 4; i++) {
+        at[(4 * i) * xs] = out[i].x;
+        at[(4 * i + 1) * xs] = out[i].y;
+        at[(4 * i + 2) * xs] = out[i].z;
+        at[(4 * i + 3) * xs] = out[i].w;
+    }
+}
+
+// The input patches of `count` samples from n0, as the GEMM's B operand V[xi] of C x tiles (kk =
+// channel) in panels of NRP tiles, `xs` floats apart. Tile t = (s * TH + th) * TW + tw covers
+// output rows 2th, 2th+1 and columns 2tw, 2tw+1; its patch starts at input (2th - PH, 2tw - PW).
+// One item per (sample, channel, tile row), whose tiles are consecutive in every matrix.
+__kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
+                         uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs, uint NRP) {
+    FOR_EACH_ITEM(item, count * C * TH) {
+        const uint th = item % TH, c = (item / TH) % C, s = item / (TH * C);
+        const __global float *plane = x + AT(xo, xbs, n0 + s, c * H * W);
+        const int h0 = 2 * (int)th - (int)PH;
+        const uint t0 = (s * TH + th) * TW;
+        uint tw = 0;
+        // Four tiles at a time: lane l of every vector is tile tw + l (explicit vectors: PoCL does
+        // not vectorise this loop itself). Their ten input columns are two overlapping vector
+        // loads per row, or guarded loads at the row's ends.
+        for (; tw + 4 <= TW; tw += 4) {
+            const int w0 = 2 * (int)tw - (int)PW;
+            const uint t = t0 + tw;
+            const bool whole = w0 >= 0 && w0 + 10 <= (int)W;
+            // col[j][i]: tap column j of patch row i, for the four tiles.
+            float4 col[4][4];
+#pragma unroll
+            for (uint i = 0; i < 4; i++) {
+                const int h = h0 + (int)i;
+                float8 a = (float8)(0.0f), b = (float8)(0.0f);
+                if (h >= 0 && h < (int)H) {
+                    const __global float *row = plane + (uint)h * W;
+                    if (whole) {
+                        a = vload8(0, row + w0);
+                        b = vload8(0, row + w0 + 2);
+                    } else {
+                        float e[10];
+#pragma unroll
+                        for (uint j = 0; j < 10; j++) {
+                            const int w = w0 + (int)j;
+                            e[j] = w >= 0 && w < (int)W ? row[w] : 0.0f;
+                        }
+                        a = (float8)(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
+                        b = (float8)(e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9]);
+                    }
+                }
+                col[0][i] = a.even; col[1][i] = a.odd; col[2][i] = b.even; col[3][i] = b.odd;
+            }
+            // Rows combined (B^T), then columns (B), as wino_input_tile does for one tile.
+            float4 rt[4][4];
+#pragma unroll
+            for (uint j = 0; j < 4; j++) {
+                rt[0][j] = col[j][0] - col[j][2]; rt[1][j] = col[j][1] + col[j][2];
+                rt[2][j] = col[j][2] - col[j][1]; rt[3][j] = col[j][1] - col[j][3];
+            }
+            float4 out[16];
+#pragma unroll
+            for (uint i = 0; i < 4; i++) {
+                out[4 * i] = rt[i][0] - rt[i][2];
+                out[4 * i + 1] = rt[i][1] + rt[i][2];
+                out[4 * i + 2] = rt[i][2] - rt[i][1];
+                out[4 * i + 3] = rt[i][1] - rt[i][3];
+            }
+            __global float *at = v + vo + panel_at(t, c, NRP, C);
+            if (t % NRP + 4 <= NRP) {
+#pragma unroll
+                for (uint xi = 0; xi < 16; xi++) vstore4(out[xi], 0, at + xi * xs);
+            } else {
+                // The four tiles straddle two panels.
+                float lanes[16][4];
+#pragma unroll
+                for (uint xi = 0; xi < 16; xi++) vstore4(out[xi], 0, lanes[xi]);
+                for (uint l = 0; l < 4; l++) {
+                    __global float *lane = v + vo + panel_at(t + l, c, NRP, C);
+                    for (uint xi = 0; xi < 16; xi++) lane[xi * xs] = lanes[xi][l];
+                }
+            }
+        }
+        for (; tw < TW; tw++) {
+            float4 out[4];
+            wino_patch(plane, H, W, h0, 2 * (int)tw - (int)PW, out);
+            wino_store(v + vo + panel_at(t0 + tw, c, NRP, C), xs, out);
+        }
+    }
+}
+
+// The same patches for the weight gradient, as V[xi] of tiles x C (kk = tile) in panels of NRP
+// channels. One item per (sample, tile row, panel of channels) walks the panel's channels tile
+// by tile, so that every matrix is written in consecutive floats.
+__kernel void wino_input_by_channel(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH,
+                                    uint TW, uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs,
+                                    uint NRP) {
+    const uint tiles = count * TH * TW, panels = (C + NRP - 1) / NRP;
+    FOR_EACH_ITEM(item, count * TH * panels) {
+        const uint panel = item % panels, th = (item / panels) % TH, s = item / (panels * TH);
+        const uint c0 = panel * NRP, c1 = min(C, c0 + NRP);
+        uint t = (s * TH + th) * TW;
+        for (uint tw = 0; tw < TW; tw++, t++) {
+            __global float *at = v + vo + panel_at(c0, t, NRP, tiles);
+            for (uint c = c0; c < c1; c++, at++) {
+                float4 out[4];
+                wino_patch(x + AT(xo, xbs, n0 + s, c * H * W), H, W, 2 * (int)th - (int)PH, 2 * (int)tw - (int)PW, out);
+                wino_store(at, xs, out);
+            }
+        }
+    }
+}
+
+// y (or y +=, with accumulate) = A^T M A for each tile, from the GEMM's result M[xi] of K x tiles
+// (row-major, `xs` apart): output channel k of `count` samples from n0, of OH x OW. One item per
+// (sample, channel, tile row).
+__kernel void wino_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
+                          uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate) {
+    const uint tiles = count * TH * TW;
+    FOR_EACH_ITEM(item, count * K * TH) {
+        const uint th = item % TH, k = (item / TH) % K, s = item / (TH * K);
+        const uint plane = AT(yo, ybs, n0 + s, k * OH * OW), oh = 2 * th;
+        const __global float *src = m + mo + k * tiles + (s * TH + th) * TW;
+        const bool down = oh + 1 < OH;
+        uint tw = 0;
+        // Four tiles at a time where their eight output columns lie inside the row: lane l of
+        // every vector is tile tw + l, and each output row is the two columns interleaved.
+        for (; tw + 4 <= TW && 2 * tw + 8 <= OW; tw += 4) {
+            float4 p[16];
+#pragma unroll
+            for (uint xi = 0; xi < 16; xi++) p[xi] = vload4(0, src + xi * xs + tw);
+            float4 r[2][4];
+#pragma unroll
+            for (uint j = 0; j < 4; j++) {
+                r[0][j] = p[j] + p[4 + j] + p[8 + j];
+                r[1][j] = p[4 + j] - p[8 + j] - p[12 + j];
+            }
+#pragma unroll
+            for (uint a = 0; a < 2; a++) {
+                if (a == 1 && !down) break;
+                const float4 e = r[a][0] + r[a][1] + r[a][2], o = r[a][1] - r[a][2] - r[a][3];
+                float8 out = shuffle2(e, o, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+                __global float *dst = y + plane + (oh + a) * OW + 2 * tw;
+                if (accumulate) out += vload8(0, dst);
+                vstore8(out, 0, dst);
+            }
+        }
+        for (; tw < TW; tw++) {
+            // p[i] is row i of the tile's 4x4 product; r = A^T p (2 rows), then each row times A.
+            float4 p[4];
+#pragma unroll
+            for (uint i = 0; i < 4; i++) {
+                p[i] = (float4)(src[(4 * i) * xs + tw], src[(4 * i + 1) * xs + tw], src[(4 * i + 2) * xs + tw],
+                                src[(4 * i + 3) * xs + tw]);
+            }
+            const float4 r0 = p[0] + p[1] + p[2], r1 = p[1] - p[2] - p[3];
+            const float2 o0 = (float2)(r0.x + r0.y + r0.z, r0.y - r0.z - r0.w);
+            const float2 o1 = (float2)(r1.x + r1.y + r1.z, r1.y - r1.z - r1.w);
+            const uint ow = 2 * tw, at = plane + oh * OW + ow;
+            STORE_GRAD(y, at, o0.x, accumulate);
+            if (ow + 1 < OW) STORE_GRAD(y, at + 1, o0.y, accumulate);
+            if (down) {
+                STORE_GRAD(y, at + OW, o1.x, accumulate);
+                if (ow + 1 < OW) STORE_GRAD(y, at + OW + 1, o1.y, accumulate);
+            }
+        }
+    }
+}
+
+// The weight gradient's A operand: A dy A^T of each 2x2 tile of dy (zero past its edges), as
+// dYt[xi] of K x tiles in panels of MRP rows. One item per (sample, tile row, panel of channels)
+// walks the panel's channels tile by tile, so that every matrix is written in consecutive floats.
+__kernel void wino_output_grad(__global const float *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
+                               uint TW, uint n0, uint count, __global float *u, uint uo, uint xs, uint MRP) {
+    const uint tiles = count * TH * TW, panels = (K + MRP - 1) / MRP;
+    FOR_EACH_ITEM(item, count * TH * panels) {
+        const uint panel = item % panels, th = (item / panels) % TH, s = item / (panels * TH);
+        const uint k0 = panel * MRP, k1 = min(K, k0 + MRP), oh = 2 * th;
+        uint t = (s * TH + th) * TW;
+        for (uint tw = 0; tw < TW; tw++, t++) {
+            const uint ow = 2 * tw;
+            __global float *at = u + uo + panel_at(k0, t, MRP, tiles);
+            for (uint k = k0; k < k1; k++, at++) {
+                const __global float *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
+                const bool right = ow + 1 < OW, down = oh + 1 < OH;
+                const float2 top = (float2)(g[0], right ? g[1] : 0.0f);
+                const float2 bottom = down ? (float2)(g[OW], right ? g[OW + 1] : 0.0f) : (float2)(0.0f);
+                // t = A g (4 rows of 2; A's rows are (1,0), (1,1), (1,-1), (0,-1)), then each row times A^T.
+                const float2 ag[4] = {top, top + bottom, top - bottom, -bottom};
+#pragma unroll
+                for (uint i = 0; i < 4; i++) {
+                    at[(4 * i) * xs] = ag[i].x;
+                    at[(4 * i + 1) * xs] = ag[i].x + ag[i].y;
+                    at[(4 * i + 2) * xs] = ag[i].x - ag[i].y;
+                    at[(4 * i + 3) * xs] = -ag[i].y;
+                }
+            }
+        }
+    }
+}
+
+// dw[k][c] (=, or += with accumulate) G^T dU G, from the GEMM's dU[xi] of K x C (row-major,
+// `xs` apart). One item per (k, c).
+__kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint KC, __global float *dw, uint dwo,
+                               uint accumulate) {
+    FOR_EACH_ITEM(item, KC) {
+        float p[16], t[12];
+#pragma unroll
+        for (uint xi = 0; xi < 16; xi++) p[xi] = du[duo + xi * xs + item];
+        // t = G^T p (3x4), then G^T t^T per row; G^T's rows are (1,.5,.5,0), (0,.5,-.5,0), (0,.5,.5,1).
+#pragma unroll
+        for (uint j = 0; j < 4; j++) {
+            const float a = p[j], b = p[4 + j], c = p[8 + j], e = p[12 + j];
+            t[j] = a + 0.5f * (b + c); t[4 + j] = 0.5f * (b - c); t[8 + j] = 0.5f * (b + c) + e;
+        }
+#pragma unroll
+        for (uint i = 0; i < 3; i++) {
+            const float a = t[4 * i], b = t[4 * i + 1], c = t[4 * i + 2], e = t[4 * i + 3];
+            STORE_GRAD(dw, dwo + item * 9 + 3 * i, a + 0.5f * (b + c), accumulate);
+            STORE_GRAD(dw, dwo + item * 9 + 3 * i + 1, 0.5f * (b - c), accumulate);
+            STORE_GRAD(dw, dwo + item * 9 + 3 * i + 2, 0.5f * (b + c) + e, accumulate);
+        }
+    }
+}

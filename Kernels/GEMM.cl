@@ -115,15 +115,15 @@ __kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint stri
 #endif
 }
 
-// An operand shared by every batch entry (stride 0, as a convolution's weight) is packed once:
-// `batchedA` and `batchedB` are 0 for such an operand, 1 otherwise.
-__kernel void gemm_panels(__global const float *pa, __global const float *pb, uint pbo, uint batchedA, uint batchedB,
-                          __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k, float alpha,
-                          float beta) {
+// Batch entry b's panels of A start b * strideA floats after its first, and B's b * strideB: 0
+// for an operand every entry shares (a convolution's weight), which is packed once. Winograd
+// convolutions (Conv.cl) write their panels themselves and call this directly.
+__kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __global const float *pb, uint pbo,
+                          uint strideB, __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
+                          float alpha, float beta) {
     const uint p = get_global_id(0), q = get_global_id(1), b = get_global_id(2);
-    const uint panelsM = get_global_size(0), panelsN = get_global_size(1);
-    const __global float *A = pa + ((size_t)(b * batchedA) * panelsM + p) * MR * k;
-    const __global float *B = pb + pbo + ((size_t)(b * batchedB) * panelsN + q) * NR * k;
+    const __global float *A = pa + pao + (size_t)b * strideA + (size_t)p * MR * k;
+    const __global float *B = pb + pbo + (size_t)b * strideB + (size_t)q * NR * k;
     vec acc[MR][NV];
 #pragma unroll
     for (uint r = 0; r < MR; r++) {

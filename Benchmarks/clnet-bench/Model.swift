@@ -70,6 +70,8 @@ struct Model: ParsableCommand {
         var byCommand: [String: Double]?
         var runs: [Run]
         var referenceSeconds: Double?
+        /// Each distinct convolution's algorithms and why (`Conv2D.choose`).
+        var convolutions: [ConvRow]
 
         func encode(to encoder: any Encoder) throws {
             // The shared summary fields at the top level, beside CLNet's own.
@@ -87,12 +89,24 @@ struct Model: ParsableCommand {
             try c.encodeIfPresent(byCommand, forKey: .byCommand)
             try c.encode(runs, forKey: .runs)
             try c.encodeIfPresent(referenceSeconds, forKey: .referenceSeconds)
+            try c.encode(convolutions, forKey: .convolutions)
         }
 
         enum Keys: String, CodingKey {
             case queues, peak, planBytes, naivePlanBytes, parameters, gflopPerStep, layers, byOperation, otherMilliseconds,
-                 byCommand, runs, referenceSeconds
+                 byCommand, runs, referenceSeconds, convolutions
         }
+    }
+
+    /// The convolutions of one shape: their layers, and the algorithm of each direction.
+    struct ConvRow: Codable {
+        var layers: [String]
+        var convolution: String
+        var input: String
+        var forward: String
+        var data: String
+        var weights: String
+        var reason: String
     }
 
     func run() throws {
@@ -143,9 +157,11 @@ struct Model: ParsableCommand {
         let iters = max(1, common.iters)
         var runs: [Run] = []
         var baseline: ExecutorProfile?
+        var choices: [Int: ConvChoice] = [:]
         for n in counts {
             let start = ContinuousClock.now
             let executor = try Executor(graph: graph, context: context, training: training, queues: n)
+            if choices.isEmpty { choices = executor.convChoices }
             try executor.synchronize()
             let buildSeconds = seconds(since: start)
             if input.isEmpty {
@@ -191,7 +207,12 @@ struct Model: ParsableCommand {
         for (k, node) in graph.nodes.enumerated() {
             let cost = graph.cost(of: k).total(training: training), t = base.nodes[k].totalSeconds
             // Its forward time is inside the convolution's before it (MemoryPlan.epilogues).
-            let kind = node.operation.displayName + (plan.fusedNodes.contains(k) ? " (fused into conv)" : "")
+            var kind = node.operation.displayName(on: context.device)
+            if let c = choices[k] {
+                kind = !training || (c.data == c.forward && c.weights == c.forward) ? "conv \(c.forward.rawValue)"
+                    : "conv \(c.forward.rawValue), dx \(c.data.rawValue), dw \(c.weights.rawValue)"
+            }
+            if plan.fusedNodes.contains(k) { kind += " (fused into conv)" }
             layers.append((WorkReport(name: node.name, operation: kind, seconds: t,
                                       stepSeconds: stepSeconds, cost: cost, peak: peak), t, cost))
         }
@@ -201,7 +222,8 @@ struct Model: ParsableCommand {
             gflopPerStep: graph.cost(training: training).flops * 1e-9, layers: layers.map(\.report),
             byOperation: WorkReport.byOperation(layers, stepSeconds: stepSeconds, peak: peak),
             otherMilliseconds: base.otherSeconds * 1e3, byCommand: profile ? base.byCommand.mapValues { $0 * 1e3 } : nil,
-            runs: runs, referenceSeconds: reference ? try referenceStep(graph, input: input, labels: labels) : nil)
+            runs: runs, referenceSeconds: reference ? try referenceStep(graph, input: input, labels: labels) : nil,
+            convolutions: Self.convRows(graph, choices))
     }
 
     /// One step of the CPU reference on the same input, in seconds.
@@ -219,6 +241,21 @@ struct Model: ParsableCommand {
         let values = try executor.forward(["input": input.map(Double.init)], labels: labels, training: choice.training)
         if choice.training { _ = try executor.backward(values: values, labels: labels) }
         return seconds(since: start)
+    }
+
+    /// One row per distinct (convolution, input shape), in graph order.
+    static func convRows(_ graph: Graph, _ choices: [Int: ConvChoice]) -> [ConvRow] {
+        var rows: [ConvRow] = [], index: [String: Int] = [:]
+        for (k, node) in graph.nodes.enumerated() {
+            guard case let .conv(conv, _) = node.operation, let c = choices[k] else { continue }
+            let key = "\(conv) \(graph.shape(of: node.inputs[0]))"
+            if let i = index[key] { rows[i].layers.append(node.name); continue }
+            index[key] = rows.count
+            rows.append(ConvRow(layers: [node.name], convolution: "\(conv)", input: "\(graph.shape(of: node.inputs[0]))",
+                                forward: c.forward.rawValue, data: c.data.rawValue, weights: c.weights.rawValue,
+                                reason: c.reason))
+        }
+        return rows
     }
 
     private func printReport(_ r: Report, context: Context) {
@@ -247,6 +284,12 @@ struct Model: ParsableCommand {
         print(top > 0 ? "the \(layers.count) slowest layers:" : "every layer, in graph order:")
         printTable(header: ["layer", "operation", "ms", "share", "GFLOP/s", "GB/s", "of GEMM", "of copy", "bound", "of roofline"],
                    rows: layers.map(Self.cells))
+        print("")
+        print("convolution algorithms (forward, input gradient dx, weight gradient dw), per distinct shape:")
+        printTable(header: ["layers", "convolution", "input", "forward", "dx", "dw", "why"], rows: r.convolutions.map {
+            [$0.layers.count == 1 ? $0.layers[0] : "\($0.layers[0]) +\($0.layers.count - 1)", $0.convolution, $0.input,
+             $0.forward, $0.data, $0.weights, $0.reason]
+        })
         if let byCommand = r.byCommand {
             print("")
             print("device time by command:")

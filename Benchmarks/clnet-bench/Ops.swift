@@ -125,14 +125,14 @@ struct OpBench {
             let gemm = GEMMShape(label: name, m: conv.outChannels, n: n * ys.h * ys.w,
                                  k: conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
             let shape = "\(xs)"
-            list.append(OpBench(name: name + " fwd", shape: shape, algorithm: conv.algorithm.rawValue, flops: f, bytes: io,
+            list.append(OpBench(name: name + " fwd", shape: shape, algorithm: conv.algorithm(on: context.device).rawValue, flops: f, bytes: io,
                                 equivalentGEMM: gemm) {
                 let x = try tensor(xs), w = try tensor(conv.weightShape), y = try Tensor(context: context, shape: ys)
                 let wsCount = try conv.workspaceCount(xs)
                 let ws = wsCount > 0 ? try Tensor(context: context, shape: [wsCount]) : nil
                 return { try conv.forward(q, x: x, weight: w, bias: nil, y: y, workspace: ws) }
             })
-            list.append(OpBench(name: name + " bwd", shape: shape, algorithm: conv.algorithm.rawValue, flops: 2 * f,
+            list.append(OpBench(name: name + " bwd", shape: shape, algorithm: conv.algorithm(on: context.device).rawValue, flops: 2 * f,
                                 bytes: io + 4 * (xs.count + conv.weightShape.count), equivalentGEMM: gemm) {
                 let x = try tensor(xs), w = try tensor(conv.weightShape), dy = try tensor(ys)
                 let dx = try Tensor(context: context, shape: xs), dw = try Tensor(context: context, shape: conv.weightShape)

@@ -1,18 +1,31 @@
-import CLNet
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+@testable import CLNet
 import Testing
 
-@Suite("Conv: 1x1 GEMM, im2col + GEMM, direct grouped and depthwise")
+@Suite("Conv: 1x1 GEMM, im2col + GEMM, Winograd, direct grouped and depthwise")
 struct ConvTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var shape: Shape
         var conv: Conv2D
         var bias: Bool
-        var testDescription: String { "\(shape) \(conv)\(bias ? " bias" : "") [\(conv.algorithm.rawValue)]" }
+        /// Forced, so that every algorithm that applies is tested on its own.
+        var algorithm: Conv2D.Algorithm
+        var testDescription: String { "\(shape) \(conv)\(bias ? " bias" : "") [\(algorithm.rawValue)]" }
     }
 
+    /// The case with the convolution's default algorithm.
     static func c(_ shape: Shape, out: Int, k: Int, s: Int = 1, p: Int = 0, d: Int = 1, g: Int = 1, bias: Bool = false) -> Case {
-        Case(shape: shape, conv: Conv2D(inChannels: shape.c, outChannels: out, kernel: k, stride: s, padding: p,
-                                        dilation: d, groups: g), bias: bias)
+        let conv = Conv2D(inChannels: shape.c, outChannels: out, kernel: k, stride: s, padding: p, dilation: d, groups: g)
+        return Case(shape: shape, conv: conv, bias: bias, algorithm: conv.applicableAlgorithms[0])
+    }
+
+    /// The case once per algorithm that applies.
+    static func everyAlgorithm(_ t: Case) -> [Case] {
+        t.conv.applicableAlgorithms.map { Case(shape: t.shape, conv: t.conv, bias: t.bias, algorithm: $0) }
     }
 
     // Groups of more than 16 input channels go through im2col + batched GEMM, fewer through the
@@ -36,9 +49,19 @@ struct ConvTests {
         c([2, 4, 6, 6], out: 6, k: 2, s: 1, p: 0),              // even kernel
         c([4, 3, 32, 32], out: 4, k: 3, p: 1, bias: true),      // large K: split-K weight gradient
         c([2, 8, 24, 24], out: 5, k: 1),                        // 1x1 with split-K
+        // Winograd's tiles and panels: odd sizes (half-empty edge tiles), more rows than one
+        // panel of the GEMM (8) and more tiles than one panel (32), padding 0 and 2, batch 1.
+        c([2, 35, 9, 11], out: 19, k: 3, p: 1, bias: true),
+        c([1, 9, 13, 7], out: 17, k: 3, p: 2),
+        c([3, 17, 6, 9], out: 9, k: 3, p: 0),
+        c([1, 64, 7, 7], out: 64, k: 3, p: 1),                  // ResNet's last stage, at width 64
+        c([2, 6, 5, 26], out: 10, k: 3, p: 1),                  // wide rows: Winograd's vector blocks
+        Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
+                                               padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
+             bias: false, algorithm: .winograd),                // unequal padding
     ]
 
-    @Test(arguments: cases)
+    @Test(arguments: cases.flatMap(everyAlgorithm))
     func matchesReference(_ t: Case) throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("conv \(t.testDescription)")
@@ -54,15 +77,16 @@ struct ConvTests {
         let xt = try deviceTensor(q, x, shape, strided: true), wt = try deviceTensor(q, w, conv.weightShape)
         let bt = try b.map { try deviceTensor(q, $0, [conv.outChannels]) }
         let yt = try poisonedTensor(q, out, strided: true)
-        let wsCount = try conv.workspaceCount(shape)
+        let wsCount = try conv.workspaceCount(shape, algorithm: t.algorithm)
         let ws = wsCount > 0 ? try poisonedTensor(q, [wsCount]) : nil
-        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws)
+        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws, algorithm: t.algorithm)
         try expectClose(q, yt, y, forwardBound, "forward")
 
         let dyt = try deviceTensor(q, dy, out, strided: true)
         let dxt = try poisonedTensor(q, shape, strided: true), dwt = try poisonedTensor(q, conv.weightShape)
         let dbt = t.bias ? try poisonedTensor(q, [conv.outChannels]) : nil
-        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: dxt, dweight: dwt, dbias: dbt, workspace: ws)
+        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: dxt, dweight: dwt, dbias: dbt, workspace: ws,
+                          algorithm: t.algorithm)
         try expectClose(q, dxt, g.dx, backwardBound, "dx")
         try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
         if let dbt { try expectClose(q, dbt, g.dbias, backwardBound, "dbias") }
@@ -70,7 +94,8 @@ struct ConvTests {
         // Accumulating: both gradients added to random prior values.
         let px = randomDoubles(shape.count, using: &rng), pw = randomDoubles(conv.weightShape.count, using: &rng)
         let ax = try deviceTensor(q, px, shape), aw = try deviceTensor(q, pw, conv.weightShape)
-        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: ax, dweight: aw, dbias: nil, workspace: ws, accumulate: true)
+        try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: ax, dweight: aw, dbias: nil, workspace: ws, accumulate: true,
+                          algorithm: t.algorithm)
         try expectClose(q, ax, zip(px, g.dx).map(+), backwardBound, "accumulated dx")
         try expectClose(q, aw, zip(pw, g.dweight).map(+), backwardBound, "accumulated dweight")
     }
@@ -83,7 +108,8 @@ struct ConvTests {
 
     /// The bias pass with the executor's fused residual addition and ReLU, for each algorithm,
     /// on strided views, batch 1 and odd sizes included.
-    @Test(arguments: [Self.cases[0], Self.cases[1], Self.cases[4], Self.cases[8], Self.cases[12]], EpilogueTarget.allCases)
+    @Test(arguments: [Self.cases[0], Self.cases[1], Self.cases[3], Self.cases[4], Self.cases[8], Self.cases[12]]
+            .flatMap(everyAlgorithm), EpilogueTarget.allCases)
     func epilogueMatchesReference(_ t: Case, _ target: EpilogueTarget) throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("conv epilogue \(t.testDescription) \(target)")
@@ -100,7 +126,7 @@ struct ConvTests {
         let bt = try b.map { try deviceTensor(q, $0, [conv.outChannels]) }
         let yt = try poisonedTensor(q, out, strided: true)
         let rt = try deviceTensor(q, r, out, strided: true)
-        let wsCount = try conv.workspaceCount(shape)
+        let wsCount = try conv.workspaceCount(shape, algorithm: t.algorithm)
         let ws = wsCount > 0 ? try poisonedTensor(q, [wsCount]) : nil
         let epilogue: ConvEpilogue, result: Tensor
         switch target {
@@ -112,7 +138,7 @@ struct ConvTests {
             let other = try poisonedTensor(q, out, strided: true)
             (epilogue, result) = (ConvEpilogue(residual: rt, relu: true, output: other), other)
         }
-        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws, epilogue: epilogue)
+        try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws, epilogue: epilogue, algorithm: t.algorithm)
         try expectClose(q, result, want, forwardBound, "epilogue")
         // A residual of another shape is refused, naming the layer and both shapes.
         let wrong = try poisonedTensor(q, [out.n, out.c + 1, out.h, out.w])
@@ -134,16 +160,45 @@ struct ConvTests {
         let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
         let dy = randomDoubles(out.count, using: &rng)
         let perSample = (3 * 9 + 4) * 64  // im2col columns plus the channel-major output gradient
-        let count = try conv.workspaceCount(shape, budget: 2 * perSample + (1 << 20))
+        let count = try conv.workspaceCount(shape, budget: 2 * perSample + (1 << 20), algorithm: .im2col)
         #expect(count == 2 * perSample + (1 << 20))  // two samples, and the split-K partial sums
+        try checkChunked(q, conv, shape, x, w, dy, count: count, algorithm: .im2col)
+    }
+
+    /// Winograd in chunks of two samples, with the weight gradient summed across the chunks.
+    @Test func chunkedWinograd() throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("conv chunked winograd")
+        let shape: Shape = [5, 11, 9, 10]
+        let conv = Conv2D(inChannels: 11, outChannels: 13, kernel: 3, padding: 1)
+        let out = try conv.outputShape(shape)
+        let one = try conv.workspaceCount([1, 11, 9, 10], budget: .max, algorithm: .winograd)
+        let two = try conv.workspaceCount([2, 11, 9, 10], budget: .max, algorithm: .winograd)
+        let count = try conv.workspaceCount(shape, budget: two + 1, algorithm: .winograd)
+        #expect(one < two && count == two, "a budget of two samples' workspace holds two")
+        try checkChunked(q, conv, shape, randomDoubles(shape.count, using: &rng),
+                         randomDoubles(conv.weightShape.count, using: &rng), randomDoubles(out.count, using: &rng),
+                         count: count, algorithm: .winograd)
+        let tooSmall = try poisonedTensor(q, [one - 1])
+        let error = #expect(throws: CLNetError.self) {
+            try conv.forward(q, x: try poisonedTensor(q, shape), weight: try poisonedTensor(q, conv.weightShape), bias: nil,
+                             y: try poisonedTensor(q, out), workspace: tooSmall, algorithm: .winograd)
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("\(one) floats"))
+    }
+
+    private func checkChunked(_ q: CommandQueue, _ conv: Conv2D, _ shape: Shape, _ x: [Double], _ w: [Double],
+                              _ dy: [Double], count: Int, algorithm: Conv2D.Algorithm) throws {
+        let out = try conv.outputShape(shape)
         let ws = try poisonedTensor(q, [count])
         let xt = try deviceTensor(q, x, shape), wt = try deviceTensor(q, w, conv.weightShape)
         let yt = try poisonedTensor(q, out)
-        try conv.forward(q, x: xt, weight: wt, bias: nil, y: yt, workspace: ws)
+        try conv.forward(q, x: xt, weight: wt, bias: nil, y: yt, workspace: ws, algorithm: algorithm)
         try expectClose(q, yt, Reference.conv2d(x, shape: shape, weight: w, bias: nil, conv: conv), forwardBound, "forward")
         let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
         let dxt = try poisonedTensor(q, shape), dwt = try poisonedTensor(q, conv.weightShape)
-        try conv.backward(q, x: xt, weight: wt, dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil, workspace: ws)
+        try conv.backward(q, x: xt, weight: wt, dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil,
+                          workspace: ws, algorithm: algorithm)
         try expectClose(q, dxt, g.dx, backwardBound, "dx")
         try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
     }
@@ -162,23 +217,74 @@ struct ConvTests {
         let ws = try poisonedTensor(q, [(3 * 9 + 4) * 40 * 40])
         let dxt = try poisonedTensor(q, shape), dwt = try poisonedTensor(q, conv.weightShape)
         try conv.backward(q, x: try deviceTensor(q, x, shape), weight: try deviceTensor(q, w, conv.weightShape),
-                          dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil, workspace: ws)
+                          dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil, workspace: ws,
+                          algorithm: .im2col)
         try expectClose(q, dxt, g.dx, backwardBound, "dx")
         try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
         let tooSmall = try poisonedTensor(q, [100])
         #expect(throws: CLNetError.self) {
             try conv.backward(q, x: dxt, weight: dwt, dy: try deviceTensor(q, dy, out), dx: dxt, dweight: dwt, dbias: nil,
-                              workspace: tooSmall)
+                              workspace: tooSmall, algorithm: .im2col)
         }
     }
 
-    @Test func algorithmChoice() {
-        #expect(Conv2D(inChannels: 64, outChannels: 256, kernel: 1).algorithm == .gemm1x1)
-        #expect(Conv2D(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).algorithm == .im2col)
-        #expect(Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm == .im2col)
-        #expect(Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm == .direct)
-        #expect(Conv2D(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).algorithm == .im2col)
-        #expect(Conv2D(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).algorithm == .direct)
+    @Test func algorithmChoice() throws {
+        typealias C = Conv2D
+        #expect(C(inChannels: 64, outChannels: 256, kernel: 1).applicableAlgorithms == [.gemm1x1, .im2col])
+        #expect(C(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).applicableAlgorithms == [.im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).applicableAlgorithms == [.winograd, .im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 3).applicableAlgorithms == [.im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 2, dilation: 2).applicableAlgorithms == [.im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, stride: 2, padding: 1).applicableAlgorithms == [.im2col])
+        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .im2col])
+        #expect(C(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.im2col])
+        #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .im2col])
+        // On a device that runs CLNet's GEMM, 3x3 stride-1 layers take Winograd; elsewhere im2col.
+        let device = try Shared.context().device
+        let want: Conv2D.Algorithm = GEMMEngine.preferred(for: device) == .clnet ? .winograd : .im2col
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm(on: device) == want)
+        // Asking for an algorithm that does not apply is refused, naming those that do.
+        let q = try Shared.context().makeQueue(), conv = C(inChannels: 2, outChannels: 2, kernel: 3, stride: 2)
+        let error = #expect(throws: CLNetError.self) {
+            try conv.forward(q, x: try poisonedTensor(q, [1, 2, 5, 5]), weight: try poisonedTensor(q, conv.weightShape),
+                             bias: nil, y: try poisonedTensor(q, [1, 2, 2, 2]), algorithm: .winograd)
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("winograd-2x2 algorithm does not apply; these do: im2col+gemm"))
+    }
+
+    /// Timing chooses among the algorithms that apply, per direction, and a second call (an
+    /// executor of the same shape) reuses the choice.
+    @Test func chooseTimesEachDirection() throws {
+        let context = try Shared.context()
+        let grouped = Conv2D(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 8)
+        let choice = try grouped.choose(on: context, input: [2, 32, 9, 9], training: true)
+        for direction in Conv2D.Direction.allCases {
+            #expect(grouped.applicableAlgorithms.contains(choice.algorithm(direction)))
+        }
+        if Conv2D.algorithmSetting == nil {
+            #expect(choice.reason.hasPrefix("measured (forward: ") || choice.reason.hasPrefix("cached, measured"), "\(choice.reason)")
+            #expect(choice.reason.contains("weights: "), "\(choice.reason)")
+        }
+        #expect(try grouped.choose(on: context, input: [2, 32, 9, 9], training: true) == choice)
+        let strided = Conv2D(inChannels: 4, outChannels: 4, kernel: 3, stride: 2, padding: 1)
+        #expect(try strided.choose(on: context, input: [1, 4, 9, 9], training: false).reason == "only one applies")
+    }
+
+    /// The choices survive the process in their file, and a line that does not parse (a file
+    /// from another version, or damaged) is ignored rather than trusted.
+    @Test func choicesPersist() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("clnet-conv-choices-\(UInt64.random(in: 0...UInt64.max))")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("conv-algorithms.tsv")
+        let choice = ConvChoice(forward: .winograd, data: .im2col, weights: .winograd, reason: "measured (test)")
+        ConvChoiceStore(file: file).record("conv a", choice)
+        let text = try String(contentsOf: file, encoding: .utf8)
+        try Data((text + "conv b\tfft\tim2col+gemm\tim2col+gemm\tmeasured\nnot a line\n").utf8).write(to: file)
+        let again = ConvChoiceStore(file: file)
+        let read = try #require(again.lookup("conv a"))
+        #expect(read.forward == .winograd && read.data == .im2col && read.weights == .winograd)
+        #expect(read.reason == "cached, measured (test)")
+        #expect(again.lookup("conv b") == nil && again.lookup("not a line") == nil)
     }
 
     @Test(arguments: [
@@ -234,7 +340,7 @@ struct ConvTests {
     let y = try Tensor(context: context, shape: try conv.outputShape(x.shape))
     let ws = try Tensor(context: context, shape: [try conv.workspaceCount(x.shape)])
     try conv.forward(queue, x: x, weight: w, bias: nil, y: y, workspace: ws)
-    #expect(conv.algorithm == .im2col)
+    #expect(conv.applicableAlgorithms == [.winograd, .im2col])
     let out = try queue.read(y)
     // An interior pixel sees all 27 taps: 27 * 0.5 * 0.1.
     #expect(abs(out[16 * 32 + 16] - 1.35) < 1e-5)

@@ -162,14 +162,42 @@ extension CommandQueue {
                                 .uint(UInt32(columns)), .uint(UInt32(k)), .buffer(packing), .uint(UInt32(packedA))],
                         global: [(columns + shape.nr - 1) / shape.nr, blocks, batchB],
                         local: groups((columns + shape.nr - 1) / shape.nr, blocks))
-            done = try enqueue(product, [.buffer(packing), .buffer(packing), .uint(UInt32(packedA)),
-                                         .uint(strideA == 0 ? 0 : 1), .uint(strideB == 0 ? 0 : 1), .buffer(c),
+            let panelsN = (columns + shape.nr - 1) / shape.nr
+            done = try enqueue(product, [.buffer(packing), .uint(0), .uint(UInt32(strideA == 0 ? 0 : panelsM * shape.mr * k)),
+                                         .buffer(packing), .uint(UInt32(packedA)),
+                                         .uint(UInt32(strideB == 0 ? 0 : panelsN * shape.nr * k)), .buffer(c),
                                          .uint(UInt32(cOffset + first)), .uint(UInt32(ldc)), .uint(UInt32(strideC)),
                                          .uint(UInt32(m)), .uint(UInt32(columns)), .uint(UInt32(k)), .float(alpha), .float(beta)],
                                global: [panelsM, (columns + shape.nr - 1) / shape.nr, batch],
                                local: groups(panelsM, (columns + shape.nr - 1) / shape.nr))
         }
         return done!
+    }
+
+    /// `batch` products of operands already in CLNet's panel layout (GEMM.cl: A in panels of
+    /// `GEMMPanels.mr` rows, B in panels of `nr` columns, both k-major, batch entries `strideA`
+    /// and `strideB` floats apart), into row-major C: what Winograd convolutions call after
+    /// writing their transforms as panels, so that nothing is packed twice.
+    func panelProduct(m: Int, n: Int, k: Int, a: Buffer, aOffset: Int, strideA: Int, b: Buffer, bOffset: Int,
+                      strideB: Int, beta: Float, c: Buffer, cOffset: Int, ldc: Int, strideC: Int,
+                      batch: Int) throws(CLNetError) -> Event {
+        let shape = GEMMPanels(device: context.device)
+        let panelsM = (m + shape.mr - 1) / shape.mr, panelsN = (n + shape.nr - 1) / shape.nr
+        for (name, buffer, end) in [("A", a, aOffset + (batch - 1) * strideA + panelsM * shape.mr * k),
+                                    ("B", b, bOffset + (batch - 1) * strideB + panelsN * shape.nr * k),
+                                    ("C", c, cOffset + (batch - 1) * strideC + (m - 1) * ldc + n)]
+        where end > buffer.floatCount || end > Int(UInt32.max) {
+            throw .invalidArgument("GEMM panels: \(name) needs \(end) floats but its buffer holds \(buffer.floatCount)")
+        }
+        let program = try context.program(.gemm, defines: shape.defines(transposeA: false, transposeB: false))
+        let gx = largestDivisor(of: panelsM, atMost: GEMMPanels.groupSize)
+        return try enqueue(try program.kernel("gemm_panels"),
+                           [.buffer(a), .uint(UInt32(aOffset)), .uint(UInt32(strideA)), .buffer(b), .uint(UInt32(bOffset)),
+                            .uint(UInt32(strideB)), .buffer(c), .uint(UInt32(cOffset)), .uint(UInt32(ldc)),
+                            .uint(UInt32(strideC)), .uint(UInt32(m)), .uint(UInt32(n)), .uint(UInt32(k)), .float(1),
+                            .float(beta)],
+                           global: [panelsM, panelsN, batch],
+                           local: [gx, largestDivisor(of: panelsN, atMost: GEMMPanels.groupSize / gx), 1])
     }
 
     private func checkOperand(_ name: String, buffer: Buffer, offset: Int, rows: Int, cols: Int, ld: Int,

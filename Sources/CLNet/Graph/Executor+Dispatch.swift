@@ -63,7 +63,7 @@ extension Executor {
         switch node.operation {
         case let .conv(conv, bias):
             try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace,
-                             epilogue: epilogue(after: k))
+                             epilogue: epilogue(after: k), algorithm: convChoices[k]?.forward)
         case let .batchNorm(relu, eps, momentum):
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
@@ -164,10 +164,10 @@ extension Executor {
             // Parameter gradients overwrite; the input gradient may add (fan-out).
             if part == .parameters {
                 try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
-                                  dbias: bias ? grad(node, 1) : nil, workspace: workspace)
+                                  dbias: bias ? grad(node, 1) : nil, workspace: workspace, algorithm: convChoices[k]?.weights)
             } else if let dx {
                 try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
-                                  workspace: workspace, accumulate: accumulate)
+                                  workspace: workspace, accumulate: accumulate, algorithm: convChoices[k]?.data)
             }
         case let .linear(_, bias):
             if part == .parameters {

@@ -46,6 +46,8 @@ public final class Executor: @unchecked Sendable {
     let momentumArena: Buffer?
     /// One convolution scratch buffer per queue, so that tasks on different queues never share one.
     let scratch: [Tensor?]
+    /// Each convolution node's algorithms (`Conv2D.choose`), by node index.
+    public let convChoices: [Int: ConvChoice]
     let nodeWorkspaces: [Int: Tensor]
     let poolIndices: [Int: Buffer]
     let labels: Buffer?
@@ -111,6 +113,13 @@ public final class Executor: @unchecked Sendable {
                                         gemm: GEMMEngine.preferred(for: context.device))
         try memory.check(on: context.device)
         deviceBytes = memory.totalBytes
+        // Timed before the arenas exist, so that the measurement's tensors never add to them.
+        var choices: [Int: ConvChoice] = [:]
+        for (k, node) in graph.nodes.enumerated() {
+            guard case let .conv(conv, _) = node.operation else { continue }
+            choices[k] = try conv.choose(on: context, input: graph.shape(of: node.inputs[0]), training: training)
+        }
+        convChoices = choices
         var made: [CommandQueue] = []
         for _ in 0..<queues { made.append(try context.makeQueue()) }
         self.queues = made

@@ -46,10 +46,10 @@ public struct OperationFlags: OptionSet, Sendable {
 
 extension Operation {
     /// The short name the per-layer tables show (`clnet-bench model`); a convolution carries the
-    /// algorithm CLNet chose for it.
-    public var displayName: String {
+    /// algorithm CLNet chooses for it on `device`.
+    public func displayName(on device: Device) -> String {
         switch self {
-        case let .conv(conv, _): "conv \(conv.algorithm.rawValue)"
+        case let .conv(conv, _): "conv \(conv.algorithm(on: device).rawValue)"
         case let .batchNorm(relu, _, _): relu ? "batch norm + relu" : "batch norm"
         case let .groupNorm(_, relu, _): relu ? "group norm + relu" : "group norm"
         case .relu: "relu"

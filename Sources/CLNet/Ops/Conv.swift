@@ -1,5 +1,6 @@
 // 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
-// Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise); matrix products through CLBlast.
+// Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise, Winograd transforms); matrix
+// products through CLNet's GEMM or CLBlast (Device/GEMM.swift). Winograd: Conv+Winograd.swift.
 
 /// What the pass after a convolution's GEMM does besides adding its bias: a residual block's
 /// addition and ReLU, fused there by the executor when they directly follow a convolution with a
@@ -61,12 +62,15 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// `[out, in / groups, kH, kW]`.
     public var weightShape: Shape { [outChannels, inChannels / max(groups, 1), kernel.h, kernel.w] }
 
-    /// How the convolution is computed; chosen from the shape alone, and reported by benchmarks.
-    public enum Algorithm: String, Sendable {
+    /// How a convolution is computed. `Conv2D.algorithm(on:)` picks one per device; tests and
+    /// bisections force one with `CLNET_CONV_ALGO` or the `algorithm:` argument.
+    public enum Algorithm: String, Sendable, CaseIterable {
         /// 1x1, stride 1, no padding, one group: the convolution is a matrix product per sample.
         case gemm1x1 = "gemm-1x1"
         /// im2col, then GEMM (strided-batched over samples, or over groups when grouped).
         case im2col = "im2col+gemm"
+        /// Winograd F(2x2, 3x3), for 3x3 stride-1 convolutions of one group (Conv+Winograd.swift).
+        case winograd = "winograd-2x2"
         /// Grouped with few input channels per group (depthwise included): a direct kernel, since
         /// per-group GEMMs of a few rows leave a GPU idle (ResNeXt's 32x4d 3x3 convolutions ran at
         /// 0.04 of the GEMM rate as batched GEMMs on an H100).
@@ -76,10 +80,38 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// Groups of at most this many input channels use the direct kernel.
     static let directChannelsPerGroup = 16
 
-    public var algorithm: Algorithm {
-        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return .direct }
-        if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return .gemm1x1 }
-        return .im2col
+    /// The algorithms that can compute this convolution, the default first.
+    public var applicableAlgorithms: [Algorithm] {
+        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return [.direct, .im2col] }
+        if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return [.gemm1x1, .im2col] }
+        return winogradApplies ? [.winograd, .im2col] : [.im2col]
+    }
+
+    /// The algorithm this convolution runs on `device` when nothing chose one (an executor times
+    /// them instead, `choose(on:input:training:)`): `CLNET_CONV_ALGO` where it names one that
+    /// applies; else Winograd for 3x3 stride-1 layers where CLNet's GEMM is the device's (its
+    /// products run on that GEMM's panels; on PoCL it measured faster than im2col, see
+    /// Benchmarks/RESULTS.md), and otherwise the first that applies.
+    public func algorithm(on device: Device) -> Algorithm {
+        let options = applicableAlgorithms
+        if let forced = Self.forcedAlgorithm, options.contains(forced) { return forced }
+        if options.contains(.winograd) && GEMMEngine.preferred(for: device) != .clnet { return .im2col }
+        return options[0]
+    }
+
+    private static var forcedAlgorithm: Algorithm? { algorithmSetting.flatMap(Algorithm.init(rawValue:)) }
+
+    /// The algorithm to run: `requested`, which must apply, or the device's choice; refuses a
+    /// `CLNET_CONV_ALGO` that names no algorithm rather than ignore what the user asked for.
+    private func resolve(_ requested: Algorithm?, _ q: CommandQueue) throws(CLNetError) -> Algorithm {
+        if let setting = Self.algorithmSetting, Algorithm(rawValue: setting) == nil {
+            throw .invalidArgument("CLNET_CONV_ALGO is '\(setting)'; set it to one of \(Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), or unset it")
+        }
+        guard let requested else { return algorithm(on: q.context.device) }
+        guard applicableAlgorithms.contains(requested) else {
+            throw .invalidArgument("Conv2D(\(self)): the \(requested.rawValue) algorithm does not apply; these do: \(applicableAlgorithms.map(\.rawValue).joined(separator: ", "))")
+        }
+        return requested
     }
 
     /// The output shape for input `x`; throws naming the layer and both shapes when they do not fit.
@@ -122,13 +154,22 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// Floats of the workspace's tail that hold split-K partial weight gradients (one group only).
     var partialsCount: Int { groups == 1 ? 1 << 20 : 0 }
 
-    /// The workspace floats that forward (im2col) and backward (im2col and 1x1) need for input
-    /// `x`: whole chunks of samples, up to about `budget` floats, and at least one sample, plus
-    /// room for split-K partial sums. The direct algorithm needs none.
-    public func workspaceCount(_ x: Shape, budget: Int = 1 << 24) throws(CLNetError) -> Int {
-        guard algorithm != .direct else { return 0 }
-        let y = try outputShape(x)
-        return chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount
+    /// The workspace floats that forward and backward need for input `x` with `algorithm`, or
+    /// with whichever applies when nil (so that a memory plan holds any device's choice): whole
+    /// chunks of samples, up to about `budget` floats, and at least one sample, plus room for
+    /// split-K partial sums. The direct algorithm needs none.
+    public func workspaceCount(_ x: Shape, budget: Int = 1 << 24, algorithm: Algorithm? = nil) throws(CLNetError) -> Int {
+        var most = 0
+        for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
+            switch option {
+            case .direct: break
+            case .winograd: most = max(most, try winogradWorkspaceCount(x, budget: budget))
+            case .gemm1x1, .im2col:
+                let y = try outputShape(x)
+                most = max(most, chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount)
+            }
+        }
+        return most
     }
 
     private func check(_ x: Tensor, _ weight: Tensor, _ y: Shape, _ bias: Tensor?, workspace: Tensor?,
@@ -161,16 +202,21 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                      dilation.h, dilation.w])
     }
 
-    /// y = conv(x, weight) + bias. `workspace` is needed by the im2col algorithm (`workspaceCount`).
+    /// y = conv(x, weight) + bias, by `algorithm` (which must apply) or the device's choice.
+    /// `workspace` is needed by every algorithm but the direct one (`workspaceCount`).
     /// With an `epilogue`, the pass that adds the bias also adds its residual and applies its
     /// ReLU, and writes to its output (y then holds the convolution without the bias).
     @discardableResult
     public func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Tensor? = nil,
-                        epilogue: ConvEpilogue? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
+                        epilogue: ConvEpilogue? = nil, algorithm requested: Algorithm? = nil,
+                        waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let algorithm = try resolve(requested, q)
         let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "")
         try checkIndexable("Conv2D", [x, y])
         var last: Event
         switch algorithm {
+        case .winograd:
+            last = try winogradForward(q, x: x, weight: weight, y: y, workspace: workspace, waitFor: waitFor)
         case .gemm1x1:
             let hw = x.shape.h * x.shape.w
             last = try q.gemmStridedBatched(m: outChannels, n: hw, k: inChannels, a: weight.buffer, aOffset: weight.offset,
@@ -220,7 +266,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     @discardableResult
     public func backward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,
                          dbias: Tensor?, workspace: Tensor? = nil, accumulate: Bool = false,
-                         waitFor: [Event] = []) throws(CLNetError) -> Event {
+                         algorithm requested: Algorithm? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let algorithm = try resolve(requested, q)
         let out = try check(x, weight, dy.shape, dbias, workspace: workspace,
                             needsWorkspace: algorithm == .im2col || (algorithm == .gemm1x1 && dweight != nil), " backward")
         if let dx { try checkSameShape("Conv2D(\(self)) backward", ["x": x.shape, "dx": dx.shape]) }
@@ -232,6 +279,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         if let dbias { last = try Bias.backward(q, dy: dy, dbias: dbias, channels: outChannels, accumulate: accumulate, waitFor: []) }
         let kk = kernel.h * kernel.w, plane = out.h * out.w
         switch algorithm {
+        case .winograd:
+            last = try winogradBackward(q, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, workspace: workspace,
+                                        accumulate: accumulate, waitFor: [])
         case .gemm1x1:
             let hw = plane
             if let dweight { last = try weightGradient(q, x: x, dy: dy, out: out, dweight: dweight, workspace: workspace!, beta: beta) }

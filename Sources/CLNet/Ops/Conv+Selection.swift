@@ -1,0 +1,175 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Synchronization
+
+// Each convolution's algorithm, chosen by timing every one that applies, as cuDNN's benchmark
+// mode and MIOpen's find-db do: per shape and per direction, once per device, driver and CLNet
+// version, and kept on disk so that a second start measures nothing.
+
+/// The algorithms one convolution layer runs, one per direction, and why.
+public struct ConvChoice: Sendable, Hashable {
+    /// y = conv(x, w).
+    public var forward: Conv2D.Algorithm
+    /// dx, the input gradient.
+    public var data: Conv2D.Algorithm
+    /// dw (and the bias gradient), the weight gradient.
+    public var weights: Conv2D.Algorithm
+    /// How the choice was made: "measured", "cached" (measured by an earlier process),
+    /// "CLNET_CONV_ALGO" or "only one applies", with the timings where there were some.
+    public var reason: String
+
+    /// The algorithm of `direction`.
+    public func algorithm(_ direction: Conv2D.Direction) -> Conv2D.Algorithm {
+        switch direction {
+        case .forward: forward
+        case .data: data
+        case .weights: weights
+        }
+    }
+}
+
+extension Conv2D {
+    /// A pass of a convolution, each of which may run its own algorithm.
+    public enum Direction: String, Sendable, CaseIterable {
+        case forward, data, weights
+    }
+
+    /// The algorithms this convolution runs on `context`'s device for input `x`: `CLNET_CONV_ALGO`
+    /// where it names one that applies; the only one that applies; or the fastest of each
+    /// direction, timed on the device (the backward directions only when `training`) and kept
+    /// in the disk cache beside the compiled programs (`ProgramDiskCache`).
+    public func choose(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
+        let options = applicableAlgorithms
+        if let setting = Self.algorithmSetting {
+            guard let forced = Algorithm(rawValue: setting) else {
+                throw .invalidArgument("CLNET_CONV_ALGO is '\(setting)'; set it to one of \(Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), or unset it")
+            }
+            if options.contains(forced) { return ConvChoice(forward: forced, data: forced, weights: forced, reason: "CLNET_CONV_ALGO") }
+        }
+        if options.count == 1 {
+            return ConvChoice(forward: options[0], data: options[0], weights: options[0], reason: "only one applies")
+        }
+        let key = "\(self) x=\(x) training=\(training)"
+        let store = ConvChoiceStore.shared(for: context.device)
+        if let known = store.lookup(key) { return known }
+        let choice = try measure(on: context, input: x, training: training, options: options)
+        store.record(key, choice)
+        return choice
+    }
+
+    /// Times each algorithm in each direction: one untimed run (it builds the programs), then
+    /// the best of three, each waited for.
+    private func measure(on context: Context, input x: Shape, training: Bool,
+                         options: [Algorithm]) throws(CLNetError) -> ConvChoice {
+        let q = try context.makeQueue(), y = try outputShape(x)
+        let xt = try Tensor(context: context, shape: x), w = try Tensor(context: context, shape: weightShape)
+        let yt = try Tensor(context: context, shape: y)
+        let ws = try Tensor(context: context, shape: [max(1, try workspaceCount(x))])
+        let dy = training ? try Tensor(context: context, shape: y) : nil
+        let dx = training ? try Tensor(context: context, shape: x) : nil
+        let dw = training ? try Tensor(context: context, shape: weightShape) : nil
+        // Zeros, not whatever the allocation held: a denormal or NaN would time differently.
+        for t in [xt, w, yt, ws] + [dy, dx, dw].compactMap({ $0 }) { try q.fill(t.buffer, with: 0) }
+        var best: [Direction: (Algorithm, Double)] = [:], detail: [String] = []
+        for direction in training ? Direction.allCases : [.forward] {
+            var times: [String] = []
+            for option in options {
+                func run() throws(CLNetError) {
+                    switch direction {
+                    case .forward:
+                        try self.forward(q, x: xt, weight: w, bias: nil, y: yt, workspace: ws, algorithm: option)
+                    case .data:
+                        try backward(q, x: xt, weight: w, dy: dy!, dx: dx, dweight: nil, dbias: nil, workspace: ws,
+                                     algorithm: option)
+                    case .weights:
+                        try backward(q, x: xt, weight: w, dy: dy!, dx: nil, dweight: dw, dbias: nil, workspace: ws,
+                                     algorithm: option)
+                    }
+                    try q.finish()
+                }
+                try run()
+                var fastest = Double.infinity
+                for _ in 0..<3 {
+                    let start = ContinuousClock.now
+                    try run()
+                    let elapsed = ContinuousClock.now - start
+                    fastest = min(fastest, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+                }
+                times.append("\(option.rawValue) \((fastest * 1e5).rounded() / 100) ms")
+                if fastest < best[direction]?.1 ?? .infinity { best[direction] = (option, fastest) }
+            }
+            detail.append("\(direction.rawValue): " + times.joined(separator: ", "))
+        }
+        let forward = best[.forward]!.0
+        return ConvChoice(forward: forward, data: best[.data]?.0 ?? forward, weights: best[.weights]?.0 ?? forward,
+                          reason: "measured (" + detail.joined(separator: "; ") + ")")
+    }
+
+    // Read once: every convolution asks.
+    static let algorithmSetting = ProcessInfo.processInfo.environment["CLNET_CONV_ALGO"]
+}
+
+/// The measured choices of one device: in memory for this process, and in a text file of the
+/// device's disk-cache folder (one line per shape: key, the three algorithms, how they were
+/// measured), rewritten whole under a temporary name and renamed, so that no reader sees half a
+/// file. A line that does not parse is ignored and measured again. `CLNET_CACHE=0` keeps the
+/// choices in memory only.
+final class ConvChoiceStore: Sendable {
+    private let file: URL?
+    private let entries: Mutex<[String: ConvChoice]>
+
+    private static let stores = Mutex<[String: ConvChoiceStore]>([:])
+
+    static func shared(for device: Device) -> ConvChoiceStore {
+        let env = ProcessInfo.processInfo.environment
+        let file = env["CLNET_CACHE"] == "0" ? nil
+            : ProgramDiskCache(directory: ProgramDiskCache.defaultRoot(env), device: device).directory
+                .appendingPathComponent("conv-algorithms.tsv")
+        let key = "\(device.info.name)|\(device.info.driverVersion)|\(file?.path ?? "")"
+        return stores.withLock { all in
+            if let store = all[key] { return store }
+            let store = ConvChoiceStore(file: file)
+            all[key] = store
+            return store
+        }
+    }
+
+    init(file: URL?) {
+        self.file = file
+        var read: [String: ConvChoice] = [:]
+        if let file, let data = FileManager.default.contents(atPath: file.path) {
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+                guard fields.count == 5, let f = Conv2D.Algorithm(rawValue: fields[1]),
+                      let d = Conv2D.Algorithm(rawValue: fields[2]), let w = Conv2D.Algorithm(rawValue: fields[3])
+                else { continue }
+                read[fields[0]] = ConvChoice(forward: f, data: d, weights: w, reason: "cached, " + fields[4])
+            }
+        }
+        entries = Mutex(read)
+    }
+
+    func lookup(_ key: String) -> ConvChoice? { entries.withLock { $0[key] } }
+
+    /// Keeps the choice, and rewrites the file; a failure to write only costs the next process a
+    /// measurement, so it is not reported.
+    func record(_ key: String, _ choice: ConvChoice) {
+        let text = entries.withLock { all -> String in
+            all[key] = choice
+            return all.sorted { $0.key < $1.key }.map { key, c in
+                let reason = c.reason.hasPrefix("cached, ") ? String(c.reason.dropFirst(8)) : c.reason
+                return [key, c.forward.rawValue, c.data.rawValue, c.weights.rawValue, reason].joined(separator: "\t")
+            }.joined(separator: "\n") + "\n"
+        }
+        guard let file else { return }
+        do {
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: file, options: .atomic)
+        } catch {
+            return
+        }
+    }
+}
