@@ -56,6 +56,9 @@ struct ConvTests {
         c([3, 17, 6, 9], out: 9, k: 3, p: 0),
         c([1, 64, 7, 7], out: 64, k: 3, p: 1),                  // ResNet's last stage, at width 64
         c([2, 6, 5, 26], out: 10, k: 3, p: 1),                  // wide rows: Winograd's vector blocks
+        // grouped-blocked's rows of eight outputs: edges, interior, a tail, stride 2's even lanes.
+        c([2, 16, 9, 19], out: 16, k: 3, p: 1, g: 4),
+        c([1, 8, 9, 34], out: 12, k: 3, s: 2, p: 1, g: 2, bias: true),
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
              bias: false, algorithm: .winograd),                // unequal padding
@@ -236,13 +239,15 @@ struct ConvTests {
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 3).applicableAlgorithms == [.im2col])
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 2, dilation: 2).applicableAlgorithms == [.im2col])
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, stride: 2, padding: 1).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .im2col])
-        #expect(C(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .im2col])
+        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .groupedBlocked, .im2col])
+        #expect(C(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.im2col, .groupedBlocked])
+        #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .groupedBlocked, .im2col])
         // On a device that runs CLNet's GEMM, 3x3 stride-1 layers take Winograd; elsewhere im2col.
         let device = try Shared.context().device
         let want: Conv2D.Algorithm = GEMMEngine.preferred(for: device) == .clnet ? .winograd : .im2col
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm(on: device) == want)
+        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm(on: device)
+                == (want == .winograd ? .groupedBlocked : .direct))
         // Asking for an algorithm that does not apply is refused, naming those that do.
         let q = try Shared.context().makeQueue(), conv = C(inChannels: 2, outChannels: 2, kernel: 3, stride: 2)
         let error = #expect(throws: CLNetError.self) {

@@ -75,6 +75,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         /// per-group GEMMs of a few rows leave a GPU idle (ResNeXt's 32x4d 3x3 convolutions ran at
         /// 0.04 of the GEMM rate as batched GEMMs on an H100).
         case direct
+        /// Grouped, for CPUs: every group and sample in one launch, each work item a register
+        /// block of four output channels by eight pixels; the input gradient of a stride-1 layer
+        /// too (as the convolution of dy with the filters turned), the rest by the direct kernels.
+        case groupedBlocked = "grouped-blocked"
     }
 
     /// Groups of at most this many input channels use the direct kernel.
@@ -82,7 +86,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// The algorithms that can compute this convolution, the default first.
     public var applicableAlgorithms: [Algorithm] {
-        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return [.direct, .im2col] }
+        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return [.direct, .groupedBlocked, .im2col] }
+        if groups > 1 { return [.im2col, .groupedBlocked] }
         if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return [.gemm1x1, .im2col] }
         return winogradApplies ? [.winograd, .im2col] : [.im2col]
     }
@@ -95,7 +100,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     public func algorithm(on device: Device) -> Algorithm {
         let options = applicableAlgorithms
         if let forced = Self.forcedAlgorithm, options.contains(forced) { return forced }
-        if options.contains(.winograd) && GEMMEngine.preferred(for: device) != .clnet { return .im2col }
+        let cpu = GEMMEngine.preferred(for: device) == .clnet
+        if options.contains(.winograd) && !cpu { return .im2col }
+        if options.contains(.groupedBlocked) && cpu { return .groupedBlocked }
         return options[0]
     }
 
@@ -162,7 +169,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         var most = 0
         for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
             switch option {
-            case .direct: break
+            case .direct, .groupedBlocked: break
             case .winograd: most = max(most, try winogradWorkspaceCount(x, budget: budget))
             case .gemm1x1, .im2col:
                 let y = try outputShape(x)
@@ -190,6 +197,19 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
             }
         }
         return out
+    }
+
+    /// The padding under which the input gradient of a stride-1 layer is the convolution of dy
+    /// with the filters turned (D * (K - 1) - P on each axis), or nil where it is not one.
+    var blockedInputGradientPadding: Pair? {
+        let ph = dilation.h * (kernel.h - 1) - padding.h, pw = dilation.w * (kernel.w - 1) - padding.w
+        guard stride == Pair(1, 1), ph >= 0, pw >= 0 else { return nil }
+        return Pair(ph, pw)
+    }
+
+    /// grouped_blocked's constants for this layer (Conv.cl): its taps' loops unroll.
+    private func blockedMacros(flip: Bool) -> [String: String] {
+        ["GB_KH": "\(kernel.h)", "GB_KW": "\(kernel.w)", "GB_SW": flip ? "1" : "\(stride.w)", "GB_FLIP": flip ? "1" : "0"]
     }
 
     /// Input and output channels per group, for the direct kernels.
@@ -223,6 +243,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                             lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
                                             strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
                                             strideC: y.batchStride, batch: x.shape.n, waitFor: waitFor)
+        case .groupedBlocked:
+            last = try q.launchRuns(.conv, "grouped_blocked", x.arguments + weight.vectorArguments + y.arguments +
+                                    geometry(x.shape, out) + groupArguments + KernelArgument.counts([0, x.shape.n, 0]),
+                                    items: 0, specialised: blockedMacros(flip: false), waitFor: waitFor)
         case .direct:
             last = try q.launch(.conv, "grouped_forward", x.arguments + weight.vectorArguments + y.arguments +
                                 geometry(x.shape, out) + groupArguments + [.count(out.count)],
@@ -292,13 +316,21 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                 c: dx.buffer, cOffset: dx.offset, ldc: hw, strideC: dx.batchStride,
                                                 batch: x.shape.n)
             }
-        case .direct:
+        case .direct, .groupedBlocked:
             if let dweight {
                 last = try q.reduce(.conv, "grouped_backward_weight", x.arguments + dy.arguments + dweight.vectorArguments +
                                     geometry(x.shape, out) + groupArguments + [.count(x.shape.n), .flag(accumulate)],
                                     groups: weightShape.count, waitFor: [])
             }
-            if let dx {
+            if let dx, algorithm == .groupedBlocked, let padding = blockedInputGradientPadding {
+                // The convolution of dy (this pass's input) with the filters turned, onto dx.
+                let geometry = try KernelArgument.counts([outChannels, out.h, out.w, x.shape.h, x.shape.w, kernel.h,
+                                                          kernel.w, 1, 1, padding.h, padding.w, dilation.h, dilation.w])
+                last = try q.launchRuns(.conv, "grouped_blocked", dy.arguments + weight.vectorArguments + dx.arguments +
+                                        geometry + KernelArgument.counts([outChannels / groups, inChannels / groups, 1,
+                                                                          x.shape.n]) + [.flag(accumulate)],
+                                        items: 0, specialised: blockedMacros(flip: true), waitFor: [])
+            } else if let dx {
                 last = try q.launch(.conv, "grouped_backward_input", dy.arguments + weight.vectorArguments + dx.arguments +
                                     geometry(x.shape, out) + groupArguments + [.count(x.shape.count), .flag(accumulate)],
                                     total: x.shape.count, waitFor: [])

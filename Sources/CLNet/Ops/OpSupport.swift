@@ -16,8 +16,11 @@ extension Context {
     }
 
     /// A kernel of one of CLNet's kernel files, built with the standard macros.
-    func kernel(_ source: KernelSource, _ name: String) throws(CLNetError) -> Kernel {
-        try program(source, defines: ["RED": "\(reductionSize)", "VEC": "\(loadWidth)", "NL": "\(laneCount)"]).kernel(name)
+    /// `specialised`: further -D macros of the kernel (constant loop bounds a shape fixes), each
+    /// set of which is a program of its own.
+    func kernel(_ source: KernelSource, _ name: String, specialised: [String: String] = [:]) throws(CLNetError) -> Kernel {
+        let defines = ["RED": "\(reductionSize)", "VEC": "\(loadWidth)", "NL": "\(laneCount)"]
+        return try program(source, defines: defines.merging(specialised) { a, _ in a }).kernel(name)
     }
 }
 
@@ -54,11 +57,11 @@ extension CommandQueue {
     /// cores of a CPU and to fill a GPU's. With one lane a work-group holds eight work items, as
     /// PoCL pays per work-group.
     func launchRuns(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], items: Int,
-                    waitFor: [Event]) throws(CLNetError) -> Event {
+                    specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
         let lanes = context.laneCount, local = lanes > 1 ? lanes : 8
         let global = 16 * max(1, context.device.info.computeUnits) * local
-        return try enqueue(try context.kernel(source, name), arguments, global: [global], local: [local],
-                           waitFor: waitFor)
+        return try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [global],
+                           local: [local], waitFor: waitFor)
     }
 
     /// Tiles a contiguous run of `length` floats is cut into by the memory-bound kernels: about
