@@ -52,7 +52,8 @@ extension Conv2D {
         if options.count == 1 {
             return ConvChoice(forward: options[0], data: options[0], weights: options[0], reason: "only one applies")
         }
-        let key = "\(self) x=\(x) training=\(training)"
+        // The algorithms that apply are part of the key: a new one is measured, not passed over.
+        let key = "\(self) x=\(x) training=\(training) of \(options.map(\.rawValue).joined(separator: ","))"
         let store = ConvChoiceStore.shared(for: context.device)
         if let known = store.lookup(key) { return known }
         let choice = try measure(on: context, input: x, training: training, options: options)
