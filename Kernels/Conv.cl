@@ -339,28 +339,6 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
     }
 }
 
-// The same patches for the weight gradient, as V[xi] of tiles x C (kk = tile) in panels of NRP
-// channels. One item per (sample, tile row, panel of channels) walks the panel's channels tile
-// by tile, so that every matrix is written in consecutive floats.
-__kernel void wino_input_by_channel(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH,
-                                    uint TW, uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs,
-                                    uint NRP) {
-    const uint tiles = count * TH * TW, panels = (C + NRP - 1) / NRP;
-    FOR_EACH_ITEM(item, count * TH * panels) {
-        const uint panel = item % panels, th = (item / panels) % TH, s = item / (panels * TH);
-        const uint c0 = panel * NRP, c1 = min(C, c0 + NRP);
-        uint t = (s * TH + th) * TW;
-        for (uint tw = 0; tw < TW; tw++, t++) {
-            __global float *at = v + vo + panel_at(c0, t, NRP, tiles);
-            for (uint c = c0; c < c1; c++, at++) {
-                float4 out[4];
-                wino_patch(x + AT(xo, xbs, n0 + s, c * H * W), H, W, 2 * (int)th - (int)PH, 2 * (int)tw - (int)PW, out);
-                wino_store(at, xs, out);
-            }
-        }
-    }
-}
-
 // y (or y +=, with accumulate) = A^T M A for each tile, from the GEMM's result M[xi] of K x tiles
 // (row-major, `xs` apart): output channel k of `count` samples from n0, of OH x OW. One item per
 // (sample, channel, tile row).
@@ -417,19 +395,19 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
     }
 }
 
-// The weight gradient's A operand: A dy A^T of each 2x2 tile of dy (zero past its edges), as
-// dYt[xi] of K x tiles in panels of MRP rows. One item per (sample, tile row, panel of channels)
+// The weight gradient's B operand: A dy A^T of each 2x2 tile of dy (zero past its edges), as
+// dYt[xi]^T of tiles x K in panels of PANEL channels (the GEMM's NR). One item per (sample, tile row, panel of channels)
 // walks the panel's channels tile by tile, so that every matrix is written in consecutive floats.
 __kernel void wino_output_grad(__global const float *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
-                               uint TW, uint n0, uint count, __global float *u, uint uo, uint xs, uint MRP) {
-    const uint tiles = count * TH * TW, panels = (K + MRP - 1) / MRP;
+                               uint TW, uint n0, uint count, __global float *u, uint uo, uint xs, uint PANEL) {
+    const uint tiles = count * TH * TW, panels = (K + PANEL - 1) / PANEL;
     FOR_EACH_ITEM(item, count * TH * panels) {
         const uint panel = item % panels, th = (item / panels) % TH, s = item / (panels * TH);
-        const uint k0 = panel * MRP, k1 = min(K, k0 + MRP), oh = 2 * th;
+        const uint k0 = panel * PANEL, k1 = min(K, k0 + PANEL), oh = 2 * th;
         uint t = (s * TH + th) * TW;
         for (uint tw = 0; tw < TW; tw++, t++) {
             const uint ow = 2 * tw;
-            __global float *at = u + uo + panel_at(k0, t, MRP, tiles);
+            __global float *at = u + uo + panel_at(k0, t, PANEL, tiles);
             for (uint k = k0; k < k1; k++, at++) {
                 const __global float *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
                 const bool right = ow + 1 < OW, down = oh + 1 < OH;
@@ -449,14 +427,15 @@ __kernel void wino_output_grad(__global const float *dy, uint dyo, uint dybs, ui
     }
 }
 
-// dw[k][c] (=, or += with accumulate) G^T dU G, from the GEMM's dU[xi] of K x C (row-major,
+// dw[k][c] (=, or += with accumulate) G^T dU G, from the GEMM's dU[xi]^T of C x K (row-major,
 // `xs` apart). One item per (k, c).
-__kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint KC, __global float *dw, uint dwo,
+__kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint K, uint C, __global float *dw, uint dwo,
                                uint accumulate) {
-    FOR_EACH_ITEM(item, KC) {
+    FOR_EACH_ITEM(item, K * C) {
+        const uint k = item / C, ch = item - k * C;
         float p[16], t[12];
 #pragma unroll
-        for (uint xi = 0; xi < 16; xi++) p[xi] = du[duo + xi * xs + item];
+        for (uint xi = 0; xi < 16; xi++) p[xi] = du[duo + xi * xs + ch * K + k];
         // t = G^T p (3x4), then G^T t^T per row; G^T's rows are (1,.5,.5,0), (0,.5,-.5,0), (0,.5,.5,1).
 #pragma unroll
         for (uint j = 0; j < 4; j++) {

@@ -13,7 +13,8 @@
 // The host launches it in work-groups of a few work items: a CPU runs each group on one core.
 //
 // Macros (set by the host): MR, NR (a multiple of VW), VW (the vector width: 4, 8 or 16),
-// TRANS_A, TRANS_B (0 or 1: the operand is stored transposed), KB (kk per packing work item).
+// TRANS_A, TRANS_B (0 or 1: the operand is stored transposed), KB (kk per packing work item),
+// A_AS_B_PANELS (1: gemm_panels reads A from B's panel layout, see there).
 
 // Defaults, so that the file builds on its own (clnet compile): the AVX-512 block.
 #ifndef VW
@@ -33,6 +34,9 @@
 #endif
 #ifndef TRANS_B
 #define TRANS_B 0
+#endif
+#ifndef A_AS_B_PANELS
+#define A_AS_B_PANELS 0
 #endif
 
 #define CAT_(a, b) a##b
@@ -122,7 +126,6 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
                           uint strideB, __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
                           float alpha, float beta) {
     const uint p = get_global_id(0), q = get_global_id(1), b = get_global_id(2);
-    const __global float *A = pa + pao + (size_t)b * strideA + (size_t)p * MR * k;
     const __global float *B = pb + pbo + (size_t)b * strideB + (size_t)q * NR * k;
     vec acc[MR][NV];
 #pragma unroll
@@ -130,6 +133,34 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
 #pragma unroll
         for (uint v = 0; v < NV; v++) acc[r][v] = (vec)(0.0f);
     }
+#if A_AS_B_PANELS
+    // A is stored as B's panels would hold its transpose: element (row, kk) of the m x k matrix
+    // at (kk / NR) * NR * m + row * NR + kk % NR. The weight gradient of a Winograd convolution
+    // reads the input transform this way, written as the forward writes it (Conv+Winograd.swift).
+    // Rows past m read row m - 1; their results are not stored.
+    const __global float *A = pa + pao + (size_t)b * strideA;
+    uint rowAt[MR];
+#pragma unroll
+    for (uint r = 0; r < MR; r++) rowAt[r] = min(p * MR + r, m - 1) * NR;
+    for (uint k0 = 0; k0 < k; k0 += NR) {
+        const __global float *block = A + (size_t)k0 * m;
+        const uint end = min((uint)NR, k - k0);
+#pragma unroll 4
+        for (uint j = 0; j < end; j++) {
+            const uint kk = k0 + j;
+            vec bv[NV];
+#pragma unroll
+            for (uint v = 0; v < NV; v++) bv[v] = VLOAD(0, B + kk * NR + v * VW);
+#pragma unroll
+            for (uint r = 0; r < MR; r++) {
+                const vec av = (vec)(block[rowAt[r] + j]);
+#pragma unroll
+                for (uint v = 0; v < NV; v++) acc[r][v] = mad(av, bv[v], acc[r][v]);
+            }
+        }
+    }
+#else
+    const __global float *A = pa + pao + (size_t)b * strideA + (size_t)p * MR * k;
 #pragma unroll 4
     for (uint kk = 0; kk < k; kk++) {
         vec bv[NV];
@@ -142,6 +173,7 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
             for (uint v = 0; v < NV; v++) acc[r][v] = mad(av, bv[v], acc[r][v]);
         }
     }
+#endif
     __global float *C = c + co + (size_t)b * strideC;
     const uint col0 = q * NR;
     // beta = 0 must not read C: it may hold anything, NaN included.

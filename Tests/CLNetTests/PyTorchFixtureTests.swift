@@ -9,6 +9,21 @@ import Testing
 /// fixtures small.
 @Suite("PyTorch fixtures")
 struct PyTorchFixtureTests {
+    /// The fixture, the CLNet specification of the torchvision constructor that made it, and the
+    /// convolution algorithm forced on every layer it applies to (`CLNET_CONV_ALGO`; nil: the
+    /// measured choice), so that each path is checked against PyTorch over a whole network.
+    @Test(arguments: [
+        ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "im2col+gemm"),
+        ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "winograd-2x2"),
+        ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "direct"),
+        ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "grouped-blocked"),
+        ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "im2col+gemm"),
+        ("densenet", "densenet:growth=8,blocks=2.3,init=16,bn_size=2,classes=10", "winograd-2x2"),
+    ])
+    func everyAlgorithmMatchesPyTorch(fixture: String, spec: String, algorithm: String) throws {
+        try check(fixture: fixture, spec: spec, environment: ["CLNET_CONV_ALGO": algorithm])
+    }
+
     /// The fixture, and the CLNet specification of the torchvision constructor that made it.
     @Test(arguments: [
         // ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
@@ -24,6 +39,10 @@ struct PyTorchFixtureTests {
         ("preact_resnet50", "preact_resnet50:width=16,classes=10"),
     ])
     func clnetRunMatchesPyTorch(fixture: String, spec: String) throws {
+        try check(fixture: fixture, spec: spec, environment: [:])
+    }
+
+    private func check(fixture: String, spec: String, environment: [String: String]) throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Fixtures/pytorch_\(fixture).safetensors")
         let want = try SafeTensors(contentsOf: url)
@@ -50,7 +69,7 @@ struct PyTorchFixtureTests {
         var worst = (0.0, "")
         func check(_ name: String, _ got: [Float], _ expected: [Float], bound: Double) {
             let error = relativeError(got, expected.map(Double.init))
-            #expect(error <= bound, "\(fixture) \(name): relative error \(error) against PyTorch")
+            #expect(error <= bound, "\(fixture) \(environment) \(name): relative error \(error) against PyTorch")
             if name.hasPrefix("grad") && error > worst.0 { worst = (error, name) }
         }
         for mode in ["eval", "train"] {
@@ -58,7 +77,7 @@ struct PyTorchFixtureTests {
             var arguments = ["run", "--model", spec, "--weights", weights.path, "--input", io.path, "--output", out.path,
                              "--mode", mode]
             if mode == "train" { arguments.append("--grads") }
-            let r = try RunCommandTests.clnet(arguments)
+            let r = try runTool("clnet", arguments, environment: environment)
             try #require(r.status == 0, "\(r.stderr)")
             let got = try SafeTensors(contentsOf: out)
             check("\(mode).logits", try got.floats("logits"), try want.floats("\(mode).logits"), bound: 1e-4)

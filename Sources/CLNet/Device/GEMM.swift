@@ -178,18 +178,22 @@ extension CommandQueue {
     /// `GEMMPanels.mr` rows, B in panels of `nr` columns, both k-major, batch entries `strideA`
     /// and `strideB` floats apart), into row-major C: what Winograd convolutions call after
     /// writing their transforms as panels, so that nothing is packed twice.
-    func panelProduct(m: Int, n: Int, k: Int, a: Buffer, aOffset: Int, strideA: Int, b: Buffer, bOffset: Int,
-                      strideB: Int, beta: Float, c: Buffer, cOffset: Int, ldc: Int, strideC: Int,
-                      batch: Int) throws(CLNetError) -> Event {
+    /// With `aAsBPanels`, A is laid out as B's panels would hold its transpose (GEMM.cl).
+    func panelProduct(m: Int, n: Int, k: Int, a: Buffer, aOffset: Int, strideA: Int, aAsBPanels: Bool = false,
+                      b: Buffer, bOffset: Int, strideB: Int, beta: Float, c: Buffer, cOffset: Int, ldc: Int,
+                      strideC: Int, batch: Int) throws(CLNetError) -> Event {
         let shape = GEMMPanels(device: context.device)
         let panelsM = (m + shape.mr - 1) / shape.mr, panelsN = (n + shape.nr - 1) / shape.nr
-        for (name, buffer, end) in [("A", a, aOffset + (batch - 1) * strideA + panelsM * shape.mr * k),
+        let aSpan = aAsBPanels ? (k + shape.nr - 1) / shape.nr * shape.nr * m : panelsM * shape.mr * k
+        for (name, buffer, end) in [("A", a, aOffset + (batch - 1) * strideA + aSpan),
                                     ("B", b, bOffset + (batch - 1) * strideB + panelsN * shape.nr * k),
                                     ("C", c, cOffset + (batch - 1) * strideC + (m - 1) * ldc + n)]
         where end > buffer.floatCount || end > Int(UInt32.max) {
             throw .invalidArgument("GEMM panels: \(name) needs \(end) floats but its buffer holds \(buffer.floatCount)")
         }
-        let program = try context.program(.gemm, defines: shape.defines(transposeA: false, transposeB: false))
+        var defines = shape.defines(transposeA: false, transposeB: false)
+        if aAsBPanels { defines["A_AS_B_PANELS"] = "1" }
+        let program = try context.program(.gemm, defines: defines)
         let gx = largestDivisor(of: panelsM, atMost: GEMMPanels.groupSize)
         return try enqueue(try program.kernel("gemm_panels"),
                            [.buffer(a), .uint(UInt32(aOffset)), .uint(UInt32(strideA)), .buffer(b), .uint(UInt32(bOffset)),

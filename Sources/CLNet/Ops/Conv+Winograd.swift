@@ -121,30 +121,30 @@ extension Conv2D {
         return last
     }
 
-    /// dU[xi] (K x C) = dYt[xi] (K x tiles) V[xi]^T (tiles x C), summed over the chunks of samples
-    /// by the GEMM's beta, then dw = G^T dU G.
+    /// dU[xi]^T (C x K) = V[xi] (C x tiles) dYt[xi]^T (tiles x K), summed over the chunks of
+    /// samples by the GEMM's beta, then dw = G^T dU G. V is the input transform as the forward
+    /// writes it, which the GEMM reads as its A (`aAsBPanels`); dYt^T is its B.
     private func winogradWeightGradient(_ q: CommandQueue, x: Tensor, dy: Tensor, dweight: Tensor, workspace ws: Tensor,
                                         chunk: Int, accumulate: Bool) throws(CLNetError) -> Event {
         let panels = GEMMPanels(device: q.context.device)
         let k = outChannels, c = inChannels, oh = dy.shape.h, ow = dy.shape.w, th = (oh + 1) / 2, tw = (ow + 1) / 2
-        let duStride = Self.skewed(k * c), duOffset = ws.offset
+        let duStride = Self.skewed(c * k), duOffset = ws.offset
         for n0 in Swift.stride(from: 0, to: x.shape.n, by: chunk) {
             let count = min(chunk, x.shape.n - n0), tiles = count * th * tw
-            let aStride = Self.skewed((k + panels.mr - 1) / panels.mr * panels.mr * tiles)
-            let bStride = Self.skewed((c + panels.nr - 1) / panels.nr * panels.nr * tiles)
-            let aOffset = duOffset + 16 * duStride, bOffset = aOffset + 16 * aStride
-            _ = try q.launchRuns(.conv, "wino_output_grad", dy.arguments + KernelArgument.counts(
-                [k, oh, ow, th, tw, n0, count]) + [.buffer(ws.buffer)] + KernelArgument.counts([aOffset, aStride, panels.mr]),
-                items: count * th * ((k + panels.mr - 1) / panels.mr), waitFor: [])
-            _ = try q.launchRuns(.conv, "wino_input_by_channel", x.arguments + KernelArgument.counts(
+            let vStride = Self.skewed((tiles + panels.nr - 1) / panels.nr * panels.nr * c)
+            let dStride = Self.skewed((k + panels.nr - 1) / panels.nr * panels.nr * tiles)
+            let vOffset = duOffset + 16 * duStride, dOffset = vOffset + 16 * vStride
+            _ = try q.launchRuns(.conv, "wino_input", x.arguments + KernelArgument.counts(
                 [c, x.shape.h, x.shape.w, th, tw, padding.h, padding.w, n0, count]) + [.buffer(ws.buffer)] +
-                KernelArgument.counts([bOffset, bStride, panels.nr]), items: count * th * ((c + panels.nr - 1) / panels.nr),
-                waitFor: [])
-            _ = try q.panelProduct(m: k, n: c, k: tiles, a: ws.buffer, aOffset: aOffset, strideA: aStride, b: ws.buffer,
-                                   bOffset: bOffset, strideB: bStride, beta: n0 == 0 ? 0 : 1, c: ws.buffer,
-                                   cOffset: duOffset, ldc: c, strideC: duStride, batch: 16)
+                KernelArgument.counts([vOffset, vStride, panels.nr]), items: count * c * th, waitFor: [])
+            _ = try q.launchRuns(.conv, "wino_output_grad", dy.arguments + KernelArgument.counts(
+                [k, oh, ow, th, tw, n0, count]) + [.buffer(ws.buffer)] + KernelArgument.counts([dOffset, dStride, panels.nr]),
+                items: count * th * ((k + panels.nr - 1) / panels.nr), waitFor: [])
+            _ = try q.panelProduct(m: c, n: k, k: tiles, a: ws.buffer, aOffset: vOffset, strideA: vStride, aAsBPanels: true,
+                                   b: ws.buffer, bOffset: dOffset, strideB: dStride, beta: n0 == 0 ? 0 : 1, c: ws.buffer,
+                                   cOffset: duOffset, ldc: k, strideC: duStride, batch: 16)
         }
         return try q.launchRuns(.conv, "wino_filter_grad", [.buffer(ws.buffer)] + KernelArgument.counts(
-            [duOffset, duStride, k * c]) + dweight.vectorArguments + [.flag(accumulate)], items: k * c, waitFor: [])
+            [duOffset, duStride, k, c]) + dweight.vectorArguments + [.flag(accumulate)], items: k * c, waitFor: [])
     }
 }
