@@ -164,14 +164,14 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// The workspace floats that forward and backward need for input `x` with `algorithm`, or
     /// with whichever applies when nil (so that a memory plan holds any device's choice): whole
     /// chunks of samples, up to about `budget` floats, and at least one sample, plus room for
-    /// split-K partial sums. The direct algorithm needs none.
+    /// split-K partial sums. The direct, grouped-blocked and 1x1 algorithms need none.
     public func workspaceCount(_ x: Shape, budget: Int = 1 << 24, algorithm: Algorithm? = nil) throws(CLNetError) -> Int {
         var most = 0
         for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
             switch option {
-            case .direct, .groupedBlocked: break
+            case .direct, .groupedBlocked, .gemm1x1: break
             case .winograd: most = max(most, try winogradWorkspaceCount(x, budget: budget))
-            case .gemm1x1, .im2col:
+            case .im2col:
                 let y = try outputShape(x)
                 most = max(most, chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount)
             }
@@ -223,7 +223,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// y = conv(x, weight) + bias, by `algorithm` (which must apply) or the device's choice.
-    /// `workspace` is needed by every algorithm but the direct one (`workspaceCount`).
+    /// `workspace` is needed by im2col and Winograd (`workspaceCount`).
     /// With an `epilogue`, the pass that adds the bias also adds its residual and applies its
     /// ReLU, and writes to its output (y then holds the convolution without the bias).
     @discardableResult
@@ -293,7 +293,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                          algorithm requested: Algorithm? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         let algorithm = try resolve(requested, q)
         let out = try check(x, weight, dy.shape, dbias, workspace: workspace,
-                            needsWorkspace: algorithm == .im2col || (algorithm == .gemm1x1 && dweight != nil), " backward")
+                            needsWorkspace: algorithm == .im2col, " backward")
         if let dx { try checkSameShape("Conv2D(\(self)) backward", ["x": x.shape, "dx": dx.shape]) }
         if let dweight, dweight.shape != weightShape || !dweight.isDense {
             throw .invalidShape(operation: "Conv2D(\(self)) backward", message: "dweight has shape \(dweight.shape) but \(weightShape) is needed")
@@ -308,7 +308,16 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                         accumulate: accumulate, waitFor: [])
         case .gemm1x1:
             let hw = plane
-            if let dweight { last = try weightGradient(q, x: x, dy: dy, out: out, dweight: dweight, workspace: workspace!, beta: beta) }
+            if let dweight {
+                // dW (+)= Σ_n dY_n X_n^T, a product per sample summed by beta: no copy of x or dy
+                // into the wide layout (im2col+gemm's weight gradient makes one of each).
+                for n in 0..<x.shape.n {
+                    last = try q.gemm(transposeB: true, m: outChannels, n: inChannels, k: hw, a: dy.buffer,
+                                      aOffset: dy.offset + n * dy.batchStride, lda: hw, b: x.buffer,
+                                      bOffset: x.offset + n * x.batchStride, ldb: hw, beta: n == 0 ? beta : 1,
+                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inChannels)
+                }
+            }
             if let dx {
                 last = try q.gemmStridedBatched(transposeA: true, m: inChannels, n: hw, k: outChannels, a: weight.buffer,
                                                 aOffset: weight.offset, lda: inChannels, strideA: 0, b: dy.buffer,
