@@ -290,6 +290,16 @@ struct ConvTests {
         #expect(read.forward == .winograd && read.data == .im2col && read.weights == .winograd)
         #expect(read.reason == "cached, measured (test)")
         #expect(again.lookup("conv b") == nil && again.lookup("not a line") == nil)
+
+        // A process that started before another wrote its choice adopts it instead of timing
+        // its own (the ranks of a data-parallel run must run the same algorithms).
+        let late = ConvChoiceStore(file: file), early = ConvChoiceStore(file: file)
+        let first = try early.choice(for: "conv c") { ConvChoice(forward: .im2col, data: .im2col, weights: .im2col, reason: "measured (first)") }
+        let second = try late.choice(for: "conv c") { () throws(CLNetError) -> ConvChoice in
+            Issue.record("the second process timed a shape the first had written")
+            return ConvChoice(forward: .winograd, data: .winograd, weights: .winograd, reason: "measured (second)")
+        }
+        #expect(first.forward == .im2col && second.forward == .im2col && second.reason == "cached, measured (first)")
     }
 
     @Test(arguments: [

@@ -56,6 +56,9 @@ struct ReliabilityTests {
     @Test func allocationFaultsReleaseEverything() throws {
         let context = try Context(device: try Shared.context().device)
         let graph = try ModelSpec.graph(Self.spec, batch: 2, size: 8).graph
+        // The first construction may time the convolutions' algorithms (allocating their test
+        // tensors); the process keeps the choices, so the constructions counted below do not.
+        _ = try Executor(graph: graph, context: context, training: true, optimizer: SGD(learningRate: 0.1, momentum: 0.9))
         let before = context.faults.count(.alloc)
         _ = try Executor(graph: graph, context: context, training: true, optimizer: SGD(learningRate: 0.1, momentum: 0.9))
         let allocations = context.faults.count(.alloc) - before
@@ -67,7 +70,8 @@ struct ReliabilityTests {
             let e = #expect(throws: CLNetError.self) {
                 try Executor(graph: graph, context: context, training: true, optimizer: SGD(learningRate: 0.1, momentum: 0.9))
             }
-            #expect("\(e!)".contains("clCreateBuffer") && "\(e!)".contains("injected"), "allocation \(n): \(e!)")
+            let message = e.map { "\($0)" } ?? "no error"
+            #expect(message.contains("clCreateBuffer") && message.contains("injected"), "allocation \(n): \(message)")
             #expect(context.live.snapshot["buffers"]! == baseline, "allocation \(n) leaked buffers")
         }
         context.faults.disarm()

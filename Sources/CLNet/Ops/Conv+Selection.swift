@@ -4,6 +4,9 @@ import FoundationEssentials
 import Foundation
 #endif
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // Each convolution's algorithm, chosen by timing every one that applies, as cuDNN's benchmark
 // mode and MIOpen's find-db do: per shape and per direction, once per device, driver and CLNet
@@ -54,11 +57,9 @@ extension Conv2D {
         }
         // The algorithms that apply are part of the key: a new one is measured, not passed over.
         let key = "\(self) x=\(x) training=\(training) of \(options.map(\.rawValue).joined(separator: ","))"
-        let store = ConvChoiceStore.shared(for: context.device)
-        if let known = store.lookup(key) { return known }
-        let choice = try measure(on: context, input: x, training: training, options: options)
-        store.record(key, choice)
-        return choice
+        return try ConvChoiceStore.shared(for: context.device).choice(for: key) { () throws(CLNetError) in
+            try measure(on: context, input: x, training: training, options: options)
+        }
     }
 
     /// Times each algorithm in each direction: one untimed run (it builds the programs), then
@@ -125,6 +126,11 @@ extension Conv2D {
 /// measured), rewritten whole under a temporary name and renamed, so that no reader sees half a
 /// file. A line that does not parse is ignored and measured again. `CLNET_CACHE=0` keeps the
 /// choices in memory only.
+///
+/// Processes take turns through a lock file beside it: one measures and writes while the others
+/// wait, then read its choice. So the ranks of a data-parallel run, started together, run the
+/// same algorithms (and round alike), and none of them times its kernels while another is
+/// running its own.
 final class ConvChoiceStore: Sendable {
     private let file: URL?
     private let entries: Mutex<[String: ConvChoice]>
@@ -147,20 +153,51 @@ final class ConvChoiceStore: Sendable {
 
     init(file: URL?) {
         self.file = file
+        entries = Mutex(Self.read(file))
+    }
+
+    private static func read(_ file: URL?) -> [String: ConvChoice] {
         var read: [String: ConvChoice] = [:]
-        if let file, let data = FileManager.default.contents(atPath: file.path) {
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-                guard fields.count == 5, let f = Conv2D.Algorithm(rawValue: fields[1]),
-                      let d = Conv2D.Algorithm(rawValue: fields[2]), let w = Conv2D.Algorithm(rawValue: fields[3])
-                else { continue }
-                read[fields[0]] = ConvChoice(forward: f, data: d, weights: w, reason: "cached, " + fields[4])
-            }
+        guard let file, let data = FileManager.default.contents(atPath: file.path) else { return read }
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 5, let f = Conv2D.Algorithm(rawValue: fields[1]),
+                  let d = Conv2D.Algorithm(rawValue: fields[2]), let w = Conv2D.Algorithm(rawValue: fields[3])
+            else { continue }
+            read[fields[0]] = ConvChoice(forward: f, data: d, weights: w, reason: "cached, " + fields[4])
         }
-        entries = Mutex(read)
+        return read
     }
 
     func lookup(_ key: String) -> ConvChoice? { entries.withLock { $0[key] } }
+
+    /// The choice for `key`: this process's, else the file's (read again under the lock, as
+    /// another process may have just written it), else `measure`'s, which is then kept.
+    func choice(for key: String, measure: () throws(CLNetError) -> ConvChoice) throws(CLNetError) -> ConvChoice {
+        if let known = lookup(key) { return known }
+        let lock = file.flatMap(Self.lock)
+        defer { if let lock { flock(lock, LOCK_UN); close(lock) } }
+        let onDisk = Self.read(file)
+        let adopted = entries.withLock { all -> ConvChoice? in
+            for (k, v) in onDisk where all[k] == nil { all[k] = v }
+            return all[key]
+        }
+        if let adopted { return adopted }
+        let measured = try measure()
+        record(key, measured)
+        return measured
+    }
+
+    /// An exclusive lock on the file's lock file, waited for; nil where none can be taken (the
+    /// choice is then measured without one).
+    private static func lock(_ file: URL) -> Int32? {
+        let path = file.deletingPathExtension().appendingPathExtension("lock").path
+        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let fd = open(path, O_CREAT | O_RDWR, 0o644)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, LOCK_EX) == 0 else { close(fd); return nil }
+        return fd
+    }
 
     /// Keeps the choice, and rewrites the file; a failure to write only costs the next process a
     /// measurement, so it is not reported.
