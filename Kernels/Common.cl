@@ -76,6 +76,11 @@ inline float hsum(floatv v) {
 #define FOR_EACH_RUN(item, count) \
     for (uint item = get_global_id(0) / NL; item < (count); item += get_global_size(0) / NL)
 
+// The same grid for kernels whose work items each take items of their own (no lanes shared):
+// item, item + workers, ...
+#define FOR_EACH_ITEM(item, count) \
+    for (uint item = get_global_id(0); item < (count); item += get_global_size(0))
+
 // Elements [q0, q1) of tile `tile` of a run of `len` floats cut into `tiles`.
 inline void tile_range(uint tile, uint len, uint tiles, uint *q0, uint *q1) {
     const uint size = (len + tiles - 1) / tiles;

@@ -1,6 +1,7 @@
-// 2-D convolution helpers: im2col and col2im for the GEMM path (the products go through
-// CLBlast), and direct kernels for grouped convolutions with few channels per group (depthwise
-// included).
+// 2-D convolution kernels (Conv.swift, Conv+Winograd.swift): im2col and col2im for the GEMM
+// path (the products go through Device/GEMM.swift: CLNet's GEMM or CLBlast), direct kernels for
+// grouped convolutions with few channels per group (depthwise included), Winograd's transforms,
+// and the register-blocked grouped kernel.
 // Tensor arguments are (buffer, offset, batch stride); see Common.cl. Weights are OIHW.
 // Geometry: C input channels of H x W, output OH x OW, kernel KH x KW, stride SH, SW,
 // zero padding PH, PW, dilation DH, DW.
@@ -176,10 +177,7 @@ __kernel void sum_partials(__global const float *partials, uint po, uint slices,
 // and the 16 matrices (xi = 4 * row + column of the 4x4 transform) sit `xs` floats apart.
 // Panel rows past the matrix are left as they are where the GEMM never stores their results.
 //
-// Work items take items item, item + workers, ... on a grid of the same size at every launch,
-// for the reason FOR_EACH_RUN gives.
-#define FOR_EACH_ITEM(item, count) \
-    for (uint item = get_global_id(0); item < (count); item += get_global_size(0))
+// Each work item takes its own items (FOR_EACH_ITEM, Common.cl).
 
 inline uint panel_at(uint idx, uint kk, uint P, uint depth) { return (idx / P) * P * depth + kk * P + idx % P; }
 

@@ -1,6 +1,6 @@
 // Bias terms of the fully connected layer and of convolutions: y[n, c, p] = x[n, c, p] + bias[c]
 // over `plane` positions p (1 for a fully connected layer), and its gradient, the sum of dy over
-// samples and positions. The matrix products themselves go through CLBlast.
+// samples and positions. The matrix products themselves go through Device/GEMM.swift.
 // Tensor arguments: (buffer, offset, batch stride), see Common.cl; parameters: (buffer, offset).
 
 // y = x + bias[c] (when has_bias), plus a residual r (when residual), then max(., 0) (when relu):

@@ -207,7 +207,7 @@ struct Model: ParsableCommand {
         for (k, node) in graph.nodes.enumerated() {
             let cost = graph.cost(of: k).total(training: training), t = base.nodes[k].totalSeconds
             // Its forward time is inside the convolution's before it (MemoryPlan.epilogues).
-            var kind = node.operation.displayName(on: context.device)
+            var kind = node.operation.displayName
             if let c = choices[k] {
                 kind = !training || (c.data == c.forward && c.weights == c.forward) ? "conv \(c.forward.rawValue)"
                     : "conv \(c.forward.rawValue), dx \(c.data.rawValue), dw \(c.weights.rawValue)"

@@ -59,6 +59,7 @@ struct ConvTests {
         // grouped-blocked's rows of eight outputs: edges, interior, a tail, stride 2's even lanes.
         c([2, 16, 9, 19], out: 16, k: 3, p: 1, g: 4),
         c([1, 8, 9, 34], out: 12, k: 3, s: 2, p: 1, g: 2, bias: true),
+        c([1, 4, 5, 50], out: 4, k: 3, s: 3, p: 1, g: 2),       // stride 3: the strided gather
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
              bias: false, algorithm: .winograd),                // unequal padding

@@ -237,6 +237,10 @@ struct GEMMPanels: Sendable, Equatable {
     /// The most work items per work-group.
     static let groupSize = 16
 
+    /// The largest block of any device (AVX-512's): what a device-independent memory plan must
+    /// leave room for when it sizes buffers in this layout.
+    static let largest = (mr: 8, nr: 32)
+
     init(device: Device) {
         let preferred = device.info.preferredFloatVectorWidth
         vw = preferred >= 16 ? 16 : preferred >= 8 ? 8 : 4

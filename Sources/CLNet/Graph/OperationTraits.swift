@@ -45,11 +45,11 @@ public struct OperationFlags: OptionSet, Sendable {
 }
 
 extension Operation {
-    /// The short name the per-layer tables show (`clnet-bench model`); a convolution carries the
-    /// algorithm CLNet chooses for it on `device`.
-    public func displayName(on device: Device) -> String {
+    /// The short name the per-layer tables show (`clnet-bench model`, which adds a convolution's
+    /// algorithms from `Executor.convChoices`).
+    public var displayName: String {
         switch self {
-        case let .conv(conv, _): "conv \(conv.algorithm(on: device).rawValue)"
+        case .conv: "conv"
         case let .batchNorm(relu, _, _): relu ? "batch norm + relu" : "batch norm"
         case let .groupNorm(_, relu, _): relu ? "group norm + relu" : "group norm"
         case .relu: "relu"

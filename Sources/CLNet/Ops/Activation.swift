@@ -10,7 +10,7 @@ public enum ReLU {
         let sample = x.shape.sampleCount, tiles = CommandQueue.tiles(sample)
         return try q.launchRuns(.activation, "relu_forward", x.arguments + y.arguments +
                                 [.count(sample), .count(x.shape.n), .count(tiles)],
-                                items: x.shape.n * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     /// dx (=, or += with `accumulate`) dy where y > 0.
@@ -22,7 +22,7 @@ public enum ReLU {
         let sample = y.shape.sampleCount, tiles = CommandQueue.tiles(sample)
         return try q.launchRuns(.activation, "relu_backward", y.arguments + dy.arguments + dx.arguments +
                                 [.count(sample), .count(y.shape.n), .count(tiles), .flag(accumulate)],
-                                items: y.shape.n * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 }
 
@@ -100,7 +100,7 @@ public enum Dropout {
         let sample = x.shape.sampleCount, tiles = CommandQueue.tiles(sample)
         return try q.launchRuns(.activation, "dropout_apply", x.arguments + y.arguments +
                                 [.count(sample), .count(x.shape.n), .count(tiles), .float(p), .uint(seed), .flag(accumulate)],
-                                items: x.shape.n * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     /// The keep decision for dense element `index`: the same hash the kernels use.

@@ -63,6 +63,6 @@ extension CommandQueue {
         let sample = src.shape.sampleCount, tiles = CommandQueue.tiles(sample)
         return try launchRuns(.concat, "copy_view", src.arguments + dst.arguments +
                               [.count(sample), .count(src.shape.n), .count(tiles), .flag(accumulate)],
-                              items: src.shape.n * tiles, waitFor: waitFor)
+                              waitFor: waitFor)
     }
 }

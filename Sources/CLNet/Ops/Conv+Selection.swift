@@ -46,11 +46,8 @@ extension Conv2D {
     /// in the disk cache beside the compiled programs (`ProgramDiskCache`).
     public func choose(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
         let options = applicableAlgorithms
-        if let setting = Self.algorithmSetting {
-            guard let forced = Algorithm(rawValue: setting) else {
-                throw .invalidArgument("CLNET_CONV_ALGO is '\(setting)'; set it to one of \(Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), or unset it")
-            }
-            if options.contains(forced) { return ConvChoice(forward: forced, data: forced, weights: forced, reason: "CLNET_CONV_ALGO") }
+        if let forced = try Self.checkedSetting(), options.contains(forced) {
+            return ConvChoice(forward: forced, data: forced, weights: forced, reason: "CLNET_CONV_ALGO")
         }
         if options.count == 1 {
             return ConvChoice(forward: options[0], data: options[0], weights: options[0], reason: "only one applies")
@@ -97,8 +94,7 @@ extension Conv2D {
                 for (i, option) in options.enumerated() {
                     let start = ContinuousClock.now
                     try run(option)
-                    let elapsed = ContinuousClock.now - start
-                    fastest[i] = min(fastest[i], Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+                    fastest[i] = min(fastest[i], seconds(since: start))
                 }
             }
             let winner = fastest.indices.min { fastest[$0] < fastest[$1] }!

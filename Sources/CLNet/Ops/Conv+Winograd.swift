@@ -19,10 +19,6 @@ extension Conv2D {
             && padding.h <= 2 && padding.w <= 2
     }
 
-    /// The largest register block any device's GEMM uses (GEMMPanels): the workspace is sized
-    /// for it, so that the memory plan does not depend on the device.
-    private static let panelSlack = (rows: 8, columns: 32)
-
     /// The distance of the 16 transformed matrices, at least `floats`: whole cache lines of 16
     /// floats, an odd number of them. With the power-of-two channel counts of these networks
     /// the plain distance is a multiple of 4 KiB, and the transforms' 16 streams then fell in one
@@ -36,7 +32,8 @@ extension Conv2D {
     /// adds, over the three directions (they run one after another, so the largest decides).
     private func winogradNeeds(_ x: Shape) throws(CLNetError) -> (fixed: Int, perSample: Int) {
         let y = try outputShape(x)
-        let k = outChannels, c = inChannels, (mr, nr) = Self.panelSlack
+        // Sized for the largest register block, so that the memory plan does not depend on the device.
+        let k = outChannels, c = inChannels, (mr, nr) = GEMMPanels.largest
         let forwardTiles = ((y.h + 1) / 2) * ((y.w + 1) / 2), inputTiles = ((x.h + 1) / 2) * ((x.w + 1) / 2)
         // Forward and input gradient: U and the last panel's overhang of V, then V and M per
         // sample. Weight gradient: dU, then both operands' panels per sample.
@@ -56,7 +53,7 @@ extension Conv2D {
     /// about `budget` floats, and at least one sample.
     func winogradWorkspaceCount(_ x: Shape, budget: Int) throws(CLNetError) -> Int {
         let needs = try winogradNeeds(x)
-        return needs.fixed + max(1, min(x.n, (budget - needs.fixed) / needs.perSample)) * needs.perSample
+        return needs.fixed + (try winogradChunk(x, workspace: budget)) * needs.perSample
     }
 
     func checkWinogradWorkspace(_ x: Shape, _ workspace: Tensor?, _ label: String) throws(CLNetError) -> Tensor {
@@ -80,7 +77,7 @@ extension Conv2D {
         let uStride = Self.skewed(paddedRows * depth)
         var last = try q.launchRuns(.conv, "wino_filter", weight.vectorArguments + KernelArgument.counts(
             [rows, depth, paddedRows, flip ? 1 : 0]) + ws.vectorArguments + KernelArgument.counts([uStride, panels.mr]),
-            items: paddedRows / panels.mr * depth, waitFor: waitFor)
+            waitFor: waitFor)
         for n0 in Swift.stride(from: 0, to: input.shape.n, by: chunk) {
             let count = min(chunk, input.shape.n - n0), tiles = count * th * tw
             let vStride = Self.skewed((tiles + panels.nr - 1) / panels.nr * panels.nr * depth)
@@ -88,13 +85,13 @@ extension Conv2D {
             let vOffset = ws.offset + 16 * uStride, mOffset = vOffset + 16 * vStride
             _ = try q.launchRuns(.conv, "wino_input", input.arguments + KernelArgument.counts(
                 [depth, h, w, th, tw, ph, pw, n0, count]) + [.buffer(ws.buffer)] + KernelArgument.counts(
-                [vOffset, vStride, panels.nr]), items: count * depth * th, waitFor: [])
+                [vOffset, vStride, panels.nr]), waitFor: [])
             _ = try q.panelProduct(m: rows, n: tiles, k: depth, a: ws.buffer, aOffset: ws.offset, strideA: uStride,
                                    b: ws.buffer, bOffset: vOffset, strideB: vStride, beta: 0, c: ws.buffer,
                                    cOffset: mOffset, ldc: tiles, strideC: mStride, batch: 16)
             last = try q.launchRuns(.conv, "wino_output", [.buffer(ws.buffer)] + KernelArgument.counts(
                 [mOffset, mStride]) + output.arguments + KernelArgument.counts([rows, oh, ow, th, tw, n0, count]) +
-                [.flag(accumulate)], items: count * rows * th, waitFor: [])
+                [.flag(accumulate)], waitFor: [])
         }
         return last
     }
@@ -136,15 +133,15 @@ extension Conv2D {
             let vOffset = duOffset + 16 * duStride, dOffset = vOffset + 16 * vStride
             _ = try q.launchRuns(.conv, "wino_input", x.arguments + KernelArgument.counts(
                 [c, x.shape.h, x.shape.w, th, tw, padding.h, padding.w, n0, count]) + [.buffer(ws.buffer)] +
-                KernelArgument.counts([vOffset, vStride, panels.nr]), items: count * c * th, waitFor: [])
+                KernelArgument.counts([vOffset, vStride, panels.nr]), waitFor: [])
             _ = try q.launchRuns(.conv, "wino_output_grad", dy.arguments + KernelArgument.counts(
                 [k, oh, ow, th, tw, n0, count]) + [.buffer(ws.buffer)] + KernelArgument.counts([dOffset, dStride, panels.nr]),
-                items: count * th * ((k + panels.nr - 1) / panels.nr), waitFor: [])
+                waitFor: [])
             _ = try q.panelProduct(m: c, n: k, k: tiles, a: ws.buffer, aOffset: vOffset, strideA: vStride, aAsBPanels: true,
                                    b: ws.buffer, bOffset: dOffset, strideB: dStride, beta: n0 == 0 ? 0 : 1, c: ws.buffer,
                                    cOffset: duOffset, ldc: k, strideC: duStride, batch: 16)
         }
         return try q.launchRuns(.conv, "wino_filter_grad", [.buffer(ws.buffer)] + KernelArgument.counts(
-            [duOffset, duStride, k, c]) + dweight.vectorArguments + [.flag(accumulate)], items: k * c, waitFor: [])
+            [duOffset, duStride, k, c]) + dweight.vectorArguments + [.flag(accumulate)], waitFor: [])
     }
 }

@@ -108,12 +108,19 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     private static var forcedAlgorithm: Algorithm? { algorithmSetting.flatMap(Algorithm.init(rawValue:)) }
 
-    /// The algorithm to run: `requested`, which must apply, or the device's choice; refuses a
-    /// `CLNET_CONV_ALGO` that names no algorithm rather than ignore what the user asked for.
-    private func resolve(_ requested: Algorithm?, _ q: CommandQueue) throws(CLNetError) -> Algorithm {
-        if let setting = Self.algorithmSetting, Algorithm(rawValue: setting) == nil {
+    /// The algorithm `CLNET_CONV_ALGO` names, nil when unset; refuses a name that is none, rather
+    /// than ignore what the user asked for.
+    static func checkedSetting() throws(CLNetError) -> Algorithm? {
+        guard let setting = algorithmSetting else { return nil }
+        guard let forced = Algorithm(rawValue: setting) else {
             throw .invalidArgument("CLNET_CONV_ALGO is '\(setting)'; set it to one of \(Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), or unset it")
         }
+        return forced
+    }
+
+    /// The algorithm to run: `requested`, which must apply, or the device's choice.
+    private func resolve(_ requested: Algorithm?, _ q: CommandQueue) throws(CLNetError) -> Algorithm {
+        _ = try Self.checkedSetting()
         guard let requested else { return algorithm(on: q.context.device) }
         guard applicableAlgorithms.contains(requested) else {
             throw .invalidArgument("Conv2D(\(self)): the \(requested.rawValue) algorithm does not apply; these do: \(applicableAlgorithms.map(\.rawValue).joined(separator: ", "))")
@@ -246,7 +253,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         case .groupedBlocked:
             last = try q.launchRuns(.conv, "grouped_blocked", x.arguments + weight.vectorArguments + y.arguments +
                                     geometry(x.shape, out) + groupArguments + KernelArgument.counts([0, x.shape.n, 0]),
-                                    items: 0, specialised: blockedMacros(flip: false), waitFor: waitFor)
+                                    specialised: blockedMacros(flip: false), waitFor: waitFor)
         case .direct:
             last = try q.launch(.conv, "grouped_forward", x.arguments + weight.vectorArguments + y.arguments +
                                 geometry(x.shape, out) + groupArguments + [.count(out.count)],
@@ -338,7 +345,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                 last = try q.launchRuns(.conv, "grouped_blocked", dy.arguments + weight.vectorArguments + dx.arguments +
                                         geometry + KernelArgument.counts([outChannels / groups, inChannels / groups, 1,
                                                                           x.shape.n]) + [.flag(accumulate)],
-                                        items: 0, specialised: blockedMacros(flip: true), waitFor: [])
+                                        specialised: blockedMacros(flip: true), waitFor: [])
             } else if let dx {
                 last = try q.launch(.conv, "grouped_backward_input", dy.arguments + weight.vectorArguments + dx.arguments +
                                     geometry(x.shape, out) + groupArguments + [.count(x.shape.count), .flag(accumulate)],

@@ -12,7 +12,7 @@ public enum Add {
         let sample = a.shape.sampleCount, tiles = CommandQueue.tiles(sample)
         return try q.launchRuns(.elementwise, "add_forward", a.arguments + b.arguments + y.arguments +
                                 [.count(sample), .count(a.shape.n), .count(tiles), .flag(relu)],
-                                items: a.shape.n * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     /// The gradient for one addend (both addends receive the same): dy, masked by y > 0 when the
@@ -48,7 +48,7 @@ public enum ChannelScale {
         let plane = x.shape.h * x.shape.w, tiles = CommandQueue.tiles(plane)
         return try q.launchRuns(.elementwise, "channel_scale_apply", x.arguments + scale.vectorArguments + y.arguments +
                                 [.count(x.shape.n), .count(x.shape.c), .count(plane), .count(tiles), .flag(accumulate)],
-                                items: x.shape.n * x.shape.c * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     @discardableResult
@@ -66,7 +66,7 @@ public enum ChannelScale {
             try check("ChannelScale backward", x.shape, dscale)
             events.append(try q.launchRuns(.elementwise, "channel_scale_backward_scale", x.arguments + dy.arguments +
                                            dscale.vectorArguments + [.count(x.shape.n), .count(x.shape.c), .count(plane),
-                                           .flag(accumulate)], items: x.shape.n * x.shape.c, waitFor: waitFor))
+                                           .flag(accumulate)], waitFor: waitFor))
         }
         return events
     }

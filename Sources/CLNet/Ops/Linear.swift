@@ -1,4 +1,4 @@
-// The fully connected layer on the device: CLBlast GEMM plus the bias kernels of
+// The fully connected layer on the device: a GEMM (Device/GEMM.swift) plus the bias kernels of
 // Kernels/Linear.cl (which convolutions use too). CPU reference: Reference/LinearReference.swift.
 
 /// y = x W^T + b with x [N, in] (any tensor whose samples hold `in` values, e.g. [N, C, 1, 1]),

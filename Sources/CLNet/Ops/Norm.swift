@@ -197,7 +197,7 @@ enum NormKernels {
         let (rm, rv) = running ?? (workspace, workspace)
         let s = sets(x.shape, groups), split = statSplit(x.shape, groups)
         _ = try q.launchRuns(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
-                             split.arguments, items: s * split.parts, waitFor: waitFor)
+                             split.arguments, waitFor: waitFor)
         return try q.launch(.norm, "norm_stats_finish", workspace.vectorArguments + rm.vectorArguments + rv.vectorArguments +
                             [.count(s), .count(split.parts), .float(eps), .float(momentum), .flag(running != nil)],
                             total: s, waitFor: [])
@@ -210,7 +210,7 @@ enum NormKernels {
         return try q.launchRuns(.norm, "norm_apply", x.arguments + gamma.vectorArguments + beta.vectorArguments +
                                 mean.vectorArguments + second.vectorArguments + y.arguments + geometry(x, groups) +
                                 [.flag(fromRunning), .float(eps), .flag(relu), .count(tiles)],
-                                items: x.shape.n * x.shape.c * tiles, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
@@ -234,7 +234,7 @@ enum NormKernels {
         // norm, per row for group norm's sets.
         let split = paramSplit(x.shape, groups)
         _ = try q.launchRuns(.norm, "norm_params_partial", common + geometry(x, groups) + [.flag(relu)] + split.arguments,
-                             items: x.shape.c * split.parts, waitFor: waitFor)
+                             waitFor: waitFor)
         if dgamma != nil || groups == 0 {
             let dg = dgamma ?? workspace, db = dbeta ?? workspace
             last = [try q.launch(.norm, "norm_params_finish", gamma.vectorArguments + workspace.vectorArguments +
@@ -261,7 +261,7 @@ enum NormKernels {
         let tiles = tiles(x.shape)
         return try q.launchRuns(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
                                 [.flag(relu), .flag(accumulate), .count(tiles)],
-                                items: x.shape.n * x.shape.c * tiles, waitFor: last)
+                                waitFor: last)
     }
 }
 

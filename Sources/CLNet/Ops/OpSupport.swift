@@ -51,12 +51,12 @@ extension CommandQueue {
                            local: [width, height, depth], waitFor: waitFor)
     }
 
-    /// Launches a memory-bound kernel over `items` runs (parts or tiles), each taken by
-    /// `Context.laneCount` lanes of one work-group, on a grid of the same size whatever `items`
-    /// is (see FOR_EACH_RUN in Common.cl): 16 work-groups per compute unit, enough to balance the
-    /// cores of a CPU and to fill a GPU's. With one lane a work-group holds eight work items, as
-    /// PoCL pays per work-group.
-    func launchRuns(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], items: Int,
+    /// Launches a kernel that takes its items (runs, parts, tiles, rows) in turn (FOR_EACH_RUN,
+    /// FOR_EACH_ITEM in Common.cl and Conv.cl) on a grid of the same size whatever their count,
+    /// which the kernel's own arguments give: 16 work-groups per compute unit, enough to balance
+    /// the cores of a CPU and to fill a GPU's. A work-group is `Context.laneCount` lanes, or eight
+    /// work items with one lane, as PoCL pays per work-group.
+    func launchRuns(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument],
                     specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
         let lanes = context.laneCount, local = lanes > 1 ? lanes : 8
         let global = 16 * max(1, context.device.info.computeUnits) * local

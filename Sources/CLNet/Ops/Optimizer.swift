@@ -36,6 +36,6 @@ public struct SGD: Sendable, Equatable {
         let tiles = CommandQueue.tiles(n)
         return try q.launchRuns(.optimizer, "sgd_update", parameters.vectorArguments + gradients.vectorArguments +
                                 momentumBuffer.vectorArguments + [.count(n), .float(learningRate), .float(momentum),
-                                .float(weightDecay), .flag(nesterov), .count(tiles)], items: tiles, waitFor: waitFor)
+                                .float(weightDecay), .flag(nesterov), .count(tiles)], waitFor: waitFor)
     }
 }

@@ -55,7 +55,7 @@ public enum MaxPool {
         try checkIndices(indices, out)
         let rows = out.n * out.c * out.h
         return try q.launchRuns(.pool, "maxpool_forward", x.arguments + y.arguments + [.buffer(indices)] +
-                                window.geometry(x.shape, out) + [.count(rows)], items: rows, waitFor: waitFor)
+                                window.geometry(x.shape, out) + [.count(rows)], waitFor: waitFor)
     }
 
     @discardableResult
@@ -68,7 +68,7 @@ public enum MaxPool {
         let runs = dx.shape.n * dx.shape.c * (q.context.laneCount == 1 ? 1 : dx.shape.h)
         return try q.launchRuns(.pool, "maxpool_backward", dy.arguments + [.buffer(indices)] + dx.arguments +
                                 window.geometry(dx.shape, out) + [.count(runs), .flag(accumulate)],
-                                items: runs, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 
     static func checkIndices(_ indices: Buffer, _ out: Shape) throws(CLNetError) {
@@ -87,7 +87,7 @@ public enum AvgPool {
         try checkSameShape("AvgPool", ["expected output": out, "y": y.shape])
         let rows = out.n * out.c * out.h
         return try q.launchRuns(.pool, "avgpool_forward", x.arguments + y.arguments + window.geometry(x.shape, out) +
-                                [.count(rows)], items: rows, waitFor: waitFor)
+                                [.count(rows)], waitFor: waitFor)
     }
 
     @discardableResult
@@ -97,7 +97,7 @@ public enum AvgPool {
         try checkSameShape("AvgPool backward", ["expected output gradient": out, "dy": dy.shape])
         let rows = dx.shape.n * dx.shape.c * dx.shape.h
         return try q.launchRuns(.pool, "avgpool_backward", dy.arguments + dx.arguments + window.geometry(dx.shape, out) +
-                                [.count(rows), .flag(accumulate)], items: rows, waitFor: waitFor)
+                                [.count(rows), .flag(accumulate)], waitFor: waitFor)
     }
 }
 
@@ -115,7 +115,7 @@ public enum GlobalAvgPool {
         try check("GlobalAvgPool", x.shape, y.shape)
         let rows = x.shape.n * x.shape.c
         return try q.launchRuns(.pool, "global_avgpool_forward", x.arguments + y.arguments +
-                                [.count(x.shape.c), .count(x.shape.h * x.shape.w), .count(rows)], items: rows,
+                                [.count(x.shape.c), .count(x.shape.h * x.shape.w), .count(rows)], 
                                 waitFor: waitFor)
     }
 
@@ -126,6 +126,6 @@ public enum GlobalAvgPool {
         let rows = dx.shape.n * dx.shape.c
         return try q.launchRuns(.pool, "global_avgpool_backward", dy.arguments + dx.arguments +
                                 [.count(dx.shape.c), .count(dx.shape.h * dx.shape.w), .count(rows), .flag(accumulate)],
-                                items: rows, waitFor: waitFor)
+                                waitFor: waitFor)
     }
 }
