@@ -34,6 +34,16 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CTurboJPEG",
+            pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]
+        ),
+        .systemLibrary(
+            name: "CPNG",
+            pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]
+        ),
         .target(
             name: "CLNetKernels",
             path: "Kernels",
@@ -41,7 +51,7 @@ let package = Package(
         ),
         .target(
             name: "CLNet",
-            dependencies: ["COpenCL", "CCLBlast", "CZlib", "CLNetKernels"]
+            dependencies: ["COpenCL", "CCLBlast", "CZlib", "CTurboJPEG", "CPNG", "CLNetKernels"]
         ),
         .target(
             name: "CLNetCLI",
@@ -62,9 +72,16 @@ let package = Package(
             dependencies: ["CLNet"],
             path: "Examples/TrainFashionMNIST"
         ),
+        // Training on a folder of photos and classifying with the result.
+        .executableTarget(
+            name: "train-image-folder",
+            dependencies: ["CLNet"],
+            path: "Examples/ImageFolder"
+        ),
         .testTarget(
             name: "CLNetTests",
-            dependencies: ["CLNet", "CLNetCLI"],
+            // The image libraries write the images the decoding tests read.
+            dependencies: ["CLNet", "CLNetCLI", "CTurboJPEG", "CPNG"],
             // Read from the source tree by path (#filePath), not bundled.
             exclude: ["Fixtures"]
         ),

@@ -6,9 +6,9 @@ import CLNetCLI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clnet-bench",
-        abstract: "Measure CLNet on an OpenCL device: peak rates, GEMM and its tuning, operators, memory plans, and whole models layer by layer (Benchmarks/compare.sh sets a model against PyTorch).",
+        abstract: "Measure CLNet on an OpenCL device: peak rates, GEMM and its tuning, operators, memory plans, whole models layer by layer, and image decoding (Benchmarks/compare.sh sets a model against PyTorch).",
         version: CLNet.version,
-        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, Plan.self, Model.self]
+        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, Plan.self, Model.self, Decode.self]
     )
 }
 

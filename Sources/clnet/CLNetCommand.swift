@@ -8,7 +8,7 @@ struct CLNetCommand: ParsableCommand {
         commandName: "clnet",
         abstract: "Train and run residual image networks on any OpenCL device.",
         version: CLNet.version,
-        subcommands: [Devices.self, Compile.self, Models.self, Run.self, Train.self, Eval.self, Export.self, Prune.self, ERF.self]
+        subcommands: [Devices.self, Compile.self, Models.self, Run.self, Train.self, Eval.self, Predict.self, Export.self, Prune.self, ERF.self]
     )
 }
 

@@ -17,13 +17,15 @@ struct Eval: ParsableCommand {
     @Option(help: "Weights or a checkpoint in safetensors.")
     var weights: String
 
-    @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or cifar100:DIR.")
+    @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, or imagefolder:DIR (its val/ split).")
     var data = "fashion-mnist"
+
+    @OptionGroup var image: ImageOptions
 
     @Option(help: "Images per batch.")
     var batchSize = 500
 
-    @Option(help: "Evaluate the first N test images only.")
+    @Option(help: "Evaluate the first N test images only (of an image folder: N spread evenly over val/).")
     var subset: Int?
 
     @OptionGroup var device: DeviceOption
@@ -36,6 +38,7 @@ struct Eval: ParsableCommand {
             guard batchSize > 0 else { throw CLNetError.invalidArgument("--batch-size must be positive, not \(batchSize)") }
             if let subset, subset <= 0 { throw CLNetError.invalidArgument("--subset must be positive, not \(subset)") }
             let source = try DataSource(parsing: data)
+            if case let .imageFolder(root) = source { return try folder(root) }
             var test = try source.load(train: false)
             if let subset { test = test.prefix(subset) }
             let stats = trainStatistics ? try source.load(train: true).channelStatistics() : test.channelStatistics()
@@ -54,5 +57,22 @@ struct Eval: ParsableCommand {
         } catch {
             throw fail(error)
         }
+    }
+
+    /// The val/ split of an image folder, with torchvision's evaluation transform.
+    private func folder(_ root: String) throws {
+        let folder = try ImageFolder(root: root)
+        let list = subset.map { folder.validation.subset($0) } ?? folder.validation
+        let samples = ImageFolderSamples(images: list, transform: try image.evaluation())
+        let spec = ModelSpec.filling(model, ["channels": "3", "classes": "\(folder.classes.count)"])
+        let batch = min(batchSize, samples.count)
+        let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: samples.height, loss: false)
+        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits])
+        try executor.load(try SafeTensors(contentsOf: URL(fileURLWithPath: weights)), ignoring: "optimizer.")
+        let loader = try BatchLoader(source: samples, batchSize: batch, training: false, seed: 0)
+        let start = ContinuousClock.now
+        let e = try Trainer.evaluate(executor, logits: logits, loader: loader)
+        print("\(spec) on \(data) (\(e.samples) images of val/): loss \(format(e.loss, 4)), top-1 \(format(e.top1 * 100, 2))%, "
+              + "top-5 \(format(e.top5 * 100, 2))% in \(format(seconds(since: start), 1)) s")
     }
 }

@@ -118,7 +118,7 @@ struct Prune: ParsableCommand {
         let owners = Set(graph.prunableConvolutions.flatMap { p in ([p.node] + p.path).flatMap { graph.nodes[$0].parameters } })
         let count = min(batches, loader.batchesPerEpoch)
         for i in 0..<count {
-            let b = loader.batch(epoch: 0, index: i)
+            let b = try loader.batch(epoch: 0, index: i)
             _ = try executor.forward(["input": b.inputs], labels: b.labels)
             try executor.backward()
             var gradients: [String: [Float]] = [:]

@@ -74,7 +74,7 @@ struct ERF: ParsableCommand {
             let loader = try BatchLoader(data: test, batchSize: test.count,
                                          preprocessing: Preprocessing(mean: stats.mean, std: stats.std), training: false, seed: 0)
             let start = ContinuousClock.now
-            let field = try EffectiveReceptiveField(graph: graph, parameters: parameters, images: loader.batch(epoch: 0, index: 0).inputs,
+            let field = try EffectiveReceptiveField(graph: graph, parameters: parameters, images: try loader.batch(epoch: 0, index: 0).inputs,
                                                     layer: layer)
             try AtomicFile.write(try field.png(scale: scale), to: output)
             print("""

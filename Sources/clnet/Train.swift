@@ -23,8 +23,16 @@ struct Train: ParsableCommand {
     @Option(help: "A model name or specification (see `clnet models`); channels and classes come from the data.")
     var model = "resnet20"
 
-    @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or cifar100:DIR.")
+    @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, or imagefolder:DIR (DIR/train/<class>/*.jpg|png and DIR/val/<class>/...).")
     var data = "fashion-mnist"
+
+    @OptionGroup var image: ImageOptions
+
+    @Option(help: "Threads that decode and augment images (default: the number of cores).")
+    var workers: Int?
+
+    @Flag(help: "Image folders: skip an image that cannot be decoded, and report it at the end of the epoch, instead of stopping.")
+    var skipBadImages = false
 
     @Option(help: "Epochs to train.")
     var epochs = 1
@@ -77,10 +85,10 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many steps in all (for quick checks); the run can be resumed later.")
     var maxSteps: Int?
 
-    @Option(help: "Train on the first N training images only.")
+    @Option(help: "Train on the first N training images only (of an image folder: N spread evenly over its sorted files, so every class is in).")
     var trainSubset: Int?
 
-    @Option(help: "Evaluate on the first N test images only.")
+    @Option(help: "Evaluate on the first N test images only (of an image folder: N spread evenly over val/).")
     var testSubset: Int?
 
     @OptionGroup var device: DeviceOption
@@ -144,10 +152,8 @@ struct Train: ParsableCommand {
         if let weights, !FileManager.default.fileExists(atPath: weights) {
             throw CLNetError.invalidArgument("--weights: there is no file \(weights)")
         }
-        let source = try DataSource(parsing: data)
-        var train = try source.load(train: true), test = try source.load(train: false)
-        if let n = trainSubset { train = train.prefix(n) }
-        if let n = testSubset { test = test.prefix(n) }
+        if let workers, workers <= 0 { throw CLNetError.invalidArgument("--workers must be positive, not \(workers)") }
+        let (train, test, classNames) = try samples(try DataSource(parsing: data))
         var config = TrainingConfiguration(model: model)
         config.epochs = epochs
         config.batchSize = batchSize
@@ -194,9 +200,10 @@ struct Train: ParsableCommand {
         if policy == .skip && (contexts.count > 1 || communicator != nil) {
             throw CLNetError.invalidArgument("--on-divergence skip runs on one device; drop --devices / --distributed or use stop")
         }
-        let trainer = try Trainer(configuration: config, train: train, test: test, augment: source.augments, context: contexts[0],
+        let trainer = try Trainer(configuration: config, train: train, test: test, context: contexts[0],
                                   replicaContexts: Array(contexts.dropFirst()), communicator: communicator,
-                                  synchronizedBatchNorm: syncBatchNorm)
+                                  synchronizedBatchNorm: syncBatchNorm,
+                                  loading: LoaderOptions(workers: workers, skipBadImages: skipBadImages))
         trainer.divergencePolicy = policy
         try communicator?.agree(on: "CLNet \(CLNet.version) \(trainer.modelSpec) \(config) \(data) sync-bn \(syncBatchNorm)",
                                 summary: "CLNet \(CLNet.version), \(trainer.modelSpec) on \(data)")
@@ -204,6 +211,10 @@ struct Train: ParsableCommand {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
                 throw CLNetError.invalidArgument("cannot create \(output): \(error)")
             }
+        }
+        if leader, let classNames {
+            // Beside the checkpoint, where `clnet predict` looks for the names of the classes.
+            try ImageFolder.writeClasses(classNames, to: dir.appendingPathComponent("classes.txt"))
         }
         let metrics = dir.appendingPathComponent("metrics.jsonl")
         if resume {
@@ -245,7 +256,9 @@ struct Train: ParsableCommand {
             let finished = trainer.epoch > epoch
             if finished && leader {
                 log.end()
+                reportSkipped(trainer.trainLoader.skippedFiles(epoch: epoch), "training", epoch)
                 let evaluation = try trainer.evaluate()
+                if let t = trainer.testLoader { reportSkipped(t.skippedFiles(epoch: 0), "test", epoch) }
                 print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
                       + "\(format(summary.imagesPerSecond, 1)) images/s | test loss \(format(evaluation.loss, 4)), "
                       + "top-1 \(format(evaluation.top1 * 100, 2))%, top-5 \(format(evaluation.top5 * 100, 2))% "
@@ -278,6 +291,40 @@ struct Train: ParsableCommand {
         try writeChart(metrics: metrics, to: dir.appendingPathComponent("chart.svg"), title: "\(trainer.modelSpec) on \(data)")
         print("checkpoint: \(checkpoint.path)\nweights:    \(dir.appendingPathComponent("model.safetensors").path)")
         print("metrics:    \(metrics.path)\nchart:      \(dir.appendingPathComponent("chart.svg").path)")
+    }
+}
+
+extension Train {
+    /// The training and test samples of `source`, and the class names of an image folder.
+    func samples(_ source: DataSource) throws -> (any SampleSource, any SampleSource, [String]?) {
+        if case let .imageFolder(root) = source {
+            let folder = try ImageFolder(root: root)
+            let skipped = folder.train.skippedFiles + folder.validation.skippedFiles
+            if skipped > 0 {
+                print("\(root): \(skipped) file\(skipped == 1 ? "" : "s") not named .jpg, .jpeg or .png left out")
+            }
+            let train = ImageFolderSamples(images: trainSubset.map { folder.train.subset($0) } ?? folder.train,
+                                           transform: try image.training())
+            let test = ImageFolderSamples(images: testSubset.map { folder.validation.subset($0) } ?? folder.validation,
+                                          transform: try image.evaluation())
+            return (train, test, folder.classes)
+        }
+        guard !image.normalisationGiven, !skipBadImages else {
+            throw CLNetError.invalidArgument("--mean, --std and --skip-bad-images are for image folders; \(data) is normalised with its training split's statistics")
+        }
+        var train = try source.load(train: true), test = try source.load(train: false)
+        if let n = trainSubset { train = train.prefix(n) }
+        if let n = testSubset { test = test.prefix(n) }
+        let stats = train.channelStatistics()
+        let prep = Preprocessing(mean: stats.mean, std: stats.std, cropPadding: source.augments ? 4 : 0, horizontalFlip: source.augments)
+        return (try InMemorySamples(data: train, preprocessing: prep), try InMemorySamples(data: test, preprocessing: prep), nil)
+    }
+
+    /// The end-of-epoch report of images `--skip-bad-images` left out.
+    func reportSkipped(_ files: [String], _ split: String, _ epoch: Int) {
+        guard !files.isEmpty else { return }
+        let shown = files.prefix(5).joined(separator: ", ") + (files.count > 5 ? ", ..." : "")
+        print("epoch \(epoch + 1): skipped \(files.count) unreadable \(split) image\(files.count == 1 ? "" : "s"): \(shown)")
     }
 }
 
@@ -322,6 +369,7 @@ final class ProgressLog {
         let eta = Int(p.secondsLeft.rounded())
         let text = "epoch \(p.epoch + 1) \(p.step)/\(p.stepsInEpoch) loss \(format(p.loss, 4)) acc \(format(p.accuracy * 100, 2))% "
             + "\(format(p.imagesPerSecond, 1)) img/s lr \(format(p.learningRate, 4)) ETA \(eta / 60):\(String(format2: eta % 60))"
+            + (p.dataWaitSeconds >= 0.05 ? " | data wait \(format(p.dataWaitSeconds, 1)) s\(p.waitedForData ? " (waiting)" : "")" : "")
         if terminal {
             let width = 24, filled = width * p.step / max(p.stepsInEpoch, 1)
             let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)

@@ -118,7 +118,7 @@ struct DataTests {
         let plain = Preprocessing(mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
         let eval = try BatchLoader(data: data, batchSize: 3, preprocessing: plain, training: false, seed: 1)
         #expect(eval.batchesPerEpoch == 1)
-        let b = eval.batch(epoch: 0, index: 0)
+        let b = try eval.batch(epoch: 0, index: 0)
         #expect(b.inputs.count == 3 * 48 && b.count == 2 && b.labels == [1, 0, 1], "padded with the first sample")
         #expect(abs(b.inputs[5] - (Float(25) / 255 - 0.5) / 0.25) < 1e-6)
         // Training batches: shapes kept, the same for the same (seed, epoch, index), different otherwise.
@@ -127,9 +127,9 @@ struct DataTests {
         let again = try BatchLoader(data: data, batchSize: 2, preprocessing: augment, training: true, seed: 7)
         var seen: Set<[Float]> = []
         for epoch in 0..<8 {
-            let x = train.batch(epoch: epoch, index: 0)
+            let x = try train.batch(epoch: epoch, index: 0)
             #expect(x.inputs.count == 2 * 48 && Set(x.labels) == [0, 1])
-            #expect(x.inputs == again.batch(epoch: epoch, index: 0).inputs)
+            #expect(x.inputs == (try again.batch(epoch: epoch, index: 0).inputs))
             seen.insert(x.inputs)
         }
         #expect(seen.count > 4, "crops and flips vary between epochs")
@@ -143,7 +143,7 @@ struct DataTests {
         let mirrored = (0..<48).map { Float(pixels[$0 / 4 * 4 + 3 - $0 % 4]) * scale }
         var kinds: Set<Int> = []
         for epoch in 0..<16 {
-            let x = loader.batch(epoch: epoch, index: 0).inputs
+            let x = try loader.batch(epoch: epoch, index: 0).inputs
             if x == straight { kinds.insert(0) } else if x == mirrored { kinds.insert(1) } else { Issue.record("neither the image nor its mirror") }
         }
         #expect(kinds == [0, 1])

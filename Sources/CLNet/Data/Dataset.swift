@@ -73,11 +73,13 @@ public struct ImageDataset: Sendable {
 }
 
 /// Where a data set comes from, as `--data` takes it: `fashion-mnist[:DIR]`, `mnist:DIR`,
-/// `cifar10:DIR` or `cifar100:DIR`.
+/// `cifar10:DIR`, `cifar100:DIR` or `imagefolder:DIR`.
 public enum DataSource: Sendable, Equatable {
     case idx(directory: String, name: String)
     case cifar10(directory: String)
     case cifar100(directory: String)
+    /// Photos in torchvision's ImageFolder layout (`ImageFolder`), decoded as they are needed.
+    case imageFolder(directory: String)
 
     /// Where Debian's `dataset-fashion-mnist` package puts Fashion-MNIST.
     public static let fashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
@@ -93,8 +95,14 @@ public enum DataSource: Sendable, Equatable {
         case "cifar10", "cifar100":
             guard let path else { throw .invalidArgument("--data \(kind) needs a folder: \(kind):/path/to/cifar") }
             self = kind == "cifar10" ? .cifar10(directory: path) : .cifar100(directory: path)
+        case "imagefolder":
+            guard let path, !path.isEmpty else {
+                throw .invalidArgument("--data imagefolder needs a folder: imagefolder:/path/holding/train/and/val")
+            }
+            self = .imageFolder(directory: path)
         default:
-            throw .invalidArgument("unknown data set '\(text)'; use fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or cifar100:DIR")
+            throw .invalidArgument(
+                "unknown data set '\(text)'; use fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR or imagefolder:DIR")
         }
     }
 
@@ -105,9 +113,15 @@ public enum DataSource: Sendable, Equatable {
         return true
     }
 
-    /// The training or test split.
+    /// The training or test split of an in-memory data set. An image folder is read through
+    /// `ImageFolder` and `ImageFolderSamples` instead.
     public func load(train: Bool) throws(CLNetError) -> ImageDataset {
         switch self {
+        case .imageFolder:
+            throw .invalidArgument("""
+                an image folder is decoded as it is read, not loaded whole: this command takes fashion-mnist, mnist, \
+                cifar10 or cifar100 (clnet train, eval and predict read image folders)
+                """)
         case let .idx(directory, _):
             let prefix = train ? "train" : "t10k"
             return try IDX.dataset(images: try IDX.find(directory, "\(prefix)-images-idx3-ubyte"),

@@ -33,6 +33,11 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
     /// Training produced a loss that is not finite at `step` (1-based). The checkpoints written
     /// so far are intact.
     case diverged(step: Int, loss: Float, message: String)
+    /// An image file that cannot be read or is not a whole JPEG or PNG image; `file` is its path.
+    case badImage(file: String, message: String)
+    /// An image folder whose layout cannot be trained on: a missing split, an empty class, or
+    /// splits whose classes differ.
+    case invalidDataset(String)
 
     public var description: String {
         switch self {
@@ -57,6 +62,10 @@ public enum CLNetError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .unknownParameter(name, message):
             return "parameter \(name): \(message)"
         case let .diverged(_, _, message):
+            return message
+        case let .badImage(file, message):
+            return "\(file): \(message)"
+        case let .invalidDataset(message):
             return message
         }
     }

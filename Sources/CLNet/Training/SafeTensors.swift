@@ -14,11 +14,13 @@ import Foundation
 /// bounds. Writing goes to a temporary file that is renamed into place, so an interrupted write
 /// leaves the previous file intact.
 public struct SafeTensors: Sendable {
-    /// The element types CLNet reads (F32, F16 and BF16 as Float32; I64 and I32 as integers).
+    /// The element types CLNet reads (F32, F16, BF16 and F64 as Float32; I64, I32 and U8, the
+    /// type of image pixels, as integers).
     public enum DType: String, Sendable, Codable {
-        case F32, F16, BF16, I64, I32, F64
+        case F32, F16, BF16, I64, I32, F64, U8
         var size: Int {
             switch self {
+            case .U8: return 1
             case .F16, .BF16: return 2
             case .F32, .I32: return 4
             case .I64, .F64: return 8
@@ -79,7 +81,7 @@ public struct SafeTensors: Sendable {
                 metadata = m
             case let .tensor(dtypeName, shape, offsets):
                 guard let dtype = DType(rawValue: dtypeName) else {
-                    throw fail("tensor \(name) has dtype \(dtypeName); CLNet reads F32, F16, BF16, F64, I64 and I32")
+                    throw fail("tensor \(name) has dtype \(dtypeName); CLNet reads F32, F16, BF16, F64, I64, I32 and U8")
                 }
                 guard shape.allSatisfy({ $0 >= 0 }), offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
                     throw fail("tensor \(name) has shape \(shape) and offsets \(offsets), which are not valid")
@@ -121,16 +123,18 @@ public struct SafeTensors: Sendable {
         case .F64: return (0..<e.count).map { Float(Double(bitPattern: word($0, UInt64.self))) }
         case .BF16: return (0..<e.count).map { Float(bitPattern: UInt32(word($0, UInt16.self)) << 16) }
         case .F16: return (0..<e.count).map { Self.halfToFloat(word($0, UInt16.self)) }
-        case .I64, .I32:
+        case .I64, .I32, .U8:
             throw .invalidArgument("\(label): tensor \(name) holds integers (\(e.dtype)), not floating-point values")
         }
     }
 
-    /// A tensor of integers (I64 or I32) as Int64 values.
+    /// A tensor of integers (I64, I32 or U8) as Int64 values.
     public func integers(_ name: String) throws(CLNetError) -> [Int64] {
         let e = try entry(name)
         let bytes = data[e.range]
         switch e.dtype {
+        case .U8:
+            return bytes.map { Int64($0) }
         case .I64:
             return (0..<e.count).map { i in
                 Int64(bitPattern: (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[bytes.startIndex + i * 8 + $1]) << (8 * UInt64($1)) })

@@ -68,20 +68,40 @@ public final class Trainer {
     /// The epoch the next step belongs to (0-based).
     public var epoch: Int { step / stepsPerEpoch }
 
-    /// Builds the model for the data, initialises it from the seed, and prepares the loaders.
-    /// The preprocessing defaults to the training set's own channel statistics, with CIFAR's
-    /// crop and flip when `augment` is set.
+    /// Builds the model for an in-memory data set, initialises it from the seed, and prepares
+    /// the loaders. The preprocessing defaults to the training set's own channel statistics,
+    /// with CIFAR's crop and flip when `augment` is set. The rest is as the other initialiser's.
+    public convenience init(configuration: TrainingConfiguration, train: ImageDataset, test: ImageDataset?, augment: Bool = false,
+                            preprocessing: Preprocessing? = nil, context: Context? = nil, queues: Int? = nil,
+                            replicaContexts: [Context] = [], communicator: Communicator? = nil,
+                            synchronizedBatchNorm: Bool = false, loading: LoaderOptions = LoaderOptions()) throws(CLNetError) {
+        if let test, (test.channels, test.height, test.width) != (train.channels, train.height, train.width) {
+            throw .invalidArgument("""
+                the test images are \(test.channels)x\(test.height)x\(test.width) but the training images \
+                \(train.channels)x\(train.height)x\(train.width)
+                """)
+        }
+        let stats = train.channelStatistics()
+        let prep = preprocessing ?? Preprocessing(mean: stats.mean, std: stats.std, cropPadding: augment ? 4 : 0,
+                                                  horizontalFlip: augment)
+        try self.init(configuration: configuration, train: try InMemorySamples(data: train, preprocessing: prep),
+                      test: try test.map { t throws(CLNetError) in try InMemorySamples(data: t, preprocessing: prep) },
+                      context: context, queues: queues, replicaContexts: replicaContexts, communicator: communicator,
+                      synchronizedBatchNorm: synchronizedBatchNorm, loading: loading)
+    }
+
+    /// Builds the model for the data, initialises it from the seed, and prepares the loaders:
+    /// `train` is shuffled and augmented as its source does, `test` is read in order.
     ///
     /// Data parallelism (as PyTorch's DistributedDataParallel): with `replicaContexts`, one
     /// replica of the model per context beyond the first, and with a `communicator`, the same
     /// on every rank. Each replica takes an equal slice of every batch (so the batch size must
-    /// divide by replicas times ranks); gradients are averaged across all of them before one
-    /// update, so the weights follow the single-device run of the whole batch, with batch-norm
-    /// statistics per replica.
-    public init(configuration: TrainingConfiguration, train: ImageDataset, test: ImageDataset?, augment: Bool = false,
-                preprocessing: Preprocessing? = nil, context: Context? = nil, queues: Int? = nil,
-                replicaContexts: [Context] = [], communicator: Communicator? = nil,
-                synchronizedBatchNorm: Bool = false) throws(CLNetError) {
+    /// divide by replicas times ranks), and each rank prepares only its own slices; gradients
+    /// are averaged across all of them before one update, so the weights follow the
+    /// single-device run of the whole batch, with batch-norm statistics per replica.
+    public init(configuration: TrainingConfiguration, train: any SampleSource, test: (any SampleSource)?,
+                context: Context? = nil, queues: Int? = nil, replicaContexts: [Context] = [], communicator: Communicator? = nil,
+                synchronizedBatchNorm: Bool = false, loading: LoaderOptions = LoaderOptions()) throws(CLNetError) {
         let c = configuration
         if synchronizedBatchNorm {
             // As PyTorch's SyncBatchNorm: one device per process.
@@ -112,12 +132,14 @@ public final class Trainer {
         var fill = ["channels": "\(train.channels)", "classes": "\(max(train.classes, test?.classes ?? 0))"]
         if c.stochasticDepth > 0 { fill["stochastic_depth"] = "\(c.stochasticDepth)" }
         modelSpec = ModelSpec.filling(c.model, fill)
-        let stats = train.channelStatistics()
-        let prep = preprocessing ?? Preprocessing(mean: stats.mean, std: stats.std, cropPadding: augment ? 4 : 0,
-                                                  horizontalFlip: augment)
-        trainLoader = try BatchLoader(data: train, batchSize: c.batchSize, preprocessing: prep, training: true, seed: c.seed)
+        trainLoader = try BatchLoader(source: train, batchSize: c.batchSize, training: true, seed: c.seed, options: loading)
+        if let communicator {
+            // This rank's replicas take places first ..< first + replicas of each batch.
+            let per = c.batchSize / shards, first = communicator.rank * (1 + replicaContexts.count) * per
+            trainLoader.shard = first..<(first + (1 + replicaContexts.count) * per)
+        }
         testLoader = try test.map { t throws(CLNetError) in
-            try BatchLoader(data: t, batchSize: min(c.evalBatchSize, t.count), preprocessing: prep, training: false, seed: c.seed)
+            try BatchLoader(source: t, batchSize: min(c.evalBatchSize, t.count), training: false, seed: c.seed, options: loading)
         }
         schedule = try LearningRateSchedule(parsing: c.schedule, base: c.learningRate, stepsPerEpoch: trainLoader.batchesPerEpoch,
                                             epochs: c.epochs, warmupEpochs: c.warmupEpochs)
@@ -193,6 +215,8 @@ public final class Trainer {
         let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
         let start = ContinuousClock.now
         var losses: [Float] = [], correct = 0, lossSum = 0.0
+        // A wait of a millisecond or more means the batch was not ready when the step wanted it.
+        var dataWait = 0.0, lastWait = 0.0
         // The loss of step i is read while step i + 1 runs, so the host never idles the device.
         var inFlight: (reading: LossReading, rate: Double, step: Int)? = nil
         func collect(_ reading: LossReading, _ rate: Double, _ stepNumber: Int) throws(CLNetError) {
@@ -216,13 +240,15 @@ public final class Trainer {
                                   accuracy: Double(correct) / Double(done * configuration.batchSize), stepLoss: loss,
                                   imagesPerSecond: Double(done * configuration.batchSize) / max(elapsed, 1e-9),
                                   secondsLeft: perStep * Double(last - first - done), learningRate: rate,
-                                  skippedSteps: skippedSteps))
+                                  skippedSteps: skippedSteps, dataWaitSeconds: dataWait, waitedForData: lastWait >= 1e-3))
         }
         if shards > 1 && divergencePolicy == .skip {
             throw .invalidArgument("skipping diverged steps runs on one device; data-parallel training stops instead")
         }
         for index in first..<last {
-            let batch = trainLoader.batch(epoch: epoch, index: index)
+            let batch = try trainLoader.batch(epoch: epoch, index: index)
+            dataWait += batch.waitSeconds
+            lastWait = batch.waitSeconds
             let rate = schedule.rate(at: step) * learningRateScale
             executor.optimizer?.learningRate = Float(rate)
             let outcome = shards > 1 ? try dataParallelStep(batch, rate: rate)
@@ -260,7 +286,7 @@ public final class Trainer {
         let classes = executor.graph.shape(of: logits)[1]
         var loss = 0.0, top1 = 0, top5 = 0, samples = 0
         for index in 0..<loader.batchesPerEpoch {
-            let batch = loader.batch(epoch: 0, index: index)
+            let batch = try loader.batch(epoch: 0, index: index)
             try executor.forward(["input": batch.inputs])
             let z = try executor.read(logits)
             for i in 0..<batch.count {

@@ -65,6 +65,9 @@ public struct StepProgress: Sendable {
     public var learningRate: Double
     /// Steps skipped so far in this run because their loss was not finite (`DivergencePolicy.skip`).
     public var skippedSteps = 0
+    /// Seconds of this epoch so far in which the device waited for the data pipeline, and
+    /// whether the latest step's batch was late.
+    public var dataWaitSeconds = 0.0, waitedForData = false
 }
 
 /// What one epoch of training did.

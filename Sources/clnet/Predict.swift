@@ -1,0 +1,184 @@
+import ArgumentParser
+import CLNet
+import CLNetCLI
+import Dispatch
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify image files (JPEG or PNG) with trained weights: the top classes and their probabilities.",
+        discussion: """
+            Each image goes through torchvision's evaluation transform (the shorter side resized to \
+            --image-size * 256 / 224 with PIL's antialiased bilinear filter, the centre square, ImageNet's \
+            normalisation) and the model in eval mode. Class names come from --classes, else from classes.txt beside \
+            the weights (which `clnet train` writes for an image folder), else the class indices are printed. \
+            --output writes `input` (the preprocessed [N, 3, size, size] batch) and `logits` in safetensors, to \
+            compare the preprocessing with torchvision's.
+            """)
+
+    @Option(help: "A model name or specification (see `clnet models`); its classes come from the class list or the weights.")
+    var model: String
+
+    @Option(help: "Weights or a checkpoint in safetensors.")
+    var weights: String
+
+    @Option(help: "The class names, one per line in label order (default: classes.txt beside the weights).")
+    var classes: String?
+
+    @Option(help: "Classes to print per image.")
+    var top = 5
+
+    @OptionGroup var image: ImageOptions
+
+    @Option(help: "Images per batch.")
+    var batchSize = 16
+
+    @Flag(help: "Print JSON: one object per image with its file and top classes.")
+    var json = false
+
+    @Option(help: "Also write the preprocessed inputs and the logits to this safetensors file (written atomically).")
+    var output: String?
+
+    @OptionGroup var device: DeviceOption
+
+    @Argument(help: "The image files.")
+    var images: [String]
+
+    func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func execute() throws {
+        guard !images.isEmpty else { throw CLNetError.invalidArgument("give at least one image file") }
+        guard top > 0 else { throw CLNetError.invalidArgument("--top must be positive, not \(top)") }
+        guard batchSize > 0 else { throw CLNetError.invalidArgument("--batch-size must be positive, not \(batchSize)") }
+        let transform = try image.evaluation()
+        let imageSize = transform.size
+        let weightsURL = URL(fileURLWithPath: weights)
+        let file = try SafeTensors(contentsOf: weightsURL)
+        let besideWeights = weightsURL.deletingLastPathComponent().appendingPathComponent("classes.txt")
+        let names: [String]? = try classes.map { try ImageFolder.readClasses(URL(fileURLWithPath: $0)) }
+            ?? (FileManager.default.fileExists(atPath: besideWeights.path) ? try ImageFolder.readClasses(besideWeights) : nil)
+        var fill = ["channels": "3"]
+        if let names { fill["classes"] = "\(names.count)" } else if let n = Self.classCount(file) { fill["classes"] = "\(n)" }
+        let spec = ModelSpec.filling(model, fill)
+        let batch = min(batchSize, images.count)
+        let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: imageSize, loss: false)
+        let classCount = graph.shape(of: logits)[1]
+        if let names, names.count != classCount {
+            throw CLNetError.invalidArgument("the class list has \(names.count) names but \(spec) predicts \(classCount) classes")
+        }
+        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits])
+        try executor.load(file, ignoring: "optimizer.")
+
+        let per = 3 * imageSize * imageSize
+        var inputs: [Float] = [], allLogits: [Float] = []
+        for start in stride(from: 0, to: images.count, by: batch) {
+            let files = Array(images[start..<min(start + batch, images.count)])
+            var x = try Self.preprocess(files, transform: transform)
+            if output != nil { inputs += x }
+            // The last batch is padded with zeros to the executor's size.
+            x += [Float](repeating: 0, count: (batch - files.count) * per)
+            try executor.forward(["input": x])
+            allLogits += try executor.read(logits).prefix(files.count * classCount)
+        }
+
+        var results: [PredictionRecord] = []
+        for (i, path) in images.enumerated() {
+            let row = allLogits[(i * classCount)..<((i + 1) * classCount)].map(Double.init)
+            let m = row.max()!, z = row.reduce(0) { $0 + exp($1 - m) }
+            let ranked = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(top)
+            results.append(PredictionRecord(file: path, top: ranked.map { k in
+                PredictionRecord.Guess(index: k, name: names?[k], probability: exp(row[k] - m) / z)
+            }))
+        }
+        if let output {
+            try SafeTensors.write([("input", .float32(inputs, shape: [images.count, 3, imageSize, imageSize])),
+                                   ("logits", .float32(allLogits, shape: [images.count, classCount]))],
+                                  to: URL(fileURLWithPath: output))
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+        } else {
+            for r in results {
+                print(r.file)
+                for g in r.top {
+                    let percent = format(g.probability * 100, 2)
+                    print("  \(String(repeating: " ", count: max(0, 6 - percent.count)))\(percent)%  \(g.name.map { "\($0) (\(g.index))" } ?? "class \(g.index)")")
+                }
+            }
+        }
+    }
+
+    /// Decodes and transforms the files on the machine's cores; the first file that fails stops
+    /// everything, named in the error.
+    static func preprocess(_ files: [String], transform: ImageTransform) throws -> [Float] {
+        let per = 3 * transform.size * transform.size
+        var x = [Float](repeating: 0, count: files.count * per)
+        let errors = ErrorSlots(count: files.count)
+        x.withUnsafeMutableBufferPointer { buffer in
+            let out = OutBuffer(buffer)
+            DispatchQueue.concurrentPerform(iterations: files.count) { i in
+                do {
+                    let image = try ImageFile.read(files[i])
+                    var rng = SeededGenerator(seed: 0)
+                    transform.apply(image, rng: &rng, into: out.buffer, offset: i * per)
+                } catch {
+                    errors.set(i, error)
+                }
+            }
+        }
+        if let error = errors.first { throw error }
+        return x
+    }
+
+    /// The class count of a torchvision-named classifier in the weights (`fc.weight` of a
+    /// ResNet, `classifier.weight` of a DenseNet).
+    static func classCount(_ file: SafeTensors) -> Int? {
+        for name in ["fc.weight", "classifier.weight"] {
+            if let e = file.entries[name], e.shape.count == 2 { return e.shape[0] }
+        }
+        return nil
+    }
+
+}
+
+/// One image's answer, as --json prints it.
+struct PredictionRecord: Codable {
+    struct Guess: Codable {
+        var index: Int
+        var name: String?
+        var probability: Double
+    }
+    var file: String
+    var top: [Guess]
+}
+
+/// The batch buffer that the decoding threads write, each its own images' part.
+private struct OutBuffer: @unchecked Sendable {
+    let buffer: UnsafeMutableBufferPointer<Float>
+    init(_ buffer: UnsafeMutableBufferPointer<Float>) { self.buffer = buffer }
+}
+
+/// The errors of the decoding threads, one slot per file, so that the first file's error is
+/// reported whatever order the threads ran in.
+private final class ErrorSlots: Sendable {
+    private let slots: Mutex<[(any Error)?]>
+    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
+    func set(_ i: Int, _ error: any Error) { slots.withLock { $0[i] = error } }
+    var first: (any Error)? { slots.withLock { $0.compactMap { $0 }.first } }
+}
