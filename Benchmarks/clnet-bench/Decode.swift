@@ -57,7 +57,7 @@ struct Decode: ParsableCommand {
         }
         var rows: [Row] = []
         for n in counts {
-            var best = Double.infinity, pixels = 0
+            var best = Double.infinity, pixels = 0, decoded = 0
             for _ in 0..<max(1, passes) {
                 let next = Atomic<Int>(0), total = Atomic<Int>(0), failures = Atomic<Int>(0)
                 let start = ContinuousClock.now
@@ -75,13 +75,17 @@ struct Decode: ParsableCommand {
                         if let apply { out.withUnsafeMutableBufferPointer { apply.apply(image, rng: &rng, into: $0, offset: 0) } }
                     }
                 }
-                best = min(best, seconds(since: start))
-                pixels = total.load(ordering: .relaxed)
+                let elapsed = seconds(since: start)
+                if elapsed < best {
+                    (best, pixels) = (elapsed, total.load(ordering: .relaxed))
+                    decoded = files.count - failures.load(ordering: .relaxed)
+                }
                 if failures.load(ordering: .relaxed) > 0 {
                     printError("clnet-bench: warning: \(failures.load(ordering: .relaxed)) files did not decode")
                 }
             }
-            rows.append(Row(workers: n, images: files.count, seconds: best, imagesPerSecond: Double(files.count) / best,
+            // Files that failed to decode are not counted as images.
+            rows.append(Row(workers: n, images: decoded, seconds: best, imagesPerSecond: Double(decoded) / best,
                             megapixelsPerSecond: Double(pixels) / best / 1e6))
         }
         if json { return try printJSON(Report(folder: folder, transform: transform, rows: rows)) }

@@ -21,8 +21,8 @@ struct Export: ParsableCommand {
             with rm=1 (e.g. resnet20:rm=1). Logits agree with the original's in eval mode.
             """)
 
-    @Option(help: "The model the weights are for (a name or specification).")
-    var model: String
+    @Option(help: "The model the weights are for (a name or specification; default: the model --weights records).")
+    var model: String?
 
     @Option(help: "The trained weights (or a checkpoint).")
     var weights: String
@@ -39,12 +39,13 @@ struct Export: ParsableCommand {
     func run() throws {
         do {
             guard foldBn || removeResiduals else { throw CLNetError.invalidArgument("nothing to export: give --fold-bn or --rm") }
+            let weightsFile = try LoadedWeights(weights)
+            let model = try weightsFile.model(self.model)
             let size = ModelSpec.defaultSize(model)
             let graph = try ModelSpec.graph(model, batch: 1, size: size, loss: false).graph
             // The rewrite first: a model it cannot handle is refused before the weights are read.
             let plain = removeResiduals ? try graph.removingResiduals() : nil
-            let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
-            let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
+            let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: weightsFile.file, ignoring: "optimizer."))
             let target: Graph, rewritten: [String: [Float]], spec: String, summary: String
             if let plain {
                 (target, rewritten) = (plain.graph, try graph.removeResidualParameters(plain, values))
@@ -57,11 +58,13 @@ struct Export: ParsableCommand {
                 summary = "folded \(fold.pairs.count) batch norms into their convolutions"
             }
             let tensors = target.parameters.map { p in (name: p.name, value: SafeTensors.Value.float32(rewritten[p.name]!, shape: p.shape.dims)) }
-            try SafeTensors.write(tensors, to: URL(fileURLWithPath: output))
+            // The output records the rewritten model, and keeps what the input said of its data.
+            let info = weightsFile.info?.rewritten(as: spec) ?? WeightsInfo(model: spec)
+            try SafeTensors.write(tensors, to: URL(fileURLWithPath: output), metadata: info.metadata)
             print("""
                 \(summary): \(graph.parameters.count) tensors -> \(target.parameters.count), \(graph.nodes.count) nodes -> \
                 \(target.nodes.count), \(graph.trainableParameterCount) parameters -> \(target.trainableParameterCount)
-                wrote \(output); use it with --model \(spec)
+                wrote \(output) for \(spec), which it records: use it with --weights alone
                 """)
         } catch {
             throw fail(error)

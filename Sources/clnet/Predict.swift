@@ -17,15 +17,17 @@ struct Predict: ParsableCommand {
         abstract: "Classify image files (JPEG or PNG) with trained weights: the top classes and their probabilities.",
         discussion: """
             Each image goes through torchvision's evaluation transform (the shorter side resized to \
-            --image-size * 256 / 224 with PIL's antialiased bilinear filter, the centre square, ImageNet's \
-            normalisation) and the model in eval mode. Class names come from --classes, else from classes.txt beside \
-            the weights (which `clnet train` writes for an image folder), else the class indices are printed. \
+            --image-size * 256 / 224 with PIL's antialiased bilinear filter, the centre square, the normalisation) \
+            and the model in eval mode. Weights written by CLNet record their model, input size, normalisation and \
+            class names, which are used unless given. Class names come from --classes, else from the weights, else \
+            from classes.txt beside them (which `clnet train` writes for an image folder), else the class indices \
+            are printed. \
             --output writes `input` (the preprocessed [N, 3, size, size] batch) and `logits` in safetensors, to \
             compare the preprocessing with torchvision's.
             """)
 
-    @Option(help: "A model name or specification (see `clnet models`); its classes come from the class list or the weights.")
-    var model: String
+    @Option(help: "A model name or specification (see `clnet models`; default: the model --weights records); its classes come from the class list or the weights.")
+    var model: String?
 
     @Option(help: "Weights or a checkpoint in safetensors.")
     var weights: String
@@ -64,16 +66,18 @@ struct Predict: ParsableCommand {
         guard !images.isEmpty else { throw CLNetError.invalidArgument("give at least one image file") }
         guard top > 0 else { throw CLNetError.invalidArgument("--top must be positive, not \(top)") }
         guard batchSize > 0 else { throw CLNetError.invalidArgument("--batch-size must be positive, not \(batchSize)") }
-        let transform = try image.evaluation()
+        let weightsFile = try LoadedWeights(weights)
+        let file = weightsFile.file
+        // The size and normalisation the weights were trained at, unless given.
+        let transform = try image.evaluation(defaults: weightsFile.info)
         let imageSize = transform.size
-        let weightsURL = URL(fileURLWithPath: weights)
-        let file = try SafeTensors(contentsOf: weightsURL)
-        let besideWeights = weightsURL.deletingLastPathComponent().appendingPathComponent("classes.txt")
-        let names: [String]? = try classes.map { try ImageFolder.readClasses(URL(fileURLWithPath: $0)) }
+        // Class names: --classes, else the weights' own, else classes.txt beside them.
+        let besideWeights = URL(fileURLWithPath: weights).deletingLastPathComponent().appendingPathComponent("classes.txt")
+        let names: [String]? = try classes.map { try ImageFolder.readClasses(URL(fileURLWithPath: $0)) } ?? weightsFile.info?.classes
             ?? (FileManager.default.fileExists(atPath: besideWeights.path) ? try ImageFolder.readClasses(besideWeights) : nil)
         var fill = ["channels": "3"]
         if let names { fill["classes"] = "\(names.count)" } else if let n = Self.classCount(file) { fill["classes"] = "\(n)" }
-        let spec = ModelSpec.filling(model, fill)
+        let spec = ModelSpec.filling(try weightsFile.model(model), fill)
         let batch = min(batchSize, images.count)
         let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: imageSize, loss: false)
         let classCount = graph.shape(of: logits)[1]

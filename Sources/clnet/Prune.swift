@@ -17,11 +17,11 @@ struct Prune: ParsableCommand {
             the weights (Li et al. 2017), taylor by (sum of gradient x value of the filter's batch-norm scale and \
             shift)^2 averaged over --batches training minibatches (Molchanov et al. 2019). The channels that \
             residual additions join are kept, so every addition keeps its shape. The result is the model with \
-            mid= widths; fine-tune it with `clnet train --model SPEC --weights OUT`.
+            mid= widths, which OUT records; fine-tune it with `clnet train --weights OUT`.
             """)
 
-    @Option(help: "The model the weights are for (a name or specification).")
-    var model: String
+    @Option(help: "The model the weights are for (a name or specification; default: the model --weights records).")
+    var model: String?
 
     @Option(help: "The trained weights (or a checkpoint).")
     var weights: String
@@ -57,7 +57,8 @@ struct Prune: ParsableCommand {
             }
             let source = try DataSource(parsing: data)
             let train = try source.load(train: true)
-            let spec = ModelSpec.filling(model, ["channels": "\(train.channels)", "classes": "\(train.classes)"])
+            let weightsFile = try LoadedWeights(weights)
+            let spec = ModelSpec.filling(try weightsFile.model(model), ["channels": "\(train.channels)", "classes": "\(train.classes)"])
             let graph = try ModelSpec.graph(spec, batch: 1, size: train.height, loss: false).graph
             guard !graph.prunableConvolutions.isEmpty else {
                 throw CLNetError.invalidArgument("\(spec) has no convolution inside a residual block to prune")
@@ -72,8 +73,7 @@ struct Prune: ParsableCommand {
             } catch {
                 throw CLNetError.invalidArgument("clnet prune handles the ResNets and CIFAR ResNets, whose block widths mid= sets; \(error)")
             }
-            let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
-            let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
+            let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: weightsFile.file, ignoring: "optimizer."))
             let importance: [String: [Double]]
             switch how {
             case .l1:
@@ -87,7 +87,8 @@ struct Prune: ParsableCommand {
             let pruned = try ModelSpec.graph(prunedSpec, batch: 1, size: train.height, loss: false).graph
             let prunedValues = try graph.prunedParameters(plan, values, pruned: pruned)
             let tensors = pruned.parameters.map { p in (name: p.name, value: SafeTensors.Value.float32(prunedValues[p.name]!, shape: p.shape.dims)) }
-            try SafeTensors.write(tensors, to: URL(fileURLWithPath: output))
+            let info = weightsFile.info?.rewritten(as: prunedSpec) ?? WeightsInfo(model: prunedSpec, imageSize: train.height, dataset: data)
+            try SafeTensors.write(tensors, to: URL(fileURLWithPath: output), metadata: info.metadata)
             let filters = graph.prunableConvolutions.map { graph.shape(of: graph.nodes[$0.node].output).c }.reduce(0, +)
             let kept = plan.keep.values.map(\.count).reduce(0, +)
             print("""
@@ -96,7 +97,7 @@ struct Prune: ParsableCommand {
                 (\(format(Double(pruned.trainableParameterCount) / Double(graph.trainableParameterCount) * 100, 1))%), \
                 MFLOPs per image \(format(graph.forwardFLOPs / 1e6, 1)) -> \(format(pruned.forwardFLOPs / 1e6, 1)) \
                 (\(format(pruned.forwardFLOPs / graph.forwardFLOPs * 100, 1))%)
-                wrote \(output); use it with --model \(prunedSpec)
+                wrote \(output) for \(prunedSpec), which it records: fine-tune it with `clnet train --weights \(output)`
                 """)
         } catch {
             throw fail(error)

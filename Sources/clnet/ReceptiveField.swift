@@ -20,8 +20,8 @@ struct ERF: ParsableCommand {
             the model is initialised from --seed, as `clnet train` starts it.
             """)
 
-    @Option(help: "A model name or specification; channels and classes come from the data.")
-    var model: String
+    @Option(help: "A model name or specification; channels and classes come from the data (default: the model --weights records).")
+    var model: String?
 
     @Option(help: "Trained weights or a checkpoint (default: the initialisation of --seed).")
     var weights: String?
@@ -56,13 +56,20 @@ struct ERF: ParsableCommand {
             let source = try DataSource(parsing: data)
             let train = try source.load(train: true)
             let test = try source.load(train: false).prefix(images)
-            let stats = train.channelStatistics()
-            let spec = ModelSpec.filling(model, ["channels": "\(test.channels)", "classes": "\(test.classes)"])
+            let weightsFile = try weights.map { try LoadedWeights($0) }
+            guard let chosen = try weightsFile.map({ try $0.model(model) }) ?? model else {
+                throw CLNetError.invalidArgument("give --model, or --weights that record their model")
+            }
+            // The normalisation the weights were trained with, else the training split's, as `clnet train` uses.
+            var stats = train.channelStatistics()
+            if let info = weightsFile?.info, let mean = info.mean, let std = info.std, mean.count == test.channels, std.count == test.channels {
+                stats = (mean, std)
+            }
+            let spec = ModelSpec.filling(chosen, ["channels": "\(test.channels)", "classes": "\(test.classes)"])
             let (graph, _) = try ModelSpec.graph(spec, batch: test.count, size: test.height, loss: false)
             var parameters: [String: [Float]]
-            if let weights {
-                let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
-                parameters = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: file, ignoring: "optimizer."))
+            if let weightsFile {
+                parameters = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: weightsFile.file, ignoring: "optimizer."))
             } else {
                 let dev = try device.select()
                 let executor = try Executor(graph: graph, context: try Context(device: dev), training: false, queues: 1)

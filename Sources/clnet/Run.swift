@@ -17,8 +17,8 @@ struct Run: ParsableCommand {
             each parameter's gradient as `grad.<name>`.
             """)
 
-    @Option(help: "A model name or specification (see `clnet models`).")
-    var model: String
+    @Option(help: "A model name or specification (see `clnet models`; default: the model --weights records).")
+    var model: String?
 
     @Option(help: "Weights in safetensors, with torchvision's names.")
     var weights: String
@@ -58,12 +58,14 @@ struct Run: ParsableCommand {
             guard io.entries["labels"] != nil else { throw CLNetError.invalidArgument("\(input): train mode needs a tensor 'labels'") }
             labels = try io.integers("labels").map { Int($0) }
         }
+        let weightsFile = try LoadedWeights(weights)
+        let model = try weightsFile.model(self.model)
         let (graph, logits) = try ModelSpec.graph(model, batch: entry.shape[0], size: entry.shape[2], loss: training)
         let expected = graph.shape(of: graph.inputs[0].value)
         guard expected.dims == entry.shape else {
             throw CLNetError.invalidShape(operation: "clnet run", message: "\(model) takes input \(expected) but \(input) holds \(entry.shape)")
         }
-        let file = try SafeTensors(contentsOf: URL(fileURLWithPath: weights))
+        let file = weightsFile.file
         var out: [(name: String, value: SafeTensors.Value)] = []
         let logitShape = graph.shape(of: logits).dims
         if device.name == "cpu" {

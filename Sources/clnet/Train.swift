@@ -20,8 +20,8 @@ struct Train: ParsableCommand {
             written atomically. --resume continues from the checkpoint exactly as if the run had not stopped.
             """)
 
-    @Option(help: "A model name or specification (see `clnet models`); channels and classes come from the data.")
-    var model = "resnet20"
+    @Option(help: "A model name or specification (see `clnet models`); channels and classes come from the data (default: the model of --weights, else resnet20).")
+    var model: String?
 
     @Option(help: "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, or imagefolder:DIR (DIR/train/<class>/*.jpg|png and DIR/val/<class>/...).")
     var data = "fashion-mnist"
@@ -154,7 +154,10 @@ struct Train: ParsableCommand {
         }
         if let workers, workers <= 0 { throw CLNetError.invalidArgument("--workers must be positive, not \(workers)") }
         let (train, test, classNames) = try samples(try DataSource(parsing: data))
-        var config = TrainingConfiguration(model: model)
+        // Weights from CLNet (a pruned model, say) say which model they hold.
+        let start = try weights.map { try LoadedWeights($0) }
+        let chosen = try start.map { try $0.model(model) } ?? model ?? "resnet20"
+        var config = TrainingConfiguration(model: chosen)
         config.epochs = epochs
         config.batchSize = batchSize
         config.learningRate = learningRate
@@ -205,6 +208,7 @@ struct Train: ParsableCommand {
                                   synchronizedBatchNorm: syncBatchNorm,
                                   loading: LoaderOptions(workers: workers, skipBadImages: skipBadImages))
         trainer.divergencePolicy = policy
+        trainer.weightsInfo.dataset = data
         try communicator?.agree(on: "CLNet \(CLNet.version) \(trainer.modelSpec) \(config) \(data) sync-bn \(syncBatchNorm)",
                                 summary: "CLNet \(CLNet.version), \(trainer.modelSpec) on \(data)")
         if leader {
@@ -214,7 +218,14 @@ struct Train: ParsableCommand {
         }
         if leader, let classNames {
             // Beside the checkpoint, where `clnet predict` looks for the names of the classes.
-            try ImageFolder.writeClasses(classNames, to: dir.appendingPathComponent("classes.txt"))
+            let list = dir.appendingPathComponent("classes.txt")
+            if resume, FileManager.default.fileExists(atPath: list.path), try ImageFolder.readClasses(list) != classNames {
+                throw CLNetError.invalidDataset("""
+                    --resume: the classes of \(data) are not those of \(list.path), which the run was trained with; \
+                    resume on the same folder, or start a new run
+                    """)
+            }
+            try ImageFolder.writeClasses(classNames, to: list)
         }
         let metrics = dir.appendingPathComponent("metrics.jsonl")
         if resume {
@@ -254,11 +265,15 @@ struct Train: ParsableCommand {
                 }
             }
             let finished = trainer.epoch > epoch
+            if finished, !leader, let communicator {
+                // Each rank decodes its own part of every batch, so each reports what it skipped.
+                reportSkipped(trainer.trainLoader.skippedFiles(epoch: epoch), "training", epoch, rank: communicator.rank)
+            }
             if finished && leader {
                 log.end()
-                reportSkipped(trainer.trainLoader.skippedFiles(epoch: epoch), "training", epoch)
+                reportSkipped(trainer.trainLoader.skippedFiles(epoch: epoch), "training", epoch, rank: nil)
                 let evaluation = try trainer.evaluate()
-                if let t = trainer.testLoader { reportSkipped(t.skippedFiles(epoch: 0), "test", epoch) }
+                if let t = trainer.testLoader { reportSkipped(t.skippedFiles(epoch: 0), "test", epoch, rank: nil) }
                 print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
                       + "\(format(summary.imagesPerSecond, 1)) images/s | test loss \(format(evaluation.loss, 4)), "
                       + "top-1 \(format(evaluation.top1 * 100, 2))%, top-5 \(format(evaluation.top5 * 100, 2))% "
@@ -287,7 +302,7 @@ struct Train: ParsableCommand {
                 all-reduce across ranks \(share(trainer.allReduceSeconds)), summing and writing back \(share(trainer.gradientWriteSeconds))
                 """)
         }
-        try trainer.executor.save(to: dir.appendingPathComponent("model.safetensors"))
+        try trainer.saveWeights(to: dir.appendingPathComponent("model.safetensors"))
         try writeChart(metrics: metrics, to: dir.appendingPathComponent("chart.svg"), title: "\(trainer.modelSpec) on \(data)")
         print("checkpoint: \(checkpoint.path)\nweights:    \(dir.appendingPathComponent("model.safetensors").path)")
         print("metrics:    \(metrics.path)\nchart:      \(dir.appendingPathComponent("chart.svg").path)")
@@ -309,8 +324,11 @@ extension Train {
                                           transform: try image.evaluation())
             return (train, test, folder.classes)
         }
-        guard !image.normalisationGiven, !skipBadImages else {
-            throw CLNetError.invalidArgument("--mean, --std and --skip-bad-images are for image folders; \(data) is normalised with its training split's statistics")
+        guard !image.given, !skipBadImages else {
+            throw CLNetError.invalidArgument("""
+                --image-size, --mean, --std and --skip-bad-images are for image folders; \(data) keeps its images' size and \
+                is normalised with its training split's statistics
+                """)
         }
         var train = try source.load(train: true), test = try source.load(train: false)
         if let n = trainSubset { train = train.prefix(n) }
@@ -321,10 +339,12 @@ extension Train {
     }
 
     /// The end-of-epoch report of images `--skip-bad-images` left out.
-    func reportSkipped(_ files: [String], _ split: String, _ epoch: Int) {
+    /// The ranks of a distributed run but 0 write theirs to standard error, with their rank.
+    func reportSkipped(_ files: [String], _ split: String, _ epoch: Int, rank: Int?) {
         guard !files.isEmpty else { return }
         let shown = files.prefix(5).joined(separator: ", ") + (files.count > 5 ? ", ..." : "")
-        print("epoch \(epoch + 1): skipped \(files.count) unreadable \(split) image\(files.count == 1 ? "" : "s"): \(shown)")
+        let line = "epoch \(epoch + 1): skipped \(files.count) unreadable \(split) image\(files.count == 1 ? "" : "s"): \(shown)"
+        if let rank { printError("clnet: rank \(rank): \(line)") } else { print(line) }
     }
 }
 

@@ -124,8 +124,10 @@ struct DeploymentTests {
         let export = try runTool("clnet", ["export", "--model", spec, "--weights", weights.path, flag, "--output", rewritten.path])
         #expect(export.status == 0, "\(export.stderr)")
         let out = String(decoding: export.stdout, as: UTF8.self)
-        #expect(out.contains(summary) && out.contains("--model \(spec),\(key)"), "\(out)")
+        #expect(out.contains(summary) && out.contains("for \(spec),\(key)"), "\(out)")
         let file = try SafeTensors(contentsOf: rewritten)
+        // The output records the rewritten model (the input, saved by the library, had no record).
+        #expect(try WeightsInfo.read(file, path: rewritten.path)?.model == "\(spec),\(key)")
         #expect(file.entries.keys.allSatisfy { !$0.contains("bn") } && file.entries["conv1.bias"] != nil)
         if flag == "--rm" {
             #expect(file.entries.keys.allSatisfy { !$0.contains("downsample") })
@@ -254,8 +256,10 @@ struct DeploymentTests {
             let out = String(decoding: prune.stdout, as: UTF8.self)
             #expect(prune.status == 0, "\(prune.stderr)")
             #expect(out.contains("pruned 56 of 112 filters in 3 convolutions by \(criterion)"), "\(out)")
-            prunedSpec = out.split(separator: " ").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
-            #expect(prunedSpec.hasSuffix("mid=8.16.32"), "\(out)")
+            // The file records the pruned model, and the output names it.
+            let file = dir.appendingPathComponent("p.safetensors")
+            prunedSpec = try WeightsInfo.read(try SafeTensors(contentsOf: file), path: file.path)?.model ?? ""
+            #expect(prunedSpec.hasSuffix("mid=8.16.32") && out.contains(prunedSpec), "\(out)")
         }
         let tune = try runTool("clnet", ["train", "--model", prunedSpec, "--weights", "p.safetensors", "--max-steps", "2",
                                          "--batch-size", "16", "--train-subset", "64", "--test-subset", "32", "--output", "b"], in: dir)
@@ -265,7 +269,7 @@ struct DeploymentTests {
         // The unpruned weights do not fit the pruned model: a clear error, not a crash.
         let wrong = try runTool("clnet", ["train", "--model", prunedSpec, "--weights", "a/model.safetensors", "--max-steps", "1",
                                           "--output", "c"], in: dir)
-        #expect(wrong.status != 0 && wrong.stderr.contains("does not match the model"))
+        #expect(wrong.status != 0 && wrong.stderr.contains("does not agree"), "\(wrong.stderr)")
     }
 
     /// The reference's backward from an inner value to the input (what receptive fields use),

@@ -158,7 +158,9 @@ struct ImageFileTests {
         #expect(grey.pixels == greys)
     }
 
-    /// 16-bit samples become 8 bits within one grey level of PIL's (which keeps the high byte).
+    /// 16-bit colour samples become 8 bits within one grey level of PIL's (which keeps the high
+    /// byte). 16-bit grey is scaled the same way, where PIL clips it at 255 (a Pillow bug that
+    /// CLNet does not copy; see `ImageFile.decode`).
     @Test func sixteenBitPNG() throws {
         let (w, h) = (6, 5)
         let samples = (0..<(w * h * 3)).map { UInt16(($0 * 2_731 + 17) % 65_536) }
@@ -191,6 +193,16 @@ struct ImageFileTests {
         try Data(jpeg).write(to: dir.appendingPathComponent("really-jpeg.png"))
         #expect(try ImageFile.read(dir.appendingPathComponent("really-png.jpg").path).pixels == source)
         #expect(try ImageFile.read(dir.appendingPathComponent("really-jpeg.png").path).width == 4)
+    }
+
+    /// libjpeg's warnings about damaged data do not stop a decode, as they do not in PIL: here
+    /// two stray bytes before the end-of-image marker.
+    @Test func damagedButCompleteJPEGDecodesAsInPIL() throws {
+        let source = Self.pattern(width: 16, height: 16, channels: 3)
+        let jpeg = try Self.jpeg(source, width: 16, height: 16, format: TJPF_RGB, subsampling: TJSAMP_444)
+        try #require(jpeg.suffix(2) == [0xFF, 0xD9])
+        let stray = Array(jpeg.dropLast(2)) + [0x00, 0x00, 0xFF, 0xD9]
+        #expect(try ImageFile.decode(stray, name: "stray.jpg").pixels == (try ImageFile.decode(jpeg, name: "clean.jpg")).pixels)
     }
 
     /// Each broken file is a `badImage` error that names it; none crashes.

@@ -70,6 +70,16 @@ public protocol SampleSource: Sendable {
                  into out: UnsafeMutableBufferPointer<Float>, offset: Int) throws(CLNetError)
     /// The file behind a sample, for reports of bad ones (nil for data held in memory).
     func file(of sample: Int) -> String?
+    /// The per-channel normalisation the samples are prepared with, which weights trained on
+    /// them record (nil: not known).
+    var normalization: (mean: [Float], std: [Float])? { get }
+    /// The class names in label order, where the data has them (image folders).
+    var classNames: [String]? { get }
+}
+
+extension SampleSource {
+    public var normalization: (mean: [Float], std: [Float])? { nil }
+    public var classNames: [String]? { nil }
 }
 
 /// An `ImageDataset` (IDX, CIFAR) with the normalisation and augmentation of its kind.
@@ -92,6 +102,7 @@ public struct InMemorySamples: SampleSource {
     public var width: Int { data.width }
     public func label(of sample: Int) -> Int { Int(data.labels[sample]) }
     public func file(of sample: Int) -> String? { nil }
+    public var normalization: (mean: [Float], std: [Float])? { (preprocessing.mean, preprocessing.std) }
     public func prepare(sample index: Int, augment: Bool, rng: inout SeededGenerator,
                         into out: UnsafeMutableBufferPointer<Float>, offset: Int) {
         preprocessing.prepare(data, sample: index, into: out, offset: offset, augment: augment, rng: &rng)
@@ -143,7 +154,9 @@ public final class BatchLoader: @unchecked Sendable {
     public var shard: Range<Int>?
 
     /// One scheduled batch: the producer fills `result` and leaves the group; only the caller
-    /// of `batch`, after waiting for the group, reads it.
+    /// of `batch`, after waiting for the group, reads it. A scheduled job holds the loader, so
+    /// the loader ends only after its last job has run (and must not wait for one in deinit:
+    /// that can run on the producer's own thread).
     private final class Slot: @unchecked Sendable {
         let epoch: Int, index: Int
         let group = DispatchGroup()
@@ -177,10 +190,6 @@ public final class BatchLoader: @unchecked Sendable {
                       training: training, seed: seed, options: options)
     }
 
-    deinit {
-        for s in slots { s.group.wait() }
-    }
-
     /// Batches per epoch: training drops the last partial batch (batch norm wants full ones);
     /// evaluation keeps it.
     public var batchesPerEpoch: Int { training ? source.count / batchSize : (source.count + batchSize - 1) / batchSize }
@@ -208,10 +217,12 @@ public final class BatchLoader: @unchecked Sendable {
             result = Result { () throws(CLNetError) in try make(epoch: epoch, index: index) }
             waited = seconds(since: clock)
         }
+        // The batches after this one: across epochs in training; to the end of the pass in
+        // evaluation, whose next pass may be an epoch away.
         var (e, i) = slots.last.map { ($0.epoch, $0.index) } ?? (epoch, index)
-        while slots.count < options.ahead {
+        while slots.count < options.ahead && (training || i + 1 < batchesPerEpoch) {
             i += 1
-            if i >= batchesPerEpoch { (e, i) = (training ? e + 1 : 0, 0) }
+            if i >= batchesPerEpoch { (e, i) = (e + 1, 0) }
             let slot = Slot(epoch: e, index: i)
             slots.append(slot)
             producer.async(group: slot.group) { [self] in
@@ -249,7 +260,10 @@ public final class BatchLoader: @unchecked Sendable {
         let per = source.channels * source.height * source.width
         var inputs = [Float](repeating: 0, count: batchSize * per)
         var labels = [Int](repeating: 0, count: batchSize)
-        let places = shard.map { max(0, $0.lowerBound)..<min(batchSize, $0.upperBound) } ?? 0..<batchSize
+        let places = shard.map { s -> Range<Int> in
+            let lo = min(max(0, s.lowerBound), batchSize)
+            return lo..<max(lo, min(batchSize, s.upperBound))
+        } ?? 0..<batchSize
         let next = Atomic<Int>(places.lowerBound)
         let failure = Mutex<CLNetError?>(nil)
         let chosen = Mutex<[Int: Int]>([:])

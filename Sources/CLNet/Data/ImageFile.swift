@@ -37,9 +37,9 @@ public enum ImageFile {
         case jpeg, png
     }
 
-    /// A decoded image is refused beyond this many pixels (a 16k x 16k photo), so that a corrupt
-    /// header cannot ask for gigabytes.
-    public static let maximumPixels = 1 << 28
+    /// A decoded image is refused beyond this many pixels (134 M, an 11,585-pixel square), so
+    /// that a corrupt or hostile header cannot ask for gigabytes.
+    public static let maximumPixels = 1 << 27
 
     /// The format of a file that starts with `bytes`, or nil when it is neither.
     public static func format(of bytes: [UInt8]) -> Format? {
@@ -50,11 +50,16 @@ public enum ImageFile {
 
     /// Reads and decodes the file at `path`.
     public static func read(_ path: String) throws(CLNetError) -> RGBImage {
+        var isDirectory = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw .badImage(file: path, message: "there is no such file")
+        }
+        guard !isDirectory else { throw .badImage(file: path, message: "is a folder, not an image file") }
         let bytes: [UInt8]
         do {
             bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         } catch {
-            throw .badImage(file: path, message: "cannot be read (\(error))")
+            throw .badImage(file: path, message: "cannot be read; check its permissions (or the disk)")
         }
         return try decode(bytes, name: path)
     }
@@ -63,9 +68,16 @@ public enum ImageFile {
     ///
     /// Every colour type becomes RGB as PIL's `convert("RGB")` makes it: grayscale is copied to
     /// the three channels, palettes are looked up, alpha is dropped (not composited), CMYK
-    /// JPEGs are read with Adobe's inverted convention. Two differences remain: 16-bit PNG
-    /// samples are rounded to 8 bits (PIL truncates; at most one grey level apart), and a PNG's
-    /// gAMA chunk other than sRGB's is applied by libpng where PIL ignores it.
+    /// JPEGs are read with Adobe's inverted convention. Like PIL, a JPEG decodes despite
+    /// libjpeg's warnings about damaged data, but not when it ends early.
+    ///
+    /// Three differences remain, all in PNG:
+    /// - 16-bit samples are scaled to 8 bits with rounding, where PIL keeps the high byte of
+    ///   colour samples: at most one grey level apart.
+    /// - 16-bit grayscale is scaled the same way. PIL opens it as 32-bit integers and clips
+    ///   them at 255 when it converts to RGB, which makes such images nearly white (Pillow
+    ///   issues 2574 and 5991); CLNet does not copy that.
+    /// - A gAMA chunk other than sRGB's is applied by libpng, where PIL ignores it.
     public static func decode(_ bytes: [UInt8], name: String) throws(CLNetError) -> RGBImage {
         switch format(of: bytes) {
         case .jpeg?: return try decodeJPEG(bytes, name: name)
@@ -98,16 +110,22 @@ public enum ImageFile {
         let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
         let channels = cmyk ? 4 : 3
         var out = [UInt8](repeating: 0, count: w * h * channels)
-        // A warning (data ending early, a bad Huffman code) stops the decode: PIL refuses such
-        // files too, and a half-grey image must not pass silently into training.
-        let flags = Int32(TJFLAG_STOPONWARNING)
         let status = bytes.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 tjDecompress2(handle, src.baseAddress, UInt(src.count), dst.baseAddress, width, 0, height,
-                              Int32(cmyk ? TJPF_CMYK.rawValue : TJPF_RGB.rawValue), flags)
+                              Int32(cmyk ? TJPF_CMYK.rawValue : TJPF_RGB.rawValue), 0)
             }
         }
-        guard status == 0 else { throw failure("JPEG data could not be decoded") }
+        if status != 0 {
+            // libjpeg warns and goes on for damaged data (extraneous bytes, a bad Huffman code),
+            // and PIL decodes such files; a file that ends early PIL refuses as truncated, and
+            // so does CLNet, so that a half-grey image does not pass silently into training.
+            let warning = tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue)
+            let message = tjGetErrorStr2(handle).map { String(cString: $0) } ?? ""
+            if !warning || message.contains("Premature end") {
+                throw failure(warning ? "the JPEG data ends early" : "JPEG data could not be decoded")
+            }
+        }
         guard cmyk else { return try RGBImage(width: w, height: h, pixels: out) }
         // Adobe's CMYK JPEGs store inverted inks (a stored 255 is no ink). PIL reads them so and
         // converts with (255 - black) - ink * (255 - black) / 255, rounded as below.

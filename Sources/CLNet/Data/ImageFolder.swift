@@ -83,22 +83,29 @@ public struct ImageList: Sendable, Equatable {
         a.unicodeScalars.lexicographicallyPrecedes(b.unicodeScalars)
     }
 
-    /// Every file under `folder`, depth first with sorted names, following links as
-    /// torchvision's `os.walk(followlinks=True)` does (at most 32 folders deep, against loops).
-    public static func walk(_ folder: String, depth: Int = 0) -> [String] {
+    /// Every file under `folder` in torchvision's order, `sorted(os.walk(folder, followlinks=True))`:
+    /// the folders by their whole path, each folder's files by name (at most 32 folders deep,
+    /// against link loops).
+    public static func walk(_ folder: String) -> [String] {
         let fm = FileManager.default
-        var out: [String] = []
-        for name in ((try? fm.contentsOfDirectory(atPath: folder)) ?? []).sorted(by: pythonOrder) {
-            let path = folder + "/" + name
-            var d = false
-            guard fm.fileExists(atPath: path, isDirectory: &d) else { continue }
-            if d {
-                if depth < 32 { out += walk(path, depth: depth + 1) }
-            } else {
-                out.append(path)
+        var folders: [String] = [], files: [String: [String]] = [:]
+        func visit(_ dir: String, depth: Int) {
+            folders.append(dir)
+            var own: [String] = []
+            for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] {
+                let path = dir + "/" + name
+                var d = false
+                guard fm.fileExists(atPath: path, isDirectory: &d) else { continue }
+                if !d {
+                    own.append(name)
+                } else if depth < 32 {
+                    visit(path, depth: depth + 1)
+                }
             }
+            files[dir] = own.sorted(by: pythonOrder)
         }
-        return out
+        visit(folder, depth: 0)
+        return folders.sorted(by: pythonOrder).flatMap { dir in (files[dir] ?? []).map { dir + "/" + $0 } }
     }
 }
 
@@ -171,6 +178,8 @@ public struct ImageFolderSamples: SampleSource {
     public var width: Int { transform.size }
     public func label(of sample: Int) -> Int { Int(images.labels[sample]) }
     public func file(of sample: Int) -> String? { images.files[sample] }
+    public var normalization: (mean: [Float], std: [Float])? { (transform.mean, transform.std) }
+    public var classNames: [String]? { images.classes }
 
     /// The transform decides the augmentation (torchvision's training or evaluation one), so
     /// `augment` is not read.

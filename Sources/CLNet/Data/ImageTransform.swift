@@ -167,34 +167,36 @@ public struct ImageTransform: Sendable, Equatable {
 
     // MARK: PIL's antialiased bilinear resize (Resample.c)
 
-    /// Fixed-point filter taps of one axis: for each output position, the first input index,
-    /// the tap count, and `taps` weights scaled by 2^22 (PIL's PRECISION_BITS).
+    /// Fixed-point filter taps of one axis, for the output positions of a window: for each, the
+    /// first input index, the tap count, and `stride` weights scaled by 2^22 (PIL's
+    /// PRECISION_BITS).
     struct Taps {
         var first: [Int], count: [Int], weights: [Int32], stride: Int
     }
 
     static let precisionBits = 22
 
-    /// PIL's `precompute_coeffs` and `normalize_coeffs_8bpc` for the triangle filter: its support
-    /// widens with the reduction, which is what antialiases.
-    static func taps(input: Int, output: Int) -> Taps {
+    /// PIL's `precompute_coeffs` and `normalize_coeffs_8bpc` for the triangle filter, whose
+    /// support widens with the reduction, which is what antialiases; only for the positions
+    /// `window` of an axis of `output`, so that a long thin image costs its window, not its axis.
+    static func taps(input: Int, output: Int, window: Range<Int>) -> Taps {
         let scale = Double(input) / Double(output), filterScale = max(scale, 1)
-        let support = filterScale, stride = Int(support.rounded(.up)) * 2 + 1
-        var t = Taps(first: [], count: [], weights: [Int32](repeating: 0, count: output * stride), stride: stride)
+        let support = filterScale, stride = Int(support.rounded(.up)) * 2 + 1, ss = 1 / filterScale
+        var t = Taps(first: [], count: [], weights: [Int32](repeating: 0, count: window.count * stride), stride: stride)
         var k = [Double](repeating: 0, count: stride)
-        for o in 0..<output {
+        for (n, o) in window.enumerated() {
             let center = (Double(o) + 0.5) * scale
             // C's (int) truncates toward zero; both ends are then clamped to the image.
             let lo = max(Int(center - support + 0.5), 0), hi = min(Int(center + support + 0.5), input)
             var total = 0.0
             for i in 0..<(hi - lo) {
-                let x = abs((Double(i + lo) - center + 0.5) / filterScale)
+                let x = abs((Double(i + lo) - center + 0.5) * ss)
                 k[i] = x < 1 ? 1 - x : 0
                 total += k[i]
             }
             for i in 0..<(hi - lo) {
                 let w = total == 0 ? 0 : k[i] / total * Double(1 << precisionBits)
-                t.weights[o * stride + i] = Int32(w < 0 ? (w - 0.5) : (w + 0.5))
+                t.weights[n * stride + i] = Int32(w < 0 ? (w - 0.5) : (w + 0.5))
             }
             t.first.append(lo)
             t.count.append(hi - lo)
@@ -215,12 +217,13 @@ public struct ImageTransform: Sendable, Equatable {
         if box.width == width && box.height == height {
             return crop(image, box: (box.x + part.x, box.y + part.y, part.width, part.height))
         }
-        let horizontal = taps(input: box.width, output: width), vertical = taps(input: box.height, output: height)
+        let horizontal = taps(input: box.width, output: width, window: part.x..<(part.x + part.width))
+        let vertical = taps(input: box.height, output: height, window: part.y..<(part.y + part.height))
         let half = 1 << (precisionBits - 1)
         let (pw, ph) = (part.width, part.height)
         // Rows of the crop that the window's vertical taps read.
-        let rowFirst = vertical.first[part.y]
-        let rowEnd = vertical.first[part.y + ph - 1] + vertical.count[part.y + ph - 1]
+        let rowFirst = vertical.first[0]
+        let rowEnd = vertical.first[ph - 1] + vertical.count[ph - 1]
         let rows = rowEnd - rowFirst
         var middle = [UInt8](repeating: 0, count: rows * pw * 3)
         image.pixels.withUnsafeBufferPointer { src in
@@ -230,8 +233,8 @@ public struct ImageTransform: Sendable, Equatable {
                         let row = ((box.y + rowFirst + r) * image.width + box.x) * 3
                         for o in 0..<pw {
                             var s0 = half, s1 = half, s2 = half
-                            let first = horizontal.first[part.x + o], k = (part.x + o) * horizontal.stride
-                            for i in 0..<horizontal.count[part.x + o] {
+                            let first = horizontal.first[o], k = o * horizontal.stride
+                            for i in 0..<horizontal.count[o] {
                                 let w = Int(kw[k + i]), p = row + (first + i) * 3
                                 s0 += Int(src[p]) * w
                                 s1 += Int(src[p + 1]) * w
@@ -254,9 +257,9 @@ public struct ImageTransform: Sendable, Equatable {
             out.withUnsafeMutableBufferPointer { dst in
                 sums.withUnsafeMutableBufferPointer { acc in
                     for o in 0..<ph {
-                        let first = vertical.first[part.y + o] - rowFirst, k = (part.y + o) * vertical.stride
+                        let first = vertical.first[o] - rowFirst, k = o * vertical.stride
                         for x in 0..<acc.count { acc[x] = Int32(half) }
-                        for i in 0..<vertical.count[part.y + o] {
+                        for i in 0..<vertical.count[o] {
                             let w = vertical.weights[k + i], row = (first + i) * pw * 3
                             for x in 0..<acc.count { acc[x] &+= Int32(src[row + x]) &* w }
                         }

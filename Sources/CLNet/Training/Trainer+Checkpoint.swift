@@ -53,7 +53,13 @@ extension Trainer {
         do { json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self) } catch {
             throw .invalidArgument("cannot encode the checkpoint state: \(error)")
         }
-        try SafeTensors.write(tensors, to: url, metadata: [Self.checkpointKey: json])
+        try SafeTensors.write(tensors, to: url, metadata: weightsInfo.metadata.merging([Self.checkpointKey: json]) { $1 })
+    }
+
+    /// Writes the weights alone (`model.safetensors`: what torchvision's
+    /// `load_state_dict(strict=True)` takes) with `weightsInfo` in the file's metadata.
+    public func saveWeights(to url: URL) throws(CLNetError) {
+        try SafeTensors.write(try executor.weightTensors(), to: url, metadata: weightsInfo.metadata)
     }
 
     /// Continues a run from a checkpoint of the same configuration.

@@ -25,6 +25,10 @@ public final class Trainer {
     public let configuration: TrainingConfiguration
     /// The model specification with the data's channels and classes filled in.
     public let modelSpec: String
+    /// What the weights files this trainer writes record about their model (`WeightsInfo`):
+    /// the specification, the input size, the normalisation and class names of the training
+    /// data. Set `dataset` to name the data.
+    public var weightsInfo: WeightsInfo
     public let trainLoader: BatchLoader
     public let testLoader: BatchLoader?
     public let schedule: LearningRateSchedule
@@ -132,6 +136,8 @@ public final class Trainer {
         var fill = ["channels": "\(train.channels)", "classes": "\(max(train.classes, test?.classes ?? 0))"]
         if c.stochasticDepth > 0 { fill["stochastic_depth"] = "\(c.stochasticDepth)" }
         modelSpec = ModelSpec.filling(c.model, fill)
+        weightsInfo = WeightsInfo(model: modelSpec, imageSize: train.height, mean: train.normalization?.mean,
+                                  std: train.normalization?.std, classes: train.classNames)
         trainLoader = try BatchLoader(source: train, batchSize: c.batchSize, training: true, seed: c.seed, options: loading)
         if let communicator {
             // This rank's replicas take places first ..< first + replicas of each batch.
