@@ -25,7 +25,9 @@ public enum AtomicFile {
         // this one file, which the next write of the same file replaces.
         let temporary = "\(directory.isEmpty ? "/" : directory)/.\(name).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw failure("cannot create \(temporary)") }
+        guard fd >= 0 else {
+            throw failure("cannot write \(path) (its temporary \(temporary) cannot be created; does the folder exist, and may it be written?)")
+        }
         var written = 0
         let ok = bytes.withUnsafeBytes { raw -> Bool in
             while written < raw.count {
