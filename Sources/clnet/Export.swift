@@ -58,8 +58,8 @@ struct Export: ParsableCommand {
             guard foldBn || removeResiduals || onnx else {
                 throw CLNetError.invalidArgument("nothing to export: give --fold-bn, --rm or --onnx")
             }
-            guard onnx || (imageSize == nil && !check) else {
-                throw CLNetError.invalidArgument("--image-size and --check are for --onnx")
+            guard onnx || (imageSize == nil && !check && opset == 17) else {
+                throw CLNetError.invalidArgument("--image-size, --opset and --check are for --onnx")
             }
             if let imageSize, imageSize <= 0 { throw CLNetError.invalidArgument("--image-size must be positive, not \(imageSize)") }
             let weightsFile = try LoadedWeights(weights)

@@ -66,9 +66,17 @@ sys.exit(0 if all(e <= bound for e in errors) else 4)
         do { try process.run() } catch {
             throw CLNetError.invalidArgument("--check runs python3, which could not be started (\(error)); install Python 3 with onnx and onnxruntime")
         }
+        // Standard error on another thread, so that neither pipe fills while the other is read.
+        let errors = ErrorText()
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            errors.set(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            done.signal()
+        }
         let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
+        done.wait()
+        let problems = errors.text
         let line = printed.trimmingCharacters(in: .whitespacesAndNewlines)
         switch process.terminationStatus {
         case 0: return line
@@ -79,4 +87,12 @@ sys.exit(0 if all(e <= bound for e in errors) else 4)
             throw CLNetError.invalidArgument("--check: the ONNX checker or ONNX Runtime refused the model: \(last)")
         }
     }
+}
+
+/// What the check's standard error said, handed from the thread that read it.
+private final class ErrorText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = ""
+    func set(_ text: String) { lock.lock(); value = text; lock.unlock() }
+    var text: String { lock.lock(); defer { lock.unlock() }; return value }
 }

@@ -79,7 +79,7 @@ struct Prune: ParsableCommand {
             case .l1:
                 importance = try graph.l1Importance(values)
             case .taylor:
-                importance = try taylor(spec, values, train, source)
+                importance = try taylor(spec, values, train, source, weightsFile.info)
             }
             let plan = try graph.pruningPlan(fraction: fraction, importance: importance)
             let widths = graph.prunedBlockWidths(plan)
@@ -106,13 +106,16 @@ struct Prune: ParsableCommand {
 
     /// Taylor importance averaged over `batches` training minibatches, with gradients from the
     /// device (batch norm in training mode, as the scores are meant to be taken during training).
-    private func taylor(_ spec: String, _ values: [String: [Float]], _ train: ImageDataset, _ source: DataSource) throws -> [String: [Double]] {
+    private func taylor(_ spec: String, _ values: [String: [Float]], _ train: ImageDataset, _ source: DataSource,
+                        _ info: WeightsInfo?) throws -> [String: [Double]] {
         let batch = min(batchSize, train.count)
         let graph = try ModelSpec.graph(spec, batch: batch, size: train.height).graph
         let dev = try device.select()
         let executor = try Executor(graph: graph, context: try Context(device: dev), training: true)
         for (name, v) in values { try executor.setParameter(name, v) }
-        let stats = train.channelStatistics()
+        // The normalisation the weights were trained with, else the training split's.
+        var stats = train.channelStatistics()
+        if let mean = info?.mean, let std = info?.std, mean.count == train.channels, std.count == train.channels { stats = (mean, std) }
         let loader = try BatchLoader(data: train, batchSize: batch, preprocessing: Preprocessing(mean: stats.mean, std: stats.std),
                                      training: true, seed: 0)
         var total: [String: [Double]] = [:]

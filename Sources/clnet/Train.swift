@@ -105,7 +105,7 @@ struct Train: ParsableCommand {
     @Option(help: "Start from these weights (or a checkpoint's) instead of the initialisation: fine-tuning, e.g. after `clnet prune`.")
     var weights: String?
 
-    @Option(help: "Distil from a teacher: SPEC:WEIGHTS.safetensors (e.g. resnet56:teacher/model.safetensors).")
+    @Option(help: "Distil from a teacher: [SPEC:]WEIGHTS.safetensors (e.g. resnet56:teacher/model.safetensors; SPEC may be left out when the weights record it).")
     var teacher: String?
 
     @Option(help: "Distillation temperature T (with --teacher).")
@@ -156,7 +156,10 @@ struct Train: ParsableCommand {
         let (train, test, classNames) = try samples(try DataSource(parsing: data))
         // Weights from CLNet (a pruned model, say) say which model they hold.
         let start = try weights.map { try LoadedWeights($0) }
-        let chosen = try start.map { try $0.model(model) } ?? model ?? "resnet20"
+        // The record's network, without its data's channels and classes or its run's stochastic
+        // depth: those come from this run, and weights for other classes are refused as before.
+        let chosen = try start.map { try WeightsInfo.removing(["channels", "classes", "stochastic_depth"], from: $0.model(model)) }
+            ?? model ?? "resnet20"
         var config = TrainingConfiguration(model: chosen)
         config.epochs = epochs
         config.batchSize = batchSize

@@ -217,6 +217,10 @@ public enum IDX {
             let o = 4 + 4 * d
             shape.append(Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]))
         }
+        // A size of 0 would let the others be anything (found by fuzzing: 4 billion by 0 images).
+        guard shape.allSatisfy({ $0 > 0 }) else {
+            throw .invalidArgument("\(label): its IDX header gives sizes \(shape), and a size of 0 holds no data; the file is corrupt")
+        }
         let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
         let start = 4 + 4 * rank
         guard count == bytes.count - start else {
@@ -226,6 +230,13 @@ public enum IDX {
                 """)
         }
         return (shape, bytes[start...])
+    }
+
+    /// Parses an IDX file's bytes as they are stored: gunzipped first when they start with
+    /// gzip's magic bytes.
+    public static func parse(file bytes: [UInt8], label: String) throws(CLNetError) -> (shape: [Int], values: ArraySlice<UInt8>) {
+        let plain = bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b ? try gunzip(bytes, label: label) : bytes
+        return try parse(plain, label: label)
     }
 
     /// An images file (N x H x W) and its labels file (N).
@@ -257,26 +268,34 @@ public enum CIFAR {
 
     /// Reads record files of CIFAR-10 (`classes` 10) or CIFAR-100 (fine labels, `classes` 100).
     public static func dataset(files: [String], classes: Int) throws(CLNetError) -> ImageDataset {
-        let labelBytes = classes == 100 ? 2 : 1, imageBytes = 3 * 32 * 32, record = labelBytes + imageBytes
         var pixels: [UInt8] = [], labels: [Int32] = []
         for file in files {
-            let bytes = try readDataFile(file)
-            guard !bytes.isEmpty, bytes.count % record == 0 else {
-                throw .invalidArgument("""
-                    \(file) has \(bytes.count) bytes, not a whole number of \(record)-byte CIFAR-\(classes) records; \
-                    the file is truncated or of the other CIFAR
-                    """)
-            }
-            pixels.reserveCapacity(pixels.count + bytes.count / record * imageBytes)
-            for r in stride(from: 0, to: bytes.count, by: record) {
-                let label = Int32(bytes[r + labelBytes - 1])
-                guard label < classes else {
-                    throw .invalidArgument("\(file): record \(r / record) has label \(label), outside 0 ..< \(classes)")
-                }
-                labels.append(label)
-                pixels.append(contentsOf: bytes[(r + labelBytes)..<(r + record)])
-            }
+            let (p, l) = try records(try readDataFile(file), classes: classes, label: file)
+            pixels += p
+            labels += l
         }
         return try ImageDataset(pixels: pixels, labels: labels, channels: 3, height: 32, width: 32, classes: classes)
+    }
+
+    /// The pixels and labels of one record file's bytes; `label` names it in errors.
+    public static func records(_ bytes: [UInt8], classes: Int, label file: String) throws(CLNetError) -> (pixels: [UInt8], labels: [Int32]) {
+        let labelBytes = classes == 100 ? 2 : 1, imageBytes = 3 * 32 * 32, record = labelBytes + imageBytes
+        var pixels: [UInt8] = [], labels: [Int32] = []
+        guard !bytes.isEmpty, bytes.count % record == 0 else {
+            throw .invalidArgument("""
+                \(file) has \(bytes.count) bytes, not a whole number of \(record)-byte CIFAR-\(classes) records; \
+                the file is truncated or of the other CIFAR
+                """)
+        }
+        pixels.reserveCapacity(pixels.count + bytes.count / record * imageBytes)
+        for r in stride(from: 0, to: bytes.count, by: record) {
+            let label = Int32(bytes[r + labelBytes - 1])
+            guard label < classes else {
+                throw .invalidArgument("\(file): record \(r / record) has label \(label), outside 0 ..< \(classes)")
+            }
+            labels.append(label)
+            pixels.append(contentsOf: bytes[(r + labelBytes)..<(r + record)])
+        }
+        return (pixels, labels)
     }
 }

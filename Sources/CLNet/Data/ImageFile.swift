@@ -41,6 +41,20 @@ public enum ImageFile {
     /// that a corrupt or hostile header cannot ask for gigabytes.
     public static let maximumPixels = 1 << 27
 
+    /// The most RGB bytes a file of each format may decode to per byte of the file. A uniform
+    /// 4000 x 4000 image, the best case of each, comes to 192-256 for JPEG and 23,700 for a
+    /// 1-bit or palette PNG (deflate's own limit is 1,032 on the packed samples); a header that
+    /// claims more than 8 and 2.5 times that is refused before its pixels are allocated.
+    static let jpegExpansion = 2_000, pngExpansion = 60_000
+
+    static func checkExpansion(_ decoded: Int, _ fileBytes: Int, ratio: Int, _ format: String, _ name: String) throws(CLNetError) {
+        guard decoded <= max(fileBytes, 64) * ratio else {
+            throw .badImage(file: name, message: """
+                its header claims \(decoded / 3) pixels, more than a \(format) file of \(fileBytes) bytes can hold; the file is corrupt
+                """)
+        }
+    }
+
     /// The format of a file that starts with `bytes`, or nil when it is neither.
     public static func format(of bytes: [UInt8]) -> Format? {
         if bytes.count >= 3, bytes[0] == 0xFF, bytes[1] == 0xD8, bytes[2] == 0xFF { return .jpeg }
@@ -106,6 +120,7 @@ public enum ImageFile {
         guard w > 0, h > 0, w * h <= maximumPixels else {
             throw .badImage(file: name, message: "a JPEG of \(w)x\(h) pixels is beyond the \(maximumPixels)-pixel limit")
         }
+        try checkExpansion(w * h * 3, bytes.count, ratio: jpegExpansion, "JPEG", name)
         // CMYK and YCCK JPEGs can only be decoded to CMYK; everything else straight to RGB.
         let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
         let channels = cmyk ? 4 : 3
@@ -156,6 +171,7 @@ public enum ImageFile {
         guard w > 0, h > 0, w * h <= maximumPixels else {
             throw .badImage(file: name, message: "a PNG of \(w)x\(h) pixels is beyond the \(maximumPixels)-pixel limit")
         }
+        try checkExpansion(w * h * 3, bytes.count, ratio: pngExpansion, "PNG", name)
         // RGBA keeps the colour under transparent pixels, which PIL's convert("RGB") keeps too;
         // asking libpng for RGB would composite onto black instead. 16-bit files are taken as
         // sRGB, not linear, so their samples are scaled, not gamma-encoded.

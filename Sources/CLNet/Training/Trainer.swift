@@ -300,6 +300,12 @@ public final class Trainer {
                 let m = row.max()!
                 let logSum = m + log(row.reduce(0) { $0 + exp($1 - m) })
                 let label = batch.labels[i]
+                guard label >= 0, label < classes else {
+                    throw .invalidLabels("""
+                        the test data has class \(label), but the model predicts \(classes) classes; evaluate weights \
+                        trained on this data set
+                        """)
+                }
                 loss += logSum - row[label]
                 let rank = SoftmaxCrossEntropy.rank(ofLabel: label, in: row)
                 if rank < 1 { top1 += 1 }
@@ -311,17 +317,25 @@ public final class Trainer {
         return Evaluation(loss: loss / n, top1: Double(top1) / n, top5: Double(top5) / n, samples: samples)
     }
 
-    /// The teacher of `SPEC:WEIGHTS`: its inference graph (channels and classes filled from the
+    /// The teacher of `[SPEC:]WEIGHTS`: its inference graph (channels and classes filled from the
     /// data unless given), logits, and weights file.
     static func teacher(_ text: String, fill: [String: String], batch: Int, size: Int) throws(CLNetError)
         -> (Graph, Value, SafeTensors) {
-        // The weights path follows the last ':' (a specification has at most one).
-        guard let colon = text.lastIndex(of: ":"), text[text.index(after: colon)...].hasSuffix(".safetensors") else {
-            throw .invalidArgument("--teacher \(text) must be SPEC:WEIGHTS.safetensors, e.g. resnet56:teacher/model.safetensors")
+        // The weights path follows the last ':' (a specification has at most one); without a
+        // specification, the weights' record says the model.
+        let colon = text.lastIndex(of: ":")
+        let path = colon.map { String(text[text.index(after: $0)...]) } ?? text
+        guard path.hasSuffix(".safetensors") else {
+            throw .invalidArgument("""
+                --teacher \(text) must be SPEC:WEIGHTS.safetensors, e.g. resnet56:teacher/model.safetensors (or \
+                WEIGHTS.safetensors alone when the weights record their model)
+                """)
         }
-        let spec = ModelSpec.filling(String(text[..<colon]), fill)
+        let file = try SafeTensors(contentsOf: URL(fileURLWithPath: path))
+        let model = try WeightsInfo.model(given: colon.map { String(text[..<$0]) }, info: try WeightsInfo.read(file, path: path), file: path)
+        let spec = ModelSpec.filling(model, fill)
         let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: size, loss: false)
-        return (graph, logits, try SafeTensors(contentsOf: URL(fileURLWithPath: String(text[text.index(after: colon)...]))))
+        return (graph, logits, file)
     }
 
 }

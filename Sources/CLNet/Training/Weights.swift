@@ -22,9 +22,10 @@ extension Executor {
 
     /// Writes every parameter and buffer to `url` as safetensors, with `num_batches_tracked` for
     /// each batch norm, so that PyTorch's `load_state_dict(strict=True)` accepts the file. The
-    /// write is atomic.
-    public func save(to url: URL) throws(CLNetError) {
-        try SafeTensors.write(try weightTensors(), to: url)
+    /// write is atomic. An executor does not know its model's specification or data: pass
+    /// their `WeightsInfo` so that the file records them (`Trainer.saveWeights` does).
+    public func save(to url: URL, info: WeightsInfo? = nil) throws(CLNetError) {
+        try SafeTensors.write(try weightTensors(), to: url, metadata: info?.metadata ?? [:])
     }
 
     /// A hash (FNV-1a) of every trainable parameter's bits: equal digests mean bitwise-equal

@@ -90,9 +90,10 @@ public struct WeightsInfo: Sendable, Equatable {
     }
 
     /// The model specification to use with a file whose info is `info` when the command was
-    /// given `given` (nil: none). The file's specification fills in what `given` leaves out;
-    /// the two must describe the same parameters, or the error shows both. Without info (a
-    /// file from PyTorch), `given` is needed.
+    /// given `given` (nil: none). The file's specification fills in what `given` leaves out
+    /// (channels and classes, say), and then the two must be the same network: the same name
+    /// and the same options, or the error shows both. Without info (a file from PyTorch),
+    /// `given` is needed.
     public static func model(given: String?, info: WeightsInfo?, file: String) throws(CLNetError) -> String {
         guard let info else {
             guard let given else {
@@ -104,26 +105,37 @@ public struct WeightsInfo: Sendable, Equatable {
             return given
         }
         guard let given else { return info.model }
-        let parts = info.model.split(separator: ":", maxSplits: 1)
-        var options: [String: String] = [:]
-        for item in parts.count > 1 ? parts[1].split(separator: ",") : [] {
-            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
-            if kv.count == 2 { options[kv[0]] = kv[1] }
-        }
-        let filled = ModelSpec.filling(given, options)
-        func layout(_ spec: String) throws(CLNetError) -> [String] {
-            try ModelSpec.graph(spec, batch: 1, size: ModelSpec.defaultSize(spec), loss: false).graph.parameters
-                .map { "\($0.name) \($0.shape.dims)" }
-        }
-        // A mistake in --model is reported as such; a file whose own specification does not
-        // build (another CLNet's) cannot be checked against, and does not agree.
-        let mine = try layout(filled)
-        guard let theirs = try? layout(info.model), mine == theirs else {
+        let theirs = options(info.model)
+        let filled = ModelSpec.filling(given, theirs.values)
+        // Options that change the computation but not the parameters (dilation, norm groups,
+        // dropout) must agree too, so the comparison is of the whole specification.
+        guard head(filled) == head(info.model), options(filled).values == theirs.values else {
             throw .invalidArgument("""
                 --model \(given) does not agree with \(file), which holds \(info.model); drop --model to use the file's, \
                 or give weights for \(given)
                 """)
         }
         return filled
+    }
+
+    /// The specification without the keys in `keys`: what `clnet train --weights` takes from
+    /// a record, leaving the data's channels and classes and the run's own settings to the run.
+    public static func removing(_ keys: Set<String>, from spec: String) -> String {
+        let kept = options(spec).order.filter { !keys.contains($0.key) }.map { "\($0.key)=\($0.value)" }
+        return kept.isEmpty ? head(spec) : head(spec) + ":" + kept.joined(separator: ",")
+    }
+
+    static func head(_ spec: String) -> String { String(spec.split(separator: ":", maxSplits: 1).first ?? "") }
+
+    static func options(_ spec: String) -> (values: [String: String], order: [(key: String, value: String)]) {
+        let parts = spec.split(separator: ":", maxSplits: 1)
+        var values: [String: String] = [:], order: [(key: String, value: String)] = []
+        for item in parts.count > 1 ? parts[1].split(separator: ",") : [] {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, values[kv[0]] == nil else { continue }
+            values[kv[0]] = kv[1]
+            order.append((kv[0], kv[1]))
+        }
+        return (values, order)
     }
 }
