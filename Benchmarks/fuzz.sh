@@ -43,7 +43,16 @@ case $target in
                  "wrn:depth=10,widen=2" "resnet20:rm=1" "resnet:block=basic,layers=1.1,act=prelu,norm=group:4,se=4"; do
             printf '%s\n' "$s" > "$corpus/spec$i"
             i=$((i + 1))
-        done ;;
+        done
+        if [ "$target" = onnx ] && [ ! -f "$corpus/weights-record" ]; then
+            # A specification line and real weights (with their record) after it, from one step
+            # of training a CIFAR ResNet-8 on Fashion-MNIST.
+            swift build --product clnet >&2
+            .build/debug/clnet train --model cifar_resnet:depth=8 --train-subset 64 --test-subset 16 --batch-size 32 \
+                --max-steps 1 --output "$scratch/seed-run" >&2
+            { printf '\n'; cat "$scratch/seed-run/model.safetensors"; } > "$corpus/weights-record"
+            { printf 'cifar_resnet:depth=8\n'; cat "$scratch/seed-run/model.safetensors"; } > "$corpus/weights-given"
+        fi ;;
 esac
 # Allocation limits well under the machine's memory: an input that asks for more than it
 # justifies is a finding.
