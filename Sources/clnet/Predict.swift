@@ -1,8 +1,6 @@
 import ArgumentParser
 import CLNet
 import CLNetCLI
-import Dispatch
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,16 +85,17 @@ struct Predict: ParsableCommand {
         let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits])
         try executor.load(file, ignoring: "optimizer.")
 
+        // Decoded on every core, a batch ahead of the device; the first file that fails stops
+        // everything with its name. The last batch is padded with repeats of its first image.
+        let loader = try BatchLoader(source: ImageFolderSamples(images: ImageList(files: images), transform: transform),
+                                     batchSize: batch, training: false, seed: 0)
         let per = 3 * imageSize * imageSize
         var inputs: [Float] = [], allLogits: [Float] = []
-        for start in stride(from: 0, to: images.count, by: batch) {
-            let files = Array(images[start..<min(start + batch, images.count)])
-            var x = try Self.preprocess(files, transform: transform)
-            if output != nil { inputs += x }
-            // The last batch is padded with zeros to the executor's size.
-            x += [Float](repeating: 0, count: (batch - files.count) * per)
-            try executor.forward(["input": x])
-            allLogits += try executor.read(logits).prefix(files.count * classCount)
+        for index in 0..<loader.batchesPerEpoch {
+            let b = try loader.batch(epoch: 0, index: index)
+            if output != nil { inputs += b.inputs.prefix(b.count * per) }
+            try executor.forward(["input": b.inputs])
+            allLogits += try executor.read(logits).prefix(b.count * classCount)
         }
 
         var results: [PredictionRecord] = []
@@ -128,28 +127,6 @@ struct Predict: ParsableCommand {
         }
     }
 
-    /// Decodes and transforms the files on the machine's cores; the first file that fails stops
-    /// everything, named in the error.
-    static func preprocess(_ files: [String], transform: ImageTransform) throws -> [Float] {
-        let per = 3 * transform.size * transform.size
-        var x = [Float](repeating: 0, count: files.count * per)
-        let errors = ErrorSlots(count: files.count)
-        x.withUnsafeMutableBufferPointer { buffer in
-            let out = OutBuffer(buffer)
-            DispatchQueue.concurrentPerform(iterations: files.count) { i in
-                do {
-                    let image = try ImageFile.read(files[i])
-                    var rng = SeededGenerator(seed: 0)
-                    transform.apply(image, rng: &rng, into: out.buffer, offset: i * per)
-                } catch {
-                    errors.set(i, error)
-                }
-            }
-        }
-        if let error = errors.first { throw error }
-        return x
-    }
-
     /// The class count of a torchvision-named classifier in the weights (`fc.weight` of a
     /// ResNet, `classifier.weight` of a DenseNet).
     static func classCount(_ file: SafeTensors) -> Int? {
@@ -158,7 +135,6 @@ struct Predict: ParsableCommand {
         }
         return nil
     }
-
 }
 
 /// One image's answer, as --json prints it.
@@ -170,19 +146,4 @@ struct PredictionRecord: Codable {
     }
     var file: String
     var top: [Guess]
-}
-
-/// The batch buffer that the decoding threads write, each its own images' part.
-private struct OutBuffer: @unchecked Sendable {
-    let buffer: UnsafeMutableBufferPointer<Float>
-    init(_ buffer: UnsafeMutableBufferPointer<Float>) { self.buffer = buffer }
-}
-
-/// The errors of the decoding threads, one slot per file, so that the first file's error is
-/// reported whatever order the threads ran in.
-private final class ErrorSlots: Sendable {
-    private let slots: Mutex<[(any Error)?]>
-    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
-    func set(_ i: Int, _ error: any Error) { slots.withLock { $0[i] = error } }
-    var first: (any Error)? { slots.withLock { $0.compactMap { $0 }.first } }
 }

@@ -52,6 +52,12 @@ public struct ImageList: Sendable, Equatable {
         self.init(directory: directory, classes: classes, files: files, labels: labels, skippedFiles: skipped)
     }
 
+    /// Files given one by one (`clnet predict`'s), all under one unnamed class, as they are: the
+    /// name check is the caller's, since the format is read from the bytes anyway.
+    public init(files: [String]) {
+        self.init(directory: "", classes: [""], files: files, labels: [Int32](repeating: 0, count: files.count), skippedFiles: 0)
+    }
+
     private init(directory: String, classes: [String], files: [String], labels: [Int32], skippedFiles: Int) {
         self.directory = directory
         self.classes = classes
