@@ -4,7 +4,7 @@ import Testing
 @Suite("Executor: graphs on OpenCL against the CPU reference")
 struct ExecutorTests {
     /// A random small graph: convolutions with random groups and strides, batch and group norm,
-    /// residual additions (fan-out), dense concatenations, pools, then a classifier and its loss.
+    /// residual additions (fan-out), dense concatenations, channel slices, pools, then a classifier and its loss.
     static func randomGraph(_ rng: inout SeededGenerator) throws -> (graph: Graph, input: Shape, logits: Value) {
         var b = GraphBuilder()
         let input: Shape = [Int.random(in: 1...3, using: &rng), Int.random(in: 2...5, using: &rng),
@@ -13,7 +13,7 @@ struct ExecutorTests {
         var shape = input
         for k in 0..<Int.random(in: 3...5, using: &rng) {
             let c = shape.c
-            switch Int.random(in: 0...5, using: &rng) {
+            switch Int.random(in: 0...6, using: &rng) {
             case 0:
                 let groups = [1, c, c % 2 == 0 ? 2 : 1].randomElement(using: &rng)!
                 let out = groups * Int.random(in: 1...3, using: &rng) * max(1, 4 / groups)
@@ -33,8 +33,11 @@ struct ExecutorTests {
                 d = try b.groupNorm(d, groups: [1, 3].randomElement(using: &rng)!, relu: true, name: "b\(k).gn")
                 x = try b.concat([x, d], name: "b\(k).concat")
             case 3:
-                x = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 1, kernel: 1), bias: true, name: "b\(k).conv")
+                // The ReLU comes first: after a convolution with no norm, it could leave a single live channel,
+                // and a convolution and norm after that have a weight gradient that is zero but for the norm's
+                // eps, which float32 gets to only about 1e-3 (see the norm shifts below).
                 x = try b.relu(x, name: "b\(k).relu")
+                x = try b.conv(x, Conv2D(inChannels: c, outChannels: c + 1, kernel: 1), bias: true, name: "b\(k).conv")
             case 4:
                 // A block with a projection shortcut: two branches from one value.
                 let stride = shape.h >= 6 ? 2 : 1
@@ -44,6 +47,18 @@ struct ExecutorTests {
                                    name: "b\(k).conv")
                 y = try b.batchNorm(y, name: "b\(k).bn")
                 x = try b.add(y, s, relu: true, name: "b\(k).add")
+            case 5 where c >= 2:
+                // A selective kernel's split input: each half through its own convolution, joined again,
+                // so that the input's gradient is the sum of two slices' gradients.
+                let half = c / 2
+                var parts: [Value] = []
+                for (i, range) in [0..<half, half..<c].enumerated() {
+                    let part = try b.channelSlice(x, channels: range, name: "b\(k).slice\(i)")
+                    let conv = try b.conv(part, Conv2D(inChannels: range.count, outChannels: 2, kernel: 3, padding: 1),
+                                          name: "b\(k).conv\(i)")
+                    parts.append(try b.batchNorm(conv, relu: true, name: "b\(k).bn\(i)"))
+                }
+                x = try b.concat(parts, name: "b\(k).concat")
             default:
                 if shape.h >= 4 && shape.w >= 4 {
                     x = Bool.random(using: &rng)
@@ -70,6 +85,10 @@ struct ExecutorTests {
         for p in graph.parameters {
             switch p.role {
             case .normWeight, .runningVar: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5)
+            // Non-negative shifts keep every channel alive through a norm (and an add) and its ReLU: its
+            // normalised part has mean zero and so a positive element. A dead channel is no test of the
+            // kernels, and all but one dead makes the next convolution's gradient cancel (see case 3).
+            case .normBias: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0...0.5)
             default: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5)
             }
         }
@@ -79,6 +98,15 @@ struct ExecutorTests {
         var reference = try ReferenceExecutor(graph: graph, parameters: params)
         let values = try reference.forward(["x": x], labels: labels, training: true)
         let grads = try reference.backward(values: values, labels: labels)
+        // How far float32 storage alone moves each gradient. A gradient that cancels (a sum of terms
+        // far larger than itself, such as a norm's scale whose output gradient is nearly orthogonal
+        // to its normalised input) cannot be matched by any float32 executor to a fixed 1e-4, and
+        // fails one graph in a few hundred; the device's own arithmetic inside a kernel has been
+        // measured at up to 25 times this storage error on such gradients, and 1-5 times elsewhere.
+        var rounded = try ReferenceExecutor(graph: graph, parameters: params)
+        rounded.roundsToFloat32 = true
+        let roundedGrads = try rounded.backward(values: try rounded.forward(["x": x], labels: labels, training: true),
+                                                labels: labels).parameters
 
         // The same step on 1, 2 and 4 queues: bitwise the same results.
         var runs: [[String: [Float]]] = []
@@ -105,7 +133,9 @@ struct ExecutorTests {
         #expect(relativeError(try executor.read(logits), values[logits.index]) <= 1e-4, "logits")
         for p in graph.parameters where p.trainable {
             let error = relativeError(try executor.gradient(p.name), grads.parameters[p.name]!)
-            #expect(error <= 1e-4, "gradient of \(p.name): relative error \(error)")
+            // Bound: 1e-4, plus 30 times the storage error (see above; about 1e-7 where nothing cancels).
+            let bound = 1e-4 + 30 * relativeError(roundedGrads[p.name]!, grads.parameters[p.name]!)
+            #expect(error <= bound, "gradient of \(p.name): relative error \(error), bound \(bound)")
         }
         // Running statistics after the reference's second step too.
         _ = try reference.forward(["x": x], labels: labels, training: true)
@@ -300,3 +330,4 @@ struct TrainingSmokeTests {
         #expect(losses.last! < losses.first! * 0.5, "loss \(losses.first!) -> \(losses.last!)")
     }
 }
+

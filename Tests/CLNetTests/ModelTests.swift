@@ -194,7 +194,9 @@ struct ModelTests {
         for (spec, text) in [("resnet9000", "unknown model"), ("resnet18:depth=3", "unknown parameter 'depth'"),
                              ("resnet:layers=2.x", "positive integers"), ("resnet18:norm=layer", "norm=layer"),
                              ("densenet:growth=0", "from 1 to 100000"), ("densenet:growth=4611686018427387904", "from 1 to 100000"), ("cifar_resnet:depth=21", "6n + 2"),
-                             ("resnet18:classes", "not key=value")] {
+                             ("resnet18:classes", "not key=value"), ("resnet:layers=.2", "positive integers"),
+                             // Refused before 40,000 blocks are built (which would take minutes).
+                             ("resnet:layers=10000.10000.10000.10000,colour=red", "unknown parameter 'colour'")] {
             let error = #expect(throws: CLNetError.self) { try ModelSpec.graph(spec, batch: 1) }
             #expect("\(error!)".contains(text), "\(spec): \(error!)")
         }

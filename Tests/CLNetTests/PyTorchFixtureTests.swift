@@ -2,9 +2,9 @@ import CLNet
 import Foundation
 import Testing
 
-/// `clnet run` against PyTorch: torchvision's own ResNet, ResNeXt and DenseNet classes, and the
-/// pre-activation ResNet of the paper's code (fb.resnet.torch `preresnet.lua`, written out as an
-/// `nn.Module` in the script), run in float64 by `Fixtures/make_pytorch_fixtures.py`. The weights
+/// `clnet run` against PyTorch: torchvision's own ResNet, ResNeXt and DenseNet classes, timm's
+/// SE and selective-kernel ResNets, and the pre-activation ResNet of the paper's code
+/// (fb.resnet.torch `preresnet.lua`, written out as an `nn.Module` in the script), run in float64 by `Fixtures/make_pytorch_fixtures.py`. The weights
 /// are not in the files but made by the same formula here and there (`fixtureValues`), to keep the
 /// fixtures small.
 @Suite("PyTorch fixtures")
@@ -37,6 +37,16 @@ struct PyTorchFixtureTests {
         // PreActResNet(True, [3, 4, 6, 3], num_classes=10, width=16), 64x64: at full width float32
         // itself misses 1e-3 on most inputs (the script's `float32_error`)
         ("preact_resnet50", "preact_resnet50:width=16,classes=10"),
+        // timm's ResNet class with one block per stage, 10 classes: BasicBlock with SE (seresnet18),
+        ("timm_seresnet", "seresnet18:layers=1.1.1.1,classes=10"),
+        // Bottleneck with SE, cardinality 4, base width 4 (seresnext50_32x4d),
+        ("timm_seresnext", "seresnext50_32x4d:layers=1.1.1.1,groups=4,width=4,classes=10"),
+        // SelectiveKernelBasic, split input, rd_ratio 1/8, rd_divisor 16 (skresnet18), batch 4,
+        ("timm_skresnet", "skresnet18:layers=1.1.1.1,classes=10"),
+        // SelectiveKernelBottleneck, split input (skresnet50), batch 4,
+        ("timm_skresnet50", "skresnet50:layers=1.1.1.1,classes=10"),
+        // SelectiveKernelBottleneck, cardinality 4, base width 4, rd_divisor 32 (skresnext50_32x4d), batch 4
+        ("timm_skresnext", "skresnext50_32x4d:layers=1.1.1.1,groups=4,width=4,classes=10"),
     ])
     func clnetRunMatchesPyTorch(fixture: String, spec: String) throws {
         try check(fixture: fixture, spec: spec, environment: [:])

@@ -90,6 +90,8 @@ extension Executor {
             try GlobalAvgPool.forward(queue, x: x, y: y)
         case .concat:
             try Concat.forward(queue, inputs: node.inputs.map { values[$0.index] }, y: y)
+        case let .channelSlice(op):
+            try op.forward(queue, x: x, y: y)
         case let .linear(_, bias):
             try Linear.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y)
         case let .stochasticDepth(p):
@@ -142,8 +144,8 @@ extension Executor {
         case let .add(relu):
             let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
             return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
-        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .linear, .dropout, .stochasticDepth,
-             .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation:
+        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
+             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation:
             // Not flagged `fusesIntoConvolution`, so the plan never fuses them; an operation that
             // is flagged must say here what the convolution's bias pass does for it.
             return nil
@@ -216,6 +218,8 @@ extension Executor {
                 }
                 start += c
             }
+        case let .channelSlice(op):
+            if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
         case .stochasticDepth:
             if let dx { try ChannelScale.backward(queue, x: x, scale: nodeWorkspaces[k]!, dy: dy, dx: dx, dscale: nil, accumulate: accumulate) }
         case let .dropout(p):

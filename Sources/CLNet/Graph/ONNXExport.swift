@@ -230,13 +230,23 @@ struct ONNXGraphWriter {
             self.node("Flatten", [out + "/pooled"], out, name: node.name + "/flatten", [.int("axis", 1)])
         case .concat:
             finish("Concat", x, node: node, relu: false, [.int("axis", 1)])
+        case let .channelSlice(op):
+            let base = node.name + "/onnx"
+            finish("Slice", [x[0], ints(base + "_starts", [op.start]), ints(base + "_ends", [op.start + op.count]),
+                             ints(base + "_axes", [1])], node: node, relu: false)
         case .linear:
             var input = x[0]
             if shape.rank != 2 {
                 self.node("Flatten", [x[0]], out + "/flat", name: node.name + "/flatten", [.int("axis", 1)])
                 input = out + "/flat"
             }
-            finish("Gemm", [input] + p, node: node, relu: false, [.int("transB", 1)])
+            var inputs = [input] + p
+            if graph.parameters[node.parameters[0]].shape.rank != 2 {
+                // timm's 1x1-convolution layout [out, in, 1, 1]; Gemm takes [out, in].
+                inputs[1] = node.name + "/onnx_weight"
+                self.node("Reshape", [p[0], ints(node.name + "/onnx_weight_shape", [0, -1])], inputs[1], name: inputs[1])
+            }
+            finish("Gemm", inputs, node: node, relu: false, [.int("transB", 1)])
         case .dropout, .stochasticDepth:
             // The identity at inference.
             finish("Identity", x, node: node, relu: false)

@@ -58,6 +58,7 @@ extension Operation {
         case .avgPool: "avg pool"
         case .globalAvgPool: "global avg pool"
         case .concat: "concat"
+        case .channelSlice: "channel slice"
         case .linear: "linear"
         case .dropout: "dropout"
         case .stochasticDepth: "stochastic depth"
@@ -79,8 +80,8 @@ extension Operation {
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
         case .softmaxCrossEntropy, .distillation: [.isLoss]
-        case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .stochasticDepth, .padShortcut, .sigmoid,
-             .prelu, .channelScale, .selectiveSum, .scalarAffine: []
+        case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .stochasticDepth, .padShortcut,
+             .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine: []
         }
     }
 
@@ -98,7 +99,7 @@ extension Operation {
         case let .scalarAffine(scale, _): scale ? [inputs[0]] : []
         case .relu, .sigmoid: [output]
         case let .add(relu): relu ? [output] : []
-        case .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .padShortcut, .stochasticDepth: []
+        case .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .padShortcut, .stochasticDepth: []
         }
     }
 
@@ -123,8 +124,8 @@ extension Operation {
         case .softmaxCrossEntropy, .distillation:
             m.workspace = SoftmaxCrossEntropy.workspaceCount(batch: x.n)
             m.result = 2
-        case .relu, .add, .avgPool, .globalAvgPool, .concat, .linear, .dropout, .padShortcut, .sigmoid, .prelu, .channelScale,
-             .selectiveSum:
+        case .relu, .add, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout, .padShortcut, .sigmoid, .prelu,
+             .channelScale, .selectiveSum:
             break
         }
         return m
@@ -136,8 +137,9 @@ extension Operation {
         switch self {
         case let .conv(conv, _): Double(y.count) * Double(conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
         case .linear: Double(y.count) * Double(x.sampleCount)
-        case .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool, .globalAvgPool, .concat, .dropout, .stochasticDepth,
-             .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation:
+        case .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout,
+             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
+             .distillation:
             0
         }
     }
@@ -176,6 +178,9 @@ extension Operation {
         case .concat:
             // A copy when the memory plan cannot place the inputs inside the output.
             return (WorkCost(flops: 0, bytes: (inputs + y) * f), WorkCost(flops: 0, bytes: 2 * y * f))
+        case .channelSlice:
+            // A copy; backward writes the whole input gradient (zeros outside the slice).
+            return (WorkCost(flops: 0, bytes: 2 * y * f), WorkCost(flops: 0, bytes: (y + dx) * f))
         case .sigmoid, .prelu:
             return (WorkCost(flops: 4 * x, bytes: (x + y + params) * f),
                     WorkCost(flops: 3 * x, bytes: (2 * y + dx + params + trainable) * f))

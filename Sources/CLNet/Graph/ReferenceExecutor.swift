@@ -4,6 +4,11 @@ public struct ReferenceExecutor: Sendable {
     public let graph: Graph
     /// Every parameter and buffer by name; training-mode batch norm updates the running statistics here.
     public private(set) var parameters: [String: [Double]]
+    /// Rounds every value and gradient it stores to float32, as the device's buffers do, while it
+    /// still computes each operator in Double. How far that moves a result from an exact run
+    /// measures how well float32 can determine it at all: a gradient that cancels (a sum of
+    /// terms much larger than itself) moves far, and no float32 executor can match it closely.
+    public var roundsToFloat32 = false
 
     /// Checks that `parameters` holds every parameter of `graph` with the right number of values.
     public init(graph: Graph, parameters: [String: [Double]]) throws(CLNetError) {
@@ -58,6 +63,8 @@ public struct ReferenceExecutor: Sendable {
                 y = Reference.globalAvgPool(xs[0], shape: shape)
             case .concat:
                 y = Reference.concat(xs, shapes: node.inputs.map { graph.shape(of: $0) })
+            case let .channelSlice(op):
+                y = Reference.channelSlice(xs[0], shape: shape, start: op.start, count: op.count)
             case let .linear(outFeatures, bias):
                 y = Reference.linear(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, bias: bias ? p[1] : nil)
             case let .stochasticDepth(rate):
@@ -86,7 +93,7 @@ public struct ReferenceExecutor: Sendable {
                 y = [Reference.distillation(xs[0], teacher: xs[1], batch: shape.n, labels: labels, temperature: Double(d.temperature),
                                             weight: Double(d.weight), smoothing: Double(d.labelSmoothing)).loss]
             }
-            values[node.output.index] = y
+            values[node.output.index] = roundsToFloat32 ? y.map { Double(Float($0)) } : y
         }
         return values
     }
@@ -120,8 +127,9 @@ public struct ReferenceExecutor: Sendable {
         var grads = [[Double]](repeating: [], count: graph.shapes.count)
         grads[root.index] = gradient
         var paramGrads: [String: [Double]] = [:]
+        let store: (Double) -> Double = roundsToFloat32 ? { Double(Float($0)) } : { $0 }
         func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
-            grads[v.index] = accumulate ? zip(grads[v.index], g).map(+) : g
+            grads[v.index] = accumulate ? zip(grads[v.index], g).map { store($0 + $1) } : g.map(store)
         }
         for step in graph.backwardSteps(from: root, inputGradients: inputGradients) {
             let node = graph.nodes[step.node]
@@ -166,6 +174,8 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [Reference.globalAvgPoolBackward(dy: dy, shape: shape)]
             case .concat:
                 inputGrads = Reference.concatBackward(dy: dy, shapes: node.inputs.map { graph.shape(of: $0) })
+            case let .channelSlice(op):
+                inputGrads = [Reference.channelSliceBackward(dy: dy, shape: shape, start: op.start, count: op.count)]
             case let .linear(outFeatures, bias):
                 let g = Reference.linearBackward(xs[0], batch: shape.n, weight: p[0], outFeatures: outFeatures, dy: dy)
                 inputGrads = [g.dx]

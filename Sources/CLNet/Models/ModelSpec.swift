@@ -13,7 +13,7 @@
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
 /// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
-/// `sk=R` (selective kernels), `act=prelu`, `dilation=0.1.1` (torchvision's
+/// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths), `act=prelu`, `dilation=0.1.1` (torchvision's
 /// `replace_stride_with_dilation`), `pool=conv` (a strided convolution instead of max pooling);
 /// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
 /// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
@@ -29,7 +29,8 @@ public enum ModelSpec {
         "preact_resnet200",
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "preact_resnet110", "preact_resnet164",
         "preact_resnet1001", "resnext29_8x64d", "resnext29_16x64d", "wrn16_8", "wrn28_10", "densenet_bc_100_12",
-        "densenet40_12", "seresnet50", "seresnext50_32x4d", "sknet50",
+        "densenet40_12", "seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34",
+        "skresnet50", "skresnext50_32x4d", "sknet50",
     ]
 
     /// A model of one family, before its graph is built.
@@ -64,9 +65,14 @@ public enum ModelSpec {
         case "wide_resnet101_2": .resnet(.wide_resnet101_2)
         case "resnext29_8x64d": .resnet(.resnext29_8x64d)
         case "resnext29_16x64d": .resnet(.resnext29_16x64d)
+        case "seresnet18": .resnet(.seresnet18)
+        case "seresnet34": .resnet(.seresnet34)
         case "seresnet50": .resnet(.seresnet50)
         case "seresnext50_32x4d": .resnet(.seresnext50_32x4d)
-        case "sknet50": .resnet(.sknet50)
+        case "skresnet18": .resnet(.skresnet18)
+        case "skresnet34": .resnet(.skresnet34)
+        case "skresnet50": .resnet(.skresnet50)
+        case "skresnext50_32x4d", "sknet50": .resnet(.skresnext50_32x4d)
         case "densenet", "densenet121": .densenet(.densenet121)
         case "densenet161": .densenet(.densenet161)
         case "densenet169": .densenet(.densenet169)
@@ -149,8 +155,9 @@ public enum ModelSpec {
         func list(_ key: String, _ fallback: [Int], minimum: Int = 1) throws(CLNetError) -> [Int] {
             guard let text = options[key] else { return fallback }
             used.insert(key)
-            let values = text.split(separator: ".").compactMap { Int($0) }
-            guard !values.isEmpty, values.count <= 8, values.count == text.split(separator: ".").count,
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+            let values = parts.compactMap { Int($0) }
+            guard !values.isEmpty, values.count <= 8, values.count == parts.count,
                   values.allSatisfy({ $0 >= minimum && $0 <= 10_000 }) else {
                 throw .invalidArgument("model specification '\(spec)': \(key)=\(text) must be up to 8 \(minimum == 1 ? "positive integers" : "integers from \(minimum)") joined by '.'")
             }
@@ -197,7 +204,9 @@ public enum ModelSpec {
         func stochasticDepth() throws(CLNetError) -> Float { Float(try fraction("stochastic_depth", 0, 0...0.99)) }
         let stems: [String: ResNet.Stem] = ["imagenet": .imagenet, "cifar": .cifar]
         func activation() throws(CLNetError) -> ResNet.Activation { try choice("act", .relu, ["relu": .relu, "prelu": .prelu]) }
-        let result: (graph: Graph, logits: Value)
+        // Every option is read, and an unknown one refused, before anything is built: a large network
+        // takes seconds to build, and a typo should not cost them.
+        let build: () throws(CLNetError) -> (graph: Graph, logits: Value)
         switch preset {
         case var .resnet(model):
             model.block = try choice("block", model.block, blocks)
@@ -224,13 +233,25 @@ public enum ModelSpec {
             }
             if case let .squeezeExcitation(r) = model.attention { model.attention = .squeezeExcitation(reduction: try int("se", r, minimum: 0)) }
             else if options["se"] != nil { model.attention = .squeezeExcitation(reduction: try int("se", 16, minimum: 0)) }
-            if case let .selectiveKernel(r, l) = model.attention { model.attention = .selectiveKernel(reduction: try int("sk", r, minimum: 0), minimum: l) }
-            else if options["sk"] != nil { model.attention = .selectiveKernel(reduction: try int("sk", 16, minimum: 0), minimum: 32) }
-            // 0 turns the attention off: `sknet50:sk=0` is ResNeXt-50.
-            if model.attention == .squeezeExcitation(reduction: 0) || model.attention == .selectiveKernel(reduction: 0, minimum: 32) {
-                model.attention = .none
+            if case var .selectiveKernel(unit) = model.attention {
+                unit.reduction = try int("sk", unit.reduction, minimum: 0)
+                model.attention = .selectiveKernel(unit)
+            } else if options["sk"] != nil {
+                var unit = ResNet.SelectiveKernel.paper
+                unit.reduction = try int("sk", 16, minimum: 0)
+                model.attention = .selectiveKernel(unit)
             }
-            result = try model.graph(batch: batch, size: size, loss: loss)
+            if case var .selectiveKernel(unit) = model.attention, options["sk_split"] != nil {
+                unit.splitInput = try choice("sk_split", unit.splitInput, ["0": false, "1": true])
+                model.attention = .selectiveKernel(unit)
+            }
+            // 0 turns the attention off: `sknet50:sk=0` is ResNeXt-50.
+            switch model.attention {
+            case .squeezeExcitation(0): model.attention = .none
+            case let .selectiveKernel(unit) where unit.reduction == 0: model.attention = .none
+            default: break
+            }
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
         case var .preact(model):
             if head.hasPrefix("wrn") {
                 let depth = try int("depth", 6 * model.layers[0] + 4)
@@ -248,7 +269,7 @@ public enum ModelSpec {
             model.inChannels = channels
             model.norm = norm
             model.stochasticDepth = try stochasticDepth()
-            result = try model.graph(batch: batch, size: size, loss: loss)
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
         case var .densenet(model):
             model.growth = try int("growth", model.growth)
             model.blocks = try list("blocks", model.blocks)
@@ -259,7 +280,7 @@ public enum ModelSpec {
             model.classes = classes
             model.inChannels = channels
             model.norm = norm
-            result = try model.graph(batch: batch, size: size, loss: loss)
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
         case let .cifarResNet(preset):
             let depth = try int("depth", 6 * preset.n + 2)
             var model = try CIFARResNet(depth: depth, inChannels: channels, classes: classes)
@@ -267,27 +288,29 @@ public enum ModelSpec {
             model.stochasticDepth = try stochasticDepth()
             model.activation = try activation()
             model.blockWidths = try widths()
-            result = try model.graph(batch: batch, size: size ?? 32, loss: loss)
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 32, loss: loss) }
         }
+        let removeResiduals = try choice("rm", false, ["0": false, "1": true])
+        // RMNet's plain network has its batch norms folded whatever fold_bn says.
+        let foldNorms = try choice("fold_bn", false, ["0": false, "1": true])
+        let unknown = Set(options.keys).subtracting(used)
+        if let key = unknown.sorted().first {
+            throw .invalidArgument("model specification '\(spec)': unknown parameter '\(key)' for \(head)")
+        }
+        let result = try build()
         var folded = result
-        if try choice("rm", false, ["0": false, "1": true]) {
-            // RMNet's plain network (batch norm folded, residual connections removed).
-            _ = try choice("fold_bn", true, ["0": false, "1": true])
+        if removeResiduals {
             let plain = try result.graph.removingResiduals()
             guard let logits = plain.values[result.logits.index] else {
                 throw .invalidArgument("model specification '\(spec)': removing residuals removed the logits")
             }
             folded = (plain.graph, logits)
-        } else if try choice("fold_bn", false, ["0": false, "1": true]) {
+        } else if foldNorms {
             let fold = try result.graph.foldingBatchNorms()
             guard let logits = fold.values[result.logits.index] else {
                 throw .invalidArgument("model specification '\(spec)': folding removed the logits")
             }
             folded = (fold.graph, logits)
-        }
-        let unknown = Set(options.keys).subtracting(used)
-        if let key = unknown.sorted().first {
-            throw .invalidArgument("model specification '\(spec)': unknown parameter '\(key)' for \(head)")
         }
         return folded
     }

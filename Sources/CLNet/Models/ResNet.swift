@@ -46,18 +46,37 @@ public struct ResNet: Sendable {
         case prelu
     }
 
-    /// Channel attention inside each residual block.
+    /// Channel attention inside each residual block, with timm's layers, names and widths.
     public enum Attention: Sendable, Equatable {
         case none
-        /// Squeeze-and-excitation: global pooling, a 1x1 reduction by `reduction` with ReLU, a
-        /// 1x1 expansion with sigmoid, and the channel-wise rescaling of the branch (before the
-        /// addition), as SE-ResNet (Hu et al. 2018).
+        /// Squeeze-and-excitation (Hu et al. 2018), timm's `SEModule`: global pooling, a 1x1
+        /// reduction to C / `reduction` (rounded as timm's `make_divisible(v, 8)`) with ReLU, a 1x1
+        /// expansion with sigmoid, and the channel-wise rescaling of the branch before the addition.
         case squeezeExcitation(reduction: Int)
-        /// Selective kernels (Li et al. 2019), replacing each bottleneck's 3x3 convolution: a 3x3
-        /// and a dilated 3x3 branch (both grouped), fused by sum, pooled, reduced to
-        /// max(C / reduction, minimum) features with norm and ReLU, then a softmax across the
-        /// branches per channel weighs them.
-        case selectiveKernel(reduction: Int, minimum: Int)
+        /// Selective kernels (Li et al. 2019) in place of a bottleneck's 3x3 convolution, or of a
+        /// basic block's first (see `SelectiveKernel`).
+        case selectiveKernel(SelectiveKernel)
+    }
+
+    /// timm's `SelectiveKernel`: a 3x3 and a dilated 3x3 path (both grouped, each with norm and
+    /// ReLU), fused by sum, pooled, reduced to `make_divisible(C / reduction, divisor)` features
+    /// with batch norm and ReLU, expanded to one logit per path and channel; a softmax across the
+    /// paths per channel weighs them.
+    public struct SelectiveKernel: Sendable, Equatable {
+        public var reduction: Int
+        public var divisor: Int
+        /// Each path convolves its own half of the input channels (timm's `split_input`), rather
+        /// than both the whole input.
+        public var splitInput: Bool
+
+        public init(reduction: Int, divisor: Int, splitInput: Bool) {
+            self.reduction = reduction
+            self.divisor = divisor
+            self.splitInput = splitInput
+        }
+
+        /// SKNet-50's unit (M = 2, r = 16, L = 32), which is timm's `skresnext50_32x4d`'s.
+        public static let paper = SelectiveKernel(reduction: 16, divisor: 32, splitInput: false)
     }
 
     public enum StemPool: String, Sendable {
@@ -91,11 +110,19 @@ public struct ResNet: Sendable {
                                                classes: 10, stem: .cifar)
     public static let resnext29_16x64d = ResNet(block: .bottleneck, layers: [3, 3, 3], groups: 16, widthPerGroup: 64,
                                                 classes: 10, stem: .cifar)
-    /// SE-ResNet-50 and SE-ResNeXt-50 (32x4d) of Hu et al. 2018, reduction 16.
+    /// SE-ResNets and SE-ResNeXt-50 (32x4d) of Hu et al. 2018, reduction 16, as timm builds them.
+    public static let seresnet18 = ResNet.resnet18.with(attention: .squeezeExcitation(reduction: 16))
+    public static let seresnet34 = ResNet.resnet34.with(attention: .squeezeExcitation(reduction: 16))
     public static let seresnet50 = ResNet.resnet50.with(attention: .squeezeExcitation(reduction: 16))
     public static let seresnext50_32x4d = ResNet.resnext50_32x4d.with(attention: .squeezeExcitation(reduction: 16))
-    /// SKNet-50 of Li et al. 2019: ResNeXt-50 (32x4d) with selective kernels, M = 2, r = 16, L = 32.
-    public static let sknet50 = ResNet.resnext50_32x4d.with(attention: .selectiveKernel(reduction: 16, minimum: 32))
+    /// timm's selective-kernel ResNets: the 18 and 34 split each unit's input between the paths
+    /// and reduce by 8 (divisor 16), the 50 splits and reduces by 16 (divisor 8).
+    public static let skresnet18 = ResNet.resnet18.with(attention: .selectiveKernel(.init(reduction: 8, divisor: 16, splitInput: true)))
+    public static let skresnet34 = ResNet.resnet34.with(attention: .selectiveKernel(.init(reduction: 8, divisor: 16, splitInput: true)))
+    public static let skresnet50 = ResNet.resnet50.with(attention: .selectiveKernel(.init(reduction: 16, divisor: 8, splitInput: true)))
+    /// SKNet-50 of Li et al. 2019: ResNeXt-50 (32x4d) with the paper's selective kernels, which
+    /// is timm's `skresnext50_32x4d` (`sknet50` is the same network).
+    public static let skresnext50_32x4d = ResNet.resnext50_32x4d.with(attention: .selectiveKernel(.paper))
 
     func with(attention: Attention) -> ResNet {
         var m = self
@@ -112,9 +139,6 @@ public struct ResNet: Sendable {
         if block == .basic && replaceStrideWithDilation.contains(true) {
             // As torchvision: a basic block's two 3x3 convolutions would both need the dilation.
             throw .invalidArgument("dilation (replace_stride_with_dilation) needs bottleneck blocks, as in torchvision")
-        }
-        if block == .basic, case .selectiveKernel = attention {
-            throw .invalidArgument("selective kernels replace a bottleneck's 3x3 convolution; use block=bottleneck")
         }
         if let widths = blockWidths, widths.count != layers.reduce(0, +) {
             throw .invalidArgument("mid gives \(widths.count) block widths; this ResNet has \(layers.reduce(0, +)) blocks")
@@ -163,7 +187,10 @@ public struct ResNet: Sendable {
                     shortcut = try b.norm(shortcut, norm, name: "\(name).downsample.1")
                 }
                 var z: Value
-                if block == .basic {
+                if case let .selectiveKernel(unit) = attention {
+                    z = try selectiveKernelBranch(&b, y, unit, inplanes: inplanes, planes: planes, stride: stride, dilation: d,
+                                                  width: blockWidths?[blockIndex], name: name)
+                } else if block == .basic {
                     let inner = blockWidths?[blockIndex] ?? planes
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: inner, kernel: 3, stride: stride, padding: 1),
                                    name: "\(name).conv1")
@@ -174,14 +201,9 @@ public struct ResNet: Sendable {
                     let width = blockWidths?[blockIndex] ?? planes * widthPerGroup / 64 * groups
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: width, kernel: 1), name: "\(name).conv1")
                     z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                    if case let .selectiveKernel(reduction, minimum) = attention {
-                        z = try selectiveKernel(&b, z, width: width, stride: stride, dilation: d, reduction: reduction,
-                                                minimum: minimum, name: "\(name).conv2")
-                    } else {
-                        z = try b.conv(z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
-                                                 dilation: d, groups: groups), name: "\(name).conv2")
-                        z = try normAct(&b, z, "\(name).bn2", "\(name).act2")
-                    }
+                    z = try b.conv(z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
+                                             dilation: d, groups: groups), name: "\(name).conv2")
+                    z = try normAct(&b, z, "\(name).bn2", "\(name).act2")
                     z = try b.conv(z, Conv2D(inChannels: width, outChannels: planes * 4, kernel: 1), name: "\(name).conv3")
                     z = try b.norm(z, norm, name: "\(name).bn3")
                 }
@@ -215,39 +237,8 @@ public struct ResNet: Sendable {
     }
 
     /// The norm and the activation after it: fused with ReLU, or a PReLU node named `act`.
-    private func normAct(_ b: inout GraphBuilder, _ x: Value, _ normName: String, _ act: String) throws(CLNetError) -> Value {
+    func normAct(_ b: inout GraphBuilder, _ x: Value, _ normName: String, _ act: String) throws(CLNetError) -> Value {
         if activation == .relu { return try b.norm(x, norm, relu: true, name: normName) }
         return try b.prelu(try b.norm(x, norm, name: normName), name: act)
-    }
-
-    /// Squeeze-and-excitation on the branch `x` of `channels` channels (names as timm's `se`).
-    private func squeezeExcitation(_ b: inout GraphBuilder, _ x: Value, channels: Int, reduction: Int,
-                                   name: String) throws(CLNetError) -> Value {
-        var s = try b.globalAvgPool(x, name: "\(name).pool")
-        s = try b.linear(s, outFeatures: max(1, channels / reduction), name: "\(name).fc1")
-        s = try b.relu(s, name: "\(name).act")
-        s = try b.linear(s, outFeatures: channels, name: "\(name).fc2")
-        s = try b.sigmoid(s, name: "\(name).gate")
-        return try b.channelScale(x, by: s, name: "\(name).scale")
-    }
-
-    /// A selective-kernel unit of two grouped 3x3 branches (dilation 1 and 2, each times the
-    /// stage's own dilation), in place of a bottleneck's 3x3 convolution (names as timm's).
-    private func selectiveKernel(_ b: inout GraphBuilder, _ x: Value, width: Int, stride: Int, dilation: Int, reduction: Int,
-                                 minimum: Int, name: String) throws(CLNetError) -> Value {
-        var paths: [Value] = []
-        for m in 0..<2 {
-            let d = dilation * (m + 1)
-            var u = try b.conv(x, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
-                                         dilation: d, groups: groups), name: "\(name).paths.\(m).conv")
-            u = try normAct(&b, u, "\(name).paths.\(m).bn", "\(name).paths.\(m).act")
-            paths.append(u)
-        }
-        let fused = try b.add(paths[0], paths[1], name: "\(name).sum")
-        var s = try b.globalAvgPool(fused, name: "\(name).attn.pool")
-        s = try b.linear(s, outFeatures: max(width / reduction, minimum), bias: false, name: "\(name).attn.fc_reduce")
-        s = try b.batchNorm(s, relu: true, name: "\(name).attn.bn")
-        let logits = try b.linear(s, outFeatures: 2 * width, name: "\(name).attn.fc_select")
-        return try b.selectiveSum(paths, logits: logits, name: "\(name).select")
     }
 }

@@ -1,5 +1,5 @@
-// Channel concatenation on the device. CPU reference: Reference/ConcatReference.swift; kernel:
-// Kernels/Concat.cl.
+// Channel concatenation and its inverse, the channel slice, on the device. CPU reference:
+// Reference/ConcatReference.swift; kernel: Kernels/Concat.cl.
 
 /// Concatenation along channels (DenseNet).
 ///
@@ -53,7 +53,61 @@ public enum Concat {
     }
 }
 
+/// Channels `start ..< start + count` of a tensor, as `torch.split` gives a selective kernel's
+/// paths their halves of the input.
+public struct ChannelSlice: Sendable, Equatable {
+    public var start: Int
+    public var count: Int
+
+    public init(start: Int, count: Int) {
+        self.start = start
+        self.count = count
+    }
+
+    /// The slice's shape, or an error naming the input's shape.
+    public func outputShape(_ x: Shape) throws(CLNetError) -> Shape {
+        try checkRank("ChannelSlice", "x", x, 4)
+        guard count > 0, start >= 0, start + count <= x.c else {
+            throw .invalidShape(operation: "ChannelSlice", message: "channels \(start)..<\(start + count) are not inside x \(x)")
+        }
+        return [x.n, count, x.h, x.w]
+    }
+
+    /// Copies the slice of `x` into `y`.
+    @discardableResult
+    public func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try checkSameShape("ChannelSlice", ["expected y": try outputShape(x.shape), "y": y.shape])
+        return try q.copy(from: try x.slice(channels: start..<start + count), to: y, waitFor: waitFor)
+    }
+
+    /// The input gradient: `dy` inside the slice and zero outside, or, with `accumulate`, `dy`
+    /// added inside the slice and the rest left as it is.
+    @discardableResult
+    public func backward(_ q: CommandQueue, dy: Tensor, dx: Tensor, accumulate: Bool = false,
+                         waitFor: [Event] = []) throws(CLNetError) -> [Event] {
+        try checkSameShape("ChannelSlice backward", ["expected dy": try outputShape(dx.shape), "dy": dy.shape])
+        var events: [Event] = []
+        if !accumulate {
+            for outside in [0..<start, start + count..<dx.shape.c] where !outside.isEmpty {
+                events.append(try q.fill(try dx.slice(channels: outside), with: 0, waitFor: waitFor))
+            }
+        }
+        events.append(try q.copy(from: dy, to: try dx.slice(channels: start..<start + count), accumulate: accumulate,
+                                 waitFor: waitFor))
+        return events
+    }
+}
+
 extension CommandQueue {
+    /// Sets every element of a tensor view (which may be a strided channel slice) to `value`.
+    @discardableResult
+    public func fill(_ t: Tensor, with value: Float, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        let sample = t.shape.sampleCount
+        return try launchRuns(.concat, "fill_view", t.arguments + [.count(sample), .count(t.shape.n),
+                                                                   .count(CommandQueue.tiles(sample)), .float(value)],
+                              waitFor: waitFor)
+    }
+
     /// Copies (or, with `accumulate`, adds) a tensor into another view of the same shape, either
     /// of which may be a strided channel slice: the general copy that the executor and the
     /// concatenation use. Its kernel is `copy_view` in Concat.cl, beside its first user.

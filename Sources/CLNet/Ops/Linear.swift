@@ -2,10 +2,13 @@
 // Kernels/Linear.cl (which convolutions use too). CPU reference: Reference/LinearReference.swift.
 
 /// y = x W^T + b with x [N, in] (any tensor whose samples hold `in` values, e.g. [N, C, 1, 1]),
-/// W [out, in] as torchvision's `fc.weight`, b [out].
+/// W [out, in] as torchvision's `fc.weight` (or [out, in, 1, 1], timm's SE layers), b [out].
 public enum Linear {
     static func check(_ op: String, _ x: Tensor, _ weight: Tensor, _ y: Shape?) throws(CLNetError) -> (Int, Int) {
-        try checkRank(op, "weight", weight.shape, 2)
+        // [out, in], or timm's 1x1-convolution layout [out, in, 1, 1] (the same floats).
+        guard weight.shape.rank == 2 || (weight.shape.rank == 4 && weight.shape[2] == 1 && weight.shape[3] == 1) else {
+            throw .invalidShape(operation: op, message: "weight must be [out, in] or [out, in, 1, 1], got \(weight.shape)")
+        }
         guard weight.isDense else { throw .invalidShape(operation: op, message: "weight \(weight.shape) must be dense") }
         let (outF, inF) = (weight.shape[0], weight.shape[1])
         guard x.shape.sampleCount == inF else {

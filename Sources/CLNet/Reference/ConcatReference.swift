@@ -21,4 +21,26 @@ extension Reference {
         }
         return grads
     }
+
+    /// Channels `start ..< start + count` of an NCHW tensor.
+    public static func channelSlice(_ x: [Double], shape: Shape, start: Int, count: Int) -> [Double] {
+        let plane = shape.h * shape.w
+        var y: [Double] = []
+        for n in 0..<shape.n {
+            let from = (n * shape.c + start) * plane
+            y += x[from..<from + count * plane]
+        }
+        return y
+    }
+
+    /// The input gradient of a channel slice: dy in its channels, zero elsewhere.
+    public static func channelSliceBackward(dy: [Double], shape: Shape, start: Int, count: Int) -> [Double] {
+        let plane = shape.h * shape.w
+        var dx = [Double](repeating: 0, count: shape.count)
+        for n in 0..<shape.n {
+            let from = n * count * plane, to = (n * shape.c + start) * plane
+            dx.replaceSubrange(to..<to + count * plane, with: dy[from..<from + count * plane])
+        }
+        return dx
+    }
 }

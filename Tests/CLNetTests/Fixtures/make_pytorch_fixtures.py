@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Makes the PyTorch fixtures that `PyTorchFixtureTests` checks `clnet run` against.
 
-    pip install torch==2.13.0 torchvision==0.28.0 safetensors numpy
+    pip install torch==2.13.0 torchvision==0.28.0 timm==1.0.31 safetensors numpy
     python3 Tests/CLNetTests/Fixtures/make_pytorch_fixtures.py Tests/CLNetTests/Fixtures [NAME ...]
 
 Each model is one of torchvision's classes (ResNet, ResNeXt through ResNet's groups, DenseNet),
-built small, or the pre-activation ResNet of the paper's code (`PreActResNet` below). Their
+built small, the pre-activation ResNet of the paper's code (`PreActResNet` below), or one of
+timm's squeeze-and-excitation and selective-kernel ResNets (timm's own `ResNet` class and
+blocks, built small). `timm_models.txt` lists the `state_dict` of each full-size timm model CLNet
+names, which `TimmTests` checks CLNet's layouts against. Their
 weights are not stored: they come from a formula that the Swift test repeats bit for bit
 (`fixture_values` below, `fixtureValues` there), because even the smallest torchvision ResNet has
 4.9 M parameters and the fixtures must stay under 2 MB. PyTorch runs in float64, so the fixture is
@@ -137,14 +140,40 @@ class PreActResNet(torch.nn.Module):
         return self.fc(relu(self.bn_final(x)).mean((2, 3)))
 
 
+def timm_resnet(block, **kwargs):
+    """timm's ResNet class with one block per stage and 10 classes; `block` is a name in
+    timm.models.resnet or timm.models.sknet."""
+    import timm.models.resnet as resnet
+    import timm.models.sknet as sknet
+    block = getattr(resnet, block, None) or getattr(sknet, block)
+    return resnet.ResNet(block=block, layers=[1, 1, 1, 1], num_classes=10, **kwargs)
+
+
+# The full-size timm models that CLNet has under the same names.
+TIMM_NAMES = ["seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34", "skresnet50",
+              "skresnext50_32x4d"]
+
 MODELS = {
-    # constructor (torchvision's, or the reference above), image size
+    # constructor (torchvision's, timm's, or the reference above), image size, and batch (2
+    # unless given: a selective kernel's attention norms pooled features, one value per sample,
+    # and over 2 samples a batch norm's output does not depend on its input, so that the
+    # gradients before it are zero but for eps and float32 cannot match them)
     "resnet": (lambda: ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10), 64),
     "resnext": (lambda: ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4, num_classes=10), 64),
     "densenet": (lambda: DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2, num_classes=10), 32),
     "preact_resnet18": (lambda: PreActResNet(False, [2, 2, 2, 2], num_classes=10), 64),
     # At full width float32 itself misses 1e-3 on most inputs (see float32_error).
     "preact_resnet50": (lambda: PreActResNet(True, [3, 4, 6, 3], num_classes=10, width=16), 64),
+    # timm's seresnet18 and seresnext50_32x4d, one block per stage (and 4 groups of 4)
+    "timm_seresnet": (lambda: timm_resnet("BasicBlock", block_args=dict(attn_layer="se")), 64),
+    "timm_seresnext": (lambda: timm_resnet("Bottleneck", cardinality=4, base_width=4, block_args=dict(attn_layer="se")), 64),
+    # timm's skresnet18, skresnet50 and skresnext50_32x4d, one block per stage (and 4 groups of 4)
+    "timm_skresnet": (lambda: timm_resnet("SelectiveKernelBasic", zero_init_last=False, block_args=dict(
+        sk_kwargs=dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True))), 64, 4),
+    "timm_skresnet50": (lambda: timm_resnet("SelectiveKernelBottleneck", zero_init_last=False, block_args=dict(
+        sk_kwargs=dict(split_input=True))), 64, 4),
+    "timm_skresnext": (lambda: timm_resnet("SelectiveKernelBottleneck", cardinality=4, base_width=4, zero_init_last=False,
+                                           block_args=dict(sk_kwargs=dict(rd_ratio=1 / 16, rd_divisor=32, split_input=False))), 64, 4),
 }
 
 
@@ -172,8 +201,8 @@ def float32_error(model, x, labels, trials=4):
 
 
 def make(name, out_dir):
-    build, size = MODELS[name]
-    labels = np.array([3, 8], dtype=np.int64)
+    build, size, batch = (MODELS[name] + (2,))[:3]
+    labels = np.array([3, 8, 1, 5][:batch], dtype=np.int64)
     model = build()
     set_weights(model)
     model = model.double()
@@ -181,7 +210,7 @@ def make(name, out_dir):
     # "input", else "input.1", ...
     for draw in range(100):
         input_name = "input" if draw == 0 else f"input.{draw}"
-        x = fixture_values(input_name, (2, 3, size, size), "input")
+        x = fixture_values(input_name, (batch, 3, size, size), "input")
         error = float32_error(model, x, torch.from_numpy(labels))
         if error < 2.5e-4:
             break
@@ -216,7 +245,28 @@ def make(name, out_dir):
     print(f"{path}: {os.path.getsize(path)} bytes, {sum(p.numel() for p in model.parameters())} parameters, loss {loss.item():.6f}")
 
 
+def list_timm_models(out_dir):
+    """Every tensor of each full-size timm model's state_dict: model, name, shape, and whether it
+    is a trained parameter."""
+    import timm
+    lines = []
+    for model_name in TIMM_NAMES:
+        model = timm.create_model(model_name)
+        params = {n for n, _ in model.named_parameters()}
+        for n, v in model.state_dict().items():
+            lines.append(f"{model_name} {n} {','.join(map(str, v.shape))} {'parameter' if n in params else 'buffer'}")
+    path = os.path.join(out_dir, "timm_models.txt")
+    with open(path, "w") as f:
+        f.write(f"# timm {timm.__version__}: model, state_dict name, shape, parameter or buffer\n")
+        f.write("\n".join(lines) + "\n")
+    print(f"{path}: {len(lines)} tensors")
+
+
 if __name__ == "__main__":
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "."
-    for name in sys.argv[2:] or MODELS:
-        make(name, out_dir)
+    for name in sys.argv[2:] or list(MODELS) + ["timm_models"]:
+        if name == "timm_models":
+            list_timm_models(out_dir)
+        else:
+            make(name, out_dir)
