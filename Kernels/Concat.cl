@@ -1,8 +1,9 @@
 // Channel concatenation and slicing. A DenseNet block preallocates its concatenated buffer and each
 // producer writes straight into its channel slice (a tensor view with a larger batch stride),
-// so the usual path copies nothing. This kernel is the explicit form: it copies a tensor into a
+// so the usual path copies nothing. copy_view is the explicit form: it copies a tensor into a
 // view of the same shape (forward: into a slice of the output; backward: a slice of the
-// gradient out to an input's gradient). Tensor arguments: (buffer, offset, batch stride), see Common.cl.
+// gradient out to an input's gradient); a channel slice uses it too, with fill_view for the
+// rest of its input's gradient. Tensor arguments: (buffer, offset, batch stride), see Common.cl.
 
 // Work item (sample, tile): a contiguous slice of one sample, VEC floats at a time.
 __kernel void copy_view(__global const float *src, uint so, uint ss, __global float *dst, uint dso, uint dss,

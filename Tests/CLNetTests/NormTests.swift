@@ -15,9 +15,13 @@ struct NormTests {
         for q in try Shared.queuesForEachLayout() {
             var rng = freshGenerator("batchNorm \(shape) relu \(relu)")
             let c = shape.c
-            let x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
+            var x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
             let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
             let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+            if relu {
+                x = try awayFromKink(x) { Reference.batchNormTraining($0, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                                    runningVar: rv).y }
+            }
             let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
                                                    runningVar: rv, relu: relu)
             let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
@@ -86,8 +90,9 @@ struct NormTests {
         for q in try Shared.queuesForEachLayout() {
             var rng = freshGenerator("groupNorm \(t.testDescription)")
             let shape = t.shape, c = shape.c
-            let x = randomDoubles(shape.count, using: &rng, in: -1...2), dy = randomDoubles(shape.count, using: &rng)
+            var x = randomDoubles(shape.count, using: &rng, in: -1...2), dy = randomDoubles(shape.count, using: &rng)
             let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+            if relu { x = try awayFromKink(x) { Reference.groupNorm($0, shape: shape, gamma: gamma, beta: beta, groups: t.groups) } }
             let y = Reference.groupNorm(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, relu: relu)
             let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: t.groups, dy: dy, relu: relu)
             let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)

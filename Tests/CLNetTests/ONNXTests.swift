@@ -34,7 +34,8 @@ struct ONNXTests {
         ("densenet:growth=4,blocks=2.2,init=8,bn_size=2,classes=5", ["--fold-bn"]),
         ("resnet:block=bottleneck,layers=1.1,width=8,se=4,stem=cifar,classes=5", []),
         ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,sk=4,stem=cifar,classes=5", []),
-        // timm's skresnet18 unit: selective kernels in a basic block, each path on half the input.
+        // Selective kernels in a basic block, each path on half the input (as timm's skresnet18,
+        // with the paper's attention width).
         ("resnet:block=basic,layers=1.1,sk=8,sk_split=1,stem=cifar,classes=5", []),
         ("resnet:block=basic,layers=1.1,width=8,act=prelu,stem=cifar,classes=5", []),
         ("resnet:block=bottleneck,layers=1.1.1.1,width=8,dilation=0.1.1,classes=5", []),

@@ -26,6 +26,10 @@ public final class Context: @unchecked Sendable {
     /// 1 on a CPU, where a work item streams its run alone, 64 elsewhere, where interleaved lanes
     /// make a GPU's loads coalesce.
     public let laneCount: Int
+    /// Floats per load of the memory-bound kernels (VEC in Common.cl): 4, 8 or 16, from the
+    /// device's preferred width (which PoCL's vectoriser would not use on its own); GPUs report
+    /// 1 or 4 and get 4.
+    public let loadWidth: Int
     // Held while a program builds, so that two threads asking for the same program build it once.
     private let programs = Mutex<[ProgramKey: Program]>([:])
 
@@ -40,9 +44,10 @@ public final class Context: @unchecked Sendable {
     }
 
     /// Creates a context on `device` (by default `Device.default`). `lanes` overrides
-    /// `laneCount` with a power of two the device's work-groups hold: the tests run the GPUs'
-    /// layout on a CPU with it.
-    public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic, lanes: Int? = nil) throws(CLNetError) {
+    /// `laneCount` with a power of two the device's work-groups hold, and `loadWidth` the
+    /// vector width (4, 8 or 16): the tests run the GPUs' layout on a CPU with them.
+    public init(device: Device? = nil, diskCache: DiskCacheChoice = .automatic, lanes: Int? = nil,
+                loadWidth: Int? = nil) throws(CLNetError) {
         let device = if let device { device } else { try Device.default }
         self.device = device
         let limit = min(256, device.info.maxWorkGroupSize)
@@ -52,6 +57,11 @@ public final class Context: @unchecked Sendable {
             }
         }
         laneCount = lanes ?? (device.info.type == "CPU" ? 1 : min(64, limit))
+        if let loadWidth, ![4, 8, 16].contains(loadWidth) {
+            throw .invalidArgument("the load width must be 4, 8 or 16 floats, not \(loadWidth)")
+        }
+        let preferred = device.info.preferredFloatVectorWidth
+        self.loadWidth = loadWidth ?? (preferred >= 16 ? 16 : preferred >= 8 ? 8 : 4)
         faults = try FaultInjection(spec: ProcessInfo.processInfo.environment["CLNET_FAULT"] ?? "")
         var id: cl_device_id? = device.id
         var status: cl_int = 0

@@ -23,8 +23,9 @@ public enum ParameterRole: String, Sendable {
 /// How a parameter starts, when a model asks for more than its role's default (see
 /// `Executor.initialize`).
 public enum ParameterInit: Sendable, Equatable {
-    /// The role's default: He normal for convolutions, PyTorch's uniform for linear layers and
-    /// biases, 1 and 0 for norms, 0.25 for PReLU slopes.
+    /// The role's default: He normal for convolutions (and for fully connected weights in timm's
+    /// 1x1-convolution layout, which timm initialises as convolutions), PyTorch's uniform for
+    /// other linear layers and biases, 1 and 0 for norms, 0.25 for PReLU slopes.
     case standard
     /// The default multiplied by a factor: He's gain for PReLU, Fixup's depth scaling.
     case scaled(Double)

@@ -4,11 +4,18 @@ public struct ReferenceExecutor: Sendable {
     public let graph: Graph
     /// Every parameter and buffer by name; training-mode batch norm updates the running statistics here.
     public private(set) var parameters: [String: [Double]]
-    /// Rounds every value and gradient it stores to float32, as the device's buffers do, while it
-    /// still computes each operator in Double. How far that moves a result from an exact run
-    /// measures how well float32 can determine it at all: a gradient that cancels (a sum of
-    /// terms much larger than itself) moves far, and no float32 executor can match it closely.
+    /// Rounds what the device keeps in float32 to float32: the inputs and parameters as they are
+    /// read, every value and gradient as it is stored, and the parameter gradients and running
+    /// statistics it writes; each operator is still computed in Double. How far that moves a
+    /// result from an exact run measures how well float32 storage can determine it at all: a
+    /// gradient that cancels (a sum of terms much larger than itself) moves far, and no float32
+    /// executor can match it closely.
     public var roundsToFloat32 = false
+
+    /// `v` as a float32 buffer would hold it, with `roundsToFloat32`.
+    private func stored(_ v: [Double]) -> [Double] {
+        roundsToFloat32 ? v.map { Double(Float($0)) } : v
+    }
 
     /// Checks that `parameters` holds every parameter of `graph` with the right number of values.
     public init(graph: Graph, parameters: [String: [Double]]) throws(CLNetError) {
@@ -27,12 +34,12 @@ public struct ReferenceExecutor: Sendable {
             guard let x = inputs[name], x.count == graph.shape(of: v).count else {
                 throw .invalidShape(operation: "input \(name)", message: "needs \(graph.shape(of: v).count) values of shape \(graph.shape(of: v)), got \(inputs[name]?.count ?? 0)")
             }
-            values[v.index] = x
+            values[v.index] = stored(x)
         }
         for (k, node) in graph.nodes.enumerated() {
             let xs = node.inputs.map { values[$0.index] }
             let shape = graph.shape(of: node.inputs[0])
-            let p = node.parameters.map { parameters[graph.parameters[$0].name]! }
+            let p = node.parameters.map { stored(parameters[graph.parameters[$0].name]!) }
             let y: [Double]
             switch node.operation {
             case let .conv(conv, bias):
@@ -42,8 +49,8 @@ public struct ReferenceExecutor: Sendable {
                     let r = Reference.batchNormTraining(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
                                                         runningVar: p[3], eps: Double(eps), momentum: Double(momentum),
                                                         relu: relu)
-                    parameters[graph.parameters[node.parameters[2]].name] = r.runningMean
-                    parameters[graph.parameters[node.parameters[3]].name] = r.runningVar
+                    parameters[graph.parameters[node.parameters[2]].name] = stored(r.runningMean)
+                    parameters[graph.parameters[node.parameters[3]].name] = stored(r.runningVar)
                     y = r.y
                 } else {
                     y = Reference.batchNormInference(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
@@ -93,7 +100,7 @@ public struct ReferenceExecutor: Sendable {
                 y = [Reference.distillation(xs[0], teacher: xs[1], batch: shape.n, labels: labels, temperature: Double(d.temperature),
                                             weight: Double(d.weight), smoothing: Double(d.labelSmoothing)).loss]
             }
-            values[node.output.index] = roundsToFloat32 ? y.map { Double(Float($0)) } : y
+            values[node.output.index] = stored(y)
         }
         return values
     }
@@ -127,16 +134,15 @@ public struct ReferenceExecutor: Sendable {
         var grads = [[Double]](repeating: [], count: graph.shapes.count)
         grads[root.index] = gradient
         var paramGrads: [String: [Double]] = [:]
-        let store: (Double) -> Double = roundsToFloat32 ? { Double(Float($0)) } : { $0 }
         func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
-            grads[v.index] = accumulate ? zip(grads[v.index], g).map { store($0 + $1) } : g.map(store)
+            grads[v.index] = stored(accumulate ? zip(grads[v.index], g).map(+) : g)
         }
         for step in graph.backwardSteps(from: root, inputGradients: inputGradients) {
             let node = graph.nodes[step.node]
             let dy = grads[node.output.index]
             let xs = node.inputs.map { values[$0.index] }
             let shape = graph.shape(of: node.inputs[0])
-            let p = node.parameters.map { parameters[graph.parameters[$0].name]! }
+            let p = node.parameters.map { stored(parameters[graph.parameters[$0].name]!) }
             let names = node.parameters.map { graph.parameters[$0].name }
             var inputGrads: [[Double]] = []
             switch node.operation {
@@ -219,6 +225,6 @@ public struct ReferenceExecutor: Sendable {
             }
             for g in step.inputs { add(node.inputs[g.input], inputGrads[g.input], g.accumulate) }
         }
-        return (paramGrads, grads)
+        return (paramGrads.mapValues(stored), grads)
     }
 }

@@ -160,8 +160,9 @@ public struct TaskSchedule: Sendable {
         guard queues > 1 else { return nodeQueue }
         var consumed: [Value: Int] = [:]
         var nextBranch = 0
+        let loss = graph.lossNode
         for (k, node) in graph.nodes.enumerated() {
-            if k == graph.lossNode { continue }
+            if k == loss { continue }
             if node.inputs.count == 1 {
                 let v = node.inputs[0]
                 if consumed[v, default: 0] > 0 {

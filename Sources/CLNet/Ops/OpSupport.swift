@@ -8,13 +8,6 @@ extension Context {
         return size
     }
 
-    /// Floats per load of the memory-bound kernels (VEC in Common.cl): the device's preferred
-    /// width, which PoCL's vectoriser would not use on its own.
-    var loadWidth: Int {
-        let preferred = device.info.preferredFloatVectorWidth
-        return preferred >= 16 ? 16 : preferred >= 8 ? 8 : 4
-    }
-
     /// A kernel of one of CLNet's kernel files, built with the standard macros.
     /// `specialised`: further -D macros of the kernel (constant loop bounds a shape fixes), each
     /// set of which is a program of its own.

@@ -10,7 +10,8 @@ extension Executor {
     /// weights):
     /// - convolutions: He normal with the ReLU gain over the fan-out, std sqrt(2 / (out x kH x kW)),
     ///   as torchvision's ResNets (He et al. 2015);
-    /// - fully connected weights and every bias: uniform in +-1/sqrt(fan-in), PyTorch's default;
+    /// - fully connected weights and every bias: uniform in +-1/sqrt(fan-in), PyTorch's default
+    ///   (weights in timm's 1x1-convolution layout, [out, in, 1, 1], start as convolutions, as timm's do);
     /// - norms: weight 1, bias 0; running mean 0, running variance 1;
     /// - PReLU slopes: 0.25, PyTorch's default;
     /// - then what the model asked for (`Parameter.initialization`): a factor on the default (He's
