@@ -331,4 +331,3 @@ struct TrainingSmokeTests {
         #expect(losses.last! < losses.first! * 0.5, "loss \(losses.first!) -> \(losses.last!)")
     }
 }
-

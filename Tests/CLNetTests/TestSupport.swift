@@ -8,11 +8,9 @@ enum Shared {
     private static let made = Result { () throws(CLNetError) -> Context in try Context() }
     static func context() throws -> Context { try made.get() }
 
-    /// The same device with the GPUs' layout of the memory-bound kernels (64 lanes a run, with
-    /// their local-memory reductions), so that a CPU checks it too.
     /// The other layouts of the memory-bound kernels (lanes, floats per load): a GPU's, 64 lanes
-    /// sharing each run with loads of 4 floats (NVIDIA, AMD and Intel GPUs report a preferred
-    /// width of 1 or 4), and an AVX2 CPU's, one lane with loads of 8; with the device's own (16
+    /// sharing each run (with their local-memory reductions) and loads of 4 floats (NVIDIA, AMD and
+    /// Intel GPUs report a preferred width of 1 or 4), and an AVX2 CPU's, one lane with loads of 8; with the device's own (16
     /// on this AVX-512 machine), each VEC the kernels are written for runs on any machine.
     private static let otherLayouts = [(64, 4), (1, 8)].map { lanes, width in
         Result { () throws(CLNetError) -> Context in try Context(lanes: lanes, loadWidth: width) }

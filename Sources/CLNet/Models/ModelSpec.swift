@@ -13,9 +13,9 @@
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
 /// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
-/// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths), `act=prelu`, `dilation=0.1.1` (torchvision's
-/// `replace_stride_with_dilation`), `pool=conv` (a strided convolution instead of max pooling);
-/// for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
+/// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths),
+/// `act=prelu`, `dilation=0.1.1` (torchvision's `replace_stride_with_dilation`), `pool=conv` (a
+/// strided convolution instead of max pooling); for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
 /// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
 /// writes its weights); ReLU basic-block ResNets take `rm=1`: the plain network RMNet makes of
 /// it (`clnet export --rm`), and `mid=W1.W2...` sets each residual block's inner width (what

@@ -51,8 +51,8 @@ public struct ResNet: Sendable {
         case none
         /// Squeeze-and-excitation (Hu et al. 2018), timm's `SEModule`: global pooling, a 1x1
         /// reduction to C / `reduction` (rounded as timm's `make_divisible(v, 8, round_limit=0)`,
-        /// at least 8) with ReLU, a 1x1
-        /// expansion with sigmoid, and the channel-wise rescaling of the branch before the addition.
+        /// at least 8) with ReLU, a 1x1 expansion with sigmoid, and the channel-wise rescaling of
+        /// the branch before the addition.
         case squeezeExcitation(reduction: Int)
         /// Selective kernels (Li et al. 2019) in place of a bottleneck's 3x3 convolution, or of a
         /// basic block's first (see `SelectiveKernel`).
