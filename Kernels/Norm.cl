@@ -162,10 +162,18 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
 // g * (x - mean), g the upstream gradient masked by the fused ReLU (recomputed from x), times
 // invstd: the sums of g and g * xhat. Group norm's parts never span rows (rpp == 1), since
 // each row has its own statistics; norm_group_sums then needs the per-row sums.
+//
+// When the memory plan gave the norm the backward of the ReLU or residual addition after it,
+// dy is that node's output gradient: with use_mask it passes only where the node's output
+// (`mask`) is positive, which is the node's ReLU, and with write_shortcut the result is also the
+// gradient of the addition's other input, written here on the way (overwriting). The pass the
+// consumer's own backward would make over dy, and the read of its result, are saved.
 __kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
                                   __global const float *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global float *ws, uint wso,
+                                  __global const float *mask, uint mko, uint mks, uint use_mask,
+                                  __global float *shortcut, uint sco, uint scs, uint write_shortcut,
                                   uint batch, uint channels, uint plane, uint groups, uint relu,
                                   uint rpp, uint cpr, uint parts) {
     __local float scratch[NL];
@@ -183,16 +191,22 @@ __kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
         for (uint r = r0; r < r1; ++r) {
             __global const float *xr = x + AT(xo, xs, r, c * plane + q0);
             __global const float *dr = dy + AT(dyo, dys, r, c * plane + q0);
+            __global const float *mr = mask + AT(mko, mks, r, c * plane + q0);
+            __global float *sr = shortcut + AT(sco, scs, r, c * plane + q0);
             for (uint v = lane; v < full; v += NL) {
                 const floatv d = VLOAD(xr + v * VEC) - m;
                 floatv g = VLOAD(dr + v * VEC);
+                if (use_mask) g = select((floatv)(0.0f), g, VLOAD(mr + v * VEC) > (floatv)(0.0f));
+                if (write_shortcut) VSTORE(g, sr + v * VEC);
                 if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
                 ag += g;
                 agd += g * d;
             }
             for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
                 const float d = xr[q] - m;
-                const float g = relu && PRE_RELU(d, scale, b) <= 0.0f ? 0.0f : dr[q];
+                float g = use_mask && !(mr[q] > 0.0f) ? 0.0f : dr[q];
+                if (write_shortcut) sr[q] = g;
+                if (relu && PRE_RELU(d, scale, b) <= 0.0f) g = 0.0f;
                 tg += g;
                 tgd += g * d;
             }
@@ -248,11 +262,13 @@ __kernel void norm_group_sums(__global const float *gamma, uint go, __global flo
 }
 
 // Work item (row, tile): dx = invstd * (gamma*g - sum1/M - xhat * sum2/M), M the size of the
-// statistics set.
+// statistics set. use_mask is norm_params_partial's; where that pass wrote the shortcut's
+// gradient, the host passes it here as dy, already masked.
 __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
                                   __global const float *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global const float *ws, uint wso,
+                                  __global const float *mask, uint mko, uint mks, uint use_mask,
                                   __global float *dx, uint dxo, uint dxs,
                                   uint batch, uint channels, uint plane, uint groups,
                                   uint relu, uint accumulate, uint tiles) {
@@ -270,11 +286,13 @@ __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
         const float f = invstd * invstd * (ws[wso + 3 * sets + s] / count);
         __global const float *xr = x + AT(xo, xs, n, c * plane + q0);
         __global const float *dr = dy + AT(dyo, dys, n, c * plane + q0);
+        __global const float *mr = mask + AT(mko, mks, n, c * plane + q0);
         __global float *out = dx + AT(dxo, dxs, n, c * plane + q0);
         const uint full = (q1 - q0) / VEC;
         for (uint v = lane; v < full; v += NL) {
             const floatv d = VLOAD(xr + v * VEC) - m;
             floatv g = VLOAD(dr + v * VEC);
+            if (use_mask) g = select((floatv)(0.0f), g, VLOAD(mr + v * VEC) > (floatv)(0.0f));
             if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
             floatv t = scale * g - e - f * d;
             if (accumulate) t += VLOAD(out + v * VEC);
@@ -282,7 +300,7 @@ __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
         }
         for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
             const float d = xr[q] - m;
-            const float g = relu && PRE_RELU(d, scale, b) <= 0.0f ? 0.0f : dr[q];
+            const float g = (use_mask && !(mr[q] > 0.0f)) || (relu && PRE_RELU(d, scale, b) <= 0.0f) ? 0.0f : dr[q];
             STORE_GRAD(out, q, scale * g - e - f * d, accumulate);
         }
     }

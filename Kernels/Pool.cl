@@ -25,98 +25,105 @@ inline void covering_next(uint i, uint k, uint s, uint p, uint out, uint *lo, ui
     while (*hi < out && *hi * s <= i + p) ++*hi;
 }
 
-// The window's rows [k0, k1) that fall inside the input, for a window starting at `start`.
-inline void inside(int start, uint k, uint size, uint *k0, uint *k1) {
-    *k0 = start < 0 ? (uint)(-start) : 0;
-    *k1 = (uint)min((int)k, (int)size - start);
-}
-
-// Output row `item` = (n, c, oh) of a forward pass: where its input plane and its output row
-// start, the first window row h0, and the window rows [kh0, kh1) that fall inside the input.
-inline void output_row(uint item, uint xo, uint xs, uint yo, uint ys, GEOMETRY,
-                       uint *in_at, uint *out_at, int *h0, uint *kh0, uint *kh1) {
-    const uint oh = item % OH, nc = item / OH, c = nc % channels, n = nc / channels;
-    *h0 = (int)(oh * SH) - (int)PH;
-    inside(*h0, KH, H, kh0, kh1);
-    *in_at = AT(xo, xs, n, c * H * W);
-    *out_at = AT(yo, ys, n, (c * OH + oh) * OW);
-}
-
-// Stride-2 windows, the stems' and DenseNet's: PV outputs at once from loads of 2 * PV floats,
-// whose even elements are one tap of PV consecutive windows. PoCL runs the scalar loop at a few
-// percent of copy bandwidth.
+// The forward kernels have the window compiled in: -D WKH, WKW (size), WSH, WSW (stride), WPH,
+// WPW (padding), so that their taps unroll (with the window as arguments, PoCL ran them at a
+// few percent of copy bandwidth). A program built without them has only the backward kernels.
+#ifdef WKH
 #if VEC >= 8
 #define PV 8
 typedef float8 poolv;
 typedef uint8 poolu;
-#define TAPS(p) (vload16(0, (p)).even)
+typedef int8 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3, 4, 5, 6, 7))
+#define LOAD2(p) vload16(0, (p))
 #else
 #define PV 4
 typedef float4 poolv;
 typedef uint4 poolu;
-#define TAPS(p) (vload8(0, (p)).even)
+typedef int4 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3))
+#define LOAD2(p) vload8(0, (p))
 #endif
 
-// The blocks of PV outputs from column `lo` whose every load stays inside the input row (none
-// unless the stride is 2); the outputs before `lo` and after the blocks go one at a time.
-inline void vector_blocks(uint SW, uint PW, uint KW, uint W, uint *lo, uint *blocks) {
-    *lo = (PW + 1) / 2;
-    *blocks = 0;
-    // The last load of a block at ow reads up to 2 * ow - PW + KW - 1 + 2 * PV - 1 <= W - 1.
-    const int twice = (int)W - (int)KW + (int)PW - 2 * PV + 1;  // the largest 2 * ow
-    if (SW == 2 && twice >= 0 && twice / 2 >= (int)*lo) *blocks = ((uint)twice / 2 - *lo) / PV + 1;
+// Tap kw of PV consecutive windows starting at column w0: every WSW-th float from w0 + kw. With
+// stride 2 the load of 2 * PV floats starts one early for kw > 0 and takes the odd elements, so
+// that it never reads past the last tap of the block.
+#if WSW == 2
+#define TAP(p, w0, kw) ((kw) == 0 ? LOAD2((p) + (w0)).even : LOAD2((p) + (w0) + (kw) - 1).odd)
+#define TAP_AT(w0, kw) ((poolu)((w0) + (kw)) + 2 * PIOTA)
+#else
+#define TAP(p, w0, kw) CAT(vload, PV)(0, (p) + (w0) + (kw))
+#define TAP_AT(w0, kw) ((poolu)((w0) + (kw)) + WSW * PIOTA)
+#endif
+
+// The output columns whose windows lie inside the row, [lo, hi): the vector blocks cover them,
+// the last block moved back to end at hi (it recomputes a few outputs). The windows outside go
+// one at a time. No blocks where the row has fewer than PV such columns, or for strides other
+// than 1 and 2.
+inline void inner_columns(uint W, uint OW, uint *lo, uint *hi, uint *blocks) {
+    *lo = (WPW + WSW - 1) / WSW;
+    const int last = ((int)W + (int)WPW - (int)WKW) / (int)WSW;  // the last window inside
+    *hi = (uint)clamp(last + 1, (int)*lo, (int)OW);
+    *blocks = (WSW <= 2 && (WSW == 1 || WKW >= 2) && *hi - *lo >= PV) ? (*hi - *lo + PV - 1) / PV : 0;
+    if (*blocks == 0) *hi = *lo;
 }
 
-// The i-th column done one at a time: those before the blocks, then those after.
-inline uint scalar_column(uint i, uint lo, uint blocks) { return i < lo ? i : i + blocks * PV; }
+inline uint block_start(uint b, uint lo, uint hi) { return min(lo + b * PV, hi - PV); }
 
-// y = the window's maximum; idx = its position h*W + w in the input plane (the first one on ties,
-// a NaN wins, as in PyTorch). Padding never wins. A later value wins only if larger, or if it is
-// the first NaN (nothing beats a NaN): selects, not branches, which PoCL ran 10x slower.
+// The i-th column outside the blocks.
+inline uint edge_column(uint i, uint lo, uint hi) { return i < lo ? i : i - lo + hi; }
+
+// y = the window's maximum; idx = its position h*W + w in the input plane (the first one on
+// ties, a NaN wins, as in PyTorch). Window rows and columns outside the input are clamped into
+// it: the clamped tap repeats one already in the window, which changes neither the maximum nor
+// its first position, so padding never wins and the taps need no tests. A later value wins only
+// if larger, or if it is a NaN and the best is not: selects, not branches.
 __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
-                              __global uint *idx, GEOMETRY, uint rows) {
+                              __global uint *idx, uint channels, uint H, uint W, uint OH, uint OW, uint rows) {
     const uint lane = get_local_id(0) % NL;
-    uint lo, blocks;
-    vector_blocks(SW, PW, KW, W, &lo, &blocks);
+    uint lo, hi, blocks;
+    inner_columns(W, OW, &lo, &hi, &blocks);
     FOR_EACH_RUN(item, rows) {
-        uint in_at, out_at, kh0, kh1;
-        int h0;
-        output_row(item, xo, xs, yo, ys, channels, H, W, OH, OW, KH, KW, SH, SW, PH, PW, &in_at, &out_at, &h0, &kh0, &kh1);
-        __global const float *plane = x + in_at;
-        __global float *out = y + out_at;
+        const uint oh = item % OH, nc = item / OH, c = nc % channels, n = nc / channels;
+        __global const float *plane = x + AT(xo, xs, n, c * H * W);
+        __global float *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
         __global uint *arg_out = idx + item * OW;
+        uint row[WKH];
+#pragma unroll
+        for (uint kh = 0; kh < WKH; ++kh) row[kh] = (uint)clamp((int)(oh * WSH + kh) - WPH, 0, (int)H - 1) * W;
         for (uint b = lane; b < blocks; b += NL) {
-            const uint ow = lo + b * PV, w0 = 2 * ow - PW;
-            poolu arg = (poolu)((uint)(h0 + (int)kh0) * W + w0) + 2 * PIOTA;
-            poolv best = TAPS(plane + (uint)(h0 + (int)kh0) * W + w0);
-            for (uint kh = kh0; kh < kh1; ++kh) {
-                const uint h = (uint)(h0 + (int)kh);
-                for (uint kw = 0; kw < KW; ++kw) {
-                    const uint at = h * W + w0 + kw;
-                    const poolv v = TAPS(plane + at);
-                    const CAT(int, PV) wins = v > best | (isnan(v) & ~isnan(best));
+            const uint ow = block_start(b, lo, hi), w0 = ow * WSW - WPW;
+            poolv best = TAP(plane + row[0], w0, 0);
+            poolu arg = TAP_AT(row[0] + w0, 0);
+#pragma unroll
+            for (uint kh = 0; kh < WKH; ++kh) {
+#pragma unroll
+                for (uint kw = 0; kw < WKW; ++kw) {
+                    if (kh == 0 && kw == 0) continue;
+                    const poolv v = TAP(plane + row[kh], w0, kw);
+                    const pooli wins = (v > best) | ((v != v) & (best == best));
                     best = select(best, v, wins);
-                    arg = select(arg, (poolu)(at) + 2 * PIOTA, wins);
+                    arg = select(arg, TAP_AT(row[kh] + w0, kw), wins);
                 }
             }
             CAT(vstore, PV)(best, 0, out + ow);
             CAT(vstore, PV)(arg, 0, arg_out + ow);
         }
-        for (uint i = lane; i + blocks * PV < OW; i += NL) {
-            const uint ow = scalar_column(i, lo, blocks);
-            const int w0 = (int)(ow * SW) - (int)PW;
-            uint kw0, kw1;
-            inside(w0, KW, W, &kw0, &kw1);
-            uint arg = (uint)(h0 + (int)kh0) * W + (uint)(w0 + (int)kw0);
+        for (uint i = lane; i + hi - lo < OW; i += NL) {
+            const uint ow = edge_column(i, lo, hi);
+            uint col[WKW];
+#pragma unroll
+            for (uint kw = 0; kw < WKW; ++kw) col[kw] = (uint)clamp((int)(ow * WSW + kw) - WPW, 0, (int)W - 1);
+            uint arg = row[0] + col[0];
             float best = plane[arg];
-            for (uint kh = kh0; kh < kh1; ++kh) {
-                const uint h = (uint)(h0 + (int)kh);
-                for (uint kw = kw0; kw < kw1; ++kw) {
-                    const uint at = h * W + (uint)(w0 + (int)kw);
+#pragma unroll
+            for (uint kh = 0; kh < WKH; ++kh) {
+#pragma unroll
+                for (uint kw = 0; kw < WKW; ++kw) {
+                    const uint at = row[kh] + col[kw];
                     const float v = plane[at];
-                    const bool wins = v > best || (isnan(v) && !isnan(best));
+                    // v != v rather than isnan, which PoCL calls out of line: it took 2x the whole kernel.
+                    const bool wins = v > best || (v != v && best == best);
                     best = wins ? v : best;
                     arg = wins ? at : arg;
                 }
@@ -126,6 +133,9 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
         }
     }
 }
+
+
+#endif  // WKH
 
 #if NL == 1
 // One work item per (n, c) plane: it clears the plane (unless accumulating), then adds each
@@ -180,38 +190,57 @@ inline float avg_divisor(uint oh, uint ow, uint H, uint W, uint KH, uint KW, uin
     return (float)((he - hs) * (we - ws));
 }
 
+#ifdef WKH
+// y = the window's mean over WKH * WKW (PyTorch's count_include_pad: without ceil mode every
+// window lies inside the padded input). Taps outside the input count 0: a row outside is read
+// clamped and weighed 0, a column outside (edge columns only) likewise.
 __kernel void avgpool_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
-                              GEOMETRY, uint rows) {
+                              uint channels, uint H, uint W, uint OH, uint OW, uint rows) {
     const uint lane = get_local_id(0) % NL;
-    uint lo, blocks;
-    vector_blocks(SW, PW, KW, W, &lo, &blocks);
+    uint lo, hi, blocks;
+    inner_columns(W, OW, &lo, &hi, &blocks);
+    const float scale = 1.0f / (float)(WKH * WKW);
     FOR_EACH_RUN(item, rows) {
-        uint in_at, out_at, kh0, kh1;
-        int h0;
-        output_row(item, xo, xs, yo, ys, channels, H, W, OH, OW, KH, KW, SH, SW, PH, PW, &in_at, &out_at, &h0, &kh0, &kh1);
-        __global const float *plane = x + in_at;
-        __global float *out = y + out_at;
-        const uint oh = item % OH;
-        for (uint b = lane; b < blocks; b += NL) {
-            const uint ow = lo + b * PV, w0 = 2 * ow - PW;
-            poolv sum = 0.0f;
-            for (uint kh = kh0; kh < kh1; ++kh)
-                for (uint kw = 0; kw < KW; ++kw) sum += TAPS(plane + (uint)(h0 + (int)kh) * W + w0 + kw);
-            // Inside the row, every window of the block has the same divisor.
-            CAT(vstore, PV)(sum / avg_divisor(oh, ow, H, W, KH, KW, SH, SW, PH, PW), 0, out + ow);
+        const uint oh = item % OH, nc = item / OH, c = nc % channels, n = nc / channels;
+        __global const float *plane = x + AT(xo, xs, n, c * H * W);
+        __global float *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
+        uint row[WKH];
+        float weight[WKH];
+#pragma unroll
+        for (uint kh = 0; kh < WKH; ++kh) {
+            const int h = (int)(oh * WSH + kh) - WPH;
+            row[kh] = (uint)clamp(h, 0, (int)H - 1) * W;
+            weight[kh] = h >= 0 && h < (int)H ? scale : 0.0f;
         }
-        for (uint i = lane; i + blocks * PV < OW; i += NL) {
-            const uint ow = scalar_column(i, lo, blocks);
-            const int w0 = (int)(ow * SW) - (int)PW;
-            uint kw0, kw1;
-            inside(w0, KW, W, &kw0, &kw1);
+        for (uint b = lane; b < blocks; b += NL) {
+            const uint ow = block_start(b, lo, hi), w0 = ow * WSW - WPW;
+            poolv sum = 0.0f;
+#pragma unroll
+            for (uint kh = 0; kh < WKH; ++kh) {
+                poolv r = 0.0f;
+#pragma unroll
+                for (uint kw = 0; kw < WKW; ++kw) r += TAP(plane + row[kh], w0, kw);
+                sum += r * weight[kh];
+            }
+            CAT(vstore, PV)(sum, 0, out + ow);
+        }
+        for (uint i = lane; i + hi - lo < OW; i += NL) {
+            const uint ow = edge_column(i, lo, hi);
             float sum = 0.0f;
-            for (uint kh = kh0; kh < kh1; ++kh)
-                for (uint kw = kw0; kw < kw1; ++kw) sum += plane[(uint)(h0 + (int)kh) * W + (uint)(w0 + (int)kw)];
-            out[ow] = sum / avg_divisor(oh, ow, H, W, KH, KW, SH, SW, PH, PW);
+#pragma unroll
+            for (uint kw = 0; kw < WKW; ++kw) {
+                const int w = (int)(ow * WSW + kw) - WPW;
+                const uint at = (uint)clamp(w, 0, (int)W - 1);
+                float column = 0.0f;
+#pragma unroll
+                for (uint kh = 0; kh < WKH; ++kh) column += plane[row[kh] + at] * weight[kh];
+                sum += w >= 0 && w < (int)W ? column : 0.0f;
+            }
+            out[ow] = sum;
         }
     }
 }
+#endif  // WKH
 
 __kernel void avgpool_backward(__global const float *dy, uint dyo, uint dys,
                                __global float *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {

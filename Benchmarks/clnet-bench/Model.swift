@@ -37,6 +37,9 @@ struct Model: ParsableCommand {
     @Flag(help: "Also time one step of the CPU reference (plain Swift in Double) in the same run.")
     var reference = false
 
+    @Flag(help: "Run without the memory plan's fusions (MemoryPlan.Fusions), to measure what they save.")
+    var unfused = false
+
     /// One queue count's measurement.
     struct Run: Codable {
         var queues: Int
@@ -160,7 +163,7 @@ struct Model: ParsableCommand {
         var choices: [Int: ConvChoice] = [:]
         for n in counts {
             let start = ContinuousClock.now
-            let executor = try Executor(graph: graph, context: context, training: training, queues: n)
+            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: unfused ? [] : .all)
             if choices.isEmpty { choices = executor.convChoices }
             try executor.synchronize()
             let buildSeconds = seconds(since: start)

@@ -226,6 +226,78 @@ struct ExecutorTests {
         }
     }
 
+    /// A norm does the backward of the ReLU or addition after it (`Fusions.normBackward`) where
+    /// the plan allows, and not where it does not. Fused and unfused runs, on 1 and 3 queues,
+    /// match the reference and each other.
+    @Test func normBackwardFusionsMatchReference() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 7, 7])
+        let c1 = try b.conv(x, Conv2D(inChannels: 4, outChannels: 6, kernel: 3, padding: 1), name: "c1")
+        let n1 = try b.batchNorm(c1, name: "n1")
+        let r1 = try b.relu(n1, name: "r1")                                  // fused: a ReLU alone
+        let c2 = try b.conv(r1, Conv2D(inChannels: 6, outChannels: 6, kernel: 3, padding: 1), name: "c2")
+        let n2 = try b.batchNorm(c2, relu: true, name: "n2")
+        let c3 = try b.conv(n2, Conv2D(inChannels: 6, outChannels: 6, kernel: 1), name: "c3")
+        let n3 = try b.batchNorm(c3, name: "n3")
+        let a3 = try b.add(n3, r1, relu: true, name: "a3")                   // fused: identity shortcut
+        let n4 = try b.groupNorm(a3, groups: 3, relu: true, name: "n4")
+        let a4 = try b.add(n4, a3, name: "a4")                               // fused: the shortcut is n4's own input
+        let p5 = try b.conv(a4, Conv2D(inChannels: 6, outChannels: 8, kernel: 1, stride: 2), name: "p5")
+        let s5 = try b.batchNorm(p5, name: "s5")
+        let c5 = try b.conv(a4, Conv2D(inChannels: 6, outChannels: 8, kernel: 3, stride: 2, padding: 1), name: "c5")
+        let n5 = try b.batchNorm(c5, name: "n5")
+        let a5 = try b.add(n5, s5, relu: true, name: "a5")                   // fused into n5, whose step comes first
+        let n6 = try b.batchNorm(a5, name: "n6")
+        let c6 = try b.conv(a5, Conv2D(inChannels: 8, outChannels: 8, kernel: 1), name: "c6")
+        let a6 = try b.add(n6, c6, relu: true, name: "a6")                   // not fused: c6's step comes between
+        let n7 = try b.batchNorm(a6, name: "n7")
+        let r7 = try b.relu(n7, name: "r7")                                  // not fused: n7 is kept
+        let pool = try b.globalAvgPool(r7, name: "pool")
+        let logits = try b.linear(pool, outFeatures: 3, name: "fc")
+        _ = try b.softmaxCrossEntropy(logits, name: "loss")
+        let graph = b.graph
+        let index = { (name: String) in graph.nodes.firstIndex { $0.name == name }! }
+
+        var rng = freshGenerator("norm backward fusions")
+        var params: [String: [Double]] = [:]
+        for q in graph.parameters {
+            params[q.name] = q.role == .normWeight || q.role == .runningVar ? randomDoubles(q.shape.count, using: &rng, in: 0.5...1.5)
+                : q.role == .normBias ? randomDoubles(q.shape.count, using: &rng, in: 0...0.5)
+                : randomDoubles(q.shape.count, using: &rng, in: -0.5...0.5)
+        }
+        let input = randomDoubles(graph.shape(of: x).count, using: &rng), labels = [1, 2]
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["x": input], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+        var runs: [[String: [Float]]] = []
+        for fusions in [MemoryPlan.Fusions.all, []] {
+            for queues in [1, 3] {
+                let e = try Executor(graph: graph, context: try Shared.context(), training: true, keep: [n7, logits],
+                                     queues: queues, fusions: fusions)
+                let want: [Int: MemoryPlan.NormFusion] = fusions.isEmpty ? [:] : [
+                    index("n1"): .init(consumer: index("r1"), shortcutInput: nil),
+                    index("n3"): .init(consumer: index("a3"), shortcutInput: 1),
+                    index("n4"): .init(consumer: index("a4"), shortcutInput: 1),
+                    index("n5"): .init(consumer: index("a5"), shortcutInput: 1),
+                ]
+                #expect(e.plan.normFusions == want)
+                for (name, v) in params { try e.setParameter(name, v.map(Float.init)) }
+                try e.forward(["x": input.map(Float.init)], labels: labels)
+                try e.backward()
+                var out: [String: [Float]] = [:]
+                for q in graph.parameters where q.trainable {
+                    out[q.name] = try e.gradient(q.name)
+                    let error = relativeError(out[q.name]!, grads.parameters[q.name]!)
+                    #expect(error <= 1e-4, "gradient of \(q.name), fusions \(fusions.rawValue), \(queues) queues: \(error)")
+                }
+                runs.append(out)
+            }
+        }
+        for (name, fused) in runs[0] {
+            #expect(relativeError(fused, runs[2][name]!.map(Double.init)) <= 1e-6, "fused against unfused, \(name)")
+        }
+    }
+
     @Test func backwardStepsSumFanOutAndSkipInputs() throws {
         var b = GraphBuilder()
         let x = try b.input("x", shape: [2, 3, 4, 4])

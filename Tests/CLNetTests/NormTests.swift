@@ -110,6 +110,70 @@ struct NormTests {
         }
     }
 
+    /// The node after the norm whose backward the norm's takes over (`NormConsumer`).
+    enum Consumer: String, CaseIterable, Sendable { case relu, addReLU, add }
+
+    /// The norm's backward started from a consumer's output gradient: masked by the consumer's
+    /// ReLU, written to the addition's other input on the way, with the norm's own ReLU on top
+    /// or not, batch and group norm, dx written and accumulated.
+    @Test(arguments: [GroupCase(shape: [1, 3, 5, 7], groups: 0), GroupCase(shape: [3, 5, 9, 11], groups: 0),
+                      GroupCase(shape: [4, 17, 4, 3], groups: 0), GroupCase(shape: [2, 3, 90, 100], groups: 0),
+                      GroupCase(shape: [1, 6, 5, 7], groups: 2), GroupCase(shape: [2, 4, 64, 65], groups: 2),
+                      GroupCase(shape: [3, 5, 4, 3], groups: 5)], Consumer.allCases)
+    func backwardWithConsumer(_ c: GroupCase, consumer: Consumer) throws {
+        let shape = c.shape, groups = c.groups
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("norm consumer \(shape) \(groups) \(consumer)")
+            for relu in [false, true] {
+                var x = randomDoubles(shape.count, using: &rng, in: -2...3)
+                let dy = randomDoubles(shape.count, using: &rng), out = randomDoubles(shape.count, using: &rng)
+                let gamma = randomDoubles(shape.c, using: &rng, in: 0.5...1.5), beta = randomDoubles(shape.c, using: &rng)
+                let pre: ([Double]) -> [Double] = { x in
+                    groups == 0 ? Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta,
+                                                              runningMean: gamma, runningVar: gamma).y
+                        : Reference.groupNorm(x, shape: shape, gamma: gamma, beta: beta, groups: groups)
+                }
+                if relu { x = try awayFromKink(x, pre) }
+                let g = consumer == .add ? dy : Reference.reluBackward(y: out, dy: dy)
+                let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: groups, dy: g, relu: relu)
+
+                let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape)
+                let gt = try deviceTensor(q, gamma, [shape.c]), bt = try deviceTensor(q, beta, [shape.c])
+                let ws = try poisonedTensor(q, [groups == 0 ? BatchNorm.workspaceCount(shape)
+                                                    : GroupNorm.workspaceCount(shape, groups: groups)])
+                if groups == 0 {
+                    let rm = try deviceTensor(q, gamma, [shape.c]), rv = try deviceTensor(q, gamma, [shape.c])
+                    try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rm, runningVar: rv, y: yt,
+                                                  workspace: ws, relu: relu)
+                } else {
+                    try GroupNorm.forward(q, x: xt, gamma: gt, beta: bt, groups: groups, y: yt, workspace: ws, relu: relu)
+                }
+                let dyt = try deviceTensor(q, dy, shape, strided: true), outt = try deviceTensor(q, out, shape)
+                let shortcut = consumer == .relu ? nil : try poisonedTensor(q, shape, strided: true)
+                let source = NormConsumer(mask: consumer == .add ? nil : outt, shortcut: shortcut)
+                let dxt = try poisonedTensor(q, shape), dgt = try poisonedTensor(q, [shape.c]), dbt = try poisonedTensor(q, [shape.c])
+                let prior = randomDoubles(shape.count, using: &rng), acc = try deviceTensor(q, prior, shape)
+                for (dx, params, accumulate) in [(dxt, true, false), (acc, false, true)] {
+                    if groups == 0 {
+                        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dx,
+                                               dgamma: params ? dgt : nil, dbeta: params ? dbt : nil, relu: relu,
+                                               consumer: source, accumulate: accumulate)
+                    } else {
+                        try GroupNorm.backward(q, x: xt, gamma: gt, beta: bt, groups: groups, workspace: ws, dy: dyt, dx: dx,
+                                               dgamma: params ? dgt : nil, dbeta: params ? dbt : nil, relu: relu,
+                                               consumer: source, accumulate: accumulate)
+                    }
+                }
+                let label = "relu \(relu)"
+                try expectClose(q, dxt, grads.dx, backwardBound, "dx, \(label)")
+                try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx, \(label)")
+                try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma, \(label)")
+                try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta, \(label)")
+                if let shortcut { try expectClose(q, shortcut, g, backwardBound, "shortcut gradient, \(label)") }
+            }
+        }
+    }
+
     @Test(arguments: [0, 1, 2, 3])
     func referenceGradientsMatchFiniteDifferences(groups: Int) {
         var rng = freshGenerator("norm finite differences groups \(groups)")
@@ -148,3 +212,4 @@ struct NormTests {
         #expect("\(gamma!)".contains("gamma") && "\(gamma!)".contains("[4]"))
     }
 }
+

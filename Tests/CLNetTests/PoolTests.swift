@@ -19,6 +19,9 @@ struct PoolTests {
         // Rows wide enough for the stride-2 kernels' vector blocks, with columns left over.
         Case(shape: [2, 3, 9, 45], kernel: 3, stride: 2, padding: 1),
         Case(shape: [1, 2, 6, 40], kernel: 2, stride: 2, padding: 0),
+        // Stride-1 blocks, the last moved back over the one before, and windows past both edges.
+        Case(shape: [2, 3, 5, 37], kernel: 3, stride: 1, padding: 1),
+        Case(shape: [1, 2, 4, 50], kernel: 2, stride: 1, padding: 1),
     ]
 
     @Test(arguments: cases)

@@ -4,8 +4,8 @@
 extension Executor {
     /// Enqueues task `t` on its queue after the events it depends on, and records its own.
     /// A node the memory plan made free does nothing: a ReLU or addition fused into the
-    /// convolution before it (forward), and a concatenation whose inputs already sit in its
-    /// output (forward and backward).
+    /// convolution before it (forward) or into the norm before it (backward), and a
+    /// concatenation whose inputs already sit in its output (forward and backward).
     func run(_ t: Int) throws(CLNetError) {
         let task = schedule.tasks[t]
         let q = queues[task.queue]
@@ -19,7 +19,7 @@ extension Executor {
             }
         case let .backward(i, part):
             let step = schedule.backwardSteps[i]
-            if !plan.freeConcats.contains(step.node) {
+            if !plan.freeConcats.contains(step.node) && !plan.absorbedBackward.contains(step.node) {
                 try backward(step, graph.nodes[step.node], part, q, scratch[task.queue])
             }
         case let .update(k):
@@ -155,7 +155,9 @@ extension Executor {
     private func backward(_ step: BackwardStep, _ node: Node, _ part: TaskSchedule.Part, _ queue: CommandQueue,
                           _ workspace: Tensor?) throws(CLNetError) {
         let k = step.node
-        let dy = try normView(node, gradients[node.output.index]!)
+        // A norm that does its consumer's backward starts from that node's output gradient.
+        let fusion = plan.normFusions[k], upstream = fusion.map { graph.nodes[$0.consumer] }
+        let dy = try normView(node, gradients[(upstream ?? node).output.index]!)
         // Where the node writes each input's gradient, and whether it adds to it.
         var target: [Int: (Tensor, Bool)] = [:]
         for g in step.inputs { target[g.input] = (try normView(node, gradients[node.inputs[g.input].index]!), g.accumulate) }
@@ -182,18 +184,25 @@ extension Executor {
         case .batchNorm(let relu, _, _), .groupNorm(_, let relu, _):
             var groups = 0
             if case let .groupNorm(g, _, _) = node.operation { groups = g }
+            var consumer: NormConsumer? = nil
+            if let fusion, let upstream {
+                consumer = NormConsumer(mask: upstream.operation.hasReLU ? try normView(node, values[upstream.output.index]) : nil,
+                                        shortcut: try fusion.shortcutInput.map { i throws(CLNetError) in
+                                            try normView(node, gradients[upstream.inputs[i].index]!) })
+            }
             // Parameter gradients overwrite; when the input gradient adds, it is a second call.
             let calls: [(Tensor?, Bool, Bool)] = accumulate ? [(nil, true, false), (dx, false, true)] : [(dx, true, false)]
             for (d, params, acc) in calls {
                 if groups == 0 {
                     try BatchNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                            workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
-                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc,
-                                           synchronizedOver: batchNormCommunicator)
+                                           dbeta: params ? grad(node, 1) : nil, relu: relu, consumer: consumer,
+                                           accumulate: acc, synchronizedOver: batchNormCommunicator)
                 } else {
                     try GroupNorm.backward(queue, x: x, gamma: param(node, 0), beta: param(node, 1), groups: groups,
                                            workspace: nodeWorkspaces[k]!, dy: dy, dx: d, dgamma: params ? grad(node, 0) : nil,
-                                           dbeta: params ? grad(node, 1) : nil, relu: relu, accumulate: acc)
+                                           dbeta: params ? grad(node, 1) : nil, relu: relu, consumer: consumer,
+                                           accumulate: acc)
                 }
             }
         case .relu:

@@ -82,8 +82,12 @@ public final class Executor: @unchecked Sendable {
     /// With `gradientTransfers`, the executor can also take data-parallel steps
     /// (`backwardForReduction`, `readGradients`, `writeGradients`, `applyUpdate`): gradients
     /// are read and written on a queue of their own as soon as the tasks that make them finish.
+    ///
+    /// `fusions` are the passes the memory plan may merge (all by default); tests turn them off
+    /// to compare, and results agree to rounding.
     public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int? = nil,
-                optimizer: SGD? = nil, decayOnlyWeights: Bool = false, gradientTransfers: Bool = false) throws(CLNetError) {
+                optimizer: SGD? = nil, decayOnlyWeights: Bool = false, gradientTransfers: Bool = false,
+                fusions: MemoryPlan.Fusions = .all) throws(CLNetError) {
         let queues = queues ?? Self.defaultQueueCount(for: context.device)
         self.graph = graph
         self.context = context
@@ -107,7 +111,7 @@ public final class Executor: @unchecked Sendable {
         var keepAll = keep
         if let loss = graph.lossNode { keepAll.insert(graph.nodes[loss].output) }
         kept = keepAll
-        let plan = MemoryPlan(graph: graph, training: training, keep: keepAll)
+        let plan = MemoryPlan(graph: graph, training: training, keep: keepAll, fusions: fusions)
         self.plan = plan
         let memory = try ExecutorMemory(graph: graph, plan: plan, training: training, queues: queues, momentum: optimizer != nil,
                                         gemm: GEMMEngine.preferred(for: context.device))

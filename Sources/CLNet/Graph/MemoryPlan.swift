@@ -12,6 +12,33 @@
 /// buffer and the concat itself does nothing, forward and backward. Chains of concats (each dense
 /// layer's input is the previous one's output plus a slice) collapse into one buffer per block.
 public struct MemoryPlan: Sendable {
+    /// The passes the plan may merge into their neighbours. Each has its switch, so that a test
+    /// (or a bisection) can run the same graph fused and unfused; results agree to rounding.
+    public struct Fusions: OptionSet, Sendable, Hashable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+
+        /// A ReLU or residual addition right after a convolution with a bias (a batch-norm-folded
+        /// network) runs in the convolution's bias pass (`planEpilogues`).
+        public static let convolutionEpilogue = Fusions(rawValue: 1 << 0)
+        /// The backward of a ReLU or residual addition that consumes a norm's output runs inside
+        /// the norm's backward (`planNormConsumers`, `NormConsumer`).
+        public static let normBackward = Fusions(rawValue: 1 << 1)
+
+        public static let all: Fusions = [.convolutionEpilogue, .normBackward]
+    }
+
+    /// A norm node whose backward also does that of the node consuming its output.
+    public struct NormFusion: Sendable, Equatable {
+        /// The consuming ReLU or addition, whose own backward step then does nothing.
+        public let consumer: Int
+        /// For an addition, the position of its other input among its inputs, whose gradient
+        /// the norm's backward writes; nil for a ReLU or where that input needs no gradient.
+        public let shortcutInput: Int?
+
+        public init(consumer: Int, shortcutInput: Int?) { (self.consumer, self.shortcutInput) = (consumer, shortcutInput) }
+    }
+
     /// Where a value placed inside a concatenation lives: channels starting at `channel` of `root`.
     public struct ChannelView: Sendable, Equatable {
         public let root: Value
@@ -44,6 +71,10 @@ public struct MemoryPlan: Sendable {
     public private(set) var epilogues: [Int: Int] = [:]
     /// The nodes in `epilogues`' values.
     public private(set) var fusedNodes: Set<Int> = []
+    /// Norm node -> the ReLU or addition after it whose backward it does (training only).
+    public private(set) var normFusions: [Int: NormFusion] = [:]
+    /// The nodes in `normFusions`' values: their backward steps do nothing.
+    public private(set) var absorbedBackward: Set<Int> = []
     /// Floats of the arena: the plan's peak.
     public private(set) var arenaFloats = 0
 
@@ -90,7 +121,7 @@ public struct MemoryPlan: Sendable {
     /// Plans `graph` for training (activations and their gradients) or inference (activations
     /// only). Values in `keep` (and their gradients) stay live to the end of the step, so that
     /// they can be read after it; everything else may be overwritten.
-    public init(graph: Graph, training: Bool, keep: Set<Value> = []) {
+    public init(graph: Graph, training: Bool, keep: Set<Value> = [], fusions: Fusions = .all) {
         let forwardSteps = graph.nodes.count
         let backward = training ? graph.backwardSteps : []
         let count = graph.shapes.count
@@ -142,7 +173,20 @@ public struct MemoryPlan: Sendable {
                 gLast[v.index] = -1
             }
         }
-        planEpilogues(graph, keep: keep, grouped: grouped)
+        if fusions.contains(.convolutionEpilogue) { planEpilogues(graph, keep: keep, grouped: grouped) }
+        if fusions.contains(.normBackward) {
+            planNormConsumers(graph, backward, keep: keep, grouped: grouped)
+            for (k, fusion) in normFusions {
+                // The norm's step reads the consumer's output gradient (and output, for its
+                // ReLU) in place of its own output's gradient, which is never made.
+                let t = forwardSteps + backward.firstIndex { $0.node == k }!
+                let out = graph.nodes[fusion.consumer].output, v = graph.nodes[k].output
+                gLast[out.index] = max(gLast[out.index], t)
+                if graph.nodes[fusion.consumer].operation.hasReLU { last[out.index] = max(last[out.index], t) }
+                gFirst[v.index] = Int.max
+                gLast[v.index] = -1
+            }
+        }
         for (k, j) in epilogues {
             // The fused node's output is written, and the residual read, at the convolution.
             for v in graph.nodes[j].inputs + [graph.nodes[j].output] { first[v.index] = min(first[v.index], k) }
@@ -231,6 +275,55 @@ public struct MemoryPlan: Sendable {
                   !grouped.contains(next.output), next.operation.flags.contains(.fusesIntoConvolution) else { continue }
             epilogues[k] = k + 1
             fusedNodes.insert(k + 1)
+        }
+    }
+
+    /// A norm whose output only a ReLU or an addition reads gets that node's backward: the norm's
+    /// backward masks the node's output gradient itself and writes the addition's other input's
+    /// gradient on the way, one pass over the tensor instead of two writes and a read (see
+    /// `NormConsumer`). So that writing that gradient at the norm's step instead of the
+    /// addition's changes nothing, the addition must be its first writer, and no step between
+    /// the two may touch it. Of an addition of two norms (a projection shortcut), the norm whose
+    /// step comes first takes it. The norm's output must not be kept, nor inside a
+    /// concatenation, since its gradient is never made.
+    private mutating func planNormConsumers(_ graph: Graph, _ backward: [BackwardStep], keep: Set<Value>, grouped: Set<Value>) {
+        var consumers = [Int](repeating: 0, count: graph.shapes.count)
+        for node in graph.nodes { for v in node.inputs { consumers[v.index] += 1 } }
+        var stepOf: [Int: Int] = [:]
+        for (i, step) in backward.enumerated() { stepOf[step.node] = i }
+        for (sj, step) in backward.enumerated() {
+            let j = step.node, consumer = graph.nodes[j]
+            switch consumer.operation {
+            case .relu, .add: break
+            default: continue
+            }
+            guard !grouped.contains(consumer.output) else { continue }
+            // The first norm input, in backward order, that qualifies.
+            let candidates = step.inputs.compactMap { g -> (Int, Int)? in
+                let v = consumer.inputs[g.input]
+                guard let k = graph.producers[v.index], let sk = stepOf[k], consumers[v.index] == 1, !keep.contains(v),
+                      !grouped.contains(v), !g.accumulate else { return nil }
+                switch graph.nodes[k].operation {
+                case .batchNorm, .groupNorm: return (sk, g.input)
+                default: return nil
+                }
+            }.sorted { $0.0 < $1.0 }
+            guard let (sk, input) = candidates.first else { continue }
+            let other = step.inputs.first { $0.input != input }
+            if let other {
+                // The other input's gradient moves from step sj to sk: it must be fresh there, and
+                // nothing between may read it (its producer) or add to it (its other consumers).
+                let u = consumer.inputs[other.input]
+                guard !other.accumulate, u != consumer.inputs[input] else { continue }
+                let between = backward[(sj + 1)..<sk]
+                let touches = between.contains { s in
+                    s.node == graph.producers[u.index] || s.inputs.contains { graph.nodes[s.node].inputs[$0.input] == u }
+                }
+                guard !touches else { continue }
+            }
+            let k = backward[sk].node
+            normFusions[k] = NormFusion(consumer: j, shortcutInput: other?.input)
+            absorbedBackward.insert(j)
         }
     }
 

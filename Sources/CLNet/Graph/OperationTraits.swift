@@ -89,6 +89,19 @@ extension Operation {
     /// executor reads its result back.
     public var isLoss: Bool { flags.contains(.isLoss) }
 
+    /// Whether the operation ends in a ReLU that its backward masks by (a norm's fused ReLU
+    /// aside, which its backward recomputes from its input).
+    public var hasReLU: Bool {
+        switch self {
+        case .relu: true
+        case let .add(relu): relu
+        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
+             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
+             .distillation:
+            false
+        }
+    }
+
     /// The forward tensors the backward pass reads, of a node with these inputs and output (its
     /// parameters aside). The memory plan keeps exactly these alive until that backward step, so
     /// this must agree with what `Executor.backward` and `ReferenceExecutor.backward` read.

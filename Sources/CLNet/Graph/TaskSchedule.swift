@@ -102,10 +102,22 @@ public struct TaskSchedule: Sendable {
         var nextWeightQueue = 0
         for (i, step) in backwardSteps.enumerated() {
             let node = graph.nodes[step.node]
-            let reads = [value(node.output, gradient: true, write: false)]
-                + node.savedForBackward.map { value($0, gradient: false, write: false) }
-                + parameters(node, gradient: false, write: false)
-            let inputGradients = step.inputs.map { value(node.inputs[$0.input], gradient: true, write: true) }
+            var reads: [Access] = [], inputGradients: [Access] = []
+            if let fusion = plan.normFusions[step.node] {
+                // The norm starts from its consumer's output gradient, masked by that output,
+                // and writes the consumer's other input's gradient.
+                let consumer = graph.nodes[fusion.consumer]
+                reads = [value(consumer.output, gradient: true, write: false)]
+                if consumer.operation.hasReLU { reads.append(value(consumer.output, gradient: false, write: false)) }
+                if let s = fusion.shortcutInput { inputGradients.append(value(consumer.inputs[s], gradient: true, write: true)) }
+            } else if !plan.absorbedBackward.contains(step.node) {
+                reads = [value(node.output, gradient: true, write: false)]
+            }
+            if !plan.absorbedBackward.contains(step.node) {
+                reads += node.savedForBackward.map { value($0, gradient: false, write: false) }
+                    + parameters(node, gradient: false, write: false)
+                inputGradients += step.inputs.map { value(node.inputs[$0.input], gradient: true, write: true) }
+            }
             let home = nodeQueue[step.node]
             var updateQueue = home
             if node.operation.flags.contains(.splitsParameterGradient) {

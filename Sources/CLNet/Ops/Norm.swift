@@ -51,15 +51,19 @@ public enum BatchNorm {
     }
 
     /// Gradients after a training forward whose `workspace` is passed back. Any of dx, dgamma and
-    /// dbeta may be nil; dgamma and dbeta come together.
+    /// dbeta may be nil; dgamma and dbeta come together. With `consumer`, dy is the gradient of
+    /// the ReLU or addition after the norm, whose backward this one does too (see
+    /// `NormConsumer`).
     @discardableResult
     public static func backward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
                                 dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, relu: Bool = false,
-                                accumulate: Bool = false, synchronizedOver communicator: Communicator? = nil,
+                                consumer: NormConsumer? = nil, accumulate: Bool = false,
+                                synchronizedOver communicator: Communicator? = nil,
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         try NormKernels.backward(q, op: relu ? "BatchNorm+ReLU backward" : "BatchNorm backward", x: x, gamma: gamma,
                                  beta: beta, workspace: workspace, dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta,
-                                 groups: 0, relu: relu, accumulate: accumulate, synchronizedOver: communicator, waitFor: waitFor)
+                                 groups: 0, relu: relu, consumer: consumer, accumulate: accumulate,
+                                 synchronizedOver: communicator, waitFor: waitFor)
     }
 
     /// Synchronised batch norm (PyTorch's SyncBatchNorm): the statistics of the whole batch
@@ -109,14 +113,33 @@ public enum GroupNorm {
                                      y: y, groups: groups, eps: eps, relu: relu, waitFor: [stats])
     }
 
+    /// Gradients, as `BatchNorm.backward`'s.
     @discardableResult
     public static func backward(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, groups: Int,
                                 workspace: Tensor, dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?,
-                                relu: Bool = false, accumulate: Bool = false,
+                                relu: Bool = false, consumer: NormConsumer? = nil, accumulate: Bool = false,
                                 waitFor: [Event] = []) throws(CLNetError) -> Event {
         try NormKernels.backward(q, op: relu ? "GroupNorm+ReLU backward" : "GroupNorm backward", x: x, gamma: gamma,
                                  beta: beta, workspace: workspace, dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta,
-                                 groups: groups, relu: relu, accumulate: accumulate, waitFor: waitFor)
+                                 groups: groups, relu: relu, consumer: consumer, accumulate: accumulate, waitFor: waitFor)
+    }
+}
+
+/// The node after a norm whose backward the norm's backward takes over, when the memory plan
+/// fuses them (`Fusions.normBackward`): a ReLU, or a residual addition with or without ReLU.
+/// The norm's backward then starts from that node's output gradient, masks it by the node's
+/// ReLU, and writes the result to the addition's other input as it goes. Unfused, the node's
+/// backward writes the masked gradient once per input, and the norm reads it back.
+public struct NormConsumer: Sendable {
+    /// The node's output, where it has a ReLU: the gradient passes only where it is positive.
+    public var mask: Tensor?
+    /// The gradient of the addition's other input (overwritten); nil for a ReLU, or where that
+    /// input needs none.
+    public var shortcut: Tensor?
+
+    public init(mask: Tensor?, shortcut: Tensor?) {
+        self.mask = mask
+        self.shortcut = shortcut
     }
 }
 
@@ -215,9 +238,15 @@ enum NormKernels {
 
     static func backward(_ q: CommandQueue, op: String, x: Tensor, gamma: Tensor, beta: Tensor, workspace: Tensor,
                          dy: Tensor, dx: Tensor?, dgamma: Tensor?, dbeta: Tensor?, groups: Int, relu: Bool,
-                         accumulate: Bool, synchronizedOver communicator: Communicator? = nil,
+                         consumer: NormConsumer?, accumulate: Bool, synchronizedOver communicator: Communicator? = nil,
                          waitFor: [Event]) throws(CLNetError) -> Event {
         try check(op, x: x, y: dy, gamma: gamma, beta: beta, groups: groups)
+        if let mask = consumer?.mask { try checkSameShape(op, ["x": x.shape, "consumer's output": mask.shape]) }
+        if let shortcut = consumer?.shortcut { try checkSameShape(op, ["x": x.shape, "shortcut gradient": shortcut.shape]) }
+        // Unused tensor arguments point at dy, which the kernels then never touch through them.
+        let mask = consumer?.mask, shortcut = consumer?.shortcut
+        let maskArguments = try (mask ?? dy).arguments + [KernelArgument.flag(mask != nil)]
+        let shortcutArguments = try (shortcut ?? dy).arguments + [KernelArgument.flag(shortcut != nil)]
         let sets = sets(x.shape, groups)
         try checkWorkspace(op, workspace, x.shape, groups: groups)
         guard (dgamma == nil) == (dbeta == nil) else {
@@ -233,8 +262,8 @@ enum NormKernels {
         // The input gradient needs sums that the parameter pass makes: per channel for batch
         // norm, per row for group norm's sets.
         let split = paramSplit(x.shape, groups)
-        _ = try q.launchRuns(.norm, "norm_params_partial", common + geometry(x, groups) + [.flag(relu)] + split.arguments,
-                             waitFor: waitFor)
+        _ = try q.launchRuns(.norm, "norm_params_partial", common + maskArguments + shortcutArguments + geometry(x, groups) +
+                             [.flag(relu)] + split.arguments, waitFor: waitFor)
         if dgamma != nil || groups == 0 {
             let dg = dgamma ?? workspace, db = dbeta ?? workspace
             last = [try q.launch(.norm, "norm_params_finish", gamma.vectorArguments + workspace.vectorArguments +
@@ -258,9 +287,13 @@ enum NormKernels {
                                  [.count(x.shape.n), .count(x.shape.c), .count(groups), .count(split.slicesPerRow)],
                                  total: sets, waitFor: last)]
         }
+        // The masked gradient, where the parameter pass wrote it to the shortcut, is read back
+        // from there: one tensor instead of dy and the mask.
         let tiles = tiles(x.shape)
-        return try q.launchRuns(.norm, "norm_backward_input", common + dx.arguments + geometry(x, groups) +
-                                [.flag(relu), .flag(accumulate), .count(tiles)],
+        let upstream = try (shortcut ?? dy).arguments + gamma.vectorArguments + beta.vectorArguments + workspace.vectorArguments
+        return try q.launchRuns(.norm, "norm_backward_input", x.arguments + upstream +
+                                (shortcut == nil ? maskArguments : dy.arguments + [.flag(false)]) + dx.arguments +
+                                geometry(x, groups) + [.flag(relu), .flag(accumulate), .count(tiles)],
                                 waitFor: last)
     }
 }

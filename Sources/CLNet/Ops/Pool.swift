@@ -39,6 +39,17 @@ public struct Pool2D: Sendable, Hashable {
         return [x.n, x.c, (x.h + 2 * padding.h - kernel.h) / stride.h + 1, (x.w + 2 * padding.w - kernel.w) / stride.w + 1]
     }
 
+    /// The forward kernels' window, compiled in (Pool.cl): one program per window a model uses.
+    var forwardMacros: [String: String] {
+        ["WKH": "\(kernel.h)", "WKW": "\(kernel.w)", "WSH": "\(stride.h)", "WSW": "\(stride.w)", "WPH": "\(padding.h)",
+         "WPW": "\(padding.w)"]
+    }
+
+    /// The forward kernels' sizes: channels, input and output planes.
+    func forwardGeometry(_ x: Shape, _ y: Shape) throws(CLNetError) -> [KernelArgument] {
+        try KernelArgument.counts([x.c, x.h, x.w, y.h, y.w])
+    }
+
     func geometry(_ x: Shape, _ y: Shape) throws(CLNetError) -> [KernelArgument] {
         try KernelArgument.counts([x.c, x.h, x.w, y.h, y.w, kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w])
     }
@@ -55,7 +66,8 @@ public enum MaxPool {
         try checkIndices(indices, out)
         let rows = out.n * out.c * out.h
         return try q.launchRuns(.pool, "maxpool_forward", x.arguments + y.arguments + [.buffer(indices)] +
-                                window.geometry(x.shape, out) + [.count(rows)], waitFor: waitFor)
+                                window.forwardGeometry(x.shape, out) + [.count(rows)], specialised: window.forwardMacros,
+                                waitFor: waitFor)
     }
 
     @discardableResult
@@ -86,8 +98,8 @@ public enum AvgPool {
         let out = try window.outputShape("AvgPool", x.shape)
         try checkSameShape("AvgPool", ["expected output": out, "y": y.shape])
         let rows = out.n * out.c * out.h
-        return try q.launchRuns(.pool, "avgpool_forward", x.arguments + y.arguments + window.geometry(x.shape, out) +
-                                [.count(rows)], waitFor: waitFor)
+        return try q.launchRuns(.pool, "avgpool_forward", x.arguments + y.arguments + window.forwardGeometry(x.shape, out) +
+                                [.count(rows)], specialised: window.forwardMacros, waitFor: waitFor)
     }
 
     @discardableResult
