@@ -153,7 +153,18 @@ struct ModelTests {
         }
         print("\(spec): gradient error \(error), kink margin \(margin)")
         for p in graph.parameters where !p.trainable {
-            #expect(relativeError(try executor.parameter(p.name), reference.parameters[p.name]!) <= 1e-5, "\(p.name)")
+            let device = try executor.parameter(p.name).map(Double.init), want = reference.parameters[p.name]!
+            // A running mean is momentum times a batch mean, which float32 gets to about 1e-7 of the
+            // channel's spread, not of the mean itself: a stem channel whose mean is near zero failed
+            // a plain relative 1e-5 (1.5e-5, fused or not). Its error is measured against the mean
+            // plus momentum times the spread (the running variance's square root).
+            var scale = want.map(abs)
+            if p.role == .runningMean, let v = reference.parameters[p.name.replacingOccurrences(of: "running_mean", with: "running_var")] {
+                scale = zip(scale, v).map { $0 + 0.1 * $1.squareRoot() }
+            }
+            let error = zip(device, want).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+                / max(scale.map { $0 * $0 }.reduce(0, +).squareRoot(), .leastNormalMagnitude)
+            #expect(error <= 1e-5 && !error.isNaN, "\(p.name): error \(error)")
         }
         // DenseNet's concatenations are all placed in their blocks' buffers: none copies.
         let concats = graph.nodes.indices.filter { if case .concat = graph.nodes[$0].operation { true } else { false } }
