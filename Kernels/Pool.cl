@@ -122,7 +122,7 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
                 for (uint kw = 0; kw < WKW; ++kw) {
                     const uint at = row[kh] + col[kw];
                     const float v = plane[at];
-                    // v != v rather than isnan, which PoCL calls out of line: it took 2x the whole kernel.
+                    // v != v rather than isnan, which PoCL calls out of line, at more than the rest of the kernel.
                     const bool wins = v > best || (v != v && best == best);
                     best = wins ? v : best;
                     arg = wins ? at : arg;

@@ -102,18 +102,17 @@ public struct TaskSchedule: Sendable {
         var nextWeightQueue = 0
         for (i, step) in backwardSteps.enumerated() {
             let node = graph.nodes[step.node]
+            // A ReLU or addition whose backward a norm does touches nothing; that norm starts
+            // from the consumer's output gradient (masked by its output, where it has a ReLU)
+            // and writes the gradient of the consumer's other input.
             var reads: [Access] = [], inputGradients: [Access] = []
-            if let fusion = plan.normFusions[step.node] {
-                // The norm starts from its consumer's output gradient, masked by that output,
-                // and writes the consumer's other input's gradient.
-                let consumer = graph.nodes[fusion.consumer]
-                reads = [value(consumer.output, gradient: true, write: false)]
-                if consumer.operation.hasReLU { reads.append(value(consumer.output, gradient: false, write: false)) }
-                if let s = fusion.shortcutInput { inputGradients.append(value(consumer.inputs[s], gradient: true, write: true)) }
-            } else if !plan.absorbedBackward.contains(step.node) {
-                reads = [value(node.output, gradient: true, write: false)]
-            }
             if !plan.absorbedBackward.contains(step.node) {
+                let fusion = plan.normFusions[step.node], upstream = fusion.map { graph.nodes[$0.consumer] }
+                reads = [value((upstream ?? node).output, gradient: true, write: false)]
+                if let upstream, upstream.operation.hasReLU { reads.append(value(upstream.output, gradient: false, write: false)) }
+                if let upstream, let s = fusion?.shortcutInput {
+                    inputGradients.append(value(upstream.inputs[s], gradient: true, write: true))
+                }
                 reads += node.savedForBackward.map { value($0, gradient: false, write: false) }
                     + parameters(node, gradient: false, write: false)
                 inputGradients += step.inputs.map { value(node.inputs[$0.input], gradient: true, write: true) }
