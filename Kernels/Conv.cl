@@ -340,14 +340,22 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
 // y (or y +=, with accumulate) = A^T M A for each tile, from the GEMM's result M[xi] of K x tiles
 // (row-major, `xs` apart): output channel k of `count` samples from n0, of OH x OW. One item per
 // (sample, channel, tile row).
+//
+// With `stats`, each item also writes the batch statistics of the two output rows it made, as
+// norm_stats_partial would (Norm.cl): count, mean and M2, shifted by its first value, at part
+// (n0 + s) * TH + th of channel k's `parts` in `st`, so that the batch norm after the
+// convolution need not read y again (MemoryPlan.convolutionStatistics).
 __kernel void wino_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
-                          uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate) {
+                          uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate,
+                          __global float *st, uint sto, uint parts, uint stats) {
     const uint tiles = count * TH * TW;
     FOR_EACH_ITEM(item, count * K * TH) {
         const uint th = item % TH, k = (item / TH) % K, s = item / (TH * K);
         const uint plane = AT(yo, ybs, n0 + s, k * OH * OW), oh = 2 * th;
         const __global float *src = m + mo + k * tiles + (s * TH + th) * TW;
         const bool down = oh + 1 < OH;
+        float8 a1 = 0.0f, a2 = 0.0f;
+        float t1 = 0.0f, t2 = 0.0f, shift = 0.0f;
         uint tw = 0;
         // Four tiles at a time where their eight output columns lie inside the row: lane l of
         // every vector is tile tw + l, and each output row is the two columns interleaved.
@@ -369,6 +377,12 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
                 __global float *dst = y + plane + (oh + a) * OW + 2 * tw;
                 if (accumulate) out += vload8(0, dst);
                 vstore8(out, 0, dst);
+                if (stats) {
+                    if (tw == 0 && a == 0) shift = out.s0;
+                    const float8 d = out - shift;
+                    a1 += d;
+                    a2 += d * d;
+                }
             }
         }
         for (; tw < TW; tw++) {
@@ -383,12 +397,30 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
             const float2 o0 = (float2)(r0.x + r0.y + r0.z, r0.y - r0.z - r0.w);
             const float2 o1 = (float2)(r1.x + r1.y + r1.z, r1.y - r1.z - r1.w);
             const uint ow = 2 * tw, at = plane + oh * OW + ow;
+            const bool right = ow + 1 < OW;
             STORE_GRAD(y, at, o0.x, accumulate);
-            if (ow + 1 < OW) STORE_GRAD(y, at + 1, o0.y, accumulate);
+            if (right) STORE_GRAD(y, at + 1, o0.y, accumulate);
             if (down) {
                 STORE_GRAD(y, at + OW, o1.x, accumulate);
-                if (ow + 1 < OW) STORE_GRAD(y, at + OW + 1, o1.y, accumulate);
+                if (right) STORE_GRAD(y, at + OW + 1, o1.y, accumulate);
             }
+            if (stats) {
+                // The convolution alone: the host asks for statistics only without accumulate.
+                if (tw == 0) shift = o0.x;
+                const float4 d = (float4)(o0.x, o0.y, o1.x, o1.y) - shift;
+                const float4 keep = (float4)(1.0f, right ? 1.0f : 0.0f, down ? 1.0f : 0.0f, right && down ? 1.0f : 0.0f);
+                t1 += dot(d, keep);
+                t2 += dot(d * d, keep);
+            }
+        }
+        if (stats) {
+            const float n = (float)((down ? 2 : 1) * OW);
+            const float4 h1 = a1.lo + a1.hi, h2 = a2.lo + a2.hi;
+            const float s1 = dot(h1, (float4)(1.0f)) + t1, s2 = dot(h2, (float4)(1.0f)) + t2;
+            __global float *out = st + sto + 3 * (k * parts + (n0 + s) * TH + th);
+            out[0] = n;
+            out[1] = shift + s1 / n;
+            out[2] = max(0.0f, s2 - s1 * (s1 / n));
         }
     }
 }

@@ -14,7 +14,8 @@
 //
 // Macros (set by the host): MR, NR (a multiple of VW), VW (the vector width: 4, 8 or 16),
 // TRANS_A, TRANS_B (0 or 1: the operand is stored transposed), KB (kk per packing work item),
-// A_AS_B_PANELS (1: gemm_panels reads A from B's panel layout, see there).
+// A_AS_B_PANELS (1: gemm_panels reads A from B's panel layout, see there), ROW_STATS (1:
+// gemm_panels also writes statistics of each row of C, see there).
 
 // Defaults, so that the file builds on its own (clnet compile): the AVX-512 block.
 #ifndef VW
@@ -38,6 +39,9 @@
 #ifndef A_AS_B_PANELS
 #define A_AS_B_PANELS 0
 #endif
+#ifndef ROW_STATS
+#define ROW_STATS 0
+#endif
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -45,6 +49,19 @@
 #define VLOAD CAT(vload, VW)
 #define VSTORE CAT(vstore, VW)
 #define NV (NR / VW)
+
+// The sum of a vector's lanes.
+inline float vsum(vec v) {
+#if VW == 16
+    const float8 h = v.lo + v.hi;
+    const float4 q = h.lo + h.hi;
+#elif VW == 8
+    const float4 q = v.lo + v.hi;
+#else
+    const float4 q = v;
+#endif
+    return dot(q, (float4)(1.0f));
+}
 
 // op(A) is m x k. Element (row, kk), stored k x m when transposed.
 #if TRANS_A
@@ -122,9 +139,19 @@ __kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint stri
 // Batch entry b's panels of A start b * strideA floats after its first, and B's b * strideB: 0
 // for an operand every entry shares (a convolution's weight), which is packed once. Winograd
 // convolutions (Conv.cl) write their panels themselves and call this directly.
+//
+// With ROW_STATS each work item also writes, for each row of its block, the count, mean and M2
+// of the values it stored there, as norm_stats_partial would (Norm.cl): a convolution's output
+// channels are C's rows, and the batch norm after it then need not read the output again
+// (MemoryPlan.convolutionStatistics). Row `row`'s parts sit `parts` apart in `st`; the block's
+// part is part0 + b * qtotal + qoff + q (qoff: the column slice's first panel, see GEMM.swift).
 __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __global const float *pb, uint pbo,
                           uint strideB, __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
-                          float alpha, float beta) {
+                          float alpha, float beta
+#if ROW_STATS
+                          , __global float *st, uint sto, uint parts, uint part0, uint qtotal, uint qoff
+#endif
+                          ) {
     const uint p = get_global_id(0), q = get_global_id(1), b = get_global_id(2);
     const __global float *B = pb + pbo + (size_t)b * strideB + (size_t)q * NR * k;
     vec acc[MR][NV];
@@ -183,12 +210,23 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
         const uint row = p * MR + r;
         if (row >= m) break;
         __global float *out = C + (size_t)row * ldc + col0;
+#if ROW_STATS
+        // Sums of (value - first value) and its square: the shift keeps float32's digits.
+        vec s1 = (vec)(0.0f), s2 = (vec)(0.0f);
+        float t1 = 0.0f, t2 = 0.0f, shift = 0.0f;
+#endif
         if (col0 + NR <= n) {
 #pragma unroll
             for (uint v = 0; v < NV; v++) {
                 vec value = alpha * acc[r][v];
                 if (readC) value += beta * VLOAD(0, out + v * VW);
                 VSTORE(value, 0, out + v * VW);
+#if ROW_STATS
+                if (v == 0) shift = value.s0;
+                const vec d = value - shift;
+                s1 += d;
+                s2 += d * d;
+#endif
             }
         } else {
             float lanes[NR];
@@ -197,7 +235,21 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
             for (uint j = 0; col0 + j < n; j++) {
                 const float value = alpha * lanes[j];
                 out[j] = readC ? value + beta * out[j] : value;
+#if ROW_STATS
+                if (j == 0) shift = out[0];
+                const float d = out[j] - shift;
+                t1 += d;
+                t2 += d * d;
+#endif
             }
         }
+#if ROW_STATS
+        const float h1 = t1 + vsum(s1), h2 = t2 + vsum(s2);
+        const float count = (float)min((uint)NR, n - col0);
+        __global float *part = st + sto + 3 * ((size_t)row * parts + part0 + b * qtotal + qoff + q);
+        part[0] = count;
+        part[1] = shift + h1 / count;
+        part[2] = max(0.0f, h2 - h1 * (h1 / count));
+#endif
     }
 }

@@ -54,14 +54,15 @@ inline void part_range(uint part, uint runs, uint len, uint rpp, uint cpr,
 // Work item (s, part): count, mean and M2 (sum of squared deviations) of its part of set s, from
 // sums of (v - K) and (v - K)^2 with K the part's first value. The shift keeps float32's digits
 // where the mean is large against the spread, and Chan et al.'s pairwise combination in
-// norm_stats_finish merges the parts.
+// norm_stats_finish merges the parts. Sets below `first` are skipped: their statistics are known
+// (see norm_stats_finish), and the parts of set s sit at (s - first) * parts.
 __kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __global float *ws, uint wso,
                                  uint batch, uint channels, uint plane, uint groups, uint rpp, uint cpr,
-                                 uint parts) {
+                                 uint parts, uint first) {
     __local float scratch[NL];
     const uint lane = get_local_id(0) % NL, sets = groups == 0 ? channels : batch * groups;
-    FOR_EACH_RUN(item, sets * parts) {
-        const uint s = item / parts, runs = groups == 0 ? batch : 1;
+    FOR_EACH_RUN(item, (sets - first) * parts) {
+        const uint s = first + item / parts, runs = groups == 0 ? batch : 1;
         uint base, len, r0, r1, q0, q1;
         set_runs(s, xo, xs, channels, plane, groups, &base, &len);
         part_range(item % parts, runs, len, rpp, cpr, &r0, &r1, &q0, &q1);
@@ -96,14 +97,30 @@ __kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __gl
 // One work item per set: combines its parts into mean and 1/sqrt(var + eps). In batch-norm
 // training it also updates the running statistics as PyTorch does: momentum-weighted, with the
 // unbiased variance.
+//
+// Sets below `first` take their mean and variance from `known` instead, the workspace of another
+// batch norm over the same first channels (`known_sets` of them), whose forward already ran: a
+// DenseNet layer's norm reads the block's buffer, whose earlier channels a norm before it has
+// measured (MemoryPlan.sharedStatistics). `count` is then each set's number of values.
+//
+// The parts (from `first` on) are read from `pt` (offset pto): norm_stats_partial's, in the
+// workspace after its first 4 * sets floats, or those the convolution before wrote as it stored
+// x (MemoryPlan.convolutionStatistics), in the same layout.
 __kernel void norm_stats_finish(__global float *ws, uint wso,
                                 __global float *run_mean, uint rmo, __global float *run_var, uint rvo,
-                                uint sets, uint parts, float eps, float momentum, uint update_running) {
+                                uint sets, uint parts, float eps, float momentum, uint update_running,
+                                __global const float *known, uint ko, uint known_sets, uint first, float count,
+                                __global const float *pt, uint pto) {
     const uint s = get_global_id(0);
     if (s >= sets) return;
-    __global const float *part = ws + wso + 4 * sets + 3 * s * parts;
     float n = 0.0f, mean = 0.0f, m2 = 0.0f;
-    for (uint p = 0; p < parts; ++p) {
+    if (s < first) {
+        n = count;
+        mean = known[ko + s];
+        m2 = known[ko + 2 * known_sets + s] * count;
+    }
+    __global const float *part = pt + pto + 3 * (s - first) * parts;
+    for (uint p = 0; s >= first && p < parts; ++p) {
         const float nb = part[3 * p], nt = n + nb;
         if (nb == 0.0f) continue;
         const float d = part[3 * p + 1] - mean;

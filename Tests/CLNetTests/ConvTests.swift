@@ -155,6 +155,70 @@ struct ConvTests {
     }
 
     /// A workspace smaller than a whole batch: im2col runs in chunks of samples.
+    /// The algorithms that write their output's batch statistics as they store it
+    /// (`WrittenStatistics`): the batch norm after them then normalises with those, and its
+    /// output and running statistics must be the reference's. The partials are poisoned first, so
+    /// a part left unwritten fails. Chunked im2col and Winograd write each chunk's parts, and a
+    /// 1x1 layer with a plane wider than the GEMM's packing buffer writes those of each column slice.
+    @Test(arguments: cases.filter { !$0.bias }.flatMap(everyAlgorithm) + [
+        Case(shape: [5, 3, 8, 8], conv: Conv2D(inChannels: 3, outChannels: 4, kernel: 3, padding: 1), bias: false, algorithm: .im2col),
+        Case(shape: [5, 11, 9, 10], conv: Conv2D(inChannels: 11, outChannels: 13, kernel: 3, padding: 1), bias: false,
+             algorithm: .winograd),
+        Case(shape: [1, 64, 256, 257], conv: Conv2D(inChannels: 64, outChannels: 9, kernel: 1), bias: false, algorithm: .gemm1x1),
+    ])
+    func writtenStatisticsMatchReference(_ t: Case) throws {
+        let q = try Shared.context().makeQueue()
+        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape)
+        guard let parts = try conv.statisticsParts(shape, algorithm: t.algorithm, on: q.context.device) else {
+            #expect(throws: CLNetError.self, "\(t.algorithm.rawValue) cannot write statistics and must say so") {
+                try conv.forward(q, x: try poisonedTensor(q, shape), weight: try poisonedTensor(q, conv.weightShape), bias: nil,
+                                 y: try poisonedTensor(q, out), workspace: nil,
+                                 written: WrittenStatistics(partials: try poisonedTensor(q, [1 << 16]), parts: 1),
+                                 algorithm: t.algorithm)
+            }
+            return
+        }
+        var rng = freshGenerator("conv written statistics \(t.testDescription)")
+        let x = randomDoubles(shape.count, using: &rng, in: -1...2), w = randomDoubles(conv.weightShape.count, using: &rng)
+        let c = conv.outChannels
+        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+        let y = Reference.conv2d(x, shape: shape, weight: w, bias: nil, conv: conv)
+        let want = Reference.batchNormTraining(y, shape: out, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv, relu: true)
+
+        let xt = try deviceTensor(q, x, shape, strided: true), wt = try deviceTensor(q, w, conv.weightShape)
+        let yt = try poisonedTensor(q, out, strided: true)
+        // The chunked cases get the workspace of two samples.
+        let budget = shape.n == 5 ? try conv.workspaceCount(Shape([2] + Array(shape.dims.dropFirst())), budget: .max, algorithm: t.algorithm) + 1
+            : 1 << 24
+        let wsCount = try conv.workspaceCount(shape, budget: budget, algorithm: t.algorithm)
+        let ws = wsCount > 0 ? try poisonedTensor(q, [wsCount]) : nil
+        let written = WrittenStatistics(partials: try poisonedTensor(q, [WrittenStatistics.count(channels: c, parts: parts)]),
+                                        parts: parts)
+        try conv.forward(q, x: xt, weight: wt, bias: nil, y: yt, workspace: ws, written: written, algorithm: t.algorithm)
+        try expectClose(q, yt, y, forwardBound, "forward")
+        let zt = try poisonedTensor(q, out), rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
+        try BatchNorm.forwardTraining(q, x: yt, gamma: try deviceTensor(q, gamma, [c]), beta: try deviceTensor(q, beta, [c]),
+                                      runningMean: rmt, runningVar: rvt, y: zt,
+                                      workspace: try poisonedTensor(q, [BatchNorm.workspaceCount(out)]), relu: true,
+                                      written: written)
+        try expectClose(q, zt, want.y, forwardBound, "batch norm after it")
+        try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
+        try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
+
+        // A wrong part count, a bias, and partials too small are refused.
+        for bad in [WrittenStatistics(partials: written.partials, parts: parts + 1),
+                    WrittenStatistics(partials: try poisonedTensor(q, [3 * c * parts - 1]), parts: parts)] {
+            #expect(throws: CLNetError.self) {
+                try conv.forward(q, x: xt, weight: wt, bias: nil, y: yt, workspace: ws, written: bad, algorithm: t.algorithm)
+            }
+        }
+        #expect(throws: CLNetError.self) {
+            try conv.forward(q, x: xt, weight: wt, bias: try deviceTensor(q, gamma, [c]), y: yt, workspace: ws, written: written,
+                             algorithm: t.algorithm)
+        }
+    }
+
     @Test func chunkedWorkspace() throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("conv chunked")

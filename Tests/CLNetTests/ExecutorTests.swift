@@ -271,7 +271,7 @@ struct ExecutorTests {
         let values = try reference.forward(["x": input], labels: labels, training: true)
         let grads = try reference.backward(values: values, labels: labels)
         var runs: [[String: [Float]]] = []
-        for fusions in [MemoryPlan.Fusions.all, []] {
+        for fusions in [MemoryPlan.Fusions.all, [], MemoryPlan.Fusions.all.union(.convolutionStatistics)] {
             for queues in [1, 3] {
                 let e = try Executor(graph: graph, context: try Shared.context(), training: true, keep: [n7, logits],
                                      queues: queues, fusions: fusions)
@@ -282,6 +282,10 @@ struct ExecutorTests {
                     index("n5"): .init(consumer: index("a5"), shortcutInput: 1),
                 ]
                 #expect(e.plan.normFusions == want)
+                // Each convolution writes the statistics of the batch norm right after it.
+                let pairs = ["c1": "n1", "c2": "n2", "c3": "n3", "p5": "s5", "c5": "n5"]
+                #expect(e.plan.convolutionStatistics == (!fusions.contains(.convolutionStatistics) ? [:] :
+                    Dictionary(uniqueKeysWithValues: pairs.map { (index($0.key), index($0.value)) })))
                 for (name, v) in params { try e.setParameter(name, v.map(Float.init)) }
                 try e.forward(["x": input.map(Float.init)], labels: labels)
                 try e.backward()
@@ -296,6 +300,74 @@ struct ExecutorTests {
         }
         for (name, fused) in runs[0] {
             #expect(relativeError(fused, runs[2][name]!.map(Double.init)) <= 1e-6, "fused against unfused, \(name)")
+            // With the convolutions' statistics, they are summed in other parts (the convolutions'
+            // blocks), which rounds differently: a few float32 ulps in a mean, grown by the layers after it.
+            #expect(relativeError(runs[4][name]!, runs[2][name]!.map(Double.init)) <= 1e-5,
+                    "fused with the convolutions' statistics against unfused, \(name)")
+        }
+    }
+
+    /// A dense block: each norm reads a longer prefix of the block's buffer and takes the
+    /// statistics of the channels before from the norm before it (`Fusions.sharedStatistics`).
+    /// Shared and unshared runs on 1 and 3 queues match the reference and each other, and the
+    /// running statistics too.
+    @Test func sharedStatisticsMatchReference() throws {
+        var b = GraphBuilder()
+        let x = try b.input("x", shape: [2, 4, 7, 7])
+        let s = try b.conv(x, Conv2D(inChannels: 4, outChannels: 6, kernel: 3, padding: 1), name: "stem")
+        let n0 = try b.batchNorm(s, relu: true, name: "n0")
+        let c1 = try b.conv(n0, Conv2D(inChannels: 6, outChannels: 3, kernel: 3, padding: 1), name: "c1")
+        let cat1 = try b.concat([s, c1], name: "cat1")
+        let n1 = try b.batchNorm(cat1, relu: true, name: "n1")                  // takes n0's 6 channels
+        let c2 = try b.conv(n1, Conv2D(inChannels: 9, outChannels: 3, kernel: 1), name: "c2")
+        let cat2 = try b.concat([cat1, c2], name: "cat2")
+        let g2 = try b.groupNorm(cat2, groups: 3, name: "g2")                   // group norm: measures its own
+        let n2 = try b.batchNorm(cat2, relu: true, name: "n2")                  // takes n1's 9
+        let n3 = try b.batchNorm(cat2, name: "n3")                              // takes all 12 of n2's
+        let sum = try b.add(try b.add(n2, n3, name: "a23"), g2, name: "a")
+        let pool = try b.globalAvgPool(sum, name: "pool")
+        let logits = try b.linear(pool, outFeatures: 3, name: "fc")
+        _ = try b.softmaxCrossEntropy(logits, name: "loss")
+        let graph = b.graph
+        let index = { (name: String) in graph.nodes.firstIndex { $0.name == name }! }
+
+        var rng = freshGenerator("shared statistics")
+        var params: [String: [Double]] = [:]
+        for q in graph.parameters {
+            params[q.name] = q.role == .normWeight || q.role == .runningVar ? randomDoubles(q.shape.count, using: &rng, in: 0.5...1.5)
+                : randomDoubles(q.shape.count, using: &rng, in: -0.5...0.5)
+        }
+        let input = randomDoubles(graph.shape(of: x).count, using: &rng, in: -1...2), labels = [1, 2]
+        var reference = try ReferenceExecutor(graph: graph, parameters: params)
+        let values = try reference.forward(["x": input], labels: labels, training: true)
+        let grads = try reference.backward(values: values, labels: labels)
+        var runs: [[String: [Float]]] = []
+        for fusions in [MemoryPlan.Fusions.all, []] {
+            for queues in [1, 3] {
+                let e = try Executor(graph: graph, context: try Shared.context(), training: true, keep: [logits],
+                                     queues: queues, fusions: fusions)
+                let want = fusions.isEmpty ? [:] : [index("n1"): index("n0"), index("n2"): index("n1"), index("n3"): index("n2")]
+                #expect(e.plan.sharedStatistics == want)
+                for (name, v) in params { try e.setParameter(name, v.map(Float.init)) }
+                try e.forward(["x": input.map(Float.init)], labels: labels)
+                let logitsError = relativeError(try e.read(logits), values[logits.index])
+                #expect(logitsError <= 1e-5, "logits, fusions \(fusions.rawValue), \(queues) queues: \(logitsError)")
+                try e.backward()
+                var out: [String: [Float]] = [:]
+                for q in graph.parameters {
+                    out[q.name] = q.trainable ? try e.gradient(q.name) : try e.parameter(q.name)
+                    let want = q.trainable ? grads.parameters[q.name]! : reference.parameters[q.name]!
+                    let error = relativeError(out[q.name]!, want)
+                    #expect(error <= (q.trainable ? 1e-4 : 1e-5),
+                            "\(q.trainable ? "gradient" : "value") of \(q.name), fusions \(fusions.rawValue), \(queues) queues: \(error)")
+                }
+                runs.append(out)
+            }
+        }
+        for (name, shared) in runs[0] {
+            // The statistics are summed in other parts (the earlier norm's split, the stem's
+            // Winograd rows), which rounds differently.
+            #expect(relativeError(shared, runs[2][name]!.map(Double.init)) <= 1e-5, "shared against unshared, \(name)")
         }
     }
 

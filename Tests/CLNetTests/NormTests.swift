@@ -54,6 +54,81 @@ struct NormTests {
         }
     }
 
+    struct KnownCase: Sendable, CustomTestStringConvertible {
+        var shape: Shape
+        var known: Int
+        var testDescription: String { "\(shape) known \(known)" }
+    }
+
+    /// A norm over the first `known` channels runs first; the norm over all of them then takes
+    /// those channels' statistics from its workspace (a DenseNet layer after the one before it).
+    /// Everything must come out as if it had measured them itself: y, the running statistics,
+    /// and the workspace its backward reads.
+    @Test(arguments: [
+        KnownCase(shape: [1, 3, 5, 7], known: 1), KnownCase(shape: [3, 17, 5, 7], known: 9),
+        KnownCase(shape: [3, 17, 5, 7], known: 17), KnownCase(shape: [5, 12, 48, 41], known: 7),
+        KnownCase(shape: [2, 5, 90, 100], known: 2),
+    ], [false, true])
+    func batchNormWithKnownStatistics(_ t: KnownCase, relu: Bool) throws {
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("batchNorm known \(t.testDescription) relu \(relu)")
+            let shape = t.shape, c = shape.c, prefix: Shape = [shape.n, t.known, shape.h, shape.w]
+            var x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
+            let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+            let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+            if relu {
+                x = try awayFromKink(x) { Reference.batchNormTraining($0, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                                    runningVar: rv).y }
+            }
+            let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                   runningVar: rv, relu: relu)
+            let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
+            let xt = try deviceTensor(q, x, shape, strided: true)
+
+            // The earlier norm, on the prefix, with parameters of its own.
+            let first = try poisonedTensor(q, [BatchNorm.workspaceCount(prefix)])
+            let ones = try deviceTensor(q, [Double](repeating: 1, count: t.known), [t.known])
+            let zeros = try deviceTensor(q, [Double](repeating: 0, count: t.known), [t.known])
+            try BatchNorm.forwardTraining(q, x: try xt.slice(channels: 0..<t.known), gamma: ones, beta: zeros,
+                                          runningMean: try deviceTensor(q, [Double](repeating: 0, count: t.known), [t.known]),
+                                          runningVar: ones, y: try poisonedTensor(q, prefix), workspace: first)
+
+            let yt = try poisonedTensor(q, shape, strided: true)
+            let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+            let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
+            let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
+            try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
+                                          workspace: ws, relu: relu, known: KnownStatistics(workspace: first, channels: t.known))
+            try expectClose(q, yt, want.y, forwardBound, "y")
+            try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
+            try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
+
+            let dyt = try deviceTensor(q, dy, shape)
+            let dxt = try poisonedTensor(q, shape, strided: true)
+            let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
+                                   dbeta: dbt, relu: relu)
+            try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+            try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+            try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+        }
+    }
+
+    @Test func knownStatisticsAreChecked() throws {
+        let q = try Shared.context().makeQueue()
+        let shape: Shape = [2, 4, 3, 3]
+        var rng = freshGenerator("batchNorm known refused")
+        let x = try deviceTensor(q, randomDoubles(shape.count, using: &rng), shape)
+        let v = try deviceTensor(q, [1, 1, 1, 1], [4]), y = try poisonedTensor(q, shape)
+        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
+        for (channels, workspace) in [(5, ws), (0, ws), (4, try poisonedTensor(q, [11]))] {
+            #expect(throws: CLNetError.self) {
+                try BatchNorm.forwardTraining(q, x: x, gamma: v, beta: v, runningMean: v, runningVar: v, y: y, workspace: ws,
+                                              known: KnownStatistics(workspace: workspace, channels: channels))
+            }
+        }
+    }
+
     @Test(arguments: shapes)
     func batchNormInference(shape: Shape) throws {
         for q in try Shared.queuesForEachLayout() {

@@ -34,9 +34,9 @@ struct PyTorchFixtureTests {
         ("densenet", "densenet:growth=8,blocks=2.3,init=16,bn_size=2,classes=10"),
         // PreActResNet(False, [2, 2, 2, 2], num_classes=10), 64x64
         ("preact_resnet18", "preact_resnet18:classes=10"),
-        // PreActResNet(True, [3, 4, 6, 3], num_classes=10, width=16), 64x64: at full width float32
-        // itself misses 1e-3 on most inputs (the script's `float32_error`)
-        ("preact_resnet50", "preact_resnet50:width=16,classes=10"),
+        // PreActResNet(True, [1, 1, 1, 1], num_classes=10, width=16), 64x64: with [3, 4, 6, 3]
+        // blocks float32 itself misses 1e-3 on almost every input (the script's `float32_error`)
+        ("preact_resnet50", "preact_resnet50:layers=1.1.1.1,width=16,classes=10"),
         // timm's ResNet class with one block per stage, 10 classes: BasicBlock with SE (seresnet18),
         ("timm_seresnet", "seresnet18:layers=1.1.1.1,classes=10"),
         // Bottleneck with SE, cardinality 4, base width 4 (seresnext50_32x4d),

@@ -61,6 +61,19 @@ extension CommandQueue {
                                    b: Buffer, bOffset: Int = 0, ldb: Int? = nil, strideB: Int,
                                    beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, strideC: Int,
                                    batch: Int, engine: GEMMEngine? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try gemmStridedBatched(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+                               aOffset: aOffset, lda: lda, strideA: strideA, b: b, bOffset: bOffset, ldb: ldb,
+                               strideB: strideB, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: strideC,
+                               batch: batch, engine: engine, rowStatistics: nil, waitFor: waitFor)
+    }
+
+    /// The same, also writing statistics of C's rows where `rowStatistics` says (CLNet's GEMM only).
+    func gemmStridedBatched(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+                            alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil, strideA: Int,
+                            b: Buffer, bOffset: Int = 0, ldb: Int? = nil, strideB: Int,
+                            beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, strideC: Int,
+                            batch: Int, engine: GEMMEngine? = nil, rowStatistics: RowStatistics?,
+                            waitFor: [Event] = []) throws(CLNetError) -> Event {
         guard m > 0, n > 0, k > 0, batch > 0 else {
             throw .invalidArgument("GEMM needs positive sizes; got m=\(m) n=\(n) k=\(k) batch=\(batch)")
         }
@@ -76,7 +89,10 @@ extension CommandQueue {
             return try panelGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                  a: a, aOffset: aOffset, lda: lda, strideA: strideA, b: b, bOffset: bOffset, ldb: ldb,
                                  strideB: strideB, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: strideC,
-                                 batch: batch, waitFor: waitFor)
+                                 batch: batch, rowStatistics: rowStatistics, waitFor: waitFor)
+        }
+        guard rowStatistics == nil else {
+            throw .invalidArgument("GEMM: row statistics come only from CLNet's GEMM (GEMMEngine.clnet), not CLBlast")
         }
 
         try GEMMTuning.prepare(context.device)
@@ -118,7 +134,7 @@ extension CommandQueue {
     private func panelGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                            a: Buffer, aOffset: Int, lda: Int, strideA: Int, b: Buffer, bOffset: Int, ldb: Int, strideB: Int,
                            beta: Float, c: Buffer, cOffset: Int, ldc: Int, strideC: Int, batch: Int,
-                           waitFor: [Event]) throws(CLNetError) -> Event {
+                           rowStatistics: RowStatistics?, waitFor: [Event]) throws(CLNetError) -> Event {
         let shape = GEMMPanels(device: context.device)
         let panelsM = (m + shape.mr - 1) / shape.mr
         // An operand every batch entry shares (stride 0) is packed once.
@@ -139,7 +155,9 @@ extension CommandQueue {
             held = grown
             return grown
         }
-        let program = try context.program(.gemm, defines: shape.defines(transposeA: transposeA, transposeB: transposeB))
+        var defines = shape.defines(transposeA: transposeA, transposeB: transposeB)
+        if rowStatistics != nil { defines["ROW_STATS"] = "1" }
+        let program = try context.program(.gemm, defines: defines)
         let blocks = (k + shape.kb - 1) / shape.kb
         // Work-groups of several work items: a CPU pays for every group, and with small k (the
         // 16-64-channel products of CIFAR ResNets) groups of one spent more time starting than
@@ -163,11 +181,17 @@ extension CommandQueue {
                         global: [(columns + shape.nr - 1) / shape.nr, blocks, batchB],
                         local: groups((columns + shape.nr - 1) / shape.nr, blocks))
             let panelsN = (columns + shape.nr - 1) / shape.nr
+            var statistics: [KernelArgument] = []
+            if let r = rowStatistics {
+                statistics = [.buffer(r.buffer)] + (try KernelArgument.counts([r.offset, r.parts, r.firstPart,
+                                                                               (n + shape.nr - 1) / shape.nr, first / shape.nr]))
+            }
             done = try enqueue(product, [.buffer(packing), .uint(0), .uint(UInt32(strideA == 0 ? 0 : panelsM * shape.mr * k)),
                                          .buffer(packing), .uint(UInt32(packedA)),
                                          .uint(UInt32(strideB == 0 ? 0 : panelsN * shape.nr * k)), .buffer(c),
                                          .uint(UInt32(cOffset + first)), .uint(UInt32(ldc)), .uint(UInt32(strideC)),
-                                         .uint(UInt32(m)), .uint(UInt32(columns)), .uint(UInt32(k)), .float(alpha), .float(beta)],
+                                         .uint(UInt32(m)), .uint(UInt32(columns)), .uint(UInt32(k)), .float(alpha),
+                                         .float(beta)] + statistics,
                                global: [panelsM, (columns + shape.nr - 1) / shape.nr, batch],
                                local: groups(panelsM, (columns + shape.nr - 1) / shape.nr))
         }
@@ -220,6 +244,18 @@ extension CommandQueue {
                 """)
         }
     }
+}
+
+/// Where CLNet's GEMM also writes, for each row of C and each block of NR columns of each batch
+/// entry, the count, mean and M2 of the values it stored (GEMM.cl, ROW_STATS): the partial area
+/// of a batch norm's workspace, when a convolution's output channels are C's rows
+/// (`Conv2D.statisticsParts`). Row r's parts start at `offset + 3 * r * parts`; batch entry b's
+/// blocks at part `firstPart + b * ceil(n / NR)`.
+struct RowStatistics {
+    let buffer: Buffer
+    let offset: Int
+    let parts: Int
+    let firstPart: Int
 }
 
 /// The register block of CLNet's GEMM on a device: MR rows by NR columns of C per work item, in

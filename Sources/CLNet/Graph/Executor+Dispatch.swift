@@ -63,13 +63,14 @@ extension Executor {
         switch node.operation {
         case let .conv(conv, bias):
             try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace,
-                             epilogue: epilogue(after: k), algorithm: convChoices[k]?.forward)
+                             epilogue: epilogue(after: k), written: writtenStatistics[k], algorithm: convChoices[k]?.forward)
         case let .batchNorm(relu, eps, momentum):
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                               runningMean: param(node, 2), runningVar: param(node, 3), y: y,
                                               workspace: nodeWorkspaces[k]!, relu: relu, eps: eps, momentum: momentum,
-                                              synchronizedOver: batchNormCommunicator)
+                                              synchronizedOver: batchNormCommunicator, known: knownStatistics(for: k),
+                                              written: writtenStatistics[k])
             } else {
                 try BatchNorm.forwardInference(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
                                                runningMean: param(node, 2), runningVar: param(node, 3), y: y,
@@ -135,6 +136,13 @@ extension Executor {
     }
 
     /// The addition or ReLU the plan fused into convolution `k`'s bias pass, if any.
+    /// The statistics an earlier batch norm measured over node k's first channels, where the
+    /// plan shares them; synchronised batch norm measures its own (the shared ones are local).
+    private func knownStatistics(for k: Int) -> KnownStatistics? {
+        guard batchNormCommunicator == nil, let j = plan.sharedStatistics[k] else { return nil }
+        return KnownStatistics(workspace: nodeWorkspaces[j]!, channels: graph.shape(of: graph.nodes[j].inputs[0]).c)
+    }
+
     private func epilogue(after k: Int) -> ConvEpilogue? {
         guard let j = plan.epilogues[k] else { return nil }
         let next = graph.nodes[j], out = values[next.output.index]

@@ -49,6 +49,9 @@ public final class Executor: @unchecked Sendable {
     /// Each convolution node's algorithms (`Conv2D.choose`), by node index.
     public let convChoices: [Int: ConvChoice]
     let nodeWorkspaces: [Int: Tensor]
+    /// The statistics a convolution writes and the batch norm after it reads, under both nodes
+    /// (`MemoryPlan.convolutionStatistics`), where the convolution's algorithm can write them.
+    let writtenStatistics: [Int: WrittenStatistics]
     let poolIndices: [Int: Buffer]
     let labels: Buffer?
     let lossResult: Tensor?
@@ -114,7 +117,7 @@ public final class Executor: @unchecked Sendable {
         let plan = MemoryPlan(graph: graph, training: training, keep: keepAll, fusions: fusions)
         self.plan = plan
         let memory = try ExecutorMemory(graph: graph, plan: plan, training: training, queues: queues, momentum: optimizer != nil,
-                                        gemm: GEMMEngine.preferred(for: context.device))
+                                        device: context.device)
         try memory.check(on: context.device)
         deviceBytes = memory.totalBytes
         // Timed before the arenas exist, so that the measurement's tensors never add to them.
@@ -124,6 +127,17 @@ public final class Executor: @unchecked Sendable {
             choices[k] = try conv.choose(on: context, input: graph.shape(of: node.inputs[0]), training: training)
         }
         convChoices = choices
+        var written: [Int: WrittenStatistics] = [:]
+        let partials = memory.statisticsFloats > 0 ? try Tensor(context: context, shape: [memory.statisticsFloats]) : nil
+        for (j, k) in plan.convolutionStatistics {
+            guard let partials, case let .conv(conv, _) = graph.nodes[j].operation else { continue }
+            let x = graph.shape(of: graph.nodes[j].inputs[0])
+            let algorithm = choices[j]?.forward ?? conv.algorithm(on: context.device)
+            guard let parts = try conv.statisticsParts(x, algorithm: algorithm, on: context.device) else { continue }
+            written[j] = WrittenStatistics(partials: partials, parts: parts)
+            written[k] = written[j]
+        }
+        writtenStatistics = written
         var made: [CommandQueue] = []
         for _ in 0..<queues { made.append(try context.makeQueue()) }
         self.queues = made
@@ -363,8 +377,12 @@ struct ExecutorMemory {
     let scratchFloats, queues, labelCount: Int
     /// Floats of the packed operands CLNet's GEMM keeps per queue (0 where CLBlast runs the products).
     let packingFloats: Int
+    /// Floats of the partial statistics convolutions write for the norms after them: the most
+    /// that any pair's algorithms might write (`MemoryPlan.convolutionStatistics`).
+    let statisticsFloats: Int
 
-    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool, gemm: GEMMEngine) throws(CLNetError) {
+    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool, device: Device) throws(CLNetError) {
+        let gemm = GEMMEngine.preferred(for: device)
         nodes = try graph.nodes.map { node throws(CLNetError) in
             try node.operation.memory(input: graph.shape(of: node.inputs[0]), output: graph.shape(of: node.output),
                                       training: training)
@@ -379,11 +397,22 @@ struct ExecutorMemory {
         let products = graph.nodes.contains { $0.operation.multiplyAdds(input: graph.shape(of: $0.inputs[0]),
                                                                          output: graph.shape(of: $0.output)) > 0 }
         packingFloats = gemm == .clnet && products ? GEMMPanels.packingFloats : 0
+        var most = 0
+        for j in plan.convolutionStatistics.keys {
+            guard case let .conv(conv, _) = graph.nodes[j].operation else { continue }
+            let x = graph.shape(of: graph.nodes[j].inputs[0])
+            for algorithm in conv.applicableAlgorithms {
+                let parts = try conv.statisticsParts(x, algorithm: algorithm, on: device) ?? 0
+                most = max(most, WrittenStatistics.count(channels: conv.outChannels, parts: parts))
+            }
+        }
+        statisticsFloats = most
     }
 
     var parameterBytes: Int { 4 * max(parameterFloats, 1) * parameterCopies }
     var workspaceBytes: Int {
         nodes.reduce(0) { $0 + $1.ownBytes } + 4 * (scratchFloats + packingFloats) * queues + 4 * labelCount
+            + 4 * statisticsFloats
     }
     var totalBytes: Int { arenaBytes + parameterBytes + workspaceBytes }
 

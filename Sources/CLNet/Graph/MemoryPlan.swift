@@ -25,7 +25,20 @@ public struct MemoryPlan: Sendable {
         /// the norm's backward (`planNormConsumers`, `NormConsumer`).
         public static let normBackward = Fusions(rawValue: 1 << 1)
 
-        public static let all: Fusions = [.convolutionEpilogue, .normBackward]
+        /// A training batch norm over channels whose statistics an earlier batch norm measured
+        /// (a DenseNet block's buffer, which each layer's norm reads a longer prefix of) takes
+        /// them from that norm (`planSharedStatistics`, `KnownStatistics`).
+        public static let sharedStatistics = Fusions(rawValue: 1 << 2)
+
+        /// A convolution writes the batch statistics of its output as it stores it, for the
+        /// training batch norm right after it (`planConvolutionStatistics`, `WrittenStatistics`).
+        /// Not in `all`: on PoCL the GEMM's epilogue cost more (its products ran about 10% longer,
+        /// ResNet-50 and DenseNet-121 at batch 8) than the norms' statistics pass it saves
+        /// (Benchmarks/RESULTS.md); ask for it with `Fusions.all.union(.convolutionStatistics)`.
+        public static let convolutionStatistics = Fusions(rawValue: 1 << 3)
+
+        /// The fusions that measured faster, which executors run by default.
+        public static let all: Fusions = [.convolutionEpilogue, .normBackward, .sharedStatistics]
     }
 
     /// A norm node whose backward also does that of the node consuming its output.
@@ -75,6 +88,13 @@ public struct MemoryPlan: Sendable {
     public private(set) var normFusions: [Int: NormFusion] = [:]
     /// The nodes in `normFusions`' values: their backward steps do nothing.
     public private(set) var absorbedBackward: Set<Int> = []
+    /// Training batch norm -> the earlier batch norm whose statistics it takes for its first
+    /// channels (all of that norm's): see `planSharedStatistics`.
+    public private(set) var sharedStatistics: [Int: Int] = [:]
+    /// Convolution -> the training batch norm after it, for which it writes the statistics of
+    /// its output where its algorithm can (`Conv2D.statisticsParts`): see
+    /// `planConvolutionStatistics`.
+    public private(set) var convolutionStatistics: [Int: Int] = [:]
     /// Floats of the arena: the plan's peak.
     public private(set) var arenaFloats = 0
 
@@ -174,6 +194,8 @@ public struct MemoryPlan: Sendable {
             }
         }
         if fusions.contains(.convolutionEpilogue) { planEpilogues(graph, keep: keep, grouped: grouped) }
+        if training && fusions.contains(.sharedStatistics) { planSharedStatistics(graph) }
+        if training && fusions.contains(.convolutionStatistics) { planConvolutionStatistics(graph) }
         if fusions.contains(.normBackward) {
             planNormConsumers(graph, backward, keep: keep, grouped: grouped)
             for (k, fusion) in normFusions {
@@ -324,6 +346,44 @@ public struct MemoryPlan: Sendable {
             let k = backward[sk].node
             normFusions[k] = NormFusion(consumer: j, shortcutInput: other?.input)
             absorbedBackward.insert(j)
+        }
+    }
+
+    /// Batch norms whose inputs start at the same channel of the same memory (a value, or the
+    /// concatenation buffer it is placed in) read the same values over the channels they have in
+    /// common, since nothing writes a value twice: a value inside a concatenation is written
+    /// only by its producer, which runs before any norm that reads it, and such values are never
+    /// computed over in place. So each training batch norm takes the statistics of its first
+    /// channels from the latest earlier one with the most channels, at most its own; in a DenseNet
+    /// block it measures only the channels added since the layer before, not the whole buffer.
+    private mutating func planSharedStatistics(_ graph: Graph) {
+        var earlier: [Value: [(channel: Int, node: Int, channels: Int)]] = [:]
+        for (k, node) in graph.nodes.enumerated() {
+            guard case .batchNorm = node.operation else { continue }
+            let x = node.inputs[0], shape = graph.shape(of: x)
+            guard shape.rank == 4 || shape.rank == 2 else { continue }
+            let root = views[x]?.root ?? x, channel = views[x]?.channel ?? 0
+            let best = earlier[root, default: []].filter { $0.channel == channel && $0.channels <= shape.c }
+                .max { ($0.channels, $0.node) < ($1.channels, $1.node) }
+            if let best { sharedStatistics[k] = best.node }
+            earlier[root, default: []].append((channel, k, shape.c))
+        }
+    }
+
+    /// A training batch norm that is the next node after the convolution whose output it reads
+    /// gets its statistics from that convolution's output kernels, so that the norm reads the
+    /// output once, to normalise it, instead of twice. Being the next node, nothing runs between
+    /// the two on their queue, so one buffer of partial statistics serves every such pair (the
+    /// task schedule orders the pairs on different queues through it). A convolution with a bias
+    /// adds it in a later pass, and a norm that shares an earlier norm's statistics has them.
+    /// Planes of one pixel (attention units' pooled vectors) are left to the norm: their second
+    /// read costs nothing, and parts of one value would only add partial sums to merge.
+    private mutating func planConvolutionStatistics(_ graph: Graph) {
+        for (k, node) in graph.nodes.enumerated() where k > 0 && sharedStatistics[k] == nil {
+            let x = graph.shape(of: node.inputs[0])
+            guard case .batchNorm = node.operation, case .conv(_, bias: false) = graph.nodes[k - 1].operation,
+                  node.inputs[0] == graph.nodes[k - 1].output, x.rank == 4, x.h * x.w > 1 else { continue }
+            convolutionStatistics[k - 1] = k
         }
     }
 

@@ -20,6 +20,9 @@ public struct TaskSchedule: Sendable {
         case gradients
         /// Node k's own buffers (norm workspaces, pool indices, the loss's result).
         case node(Int)
+        /// The partial batch statistics a convolution writes for the norm after it
+        /// (`MemoryPlan.convolutionStatistics`), one buffer for every such pair.
+        case statistics
     }
 
     /// A range of floats of one space that a task reads or writes.
@@ -91,6 +94,10 @@ public struct TaskSchedule: Sendable {
             a.append(value(node.output, gradient: false, write: true))
             a += parameters(node, gradient: false, write: training && node.operation.flags.contains(.writesParametersInTraining))
             a.append(Access(space: .node(k), lo: 0, hi: 1, write: true))
+            if let j = plan.sharedStatistics[k] { a.append(Access(space: .node(j), lo: 0, hi: 1, write: false)) }
+            if plan.convolutionStatistics[k] != nil || plan.convolutionStatistics[k - 1] == k {
+                a.append(Access(space: .statistics, lo: 0, hi: 1, write: true))
+            }
             if let j = plan.epilogues[k] {
                 a += graph.nodes[j].inputs.map { value($0, gradient: false, write: false) }
                 a.append(value(graph.nodes[j].output, gradient: false, write: true))

@@ -69,7 +69,7 @@ extension Conv2D {
     /// the filters as they are (forward) or transposed and turned (`flip`, the input gradient).
     private func winogradPass(_ q: CommandQueue, input: Tensor, weight: Tensor, flip: Bool, output: Tensor,
                               padding ph: Int, _ pw: Int, workspace ws: Tensor, chunk: Int, accumulate: Bool,
-                              waitFor: [Event]) throws(CLNetError) -> Event {
+                              statistics: RowStatistics? = nil, waitFor: [Event]) throws(CLNetError) -> Event {
         let panels = GEMMPanels(device: q.context.device)
         let depth = input.shape.c, rows = output.shape.c, h = input.shape.h, w = input.shape.w
         let oh = output.shape.h, ow = output.shape.w, th = (oh + 1) / 2, tw = (ow + 1) / 2
@@ -91,17 +91,19 @@ extension Conv2D {
                                    cOffset: mOffset, ldc: tiles, strideC: mStride, batch: 16)
             last = try q.launchRuns(.conv, "wino_output", [.buffer(ws.buffer)] + KernelArgument.counts(
                 [mOffset, mStride]) + output.arguments + KernelArgument.counts([rows, oh, ow, th, tw, n0, count]) +
-                [.flag(accumulate)], waitFor: [])
+                [.flag(accumulate), .buffer(statistics?.buffer ?? ws.buffer)] +
+                KernelArgument.counts([statistics?.offset ?? 0, statistics?.parts ?? 0]) + [.flag(statistics != nil)],
+                waitFor: [])
         }
         return last
     }
 
     func winogradForward(_ q: CommandQueue, x: Tensor, weight: Tensor, y: Tensor, workspace: Tensor?,
-                         waitFor: [Event]) throws(CLNetError) -> Event {
+                         statistics: RowStatistics?, waitFor: [Event]) throws(CLNetError) -> Event {
         let ws = try checkWinogradWorkspace(x.shape, workspace, "")
         return try winogradPass(q, input: x, weight: weight, flip: false, output: y, padding: padding.h, padding.w,
                                 workspace: ws, chunk: winogradChunk(x.shape, workspace: ws.shape.count),
-                                accumulate: false, waitFor: waitFor)
+                                accumulate: false, statistics: statistics, waitFor: waitFor)
     }
 
     func winogradBackward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,

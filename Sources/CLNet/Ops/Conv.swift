@@ -229,27 +229,61 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                      dilation.h, dilation.w])
     }
 
+    /// The parts per output channel in which `algorithm` can write the batch statistics of its
+    /// output as it stores it, for the batch norm that follows (`WrittenStatistics`); nil where
+    /// it cannot: the 1x1 and im2col
+    /// products on CLNet's GEMM (one part per sample and block of the GEMM's columns) and
+    /// Winograd (one per sample and row of tiles). Grouped, direct and CLBlast products write
+    /// their output without them, and the norm measures it itself.
+    public func statisticsParts(_ x: Shape, algorithm: Algorithm, on device: Device) throws(CLNetError) -> Int? {
+        let out = try outputShape(x), plane = out.h * out.w
+        let panels = GEMMPanels(device: device), clnet = GEMMEngine.preferred(for: device) == .clnet
+        switch algorithm {
+        case .gemm1x1 where clnet, .im2col where clnet && groups == 1:
+            return x.n * ((plane + panels.nr - 1) / panels.nr)
+        case .winograd:
+            return x.n * ((out.h + 1) / 2)
+        default:
+            return nil
+        }
+    }
+
     /// y = conv(x, weight) + bias, by `algorithm` (which must apply) or the device's choice.
     /// `workspace` is needed by im2col and Winograd (`workspaceCount`).
     /// With an `epilogue`, the pass that adds the bias also adds its residual and applies its
     /// ReLU, and writes to its output (y then holds the convolution without the bias).
+    /// With `written`, the kernels that store y also write its batch statistics there, for the
+    /// training batch norm that reads y (`WrittenStatistics`, `statisticsParts`).
     @discardableResult
     public func forward(_ q: CommandQueue, x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Tensor? = nil,
-                        epilogue: ConvEpilogue? = nil, algorithm requested: Algorithm? = nil,
+                        epilogue: ConvEpilogue? = nil, written: WrittenStatistics? = nil, algorithm requested: Algorithm? = nil,
                         waitFor: [Event] = []) throws(CLNetError) -> Event {
         let algorithm = try resolve(requested, q)
         let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "")
         try checkIndexable("Conv2D", [x, y])
+        var rows: RowStatistics? = nil
+        if let written {
+            let fits = bias == nil && epilogue == nil
+            guard fits, let parts = try statisticsParts(x.shape, algorithm: algorithm, on: q.context.device) else {
+                throw .invalidArgument("Conv2D(\(self)): the \(algorithm.rawValue) algorithm\(fits ? "" : " with a bias or an epilogue") "
+                                       + "cannot write its output's statistics; let the batch norm measure them")
+            }
+            guard written.parts == parts else {
+                throw .invalidArgument("Conv2D(\(self)): the \(algorithm.rawValue) algorithm writes \(parts) parts of statistics per channel, not \(written.parts) (statisticsParts)")
+            }
+            try written.check("Conv2D(\(self))", channels: outChannels)
+            rows = RowStatistics(buffer: written.partials.buffer, offset: written.partials.offset, parts: parts, firstPart: 0)
+        }
         var last: Event
         switch algorithm {
         case .winograd:
-            last = try winogradForward(q, x: x, weight: weight, y: y, workspace: workspace, waitFor: waitFor)
+            last = try winogradForward(q, x: x, weight: weight, y: y, workspace: workspace, statistics: rows, waitFor: waitFor)
         case .gemm1x1:
             let hw = x.shape.h * x.shape.w
             last = try q.gemmStridedBatched(m: outChannels, n: hw, k: inChannels, a: weight.buffer, aOffset: weight.offset,
                                             lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
                                             strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
-                                            strideC: y.batchStride, batch: x.shape.n, waitFor: waitFor)
+                                            strideC: y.batchStride, batch: x.shape.n, rowStatistics: rows, waitFor: waitFor)
         case .groupedBlocked:
             last = try q.launchRuns(.conv, "grouped_blocked", x.arguments + weight.vectorArguments + y.arguments +
                                     geometry(x.shape, out) + groupArguments + KernelArgument.counts([0, x.shape.n, 0]),
@@ -270,11 +304,15 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                 _ = try im2col(q, x, out, ws, n0: n0, count: count, waitFor: wait)
                 wait = []
                 if groups == 1 {
+                    // This chunk's samples' parts.
+                    let chunkRows = rows.map {
+                        RowStatistics(buffer: $0.buffer, offset: $0.offset, parts: $0.parts, firstPart: n0 * ($0.parts / x.shape.n))
+                    }
                     last = try q.gemmStridedBatched(m: outChannels, n: plane, k: inChannels * kk, a: weight.buffer,
                                                     aOffset: weight.offset, lda: inChannels * kk, strideA: 0,
                                                     b: ws.buffer, bOffset: ws.offset, ldb: plane, strideB: perSample,
                                                     c: y.buffer, cOffset: y.offset + n0 * y.batchStride, ldc: plane,
-                                                    strideC: y.batchStride, batch: count)
+                                                    strideC: y.batchStride, batch: count, rowStatistics: chunkRows)
                 } else {
                     last = try q.gemmStridedBatched(m: og, n: plane, k: cg * kk, a: weight.buffer, aOffset: weight.offset,
                                                     lda: cg * kk, strideA: og * cg * kk, b: ws.buffer, bOffset: ws.offset,

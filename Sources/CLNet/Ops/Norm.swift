@@ -11,24 +11,48 @@ public enum BatchNorm {
     /// Floats of workspace a training forward on `x` needs, kept for its backward.
     public static func workspaceCount(_ x: Shape) -> Int { NormKernels.workspaceCount(x, groups: 0) }
 
+    /// Training forward: normalises with the batch's statistics and updates the running ones.
+    /// With `known`, an earlier norm's statistics serve x's first channels (`KnownStatistics`).
+    /// With `written`, the convolution that made x has already written its statistics as it
+    /// stored x (`WrittenStatistics`), so x is read once, to normalise it.
     @discardableResult
     public static func forwardTraining(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor,
                                        runningMean: Tensor, runningVar: Tensor, y: Tensor, workspace: Tensor,
                                        relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
                                        synchronizedOver communicator: Communicator? = nil,
+                                       known: KnownStatistics? = nil, written: WrittenStatistics? = nil,
                                        waitFor: [Event] = []) throws(CLNetError) -> Event {
         let op = relu ? "BatchNorm+ReLU" : "BatchNorm"
         try NormKernels.check(op, x: x, y: y, gamma: gamma, beta: beta, groups: 0)
         try NormKernels.checkVector(op, "running mean", runningMean, x.shape.c)
         try NormKernels.checkVector(op, "running variance", runningVar, x.shape.c)
         try NormKernels.checkWorkspace(op, workspace, x.shape, groups: 0)
+        if let written {
+            guard known == nil else {
+                throw .invalidArgument("\(op): statistics come from an earlier norm (known) or from the convolution (written), not both")
+            }
+            try written.check(op, channels: x.shape.c)
+        }
         guard x.shape.n * x.shape.h * x.shape.w > 1 else {
             throw .invalidShape(operation: op, message: """
                 training needs more than one value per channel to estimate a variance; x has shape \(x.shape)
                 """)
         }
+        if let known {
+            guard communicator == nil else {
+                throw .invalidArgument("\(op): known statistics are local to this replica; synchronised batch norm must measure its own")
+            }
+            guard known.channels >= 1, known.channels <= x.shape.c, known.workspace.isDense,
+                  known.workspace.shape.count >= 3 * known.channels else {
+                throw .invalidShape(operation: op, message: """
+                    known statistics of \(known.channels) channels in a workspace of shape \(known.workspace.shape) \
+                    do not fit x \(x.shape): 1 to \(x.shape.c) channels are needed, and 3 floats of workspace per channel
+                    """)
+            }
+        }
         var stats = try NormKernels.stats(q, x: x, workspace: workspace, running: communicator == nil ? (runningMean, runningVar) : nil,
-                                          groups: 0, eps: eps, momentum: momentum, waitFor: waitFor)
+                                          groups: 0, eps: eps, momentum: momentum, known: known, written: written,
+                                          waitFor: waitFor)
         if let communicator {
             stats = try synchronize(q, x.shape, workspace: workspace, runningMean: runningMean, runningVar: runningVar, eps: eps,
                                     momentum: momentum, communicator)
@@ -125,6 +149,53 @@ public enum GroupNorm {
     }
 }
 
+/// Batch statistics that another training batch norm has already measured: that norm read the
+/// same values as this one's first `channels` channels (a DenseNet block's buffer, which each
+/// layer's norm reads a longer prefix of), and its forward has run. This norm then measures only
+/// its other channels and takes the mean and variance of those from the other's workspace, which
+/// must not have been used for a backward pass since. Its own workspace and running statistics
+/// come out as if it had measured everything, to rounding.
+public struct KnownStatistics: Sendable {
+    /// The other norm's workspace (its `BatchNorm.workspaceCount` floats).
+    public var workspace: Tensor
+    /// The other norm's channel count: x's channels 0..<channels are what it read.
+    public var channels: Int
+
+    public init(workspace: Tensor, channels: Int) {
+        self.workspace = workspace
+        self.channels = channels
+    }
+}
+
+/// Batch statistics of a convolution's output that the convolution wrote as it stored it
+/// (`Conv2D.forward(written:)`), for the training batch norm that reads that output
+/// (`BatchNorm.forwardTraining(written:)`): for each output channel, `parts` partial results
+/// (count, mean, M2) of 3 floats, channel c's at `3 * c * parts` in `partials`. The memory plan
+/// pairs them (`MemoryPlan.convolutionStatistics`); `Conv2D.statisticsParts` says which
+/// algorithms can, and how many parts they write.
+public struct WrittenStatistics: Sendable {
+    public var partials: Tensor
+    public var parts: Int
+
+    public init(partials: Tensor, parts: Int) {
+        self.partials = partials
+        self.parts = parts
+    }
+
+    /// Floats of `partials` for `channels` channels.
+    public static func count(channels: Int, parts: Int) -> Int { 3 * channels * parts }
+
+    func check(_ op: String, channels: Int) throws(CLNetError) {
+        let need = Self.count(channels: channels, parts: parts)
+        guard parts >= 1, partials.isDense, partials.shape.count >= need else {
+            throw .invalidShape(operation: op, message: """
+                written statistics of \(parts) parts per channel for \(channels) channels need \(need) dense floats; \
+                the partials have shape \(partials.shape)
+                """)
+        }
+    }
+}
+
 /// The node after a norm whose backward the norm's backward takes over, when the memory plan
 /// fuses them (`Fusions.normBackward`): a ReLU, or a residual addition with or without ReLU.
 /// The norm's backward then starts from that node's output gradient, masks it by the node's
@@ -215,15 +286,26 @@ enum NormKernels {
         [try .count(x.shape.n), try .count(x.shape.c), try .count(x.shape.h * x.shape.w), try .count(groups)]
     }
 
+    /// Mean and 1/sqrt(var + eps) per set into the workspace; `known` (batch norm only) gives
+    /// those of the first channels.
     static func stats(_ q: CommandQueue, x: Tensor, workspace: Tensor, running: (Tensor, Tensor)?, groups: Int,
-                      eps: Float, momentum: Float, waitFor: [Event]) throws(CLNetError) -> Event {
+                      eps: Float, momentum: Float, known: KnownStatistics? = nil, written: WrittenStatistics? = nil,
+                      waitFor: [Event]) throws(CLNetError) -> Event {
         let (rm, rv) = running ?? (workspace, workspace)
-        let s = sets(x.shape, groups), split = statSplit(x.shape, groups)
-        _ = try q.launchRuns(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
-                             split.arguments, waitFor: waitFor)
+        let s = sets(x.shape, groups), split = statSplit(x.shape, groups), first = known?.channels ?? 0
+        var wait = waitFor
+        if first < s && written == nil {
+            wait = [try q.launchRuns(.norm, "norm_stats_partial", x.arguments + workspace.vectorArguments + geometry(x, groups) +
+                                     split.arguments + [.count(first)], waitFor: waitFor)]
+        }
+        let count = Float(x.shape.n * x.shape.h * x.shape.w)
+        var partials = [KernelArgument.buffer(workspace.buffer), try .count(workspace.offset + 4 * s)]
+        if let written { partials = try written.partials.vectorArguments }
         return try q.launch(.norm, "norm_stats_finish", workspace.vectorArguments + rm.vectorArguments + rv.vectorArguments +
-                            [.count(s), .count(split.parts), .float(eps), .float(momentum), .flag(running != nil)],
-                            total: s, waitFor: [])
+                            [.count(s), .count(written?.parts ?? split.parts), .float(eps), .float(momentum),
+                             .flag(running != nil)] + (known?.workspace ?? workspace).vectorArguments +
+                            [.count(first), .count(first), .float(count)] + partials,
+                            total: s, waitFor: wait)
     }
 
     static func apply(_ q: CommandQueue, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, second: Tensor,

@@ -162,8 +162,9 @@ MODELS = {
     "resnext": (lambda: ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4, num_classes=10), 64),
     "densenet": (lambda: DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2, num_classes=10), 32),
     "preact_resnet18": (lambda: PreActResNet(False, [2, 2, 2, 2], num_classes=10), 64),
-    # At full width float32 itself misses 1e-3 on most inputs (see float32_error).
-    "preact_resnet50": (lambda: PreActResNet(True, [3, 4, 6, 3], num_classes=10, width=16), 64),
+    # One bottleneck per stage: with [3, 4, 6, 3] blocks, even at width 16, float32 itself missed
+    # 1e-3 on every one of 100 inputs once they differ by a few ulps (see float32_error).
+    "preact_resnet50": (lambda: PreActResNet(True, [1, 1, 1, 1], num_classes=10, width=16), 64),
     # timm's seresnet18 and seresnext50_32x4d, one block per stage (and 4 groups of 4)
     "timm_seresnet": (lambda: timm_resnet("BasicBlock", block_args=dict(attn_layer="se")), 64),
     "timm_seresnext": (lambda: timm_resnet("Bottleneck", cardinality=4, base_width=4, block_args=dict(attn_layer="se")), 64),
@@ -177,9 +178,11 @@ MODELS = {
 }
 
 
-def float32_error(model, x, labels, trials=4):
+def float32_error(model, x, labels, trials=8):
     """The worst relative error of any parameter's float32 gradient against float64, over a few
-    float32 runs whose inputs differ by an ulp here and there. Smooth, float32 lands within 1e-4
+    float32 runs whose inputs differ by up to 16 ulps here and there (an ulp was too little: CLNet
+    sums batch statistics in other orders than PyTorch, and an input that one-ulp changes left
+    alone still flipped a unit in preact_resnet50 and timm_skresnet50). Smooth, float32 lands within 1e-4
     or so. Where a ReLU input sits within float32's reach of zero it can flip, and then one unit
     moves a whole tensor's gradient: in preact_resnet50 at full width, float32 lands 1e-2 from
     float64 on most inputs, CLNet's and PyTorch's alike, because its layer-3 activations carry
@@ -192,7 +195,7 @@ def float32_error(model, x, labels, trials=4):
     rng = np.random.default_rng(0)
     worst = 0.0
     for trial in range(trials):
-        v = x if trial == 0 else np.nextafter(x, np.where(rng.random(x.shape) < 0.5, -np.inf, np.inf)).astype(np.float32)
+        v = x if trial == 0 else (x * (1 + rng.integers(-16, 17, x.shape) * 2.0 ** -24)).astype(np.float32)
         single.zero_grad()
         torch.nn.functional.cross_entropy(single(torch.from_numpy(v)), labels).backward()
         worst = max([worst] + [((p.grad.double() - want[n]).norm() / want[n].norm()).item()
