@@ -343,11 +343,11 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
 //
 // With `stats`, each item also writes the batch statistics of the two output rows it made, as
 // norm_stats_partial would (Norm.cl): count, mean and M2, shifted by its first value, at part
-// (n0 + s) * TH + th of channel k's `parts` in `st`, so that the batch norm after the
+// (n0 + s) * TH + th in `st`, part by part (part p of channel k at p * K + k), so that the batch norm after the
 // convolution need not read y again (MemoryPlan.convolutionStatistics).
 __kernel void wino_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
                           uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate,
-                          __global float *st, uint sto, uint parts, uint stats) {
+                          __global float *st, uint sto, uint stats) {
     const uint tiles = count * TH * TW;
     FOR_EACH_ITEM(item, count * K * TH) {
         const uint th = item % TH, k = (item / TH) % K, s = item / (TH * K);
@@ -417,7 +417,7 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
             const float n = (float)((down ? 2 : 1) * OW);
             const float4 h1 = a1.lo + a1.hi, h2 = a2.lo + a2.hi;
             const float s1 = dot(h1, (float4)(1.0f)) + t1, s2 = dot(h2, (float4)(1.0f)) + t2;
-            __global float *out = st + sto + 3 * (k * parts + (n0 + s) * TH + th);
+            __global float *out = st + sto + 3 * (((n0 + s) * TH + th) * K + k);
             out[0] = n;
             out[1] = shift + s1 / n;
             out[2] = max(0.0f, s2 - s1 * (s1 / n));

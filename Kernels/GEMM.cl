@@ -143,13 +143,14 @@ __kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint stri
 // With ROW_STATS each work item also writes, for each row of its block, the count, mean and M2
 // of the values it stored there, as norm_stats_partial would (Norm.cl): a convolution's output
 // channels are C's rows, and the batch norm after it then need not read the output again
-// (MemoryPlan.convolutionStatistics). Row `row`'s parts sit `parts` apart in `st`; the block's
-// part is part0 + b * qtotal + qoff + q (qoff: the column slice's first panel, see GEMM.swift).
+// (MemoryPlan.convolutionStatistics). They lie part by part, row `row` of part p at p * m + row in
+// `st`; the block's part is part0 + b * qtotal + qoff + q (qoff: the column slice's first panel,
+// see GEMM.swift).
 __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __global const float *pb, uint pbo,
                           uint strideB, __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
                           float alpha, float beta
 #if ROW_STATS
-                          , __global float *st, uint sto, uint parts, uint part0, uint qtotal, uint qoff
+                          , __global float *st, uint sto, uint part0, uint qtotal, uint qoff
 #endif
                           ) {
     const uint p = get_global_id(0), q = get_global_id(1), b = get_global_id(2);
@@ -246,7 +247,7 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
 #if ROW_STATS
         const float h1 = t1 + vsum(s1), h2 = t2 + vsum(s2);
         const float count = (float)min((uint)NR, n - col0);
-        __global float *part = st + sto + 3 * ((size_t)row * parts + part0 + b * qtotal + qoff + q);
+        __global float *part = st + sto + 3 * ((size_t)(part0 + b * qtotal + qoff + q) * m + row);
         part[0] = count;
         part[1] = shift + h1 / count;
         part[2] = max(0.0f, h2 - h1 * (h1 / count));

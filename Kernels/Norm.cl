@@ -103,14 +103,16 @@ __kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __gl
 // DenseNet layer's norm reads the block's buffer, whose earlier channels a norm before it has
 // measured (MemoryPlan.sharedStatistics). `count` is then each set's number of values.
 //
-// The parts (from `first` on) are read from `pt` (offset pto): norm_stats_partial's, in the
-// workspace after its first 4 * sets floats, or those the convolution before wrote as it stored
-// x (MemoryPlan.convolutionStatistics), in the same layout.
+// The parts (from `first` on) are read from `pt` (offset pto), part p of set s at 3 * ((s - first)
+// * ss + p * ps): norm_stats_partial's, in the workspace after its first 4 * sets floats, set by
+// set (ss = parts, ps = 1), or those the convolution before wrote as it stored x
+// (MemoryPlan.convolutionStatistics), part by part (ss = 1, ps = sets), so that each of its work
+// items writes its channels' parts side by side.
 __kernel void norm_stats_finish(__global float *ws, uint wso,
                                 __global float *run_mean, uint rmo, __global float *run_var, uint rvo,
                                 uint sets, uint parts, float eps, float momentum, uint update_running,
                                 __global const float *known, uint ko, uint known_sets, uint first, float count,
-                                __global const float *pt, uint pto) {
+                                __global const float *pt, uint pto, uint ss, uint ps) {
     const uint s = get_global_id(0);
     if (s >= sets) return;
     float n = 0.0f, mean = 0.0f, m2 = 0.0f;
@@ -119,13 +121,14 @@ __kernel void norm_stats_finish(__global float *ws, uint wso,
         mean = known[ko + s];
         m2 = known[ko + 2 * known_sets + s] * count;
     }
-    __global const float *part = pt + pto + 3 * (s - first) * parts;
+    __global const float *part = pt + pto + 3 * (s - first) * ss;
     for (uint p = 0; s >= first && p < parts; ++p) {
-        const float nb = part[3 * p], nt = n + nb;
+        __global const float *at = part + 3 * p * ps;
+        const float nb = at[0], nt = n + nb;
         if (nb == 0.0f) continue;
-        const float d = part[3 * p + 1] - mean;
+        const float d = at[1] - mean;
         mean += d * (nb / nt);
-        m2 += part[3 * p + 2] + d * d * (n * nb / nt);
+        m2 += at[2] + d * d * (n * nb / nt);
         n = nt;
     }
     ws[wso + s] = mean;

@@ -40,6 +40,9 @@ struct Model: ParsableCommand {
     @Flag(help: "Run without the memory plan's fusions (MemoryPlan.Fusions), to measure what they save.")
     var unfused = false
 
+    @Flag(help: "Also let convolutions write their outputs' batch statistics (MemoryPlan.Fusions.convolutionStatistics, off by default).")
+    var convolutionStatistics = false
+
     /// One queue count's measurement.
     struct Run: Codable {
         var queues: Int
@@ -163,7 +166,7 @@ struct Model: ParsableCommand {
         var choices: [Int: ConvChoice] = [:]
         for n in counts {
             let start = ContinuousClock.now
-            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: unfused ? [] : .all)
+            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: unfused ? [] : convolutionStatistics ? MemoryPlan.Fusions.all.union(.convolutionStatistics) : .all)
             if choices.isEmpty { choices = executor.convChoices }
             try executor.synchronize()
             let buildSeconds = seconds(since: start)

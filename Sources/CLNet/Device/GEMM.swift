@@ -183,7 +183,7 @@ extension CommandQueue {
             let panelsN = (columns + shape.nr - 1) / shape.nr
             var statistics: [KernelArgument] = []
             if let r = rowStatistics {
-                statistics = [.buffer(r.buffer)] + (try KernelArgument.counts([r.offset, r.parts, r.firstPart,
+                statistics = [.buffer(r.buffer)] + (try KernelArgument.counts([r.offset, r.firstPart,
                                                                                (n + shape.nr - 1) / shape.nr, first / shape.nr]))
             }
             done = try enqueue(product, [.buffer(packing), .uint(0), .uint(UInt32(strideA == 0 ? 0 : panelsM * shape.mr * k)),
@@ -249,8 +249,8 @@ extension CommandQueue {
 /// Where CLNet's GEMM also writes, for each row of C and each block of NR columns of each batch
 /// entry, the count, mean and M2 of the values it stored (GEMM.cl, ROW_STATS): the partial area
 /// of a batch norm's workspace, when a convolution's output channels are C's rows
-/// (`Conv2D.statisticsParts`). Row r's parts start at `offset + 3 * r * parts`; batch entry b's
-/// blocks at part `firstPart + b * ceil(n / NR)`.
+/// (`Conv2D.statisticsParts`), part by part: row r of part p at `offset + 3 * (p * m + r)`; batch
+/// entry b's blocks from part `firstPart + b * ceil(n / NR)`.
 struct RowStatistics {
     let buffer: Buffer
     let offset: Int

@@ -32,9 +32,10 @@ public struct MemoryPlan: Sendable {
 
         /// A convolution writes the batch statistics of its output as it stores it, for the
         /// training batch norm right after it (`planConvolutionStatistics`, `WrittenStatistics`).
-        /// Not in `all`: on PoCL the GEMM's epilogue cost more (its products ran about 10% longer,
-        /// ResNet-50 and DenseNet-121 at batch 8) than the norms' statistics pass it saves
-        /// (Benchmarks/RESULTS.md); ask for it with `Fusions.all.union(.convolutionStatistics)`.
+        /// Not in `all`: on PoCL it has not measured faster. The GEMM's products ran about 10%
+        /// longer with it, more than the norms' statistics pass it saves, and with the partials
+        /// laid out part by part, two rounds disagreed (Benchmarks/RESULTS.md). Ask for it with
+        /// `Fusions.all.union(.convolutionStatistics)` (`clnet-bench model --convolution-statistics`).
         public static let convolutionStatistics = Fusions(rawValue: 1 << 3)
 
         /// The fusions that measured faster, which executors run by default.

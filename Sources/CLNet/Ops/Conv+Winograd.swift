@@ -92,7 +92,7 @@ extension Conv2D {
             last = try q.launchRuns(.conv, "wino_output", [.buffer(ws.buffer)] + KernelArgument.counts(
                 [mOffset, mStride]) + output.arguments + KernelArgument.counts([rows, oh, ow, th, tw, n0, count]) +
                 [.flag(accumulate), .buffer(statistics?.buffer ?? ws.buffer)] +
-                KernelArgument.counts([statistics?.offset ?? 0, statistics?.parts ?? 0]) + [.flag(statistics != nil)],
+                [try .count(statistics?.offset ?? 0), .flag(statistics != nil)],
                 waitFor: [])
         }
         return last

@@ -170,7 +170,9 @@ public struct KnownStatistics: Sendable {
 /// Batch statistics of a convolution's output that the convolution wrote as it stored it
 /// (`Conv2D.forward(written:)`), for the training batch norm that reads that output
 /// (`BatchNorm.forwardTraining(written:)`): for each output channel, `parts` partial results
-/// (count, mean, M2) of 3 floats, channel c's at `3 * c * parts` in `partials`. The memory plan
+/// (count, mean, M2) of 3 floats, part p of channel c at `3 * (p * channels + c)` in `partials`:
+/// part by part, so that each work item of the convolution writes its channels' side by side
+/// (set by set, neighbouring work items shared cache lines). The memory plan
 /// pairs them (`MemoryPlan.convolutionStatistics`); `Conv2D.statisticsParts` says which
 /// algorithms can, and how many parts they write.
 public struct WrittenStatistics: Sendable {
@@ -299,8 +301,9 @@ enum NormKernels {
                                      split.arguments + [.count(first)], waitFor: waitFor)]
         }
         let count = Float(x.shape.n * x.shape.h * x.shape.w)
-        var partials = [KernelArgument.buffer(workspace.buffer), try .count(workspace.offset + 4 * s)]
-        if let written { partials = try written.partials.vectorArguments }
+        // norm_stats_partial's parts lie set by set, a convolution's part by part (WrittenStatistics).
+        var partials = [KernelArgument.buffer(workspace.buffer)] + (try KernelArgument.counts([workspace.offset + 4 * s, split.parts, 1]))
+        if let written { partials = try written.partials.vectorArguments + KernelArgument.counts([1, s]) }
         return try q.launch(.norm, "norm_stats_finish", workspace.vectorArguments + rm.vectorArguments + rv.vectorArguments +
                             [.count(s), .count(written?.parts ?? split.parts), .float(eps), .float(momentum),
                              .flag(running != nil)] + (known?.workspace ?? workspace).vectorArguments +
