@@ -342,9 +342,9 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
 // (sample, channel, tile row).
 //
 // With `stats`, each item also writes the batch statistics of the two output rows it made, as
-// norm_stats_partial would (Norm.cl): count, mean and M2, shifted by its first value, at part
-// (n0 + s) * TH + th in `st`, part by part (part p of channel k at p * K + k), so that the batch norm after the
-// convolution need not read y again (MemoryPlan.convolutionStatistics).
+// norm_stats_partial would (Norm.cl): count, mean and M2, shifted by its first value, as part
+// (n0 + s) * TH + th in `st`, part by part (part p of channel k at p * K + k), so that the batch
+// norm after the convolution need not read y again (MemoryPlan.convolutionStatistics).
 __kernel void wino_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
                           uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate,
                           __global float *st, uint sto, uint stats) {

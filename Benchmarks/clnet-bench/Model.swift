@@ -166,7 +166,8 @@ struct Model: ParsableCommand {
         var choices: [Int: ConvChoice] = [:]
         for n in counts {
             let start = ContinuousClock.now
-            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: unfused ? [] : convolutionStatistics ? MemoryPlan.Fusions.all.union(.convolutionStatistics) : .all)
+            let fusions: MemoryPlan.Fusions = unfused ? [] : convolutionStatistics ? MemoryPlan.Fusions.all.union(.convolutionStatistics) : .all
+            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: fusions)
             if choices.isEmpty { choices = executor.convChoices }
             try executor.synchronize()
             let buildSeconds = seconds(since: start)

@@ -14,43 +14,7 @@ struct NormTests {
     func batchNormTraining(shape: Shape, relu: Bool) throws {
         for q in try Shared.queuesForEachLayout() {
             var rng = freshGenerator("batchNorm \(shape) relu \(relu)")
-            let c = shape.c
-            var x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
-            let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
-            let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
-            if relu {
-                x = try awayFromKink(x) { Reference.batchNormTraining($0, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                                                    runningVar: rv).y }
-            }
-            let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                                   runningVar: rv, relu: relu)
-            let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
-
-            let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
-            let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
-            let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
-            let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
-            try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
-                                          workspace: ws, relu: relu)
-            try expectClose(q, yt, want.y, forwardBound, "y")
-            try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
-            try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
-
-            let dyt = try deviceTensor(q, dy, shape)
-            let dxt = try poisonedTensor(q, shape, strided: true)
-            let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
-            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
-                                   dbeta: dbt, relu: relu)
-            try expectClose(q, dxt, grads.dx, backwardBound, "dx")
-            try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
-            try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
-
-            // Input gradient alone, accumulated into what is there.
-            let prior = randomDoubles(shape.count, using: &rng)
-            let acc = try deviceTensor(q, prior, shape)
-            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: acc, dgamma: nil,
-                                   dbeta: nil, relu: relu, accumulate: true)
-            try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx")
+            try checkTraining(q, shape, relu: relu, known: nil, using: &rng)
         }
     }
 
@@ -72,46 +36,62 @@ struct NormTests {
     func batchNormWithKnownStatistics(_ t: KnownCase, relu: Bool) throws {
         for q in try Shared.queuesForEachLayout() {
             var rng = freshGenerator("batchNorm known \(t.testDescription) relu \(relu)")
-            let shape = t.shape, c = shape.c, prefix: Shape = [shape.n, t.known, shape.h, shape.w]
-            var x = randomDoubles(shape.count, using: &rng, in: -2...3), dy = randomDoubles(shape.count, using: &rng)
-            let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
-            let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
-            if relu {
-                x = try awayFromKink(x) { Reference.batchNormTraining($0, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                                                    runningVar: rv).y }
-            }
-            let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
-                                                   runningVar: rv, relu: relu)
-            let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
-            let xt = try deviceTensor(q, x, shape, strided: true)
-
-            // The earlier norm, on the prefix, with parameters of its own.
-            let first = try poisonedTensor(q, [BatchNorm.workspaceCount(prefix)])
-            let ones = try deviceTensor(q, [Double](repeating: 1, count: t.known), [t.known])
-            let zeros = try deviceTensor(q, [Double](repeating: 0, count: t.known), [t.known])
-            try BatchNorm.forwardTraining(q, x: try xt.slice(channels: 0..<t.known), gamma: ones, beta: zeros,
-                                          runningMean: try deviceTensor(q, [Double](repeating: 0, count: t.known), [t.known]),
-                                          runningVar: ones, y: try poisonedTensor(q, prefix), workspace: first)
-
-            let yt = try poisonedTensor(q, shape, strided: true)
-            let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
-            let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
-            let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
-            try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
-                                          workspace: ws, relu: relu, known: KnownStatistics(workspace: first, channels: t.known))
-            try expectClose(q, yt, want.y, forwardBound, "y")
-            try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
-            try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
-
-            let dyt = try deviceTensor(q, dy, shape)
-            let dxt = try poisonedTensor(q, shape, strided: true)
-            let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
-            try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
-                                   dbeta: dbt, relu: relu)
-            try expectClose(q, dxt, grads.dx, backwardBound, "dx")
-            try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
-            try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+            try checkTraining(q, t.shape, relu: relu, known: t.known, using: &rng)
         }
+    }
+
+    /// A training forward and its backward against the reference: y, the running statistics, dx,
+    /// dgamma and dbeta, then dx alone accumulated. With `known`, an earlier norm (with parameters
+    /// of its own) first measures the first `known` channels, and this one takes their statistics.
+    private func checkTraining(_ q: CommandQueue, _ shape: Shape, relu: Bool, known: Int?,
+                               using rng: inout SeededGenerator) throws {
+        let c = shape.c
+        var x = randomDoubles(shape.count, using: &rng, in: -2...3)
+        let dy = randomDoubles(shape.count, using: &rng)
+        let gamma = randomDoubles(c, using: &rng, in: 0.5...1.5), beta = randomDoubles(c, using: &rng)
+        let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.5...2)
+        if relu {
+            x = try awayFromKink(x) { Reference.batchNormTraining($0, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                                runningVar: rv).y }
+        }
+        let want = Reference.batchNormTraining(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                               runningVar: rv, relu: relu)
+        let grads = Reference.normBackward(x, shape: shape, gamma: gamma, beta: beta, groups: 0, dy: dy, relu: relu)
+        let xt = try deviceTensor(q, x, shape, strided: true), yt = try poisonedTensor(q, shape, strided: relu)
+        let gt = try deviceTensor(q, gamma, [c]), bt = try deviceTensor(q, beta, [c])
+        let rmt = try deviceTensor(q, rm, [c]), rvt = try deviceTensor(q, rv, [c])
+        let ws = try poisonedTensor(q, [BatchNorm.workspaceCount(shape)])
+        var earlier: KnownStatistics? = nil
+        if let known {
+            let prefix: Shape = [shape.n, known, shape.h, shape.w]
+            let first = try poisonedTensor(q, [BatchNorm.workspaceCount(prefix)])
+            func filled(_ v: Double) throws -> Tensor { try deviceTensor(q, [Double](repeating: v, count: known), [known]) }
+            try BatchNorm.forwardTraining(q, x: try xt.slice(channels: 0..<known), gamma: try filled(1), beta: try filled(0),
+                                          runningMean: try filled(0), runningVar: try filled(1),
+                                          y: try poisonedTensor(q, prefix), workspace: first)
+            earlier = KnownStatistics(workspace: first, channels: known)
+        }
+        try BatchNorm.forwardTraining(q, x: xt, gamma: gt, beta: bt, runningMean: rmt, runningVar: rvt, y: yt,
+                                      workspace: ws, relu: relu, known: earlier)
+        try expectClose(q, yt, want.y, forwardBound, "y")
+        try expectClose(q, rmt, want.runningMean, forwardBound, "running mean")
+        try expectClose(q, rvt, want.runningVar, forwardBound, "running variance")
+
+        let dyt = try deviceTensor(q, dy, shape)
+        let dxt = try poisonedTensor(q, shape, strided: true)
+        let dgt = try poisonedTensor(q, [c]), dbt = try poisonedTensor(q, [c])
+        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: dxt, dgamma: dgt,
+                               dbeta: dbt, relu: relu)
+        try expectClose(q, dxt, grads.dx, backwardBound, "dx")
+        try expectClose(q, dgt, grads.dgamma, backwardBound, "dgamma")
+        try expectClose(q, dbt, grads.dbeta, backwardBound, "dbeta")
+
+        // Input gradient alone, accumulated into what is there.
+        let prior = randomDoubles(shape.count, using: &rng)
+        let acc = try deviceTensor(q, prior, shape)
+        try BatchNorm.backward(q, x: xt, gamma: gt, beta: bt, workspace: ws, dy: dyt, dx: acc, dgamma: nil,
+                               dbeta: nil, relu: relu, accumulate: true)
+        try expectClose(q, acc, zip(prior, grads.dx).map(+), backwardBound, "accumulated dx")
     }
 
     @Test func knownStatisticsAreChecked() throws {

@@ -247,10 +247,10 @@ extension CommandQueue {
 }
 
 /// Where CLNet's GEMM also writes, for each row of C and each block of NR columns of each batch
-/// entry, the count, mean and M2 of the values it stored (GEMM.cl, ROW_STATS): the partial area
-/// of a batch norm's workspace, when a convolution's output channels are C's rows
-/// (`Conv2D.statisticsParts`), part by part: row r of part p at `offset + 3 * (p * m + r)`; batch
-/// entry b's blocks from part `firstPart + b * ceil(n / NR)`.
+/// entry, the count, mean and M2 of the values it stored (GEMM.cl, ROW_STATS), when C's rows are
+/// a convolution's output channels: a `WrittenStatistics`' partials, part by part, row r of part
+/// p at `offset + 3 * (p * m + r)`. Batch entry b's blocks start at part
+/// `firstPart + b * ceil(n / NR)`; `parts` counts every part of a row, over all the samples.
 struct RowStatistics {
     let buffer: Buffer
     let offset: Int

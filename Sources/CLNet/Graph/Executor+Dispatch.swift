@@ -135,7 +135,6 @@ extension Executor {
         }
     }
 
-    /// The addition or ReLU the plan fused into convolution `k`'s bias pass, if any.
     /// The statistics an earlier batch norm measured over node k's first channels, where the
     /// plan shares them; synchronised batch norm measures its own (the shared ones are local).
     private func knownStatistics(for k: Int) -> KnownStatistics? {
@@ -143,6 +142,7 @@ extension Executor {
         return KnownStatistics(workspace: nodeWorkspaces[j]!, channels: graph.shape(of: graph.nodes[j].inputs[0]).c)
     }
 
+    /// The addition or ReLU the plan fused into convolution `k`'s bias pass, if any.
     private func epilogue(after k: Int) -> ConvEpilogue? {
         guard let j = plan.epilogues[k] else { return nil }
         let next = graph.nodes[j], out = values[next.output.index]
