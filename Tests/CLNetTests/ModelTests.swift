@@ -100,7 +100,18 @@ struct ModelTests {
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")
-        let (graph, logits) = try ModelSpec.graph(spec, batch: 2, size: size)
+        // A batch norm over a one-pixel plane (selective kernels' attention) normalises just N
+        // values per channel; at N = 2 float32 rounding of their difference is amplified, and the
+        // device's gradients strayed from the reference's by up to 1.9e-4 (2.5e-5 typical, 5
+        // seeds), against 1.3e-6 at N = 4. Such models run at batch 4, the rest at 2.
+        let probe = try ModelSpec.graph(spec, batch: 2, size: size).graph
+        let onePixelNorm = probe.nodes.contains {
+            guard case .batchNorm = $0.operation else { return false }
+            let x = probe.shape(of: $0.inputs[0])
+            return x.h * x.w == 1
+        }
+        let batch = onePixelNorm ? 4 : 2
+        let (graph, logits) = try ModelSpec.graph(spec, batch: batch, size: size)
         let executor = try Executor(graph: graph, context: try Shared.context(), training: true, keep: [logits], queues: 2)
         // As the papers initialise, with norms moved off 1 and 0 so that their gradients are tested.
         try executor.initialize(seed: rng.next())
@@ -116,7 +127,7 @@ struct ModelTests {
             }
             try executor.setParameter(p.name, params[p.name]!.map(Float.init))
         }
-        let inputShape = graph.shape(of: graph.inputs[0].value), labels = [3, 1]
+        let inputShape = graph.shape(of: graph.inputs[0].value), labels = Array([3, 1, 4, 0].prefix(batch))
         // Inputs away from the kinks of ReLU and max pooling (see `kinkMargin`): the device's
         // forward values differ from the reference's by up to about 1.5e-6 of their RMS, so a
         // pre-activation nearer 0 than 1e-5 of it may switch sides and move one element's
