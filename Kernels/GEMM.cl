@@ -50,7 +50,7 @@
 #define VSTORE CAT(vstore, VW)
 #define NV (NR / VW)
 
-// The sum of a vector's lanes.
+// The sum of a vector's lanes (Common.cl's hsum takes VEC floats, which need not be VW).
 inline float vsum(vec v) {
 #if VW == 16
     const float8 h = v.lo + v.hi;

@@ -250,12 +250,11 @@ extension CommandQueue {
 /// entry, the count, mean and M2 of the values it stored (GEMM.cl, ROW_STATS), when C's rows are
 /// a convolution's output channels: a `WrittenStatistics`' partials, part by part, row r of part
 /// p at `offset + 3 * (p * m + r)`. Batch entry b's blocks start at part
-/// `firstPart + b * ceil(n / NR)`; `parts` counts every part of a row, over all the samples.
+/// `firstPart + b * ceil(n / NR)`.
 struct RowStatistics {
     let buffer: Buffer
     let offset: Int
-    let parts: Int
-    let firstPart: Int
+    var firstPart = 0
 }
 
 /// The register block of CLNet's GEMM on a device: MR rows by NR columns of C per work item, in

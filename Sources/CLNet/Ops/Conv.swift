@@ -271,7 +271,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                 throw .invalidArgument("Conv2D(\(self)): the \(algorithm.rawValue) algorithm writes \(parts) parts of statistics per channel, not \(written.parts) (statisticsParts)")
             }
             try written.check("Conv2D(\(self))", channels: outChannels)
-            rows = RowStatistics(buffer: written.partials.buffer, offset: written.partials.offset, parts: parts, firstPart: 0)
+            rows = RowStatistics(buffer: written.partials.buffer, offset: written.partials.offset)
         }
         var last: Event
         switch algorithm {
@@ -303,10 +303,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                 _ = try im2col(q, x, out, ws, n0: n0, count: count, waitFor: wait)
                 wait = []
                 if groups == 1 {
-                    // This chunk's samples' parts.
-                    let chunkRows = rows.map {
-                        RowStatistics(buffer: $0.buffer, offset: $0.offset, parts: $0.parts, firstPart: n0 * ($0.parts / x.shape.n))
-                    }
+                    // This chunk's samples' parts (`statisticsParts`: the same number for each sample).
+                    var chunkRows = rows
+                    chunkRows?.firstPart = n0 * (written?.parts ?? 0) / x.shape.n
                     last = try q.gemmStridedBatched(m: outChannels, n: plane, k: inChannels * kk, a: weight.buffer,
                                                     aOffset: weight.offset, lda: inChannels * kk, strideA: 0,
                                                     b: ws.buffer, bOffset: ws.offset, ldb: plane, strideB: perSample,

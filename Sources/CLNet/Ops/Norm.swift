@@ -176,7 +176,9 @@ public struct KnownStatistics: Sendable {
 /// pairs them (`MemoryPlan.convolutionStatistics`); `Conv2D.statisticsParts` says which
 /// algorithms can, and how many parts they write.
 public struct WrittenStatistics: Sendable {
+    /// The (count, mean, M2) triples, at least `count(channels:parts:)` dense floats.
     public var partials: Tensor
+    /// Parts per channel, as `Conv2D.statisticsParts` gives for the convolution that writes them.
     public var parts: Int
 
     public init(partials: Tensor, parts: Int) {
