@@ -15,5 +15,6 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Loss.cl": PackageResources.Loss_cl,
     "Optimizer.cl": PackageResources.Optimizer_cl,
     "Conv.cl": PackageResources.Conv_cl,
+    "Winograd.cl": PackageResources.Winograd_cl,
     "GEMM.cl": PackageResources.GEMM_cl,
 ]

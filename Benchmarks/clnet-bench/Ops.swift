@@ -117,6 +117,8 @@ struct OpBench {
             ("conv3x3 g32 1024 7x7", [n, 1024, 7, 7], Conv2D(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32)),
             ("conv3x3 depthwise 64", [n, 64, 56, 56], Conv2D(inChannels: 64, outChannels: 64, kernel: 3, padding: 1, groups: 64)),
             ("conv7x7 s2 stem", [n, 3, 224, 224], Conv2D(inChannels: 3, outChannels: 64, kernel: 7, stride: 2, padding: 3)),
+            // ResNet-20's first stage, at 8x the batch (as ResNet-20 is run at 64 where ResNet-50 is at 8).
+            ("conv3x3 16->16 32x32", [8 * n, 16, 32, 32], Conv2D(inChannels: 16, outChannels: 16, kernel: 3, padding: 1)),
         ]
         for (name, xs, conv) in convs {
             let ys = try conv.outputShape(xs)

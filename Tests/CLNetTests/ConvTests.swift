@@ -23,6 +23,12 @@ struct ConvTests {
         return Case(shape: shape, conv: conv, bias: bias, algorithm: conv.applicableAlgorithms[0])
     }
 
+    /// The bounds of an algorithm's relative error: the suite's, but for Winograd F(4x4), whose
+    /// larger transform constants cost digits (`Conv2D.winograd4x4Bound`).
+    static func bounds(_ algorithm: Conv2D.Algorithm) -> (forward: Double, backward: Double) {
+        algorithm == .winograd4x4 ? (Conv2D.winograd4x4Bound, Conv2D.winograd4x4Bound) : (forwardBound, backwardBound)
+    }
+
     /// The case once per algorithm that applies.
     static func everyAlgorithm(_ t: Case) -> [Case] {
         t.conv.applicableAlgorithms.map { Case(shape: t.shape, conv: t.conv, bias: t.bias, algorithm: $0) }
@@ -56,20 +62,25 @@ struct ConvTests {
         c([3, 17, 6, 9], out: 9, k: 3, p: 0),
         c([1, 64, 7, 7], out: 64, k: 3, p: 1),                  // ResNet's last stage, at width 64
         c([2, 6, 5, 26], out: 10, k: 3, p: 1),                  // wide rows: Winograd's vector blocks
+        // F(4x4)'s groups of four tiles: a row's first group (padding 1, and 2 as the input
+        // gradient of padding 0 pads), its last, and one between.
+        c([1, 5, 7, 32], out: 6, k: 3, p: 1),
+        c([2, 3, 5, 19], out: 4, k: 3, p: 0),
+        c([1, 4, 6, 41], out: 5, k: 3, p: 2),
         // grouped-blocked's rows of eight outputs: edges, interior, a tail, stride 2's even lanes.
         c([2, 16, 9, 19], out: 16, k: 3, p: 1, g: 4),
         c([1, 8, 9, 34], out: 12, k: 3, s: 2, p: 1, g: 2, bias: true),
         c([1, 4, 5, 50], out: 4, k: 3, s: 3, p: 1, g: 2),       // stride 3: the strided gather
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
-             bias: false, algorithm: .winograd),                // unequal padding
+             bias: false, algorithm: .winograd2x2),                // unequal padding
     ]
 
     @Test(arguments: cases.flatMap(everyAlgorithm))
     func matchesReference(_ t: Case) throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("conv \(t.testDescription)")
-        let conv = t.conv, shape = t.shape
+        let conv = t.conv, shape = t.shape, (forwardBound, backwardBound) = Self.bounds(t.algorithm)
         let out = try conv.outputShape(shape)
         let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
         let b = t.bias ? randomDoubles(conv.outChannels, using: &rng) : nil
@@ -117,7 +128,7 @@ struct ConvTests {
     func epilogueMatchesReference(_ t: Case, _ target: EpilogueTarget) throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("conv epilogue \(t.testDescription) \(target)")
-        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape)
+        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape), forwardBound = Self.bounds(t.algorithm).forward
         let x = randomDoubles(shape.count, using: &rng), w = randomDoubles(conv.weightShape.count, using: &rng)
         let b = target == .residualWithoutBias ? nil : randomDoubles(conv.outChannels, using: &rng)
         let r = randomDoubles(out.count, using: &rng)
@@ -163,12 +174,14 @@ struct ConvTests {
     @Test(arguments: cases.filter { !$0.bias }.flatMap(everyAlgorithm) + [
         Case(shape: [5, 3, 8, 8], conv: Conv2D(inChannels: 3, outChannels: 4, kernel: 3, padding: 1), bias: false, algorithm: .im2col),
         Case(shape: [5, 11, 9, 10], conv: Conv2D(inChannels: 11, outChannels: 13, kernel: 3, padding: 1), bias: false,
-             algorithm: .winograd),
+             algorithm: .winograd2x2),
+        Case(shape: [5, 11, 9, 10], conv: Conv2D(inChannels: 11, outChannels: 13, kernel: 3, padding: 1), bias: false,
+             algorithm: .winograd4x4),
         Case(shape: [1, 64, 256, 257], conv: Conv2D(inChannels: 64, outChannels: 9, kernel: 1), bias: false, algorithm: .gemm1x1),
     ])
     func writtenStatisticsMatchReference(_ t: Case) throws {
         let q = try Shared.context().makeQueue()
-        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape)
+        let conv = t.conv, shape = t.shape, out = try conv.outputShape(shape), forwardBound = Self.bounds(t.algorithm).forward
         guard let parts = try conv.statisticsParts(shape, algorithm: t.algorithm, on: q.context.device) else {
             #expect(throws: CLNetError.self, "\(t.algorithm.rawValue) cannot write statistics and must say so") {
                 try conv.forward(q, x: try poisonedTensor(q, shape), weight: try poisonedTensor(q, conv.weightShape), bias: nil,
@@ -234,30 +247,31 @@ struct ConvTests {
     }
 
     /// Winograd in chunks of two samples, with the weight gradient summed across the chunks.
-    @Test func chunkedWinograd() throws {
+    @Test(arguments: [Conv2D.Algorithm.winograd2x2, .winograd4x4])
+    func chunkedWinograd(_ algorithm: Conv2D.Algorithm) throws {
         let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("conv chunked winograd")
+        var rng = freshGenerator("conv chunked \(algorithm.rawValue)")
         let shape: Shape = [5, 11, 9, 10]
         let conv = Conv2D(inChannels: 11, outChannels: 13, kernel: 3, padding: 1)
         let out = try conv.outputShape(shape)
-        let one = try conv.workspaceCount([1, 11, 9, 10], budget: .max, algorithm: .winograd)
-        let two = try conv.workspaceCount([2, 11, 9, 10], budget: .max, algorithm: .winograd)
-        let count = try conv.workspaceCount(shape, budget: two + 1, algorithm: .winograd)
+        let one = try conv.workspaceCount([1, 11, 9, 10], budget: .max, algorithm: algorithm)
+        let two = try conv.workspaceCount([2, 11, 9, 10], budget: .max, algorithm: algorithm)
+        let count = try conv.workspaceCount(shape, budget: two + 1, algorithm: algorithm)
         #expect(one < two && count == two, "a budget of two samples' workspace holds two")
         try checkChunked(q, conv, shape, randomDoubles(shape.count, using: &rng),
                          randomDoubles(conv.weightShape.count, using: &rng), randomDoubles(out.count, using: &rng),
-                         count: count, algorithm: .winograd)
+                         count: count, algorithm: algorithm)
         let tooSmall = try poisonedTensor(q, [one - 1])
         let error = #expect(throws: CLNetError.self) {
             try conv.forward(q, x: try poisonedTensor(q, shape), weight: try poisonedTensor(q, conv.weightShape), bias: nil,
-                             y: try poisonedTensor(q, out), workspace: tooSmall, algorithm: .winograd)
+                             y: try poisonedTensor(q, out), workspace: tooSmall, algorithm: algorithm)
         }
         #expect("\(error.map { "\($0)" } ?? "")".contains("\(one) floats"))
     }
 
     private func checkChunked(_ q: CommandQueue, _ conv: Conv2D, _ shape: Shape, _ x: [Double], _ w: [Double],
                               _ dy: [Double], count: Int, algorithm: Conv2D.Algorithm) throws {
-        let out = try conv.outputShape(shape)
+        let out = try conv.outputShape(shape), (forwardBound, backwardBound) = Self.bounds(algorithm)
         let ws = try poisonedTensor(q, [count])
         let xt = try deviceTensor(q, x, shape), wt = try deviceTensor(q, w, conv.weightShape)
         let yt = try poisonedTensor(q, out)
@@ -300,7 +314,7 @@ struct ConvTests {
         typealias C = Conv2D
         #expect(C(inChannels: 64, outChannels: 256, kernel: 1).applicableAlgorithms == [.gemm1x1, .im2col])
         #expect(C(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).applicableAlgorithms == [.winograd, .im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).applicableAlgorithms == [.winograd2x2, .winograd4x4, .im2col])
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 3).applicableAlgorithms == [.im2col])
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 2, dilation: 2).applicableAlgorithms == [.im2col])
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, stride: 2, padding: 1).applicableAlgorithms == [.im2col])
@@ -309,15 +323,15 @@ struct ConvTests {
         #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .groupedBlocked, .im2col])
         // On a device that runs CLNet's GEMM, 3x3 stride-1 layers take Winograd; elsewhere im2col.
         let device = try Shared.context().device
-        let want: Conv2D.Algorithm = GEMMEngine.preferred(for: device) == .clnet ? .winograd : .im2col
+        let want: Conv2D.Algorithm = GEMMEngine.preferred(for: device) == .clnet ? .winograd2x2 : .im2col
         #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).algorithm(on: device) == want)
         #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).algorithm(on: device)
-                == (want == .winograd ? .groupedBlocked : .direct))
+                == (want == .winograd2x2 ? .groupedBlocked : .direct))
         // Asking for an algorithm that does not apply is refused, naming those that do.
         let q = try Shared.context().makeQueue(), conv = C(inChannels: 2, outChannels: 2, kernel: 3, stride: 2)
         let error = #expect(throws: CLNetError.self) {
             try conv.forward(q, x: try poisonedTensor(q, [1, 2, 5, 5]), weight: try poisonedTensor(q, conv.weightShape),
-                             bias: nil, y: try poisonedTensor(q, [1, 2, 2, 2]), algorithm: .winograd)
+                             bias: nil, y: try poisonedTensor(q, [1, 2, 2, 2]), algorithm: .winograd2x2)
         }
         #expect("\(error.map { "\($0)" } ?? "")".contains("winograd-2x2 algorithm does not apply; these do: im2col+gemm"))
     }
@@ -346,13 +360,13 @@ struct ConvTests {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("clnet-conv-choices-\(UInt64.random(in: 0...UInt64.max))")
         defer { try? FileManager.default.removeItem(at: folder) }
         let file = folder.appendingPathComponent("conv-algorithms.tsv")
-        let choice = ConvChoice(forward: .winograd, data: .im2col, weights: .winograd, reason: "measured (test)")
+        let choice = ConvChoice(forward: .winograd2x2, data: .im2col, weights: .winograd2x2, reason: "measured (test)")
         ConvChoiceStore(file: file).record("conv a", choice)
         let text = try String(contentsOf: file, encoding: .utf8)
         try Data((text + "conv b\tfft\tim2col+gemm\tim2col+gemm\tmeasured\nnot a line\n").utf8).write(to: file)
         let again = ConvChoiceStore(file: file)
         let read = try #require(again.lookup("conv a"))
-        #expect(read.forward == .winograd && read.data == .im2col && read.weights == .winograd)
+        #expect(read.forward == .winograd2x2 && read.data == .im2col && read.weights == .winograd2x2)
         #expect(read.reason == "cached, measured (test)")
         #expect(again.lookup("conv b") == nil && again.lookup("not a line") == nil)
 
@@ -362,7 +376,7 @@ struct ConvTests {
         let first = try early.choice(for: "conv c") { ConvChoice(forward: .im2col, data: .im2col, weights: .im2col, reason: "measured (first)") }
         let second = try late.choice(for: "conv c") { () throws(CLNetError) -> ConvChoice in
             Issue.record("the second process timed a shape the first had written")
-            return ConvChoice(forward: .winograd, data: .winograd, weights: .winograd, reason: "measured (second)")
+            return ConvChoice(forward: .winograd2x2, data: .winograd2x2, weights: .winograd2x2, reason: "measured (second)")
         }
         #expect(first.forward == .im2col && second.forward == .im2col && second.reason == "cached, measured (first)")
     }
@@ -420,7 +434,7 @@ struct ConvTests {
     let y = try Tensor(context: context, shape: try conv.outputShape(x.shape))
     let ws = try Tensor(context: context, shape: [try conv.workspaceCount(x.shape)])
     try conv.forward(queue, x: x, weight: w, bias: nil, y: y, workspace: ws)
-    #expect(conv.applicableAlgorithms == [.winograd, .im2col])
+    #expect(conv.applicableAlgorithms == [.winograd2x2, .winograd4x4, .im2col])
     let out = try queue.read(y)
     // An interior pixel sees all 27 taps: 27 * 0.5 * 0.1.
     #expect(abs(out[16 * 32 + 16] - 1.35) < 1e-5)

@@ -47,7 +47,8 @@ struct ElementwiseTests {
         }
     }
 
-    @Test(arguments: [([2, 4, 8, 8], 8, 2), ([1, 3, 7, 5], 5, 2), ([3, 16, 4, 4], 16, 1), ([2, 2, 5, 5], 6, 3)] as [(Shape, Int, Int)])
+    @Test(arguments: [([2, 4, 8, 8], 8, 2), ([1, 3, 7, 5], 5, 2), ([3, 16, 4, 4], 16, 1), ([2, 2, 5, 5], 6, 3),
+                      ([2, 6, 9, 21], 12, 2), ([1, 4, 16, 16], 8, 2)] as [(Shape, Int, Int)])
     func padShortcut(shape: Shape, outChannels: Int, stride: Int) throws {
         let q = try Shared.context().makeQueue()
         var rng = freshGenerator("padShortcut \(shape) -> \(outChannels) s\(stride)")
@@ -61,6 +62,9 @@ struct ElementwiseTests {
         try op.backward(q, dy: try deviceTensor(q, dy, out), dx: dxt)
         let want = Reference.padShortcutBackward(dy: dy, shape: shape, outChannels: outChannels, stride: stride)
         try expectClose(q, dxt, want, backwardBound, "backward")
+        let prior = randomDoubles(shape.count, using: &rng), acc = try deviceTensor(q, prior, shape, strided: true)
+        try op.backward(q, dy: try deviceTensor(q, dy, out), dx: acc, accumulate: true)
+        try expectClose(q, acc, zip(prior, want).map(+), backwardBound, "accumulated backward")
         #expect(relativeError(want, finiteDifference(at: x) {
             dot(Reference.padShortcut($0, shape: shape, outChannels: outChannels, stride: stride), dy)
         }) < 1e-6)

@@ -12,6 +12,7 @@ public enum KernelSource: String, CaseIterable, Sendable {
     case loss = "Loss"
     case optimizer = "Optimizer"
     case conv = "Conv"
+    case winograd = "Winograd"
     case gemm = "GEMM"
 
     /// The file name under `Kernels/`, used in build logs so that a compiler message points at a file.

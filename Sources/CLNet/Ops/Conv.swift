@@ -70,7 +70,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         /// im2col, then GEMM (strided-batched over samples, or over groups when grouped).
         case im2col = "im2col+gemm"
         /// Winograd F(2x2, 3x3), for 3x3 stride-1 convolutions of one group (Conv+Winograd.swift).
-        case winograd = "winograd-2x2"
+        case winograd2x2 = "winograd-2x2"
+        /// Winograd F(4x4, 3x3), for the same convolutions: 2.25 multiply-adds per output where F(2x2)
+        /// needs 4, at a larger rounding error (`winograd4x4Bound`, Conv+Winograd.swift).
+        case winograd4x4 = "winograd-4x4"
         /// Grouped with few input channels per group (depthwise included): a direct kernel, since
         /// per-group GEMMs of a few rows leave a GPU idle (ResNeXt's 32x4d 3x3 convolutions ran at
         /// 0.04 of the GEMM rate as batched GEMMs on an H100).
@@ -89,7 +92,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return [.direct, .groupedBlocked, .im2col] }
         if groups > 1 { return [.im2col, .groupedBlocked] }
         if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return [.gemm1x1, .im2col] }
-        return winogradApplies ? [.winograd, .im2col] : [.im2col]
+        return winogradApplies ? [.winograd2x2, .winograd4x4, .im2col] : [.im2col]
     }
 
     /// The algorithm this convolution runs on `device` when nothing chose one (an executor times
@@ -101,7 +104,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         let options = applicableAlgorithms
         if let forced = Self.forcedAlgorithm, options.contains(forced) { return forced }
         let cpu = GEMMEngine.preferred(for: device) == .clnet
-        if options.contains(.winograd) && !cpu { return .im2col }
+        if options.contains(.winograd2x2) && !cpu { return .im2col }
         if options.contains(.groupedBlocked) && cpu { return .groupedBlocked }
         return options[0]
     }
@@ -177,7 +180,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
             switch option {
             case .direct, .groupedBlocked, .gemm1x1: break
-            case .winograd: most = max(most, try winogradWorkspaceCount(x, budget: budget))
+            case .winograd2x2, .winograd4x4:
+                most = max(most, try winogradWorkspaceCount(x, WinogradTile(option)!, budget: budget))
             case .im2col:
                 let y = try outputShape(x)
                 most = max(most, chunk(x, y, workspace: budget - partialsCount) * workspacePerSample(x, y) + partialsCount)
@@ -240,8 +244,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         switch algorithm {
         case .gemm1x1 where clnet, .im2col where clnet && groups == 1:
             return x.n * ((plane + panels.nr - 1) / panels.nr)
-        case .winograd:
-            return x.n * ((out.h + 1) / 2)
+        case .winograd2x2, .winograd4x4:
+            return x.n * WinogradTile(algorithm)!.tiles(out.h)
         default:
             return nil
         }
@@ -275,8 +279,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         }
         var last: Event
         switch algorithm {
-        case .winograd:
-            last = try winogradForward(q, x: x, weight: weight, y: y, workspace: workspace, statistics: rows, waitFor: waitFor)
+        case .winograd2x2, .winograd4x4:
+            last = try winogradForward(q, WinogradTile(algorithm)!, x: x, weight: weight, y: y, workspace: workspace,
+                                       statistics: rows, waitFor: waitFor)
         case .gemm1x1:
             let hw = x.shape.h * x.shape.w
             last = try q.gemmStridedBatched(m: outChannels, n: hw, k: inChannels, a: weight.buffer, aOffset: weight.offset,
@@ -346,9 +351,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         if let dbias { last = try Bias.backward(q, dy: dy, dbias: dbias, channels: outChannels, accumulate: accumulate, waitFor: []) }
         let kk = kernel.h * kernel.w, plane = out.h * out.w
         switch algorithm {
-        case .winograd:
-            last = try winogradBackward(q, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, workspace: workspace,
-                                        accumulate: accumulate, waitFor: [])
+        case .winograd2x2, .winograd4x4:
+            last = try winogradBackward(q, WinogradTile(algorithm)!, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight,
+                                        workspace: workspace, accumulate: accumulate, waitFor: [])
         case .gemm1x1:
             let hw = plane
             if let dweight {

@@ -224,8 +224,8 @@ public struct PadShortcut: Sendable, Hashable {
     public func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
         let out = try outputShape(x.shape)
         try checkSameShape("PadShortcut", ["expected output": out, "y": y.shape])
-        return try q.launch(.elementwise, "pad_shortcut_forward", x.arguments + y.arguments + geometry(x.shape, out) +
-                            [.count(out.count)], total: out.count, waitFor: waitFor)
+        return try q.launchRuns(.elementwise, "pad_shortcut_forward", x.arguments + y.arguments + geometry(x.shape, out) +
+                                [.count(out.n)], waitFor: waitFor)
     }
 
     @discardableResult
@@ -233,7 +233,7 @@ public struct PadShortcut: Sendable, Hashable {
                          waitFor: [Event] = []) throws(CLNetError) -> Event {
         let out = try outputShape(dx.shape)
         try checkSameShape("PadShortcut backward", ["expected output gradient": out, "dy": dy.shape])
-        return try q.launch(.elementwise, "pad_shortcut_backward", dy.arguments + dx.arguments + geometry(dx.shape, out) +
-                            [.count(dx.shape.count), .flag(accumulate)], total: dx.shape.count, waitFor: waitFor)
+        return try q.launchRuns(.elementwise, "pad_shortcut_backward", dy.arguments + dx.arguments + geometry(dx.shape, out) +
+                                [.count(out.n), .flag(accumulate)], waitFor: waitFor)
     }
 }
