@@ -348,16 +348,14 @@ __kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint
     o2 = (d4) - (d3) + 4.0f * ((d1) - (d2)); \
     o3 = (d4) - (d2) + 2.0f * ((d3) - (d1)); \
     o4 = (d4) - (d2) - 2.0f * ((d3) - (d1)); \
-    o5 = 4.0f * (d1) - 5.0f * (d3) + (d5); \
-    } while (0)
+    o5 = 4.0f * (d1) - 5.0f * (d3) + (d5); } while (0)
 
 // o = A^T m, A^T's rows (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0), (0,1,-1,8,-8,1).
 #define W4_AT(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3) do { \
     o0 = (m0) + ((m1) + (m2)) + ((m3) + (m4)); \
     o1 = ((m1) - (m2)) + 2.0f * ((m3) - (m4)); \
     o2 = ((m1) + (m2)) + 4.0f * ((m3) + (m4)); \
-    o3 = ((m1) - (m2)) + 8.0f * ((m3) - (m4)) + (m5); \
-    } while (0)
+    o3 = ((m1) - (m2)) + 8.0f * ((m3) - (m4)) + (m5); } while (0)
 
 // o = A g, the transpose of the above: A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1), (1,2,4,8),
 // (1,-2,4,-8), (0,0,0,1).
@@ -367,8 +365,7 @@ __kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint
     o2 = ((g0) + (g2)) - ((g1) + (g3)); \
     o3 = ((g0) + 4.0f * (g2)) + 2.0f * ((g1) + 4.0f * (g3)); \
     o4 = ((g0) + 4.0f * (g2)) - 2.0f * ((g1) + 4.0f * (g3)); \
-    o5 = (g3); \
-    } while (0)
+    o5 = (g3); } while (0)
 
 // o = G g, G's rows (1/4,0,0), (-1/6,-1/6,-1/6), (-1/6,1/6,-1/6), (1/24,1/12,1/6),
 // (1/24,-1/12,1/6), (0,0,1).
@@ -378,15 +375,13 @@ __kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint
     o2 = -((g0) - (g1) + (g2)) / 6.0f; \
     o3 = (g0) / 24.0f + (g1) / 12.0f + (g2) / 6.0f; \
     o4 = (g0) / 24.0f - (g1) / 12.0f + (g2) / 6.0f; \
-    o5 = (g2); \
-    } while (0)
+    o5 = (g2); } while (0)
 
 // o = G^T p, the transpose of the above.
 #define W4_GT(p0, p1, p2, p3, p4, p5, o0, o1, o2) do { \
     o0 = 0.25f * (p0) - ((p1) + (p2)) / 6.0f + ((p3) + (p4)) / 24.0f; \
     o1 = ((p2) - (p1)) / 6.0f + ((p3) - (p4)) / 12.0f; \
-    o2 = ((p3) + (p4) - (p1) - (p2)) / 6.0f + (p5); \
-    } while (0)
+    o2 = ((p3) + (p4) - (p1) - (p2)) / 6.0f + (p5); } while (0)
 
 // U[xi] = G g G^T, as wino_filter (same arguments and layout).
 __kernel void wino4_filter(__global const float *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
@@ -412,11 +407,26 @@ __kernel void wino4_filter(__global const float *wt, uint wo, uint rows, uint de
     }
 }
 
+// n consecutive floats of `row` from w, zero outside [0, W): one vector load where all lie inside.
+inline float16 w4_row16(const __global float *row, int w, uint W) {
+    if (w >= 0 && w + 16 <= (int)W) return vload16(0, row + w);
+    float e[16];
+#pragma unroll
+    for (uint j = 0; j < 16; j++) e[j] = w + (int)j >= 0 && w + (int)j < (int)W ? row[w + (int)j] : 0.0f;
+    return vload16(0, e);
+}
+
+inline float2 w4_row2(const __global float *row, int w, uint W) {
+    if (w >= 0 && w + 2 <= (int)W) return vload2(0, row + w);
+    return (float2)(w >= 0 && w < (int)W ? row[w] : 0.0f, w + 1 >= 0 && w + 1 < (int)W ? row[w + 1] : 0.0f);
+}
+
 // V[xi] = B^T d B, as wino_input (same arguments and layout), for tiles of 4x4 outputs: tile t
 // = (s * TH + th) * TW + tw has its 6x6 patch at input (4th - PH, 4tw - PW). One item per
-// (sample, channel, tile row) takes four tiles at a time, lane l of every vector tile tw + l:
-// their 18 input columns are a 16-wide and a 2-wide load per row, or guarded loads at the
-// row's ends. A last group of fewer than four tiles stores only its own lanes.
+// (sample, channel, tile row) takes eight tiles at a time, lane l of every vector tile tw + l:
+// their 34 input columns are two 16-wide loads and a 2-wide one per row, each guarded only
+// where it crosses the row's ends (with every column guarded, both groups of four tiles that
+// a 32-wide row had were loaded element by element).
 __kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
                           uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs, uint NRP) {
     FOR_EACH_ITEM(item, count * C * TH) {
@@ -424,37 +434,32 @@ __kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, ui
         const __global float *plane = x + AT(xo, xbs, n0 + s, c * H * W);
         const int h0 = 4 * (int)th - (int)PH;
         const uint t0 = (s * TH + th) * TW;
-        for (uint tw = 0; tw < TW; tw += 4) {
+        for (uint tw = 0; tw < TW; tw += 8) {
             const int w0 = 4 * (int)tw - (int)PW;
-            const bool whole = w0 >= 0 && w0 + 18 <= (int)W;
-            // d[i][j]: column j of patch row i, for the four tiles.
-            float4 d[6][6];
+            // d[i][j]: column j of patch row i, for the eight tiles.
+            float8 d[6][6];
 #pragma unroll
             for (uint i = 0; i < 6; i++) {
                 const int h = h0 + (int)i;
-                float16 a = (float16)(0.0f);
-                float2 b = (float2)(0.0f);
+                float16 a = (float16)(0.0f), b = (float16)(0.0f);
+                float2 e = (float2)(0.0f);
                 if (h >= 0 && h < (int)H) {
                     const __global float *row = plane + (uint)h * W;
-                    if (whole) {
-                        a = vload16(0, row + w0);
-                        b = vload2(0, row + w0 + 16);
-                    } else {
-                        float e[18];
-#pragma unroll
-                        for (uint j = 0; j < 18; j++) {
-                            const int w = w0 + (int)j;
-                            e[j] = w >= 0 && w < (int)W ? row[w] : 0.0f;
-                        }
-                        a = vload16(0, e);
-                        b = vload2(0, e + 16);
-                    }
+                    a = w4_row16(row, w0, W);
+                    b = w4_row16(row, w0 + 16, W);
+                    e = w4_row2(row, w0 + 32, W);
                 }
-                d[i][0] = a.s048c; d[i][1] = a.s159d; d[i][2] = a.s26ae; d[i][3] = a.s37bf;
-                d[i][4] = (float4)(a.s48c, b.x); d[i][5] = (float4)(a.s59d, b.y);
+                d[i][0] = shuffle2(a, b, (uint8)(0, 4, 8, 12, 16, 20, 24, 28));
+                d[i][1] = shuffle2(a, b, (uint8)(1, 5, 9, 13, 17, 21, 25, 29));
+                d[i][2] = shuffle2(a, b, (uint8)(2, 6, 10, 14, 18, 22, 26, 30));
+                d[i][3] = shuffle2(a, b, (uint8)(3, 7, 11, 15, 19, 23, 27, 31));
+                d[i][4] = shuffle2(a, b, (uint8)(4, 8, 12, 16, 20, 24, 28, 0));
+                d[i][5] = shuffle2(a, b, (uint8)(5, 9, 13, 17, 21, 25, 29, 0));
+                d[i][4].s7 = e.x;
+                d[i][5].s7 = e.y;
             }
             // Rows combined (B^T), then columns (B).
-            float4 rt[6][6], out[36];
+            float8 rt[6][6], out[36];
 #pragma unroll
             for (uint j = 0; j < 6; j++) {
                 W4_BT(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j],
@@ -465,16 +470,16 @@ __kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, ui
                 W4_BT(rt[i][0], rt[i][1], rt[i][2], rt[i][3], rt[i][4], rt[i][5],
                       out[6 * i], out[6 * i + 1], out[6 * i + 2], out[6 * i + 3], out[6 * i + 4], out[6 * i + 5]);
             }
-            const uint t = t0 + tw, lanes = min(4u, TW - tw);
+            const uint t = t0 + tw, lanes = min(8u, TW - tw);
             __global float *at = v + vo + panel_at(t, c, NRP, C);
-            if (lanes == 4 && t % NRP + 4 <= NRP) {
+            if (lanes == 8 && t % NRP + 8 <= NRP) {
 #pragma unroll
-                for (uint xi = 0; xi < 36; xi++) vstore4(out[xi], 0, at + xi * xs);
+                for (uint xi = 0; xi < 36; xi++) vstore8(out[xi], 0, at + xi * xs);
             } else {
-                // Fewer than four tiles, or four that straddle two panels.
-                float spread[36][4];
+                // Fewer than eight tiles, or eight that straddle two panels.
+                float spread[36][8];
 #pragma unroll
-                for (uint xi = 0; xi < 36; xi++) vstore4(out[xi], 0, spread[xi]);
+                for (uint xi = 0; xi < 36; xi++) vstore8(out[xi], 0, spread[xi]);
                 for (uint l = 0; l < lanes; l++) {
                     __global float *lane = v + vo + panel_at(t + l, c, NRP, C);
                     for (uint xi = 0; xi < 36; xi++) lane[xi * xs] = spread[xi][l];

@@ -42,7 +42,8 @@ struct GEMMTune: ParsableCommand {
             try GEMMTuning.apply(GEMMTuning.Parameters(kernel: "Xgemm", candidate.values), to: context.device)
             var row = [candidate.name]
             for shape in shapes {
-                let r = try timeGEMM(context, shape, warmup: common.warmup, iters: common.iters)
+                // CLBlast's, whatever engine the device prefers: these are its parameters.
+                let r = try timeGEMM(context, shape, engine: .clblast, warmup: common.warmup, iters: common.iters)
                 row.append(format(r.gflops))
             }
             print(row.joined(separator: "  "))
@@ -90,7 +91,7 @@ struct GEMMTune: ParsableCommand {
                     try queue.gemmStridedBatched(transposeA: s.transA, transposeB: s.transB, m: s.m, n: s.n, k: s.k,
                                                  a: a, lda: s.transA ? s.m : s.k, strideA: s.sharedA ? 0 : s.m * s.k,
                                                  b: b, ldb: s.transB ? s.k : s.n, strideB: s.k * s.n,
-                                                 c: c, ldc: s.n, strideC: s.m * s.n, batch: s.batch)
+                                                 c: c, ldc: s.n, strideC: s.m * s.n, batch: s.batch, engine: .clblast)
                 }
                 row.append(format(s.flops / time.median * 1e-9))
             }
@@ -145,5 +146,9 @@ struct GEMMTune: ParsableCommand {
         ("wide-128x128-v4", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=1 SB=1 STRM=0 STRN=0 VWM=4 VWN=4")),
         ("wide-128x128-v8-nolocal", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=128 NDIMB=16 NDIMC=16 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=8")),
         ("wide-64x128-v8-nolocal", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=64 NDIMB=16 NDIMC=16 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=8")),
+        // The best of CLBlast's own tuner (`clblast_tuner_xgemm -precision 32 -m 1024 -n 1024 -k 1024 -fraction 0.02
+        // -runs 1`, Benchmarks/RESULTS.md): its fixed set, and the part of its random search that ran.
+        ("clblast-tuner-fixed", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=64 NDIMB=8 NDIMC=8 NWG=64 SA=0 SB=0 STRM=0 STRN=0 VWM=4 VWN=4")),
+        ("clblast-tuner-random", set("GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=8 MDIMC=8 MWG=64 NDIMB=32 NDIMC=8 NWG=128 SA=0 SB=0 STRM=0 STRN=0 VWM=8 VWN=4")),
     ]
 }
