@@ -231,13 +231,13 @@ __kernel void pad_shortcut_backward(__global const float *dy, uint dyo, uint dys
     FOR_EACH_ITEM(item, N * C * H) {
         const uint ih = item % H, c = (item / H) % C, n = item / (H * C);
         __global float *dst = dx + AT(dxo, dxs, n, (c * H + ih) * W);
+        // OH and OW are H and W over the stride, rounded up, so every row and column it lands on exists.
         const uint oh = ih / stride;
-        const bool hit = oh * stride == ih && oh < OH;
-        // Only read where hit: the row past the last output row does not exist.
-        const __global float *src = dy + AT(dyo, dys, n, ((c + pad) * OH + min(oh, OH - 1)) * OW);
+        const bool hit = oh * stride == ih;
+        const __global float *src = dy + AT(dyo, dys, n, ((c + pad) * OH + oh) * OW);
         uint iw = 0;
         if (hit && stride == 2) {
-            for (; iw + 8 <= W && iw / 2 + 4 <= OW; iw += 8) {
+            for (; iw + 8 <= W; iw += 8) {
                 float8 g = shuffle2(vload4(0, src + iw / 2), (float4)(0.0f), (uint8)(0, 4, 1, 4, 2, 4, 3, 4));
                 if (accumulate) g += vload8(0, dst + iw);
                 vstore8(g, 0, dst + iw);
@@ -245,7 +245,7 @@ __kernel void pad_shortcut_backward(__global const float *dy, uint dyo, uint dys
         }
         for (; iw < W; iw++) {
             const uint ow = iw / stride;
-            STORE_GRAD(dst, iw, hit && ow * stride == iw && ow < OW ? src[ow] : 0.0f, accumulate);
+            STORE_GRAD(dst, iw, hit && ow * stride == iw ? src[ow] : 0.0f, accumulate);
         }
     }
 }

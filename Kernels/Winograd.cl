@@ -337,8 +337,8 @@ __kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint
 // pair, 2.25 per output against F(2x2)'s 4 and a direct convolution's 9. The transformed input
 // is 2.25x the activation where F(2x2)'s is 4x. The larger constants cost digits: the error is
 // measured against the Double reference in ConvTests (winograd4x4Bound, Conv+Winograd.swift).
-// The macros take scalars or vectors, so that the input and output transforms run four tiles
-// per vector.
+// The macros take scalars or vectors, so that the transforms run several tiles per vector
+// (the input's eight, the output's four).
 
 // o = B^T d, B^T's rows (4,0,-5,0,1,0), (0,-4,-4,1,1,0), (0,4,-4,-1,1,0), (0,-2,-1,2,1,0),
 // (0,2,-1,-2,1,0), (0,4,0,-5,0,1).

@@ -89,7 +89,8 @@ struct ConvError: ParsableCommand {
 
     private func sci(_ v: Double) -> String {
         guard v.isFinite, v > 0 else { return "\(v)" }
-        let exponent = Int((log10(v)).rounded(.down)), mantissa = v / pow(10, Double(exponent))
-        return "\((mantissa * 10).rounded() / 10)e\(exponent)"
+        var exponent = Int((log10(v)).rounded(.down)), mantissa = (v / pow(10, Double(exponent)) * 10).rounded() / 10
+        if mantissa >= 10 { (mantissa, exponent) = (mantissa / 10, exponent + 1) }
+        return "\(mantissa)e\(exponent)"
     }
 }

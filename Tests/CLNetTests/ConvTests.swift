@@ -62,11 +62,14 @@ struct ConvTests {
         c([3, 17, 6, 9], out: 9, k: 3, p: 0),
         c([1, 64, 7, 7], out: 64, k: 3, p: 1),                  // ResNet's last stage, at width 64
         c([2, 6, 5, 26], out: 10, k: 3, p: 1),                  // wide rows: Winograd's vector blocks
-        // F(4x4)'s groups of four tiles: a row's first group (padding 1, and 2 as the input
-        // gradient of padding 0 pads), its last, and one between.
+        // F(4x4)'s groups of tiles (eight in the input transform, four in the output's): a row's
+        // first group (padding 1, and 2 as the input gradient of padding 0 pads), its last, one
+        // between with no load guarded, and groups that straddle two of the GEMM's panels.
         c([1, 5, 7, 32], out: 6, k: 3, p: 1),
         c([2, 3, 5, 19], out: 4, k: 3, p: 0),
         c([1, 4, 6, 41], out: 5, k: 3, p: 2),
+        c([1, 3, 5, 61], out: 4, k: 3, p: 1),
+        c([1, 2, 12, 50], out: 3, k: 3, p: 1),
         // grouped-blocked's rows of eight outputs: edges, interior, a tail, stride 2's even lanes.
         c([2, 16, 9, 19], out: 16, k: 3, p: 1, g: 4),
         c([1, 8, 9, 34], out: 12, k: 3, s: 2, p: 1, g: 2, bias: true),

@@ -45,7 +45,7 @@ extension Conv2D {
 
     /// The distance of the transformed matrices, at least `floats`: whole cache lines of 16
     /// floats, an odd number of them. With the power-of-two channel counts of these networks
-    /// the plain distance is a multiple of 4 KiB, and the transforms' 16 streams then fell in one
+    /// the plain distance is a multiple of 4 KiB, and the transforms' 16 or 36 streams then fell in one
     /// set of the CPU's L1 cache (each transform ran several times slower).
     static func skewed(_ floats: Int) -> Int {
         let lines = (floats + 15) / 16

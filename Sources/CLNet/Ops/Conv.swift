@@ -1,6 +1,6 @@
 // 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
-// Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise, Winograd transforms); matrix
-// products through CLNet's GEMM or CLBlast (Device/GEMM.swift). Winograd: Conv+Winograd.swift.
+// Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise); matrix products through
+// CLNet's GEMM or CLBlast (Device/GEMM.swift). Winograd: Conv+Winograd.swift and Kernels/Winograd.cl.
 
 /// What the pass after a convolution's GEMM does besides adding its bias: a residual block's
 /// addition and ReLU, fused there by the executor when they directly follow a convolution with a
