@@ -70,11 +70,9 @@ struct ConvError: ParsableCommand {
             }
         }
         if common.json { return try printJSON(rows) }
-        print("| layer | inputs | algorithm | forward | input gradient | weight gradient |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for r in rows {
-            print("| \(r.layer) | \(r.inputs) | \(r.algorithm) | \(sci(r.forward)) | \(sci(r.inputGradient)) | \(sci(r.weightGradient)) |")
-        }
+        printTable(header: ["layer", "inputs", "algorithm", "forward", "input gradient", "weight gradient"], rows: rows.map {
+            [$0.layer, $0.inputs, $0.algorithm, sci($0.forward), sci($0.inputGradient), sci($0.weightGradient)]
+        })
     }
 
     /// ‖a - b‖ / ‖b‖; NaN where a holds one, so that it cannot pass for small.
@@ -87,10 +85,11 @@ struct ConvError: ParsableCommand {
         return (diff / norm).squareRoot()
     }
 
+    /// Two significant digits, e.g. "3.5e-6".
     private func sci(_ v: Double) -> String {
-        guard v.isFinite, v > 0 else { return "\(v)" }
-        var exponent = Int((log10(v)).rounded(.down)), mantissa = (v / pow(10, Double(exponent)) * 10).rounded() / 10
+        guard v.isFinite, v > 0 else { return format(v) }
+        var exponent = Int(log10(v).rounded(.down)), mantissa = (v / pow(10, Double(exponent)) * 10).rounded() / 10
         if mantissa >= 10 { (mantissa, exponent) = (mantissa / 10, exponent + 1) }
-        return "\(mantissa)e\(exponent)"
+        return format(mantissa) + "e\(exponent)"
     }
 }
