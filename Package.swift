@@ -5,7 +5,7 @@ import PackageDescription
 // file beside it. Add a new kernel file here and to `KernelSource` in Kernels/KernelSources.swift.
 let kernelFiles = [
     "Common.cl", "Util.cl", "Activation.cl", "Elementwise.cl", "Norm.cl", "Pool.cl", "Concat.cl", "Linear.cl",
-    "Loss.cl", "Optimizer.cl", "Conv.cl", "Winograd.cl", "GEMM.cl",
+    "Loss.cl", "Optimizer.cl", "Conv.cl", "Winograd.cl", "ImplicitGEMM.cl", "GEMM.cl",
 ]
 
 let package = Package(

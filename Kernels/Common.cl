@@ -114,3 +114,26 @@ inline float lanes_sum(float v, __local float *scratch) {
 
 // ReLU of a vector, keeping NaN as RELU does.
 #define RELU_V(v) select((v), (floatv)(0.0f), (v) < (floatv)(0.0f))
+
+// The type activations, and the weights the convolution engine reads, are stored in: float, or
+// with -D CLNET_STORAGE_HALF IEEE half, read and written through vload_half and vstore_half,
+// which every OpenCL 1.2 device has (cl_khr_fp16 or not). Arithmetic is float either way: a
+// kernel loads with LOAD/LOADV, stores with STORE/STOREV, and declares such buffers `store_t`.
+// Workspaces, GEMM panels and weight gradients stay float.
+#ifdef CLNET_STORAGE_HALF
+typedef half store_t;
+#define LOAD(p, i) vload_half((i), (p))
+#define STORE(p, i, v) vstore_half((v), (i), (p))
+#define LOADV(n, p) CAT(vload_half, n)(0, (p))
+#define STOREV(n, v, p) CAT(vstore_half, n)((v), 0, (p))
+#else
+typedef float store_t;
+#define LOAD(p, i) ((p)[i])
+#define STORE(p, i, v) ((p)[i] = (v))
+#define LOADV(n, p) CAT(vload, n)(0, (p))
+#define STOREV(n, v, p) CAT(vstore, n)((v), 0, (p))
+#endif
+
+// STORE_GRAD for a buffer of store_t.
+#define STORE_GRAD_S(dst, index, value, accumulate) \
+    do { const float v_ = (value); STORE(dst, index, (accumulate) ? LOAD(dst, index) + v_ : v_); } while (0)

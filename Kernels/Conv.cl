@@ -28,7 +28,7 @@ inline bool tap_output(uint i, uint k, uint P, uint D, uint S, uint O, uint *o) 
 // x[n][c][oh*SH - PH + kh*DH][ow*SW - PW + kw*DW], zero outside the input. One work item fills
 // one output row (s, r, oh): the index arithmetic, whose integer divisions cost more than the
 // copy itself on a CPU, is paid once per row instead of once per element (6x faster on PoCL).
-__kernel void im2col(__global const float *x, uint xo, uint xs, __global float *col, uint co,
+__kernel void im2col(__global const store_t *x, uint xo, uint xs, __global float *col, uint co,
                      GEOMETRY, uint n0, uint count, uint wide, uint total) {
     const uint i = get_global_id(0);
     if (i >= total) return;
@@ -44,14 +44,14 @@ __kernel void im2col(__global const float *x, uint xo, uint xs, __global float *
     const uint row = AT(xo, xs, n0 + s, (c * H + (uint)h) * W);
     int w = (int)(kw * DW) - (int)PW;
     for (uint ow = 0; ow < OW; ++ow, w += (int)SW) {
-        col[out + ow] = (w >= 0 && w < (int)W) ? x[row + (uint)w] : 0.0f;
+        col[out + ow] = (w >= 0 && w < (int)W) ? LOAD(x, row + (uint)w) : 0.0f;
     }
 }
 
 // The adjoint of im2col: every column entry is added to the input element im2col copied it
 // from. One work item per input row (s, c, ih) scatters the column rows that read it, tap by tap,
 // into that row alone (no other work item touches it), which needs no division per element.
-__kernel void col2im(__global const float *col, uint co, __global float *dx, uint dxo, uint dxs,
+__kernel void col2im(__global const float *col, uint co, __global store_t *dx, uint dxo, uint dxs,
                      GEOMETRY, uint n0, uint total, uint accumulate) {
     const uint i = get_global_id(0);
     if (i >= total) return;
@@ -59,7 +59,7 @@ __kernel void col2im(__global const float *col, uint co, __global float *dx, uin
     const uint plane = OH * OW, rows = C * KH * KW;
     const uint row = AT(dxo, dxs, n0 + s, (c * H + ih) * W);
     if (!accumulate) {
-        for (uint iw = 0; iw < W; ++iw) dx[row + iw] = 0.0f;
+        for (uint iw = 0; iw < W; ++iw) STORE(dx, row + iw, 0.0f);
     }
     for (uint kh = 0; kh < KH; ++kh) {
         uint oh;
@@ -68,7 +68,7 @@ __kernel void col2im(__global const float *col, uint co, __global float *dx, uin
             const uint src = co + (s * rows + (c * KH + kh) * KW + kw) * plane + oh * OW;
             int iw = (int)(kw * DW) - (int)PW;
             for (uint ow = 0; ow < OW; ++ow, iw += (int)SW) {
-                if (iw >= 0 && iw < (int)W) dx[row + (uint)iw] += col[src + ow];
+                if (iw >= 0 && iw < (int)W) STORE(dx, row + (uint)iw, LOAD(dx, row + (uint)iw) + col[src + ow]);
             }
         }
     }
@@ -77,8 +77,8 @@ __kernel void col2im(__global const float *col, uint co, __global float *dx, uin
 // Direct grouped convolution, for groups of few channels (depthwise included), where per-group
 // GEMMs are too small to run well. Each group maps CG input channels to OG output channels;
 // weight [C/CG*OG, CG, KH, KW]. Forward: one work item per output element.
-__kernel void grouped_forward(__global const float *x, uint xo, uint xs, __global const float *wt, uint wo,
-                              __global float *y, uint yo, uint ys, GEOMETRY, uint CG, uint OG, uint total) {
+__kernel void grouped_forward(__global const store_t *x, uint xo, uint xs, __global const store_t *wt, uint wo,
+                              __global store_t *y, uint yo, uint ys, GEOMETRY, uint CG, uint OG, uint total) {
     const uint i = get_global_id(0);
     if (i >= total) return;
     const uint OC = C / CG * OG;
@@ -94,16 +94,16 @@ __kernel void grouped_forward(__global const float *x, uint xo, uint xs, __globa
             for (uint kw = 0; kw < KW; ++kw) {
                 const int w = w0 + (int)(kw * DW);
                 if (w < 0 || w >= (int)W) continue;
-                sum += x[AT(xo, xs, n, (xc + h) * W + w)] * wt[wo + (wc + kh) * KW + kw];
+                sum += LOAD(x, AT(xo, xs, n, (xc + h) * W + w)) * LOAD(wt, wo + (wc + kh) * KW + kw);
             }
         }
     }
-    y[AT(yo, ys, n, (oc * OH + oh) * OW + ow)] = sum;
+    STORE(y, AT(yo, ys, n, (oc * OH + oh) * OW + ow), sum);
 }
 
 // One work item per input element, gathering from the OG output channels of its group.
-__kernel void grouped_backward_input(__global const float *dy, uint dyo, uint dys, __global const float *wt, uint wo,
-                                     __global float *dx, uint dxo, uint dxs, GEOMETRY, uint CG, uint OG, uint total,
+__kernel void grouped_backward_input(__global const store_t *dy, uint dyo, uint dys, __global const store_t *wt, uint wo,
+                                     __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint CG, uint OG, uint total,
                                      uint accumulate) {
     const uint i = get_global_id(0);
     if (i >= total) return;
@@ -117,16 +117,16 @@ __kernel void grouped_backward_input(__global const float *dy, uint dyo, uint dy
             if (!tap_output(iw, kw, PW, DW, SW, OW, &ow)) continue;
             for (uint m = 0; m < OG; ++m) {
                 const uint oc = g * OG + m;
-                sum += dy[AT(dyo, dys, n, (oc * OH + oh) * OW + ow)] * wt[wo + ((oc * CG + ic) * KH + kh) * KW + kw];
+                sum += LOAD(dy, AT(dyo, dys, n, (oc * OH + oh) * OW + ow)) * LOAD(wt, wo + ((oc * CG + ic) * KH + kh) * KW + kw);
             }
         }
     }
-    STORE_GRAD(dx, AT(dxo, dxs, n, (c * H + ih) * W + iw), sum, accumulate);
+    STORE_GRAD_S(dx, AT(dxo, dxs, n, (c * H + ih) * W + iw), sum, accumulate);
 }
 
 // One work-group per weight element (oc, ic, kh, kw): the sum over samples and output positions.
-__kernel void grouped_backward_weight(__global const float *x, uint xo, uint xs,
-                                      __global const float *dy, uint dyo, uint dys,
+__kernel void grouped_backward_weight(__global const store_t *x, uint xo, uint xs,
+                                      __global const store_t *dy, uint dyo, uint dys,
                                       __global float *dw, uint dwo, GEOMETRY, uint CG, uint OG, uint batch,
                                       uint accumulate) {
     __local float scratch[RED];
@@ -140,19 +140,19 @@ __kernel void grouped_backward_weight(__global const float *x, uint xo, uint xs,
         const int h = (int)(oh * SH) - (int)PH + (int)(kh * DH);
         const int w = (int)(ow * SW) - (int)PW + (int)(kw * DW);
         if (h >= 0 && h < (int)H && w >= 0 && w < (int)W)
-            sum += x[AT(xo, xs, n, (c * H + h) * W + w)] * dy[AT(dyo, dys, n, oc * plane + p)];
+            sum += LOAD(x, AT(xo, xs, n, (c * H + h) * W + w)) * LOAD(dy, AT(dyo, dys, n, oc * plane + p));
     }
     sum = group_sum(sum, scratch);
     if (lid == 0) STORE_GRAD(dw, dwo + e, sum, accumulate);
 }
 
 // dst[c][s*plane + p] = src[n0 + s][c*plane + p] for `count` samples.
-__kernel void channel_major(__global const float *src, uint so, uint ss, __global float *dst, uint dso,
+__kernel void channel_major(__global const store_t *src, uint so, uint ss, __global float *dst, uint dso,
                             uint channels, uint plane, uint n0, uint count, uint total) {
     const uint i = get_global_id(0);
     if (i >= total) return;
     const uint width = count * plane, q = i % width, c = i / width, s = q / plane, p = q % plane;
-    dst[dso + i] = src[AT(so, ss, n0 + s, c * plane + p)];
+    dst[dso + i] = LOAD(src, AT(so, ss, n0 + s, c * plane + p));
 }
 
 // Split-K reduction of the weight gradient: dw[i] (=, or += with accumulate) the sum of the
@@ -184,17 +184,17 @@ __kernel void sum_partials(__global const float *partials, uint po, uint slices,
 #define GB_FLIP flip
 #endif
 #define OB 4
-__kernel void grouped_blocked(__global const float *x, uint xo, uint xs, __global const float *wt, uint wo,
-                              __global float *y, uint yo, uint ys, GEOMETRY, uint CG, uint OG, uint flip, uint batch,
+__kernel void grouped_blocked(__global const store_t *x, uint xo, uint xs, __global const store_t *wt, uint wo,
+                              __global store_t *y, uint yo, uint ys, GEOMETRY, uint CG, uint OG, uint flip, uint batch,
                               uint accumulate) {
     const uint G = C / CG, blocks = (OG + OB - 1) / OB, KK = GB_KH * GB_KW;
     FOR_EACH_ITEM(item, batch * G * blocks * OH) {
         const uint oh = item % OH, b = (item / OH) % blocks, g = (item / (OH * blocks)) % G;
         const uint n = item / (OH * blocks * G), o0 = b * OB, on = min((uint)OB, OG - o0);
         // Weight of tap t of (output o, input i) of this pass.
-#define WEIGHT(o, i, t) (GB_FLIP ? wt[wo + ((g * CG + (i)) * OG + o0 + (o)) * KK + KK - 1 - (t)] \
-                              : wt[wo + ((g * OG + o0 + (o)) * CG + (i)) * KK + (t)])
-        __global float *out[OB];
+#define WEIGHT(o, i, t) (GB_FLIP ? LOAD(wt, wo + ((g * CG + (i)) * OG + o0 + (o)) * KK + KK - 1 - (t)) \
+                              : LOAD(wt, wo + ((g * OG + o0 + (o)) * CG + (i)) * KK + (t)))
+        __global store_t *out[OB];
 #pragma unroll
         for (uint o = 0; o < OB; o++) out[o] = y + AT(yo, ys, n, ((g * OG + o0 + min(o, on - 1)) * OH + oh) * OW);
         uint ow0 = 0;
@@ -203,24 +203,25 @@ __kernel void grouped_blocked(__global const float *x, uint xo, uint xs, __globa
 #pragma unroll
             for (uint o = 0; o < OB; o++) acc[o] = (float8)(0.0f);
             for (uint i = 0; i < CG; i++) {
-                const __global float *plane = x + AT(xo, xs, n, (g * CG + i) * H * W);
+                const __global store_t *plane = x + AT(xo, xs, n, (g * CG + i) * H * W);
                 for (uint kh = 0; kh < GB_KH; kh++) {
                     const int ih = (int)(oh * SH) - (int)PH + (int)(kh * DH);
                     if (ih < 0 || ih >= (int)H) continue;
-                    const __global float *row = plane + (uint)ih * W;
+                    const __global store_t *row = plane + (uint)ih * W;
                     for (uint kw = 0; kw < GB_KW; kw++) {
                         const int iw0 = (int)(ow0 * GB_SW) - (int)PW + (int)(kw * DW);
                         float8 v;
                         if (iw0 >= 0 && iw0 + 7 * (int)GB_SW < (int)W) {
-                            v = GB_SW == 1 ? vload8(0, row + iw0) : GB_SW == 2 ? vload16(0, row + iw0).even
-                                : (float8)(row[iw0], row[iw0 + GB_SW], row[iw0 + 2 * GB_SW], row[iw0 + 3 * GB_SW],
-                                           row[iw0 + 4 * GB_SW], row[iw0 + 5 * GB_SW], row[iw0 + 6 * GB_SW], row[iw0 + 7 * GB_SW]);
+                            v = GB_SW == 1 ? LOADV(8, row + iw0) : GB_SW == 2 ? LOADV(16, row + iw0).even
+                                : (float8)(LOAD(row, iw0), LOAD(row, iw0 + GB_SW), LOAD(row, iw0 + 2 * GB_SW),
+                                           LOAD(row, iw0 + 3 * GB_SW), LOAD(row, iw0 + 4 * GB_SW), LOAD(row, iw0 + 5 * GB_SW),
+                                           LOAD(row, iw0 + 6 * GB_SW), LOAD(row, iw0 + 7 * GB_SW));
                         } else {
                             float e[8];
 #pragma unroll
                             for (uint l = 0; l < 8; l++) {
                                 const int iw = iw0 + (int)(l * GB_SW);
-                                e[l] = iw >= 0 && iw < (int)W ? row[iw] : 0.0f;
+                                e[l] = iw >= 0 && iw < (int)W ? LOAD(row, iw) : 0.0f;
                             }
                             v = (float8)(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
                         }
@@ -233,8 +234,8 @@ __kernel void grouped_blocked(__global const float *x, uint xo, uint xs, __globa
 #pragma unroll
             for (uint o = 0; o < OB; o++) {
                 if (o >= on) break;
-                __global float *dst = out[o] + ow0;
-                vstore8(accumulate ? acc[o] + vload8(0, dst) : acc[o], 0, dst);
+                __global store_t *dst = out[o] + ow0;
+                STOREV(8, accumulate ? acc[o] + LOADV(8, dst) : acc[o], dst);
             }
         }
         for (; ow0 < OW; ow0++) {
@@ -242,14 +243,14 @@ __kernel void grouped_blocked(__global const float *x, uint xo, uint xs, __globa
 #pragma unroll
             for (uint o = 0; o < OB; o++) acc[o] = 0.0f;
             for (uint i = 0; i < CG; i++) {
-                const __global float *plane = x + AT(xo, xs, n, (g * CG + i) * H * W);
+                const __global store_t *plane = x + AT(xo, xs, n, (g * CG + i) * H * W);
                 for (uint kh = 0; kh < GB_KH; kh++) {
                     const int ih = (int)(oh * SH) - (int)PH + (int)(kh * DH);
                     if (ih < 0 || ih >= (int)H) continue;
                     for (uint kw = 0; kw < GB_KW; kw++) {
                         const int iw = (int)(ow0 * GB_SW) - (int)PW + (int)(kw * DW);
                         if (iw < 0 || iw >= (int)W) continue;
-                        const float v = plane[(uint)ih * W + (uint)iw];
+                        const float v = LOAD(plane, (uint)ih * W + (uint)iw);
 #pragma unroll
                         for (uint o = 0; o < OB; o++) acc[o] += v * (o < on ? WEIGHT(o, i, kh * GB_KW + kw) : 0.0f);
                     }
@@ -258,7 +259,7 @@ __kernel void grouped_blocked(__global const float *x, uint xo, uint xs, __globa
 #pragma unroll
             for (uint o = 0; o < OB; o++) {
                 if (o >= on) break;
-                STORE_GRAD(out[o], ow0, acc[o], accumulate);
+                STORE_GRAD_S(out[o], ow0, acc[o], accumulate);
             }
         }
 #undef WEIGHT

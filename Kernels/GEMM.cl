@@ -15,7 +15,10 @@
 // Macros (set by the host): MR, NR (a multiple of VW), VW (the vector width: 4, 8 or 16),
 // TRANS_A, TRANS_B (0 or 1: the operand is stored transposed), KB (kk per packing work item),
 // A_AS_B_PANELS (1: gemm_panels reads A from B's panel layout, see there), ROW_STATS (1:
-// gemm_panels also writes statistics of each row of C, see there).
+// gemm_panels also writes statistics of each row of C, see there), A_STORED, B_STORED,
+// C_STORED (1: that operand is stored as activations are, store_t of Common.cl, rather than
+// float: a convolution's input, output and weights are, its workspace and weight gradient not;
+// while store_t is float the host sets none). The panels are float.
 
 // Defaults, so that the file builds on its own (clnet compile): the AVX-512 block.
 #ifndef VW
@@ -43,6 +46,37 @@
 #define ROW_STATS 0
 #endif
 
+// Each operand's element type, and its loads and stores.
+#if A_STORED
+typedef store_t a_t;
+#define A_LD(p, i) LOAD(p, i)
+#else
+typedef float a_t;
+#define A_LD(p, i) ((p)[i])
+#endif
+#if B_STORED
+typedef store_t b_t;
+#define B_LD(p, i) LOAD(p, i)
+#define B_LDV(p) LOADV(VW, p)
+#else
+typedef float b_t;
+#define B_LD(p, i) ((p)[i])
+#define B_LDV(p) CAT(vload, VW)(0, p)
+#endif
+#if C_STORED
+typedef store_t c_t;
+#define C_LD(p, i) LOAD(p, i)
+#define C_ST(p, i, v) STORE(p, i, v)
+#define C_LDV(p) LOADV(VW, p)
+#define C_STV(v, p) STOREV(VW, v, p)
+#else
+typedef float c_t;
+#define C_LD(p, i) ((p)[i])
+#define C_ST(p, i, v) ((p)[i] = (v))
+#define C_LDV(p) CAT(vload, VW)(0, p)
+#define C_STV(v, p) CAT(vstore, VW)(v, 0, p)
+#endif
+
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define vec CAT(float, VW)
@@ -65,16 +99,16 @@ inline float vsum(vec v) {
 
 // op(A) is m x k. Element (row, kk), stored k x m when transposed.
 #if TRANS_A
-#define A_AT(a, lda, row, kk) (a)[(size_t)(kk) * (lda) + (row)]
+#define A_AT(a, lda, row, kk) A_LD(a, (size_t)(kk) * (lda) + (row))
 #else
-#define A_AT(a, lda, row, kk) (a)[(size_t)(row) * (lda) + (kk)]
+#define A_AT(a, lda, row, kk) A_LD(a, (size_t)(row) * (lda) + (kk))
 #endif
 
 // op(B) is k x n. Element (kk, col), stored n x k when transposed.
 #if TRANS_B
-#define B_AT(b, ldb, kk, col) (b)[(size_t)(col) * (ldb) + (kk)]
+#define B_AT(b, ldb, kk, col) B_LD(b, (size_t)(col) * (ldb) + (kk))
 #else
-#define B_AT(b, ldb, kk, col) (b)[(size_t)(kk) * (ldb) + (col)]
+#define B_AT(b, ldb, kk, col) B_LD(b, (size_t)(kk) * (ldb) + (col))
 #endif
 
 // Packing: one work item per (panel, block of KB consecutive kk, batch entry), copying the
@@ -82,11 +116,11 @@ inline float vsum(vec v) {
 // for each one, and element-sized work left packing slower than the product.
 // A row-major A is copied row by row, so that its reads run along kk; the other layouts are
 // copied kk by kk (on PoCL the transposed B measured no faster copied column by column).
-__kernel void gemm_pack_a(__global const float *a, uint ao, uint lda, uint strideA, uint m, uint k,
+__kernel void gemm_pack_a(__global const a_t *a, uint ao, uint lda, uint strideA, uint m, uint k,
                           __global float *packed) {
     const uint p = get_global_id(0), block = get_global_id(1), b = get_global_id(2);
     const uint panels = get_global_size(0);
-    const __global float *src = a + ao + (size_t)b * strideA;
+    const __global a_t *src = a + ao + (size_t)b * strideA;
     __global float *dst = packed + ((size_t)b * panels + p) * MR * k;
     const uint start = block * KB, end = min(k, start + KB);
 #if TRANS_A
@@ -104,11 +138,11 @@ __kernel void gemm_pack_a(__global const float *a, uint ao, uint lda, uint strid
 #endif
 }
 
-__kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint strideB, uint n, uint k,
+__kernel void gemm_pack_b(__global const b_t *bm, uint bo, uint ldb, uint strideB, uint n, uint k,
                           __global float *packed, uint po) {
     const uint q = get_global_id(0), block = get_global_id(1), b = get_global_id(2);
     const uint panels = get_global_size(0);
-    const __global float *src = bm + bo + (size_t)b * strideB;
+    const __global b_t *src = bm + bo + (size_t)b * strideB;
     __global float *dst = packed + po + ((size_t)b * panels + q) * NR * k;
     const uint start = block * KB, end = min(k, start + KB), col0 = q * NR;
 #if TRANS_B
@@ -122,8 +156,8 @@ __kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint stri
     if (col0 + NR <= n) {
         // Whole rows of the panel: vector copies.
         for (uint kk = start; kk < end; kk++) {
-            const __global float *row = src + (size_t)kk * ldb + col0;
-            for (uint v = 0; v < NV; v++) VSTORE(VLOAD(0, row + v * VW), 0, dst + kk * NR + v * VW);
+            const __global b_t *row = src + (size_t)kk * ldb + col0;
+            for (uint v = 0; v < NV; v++) VSTORE(B_LDV(row + v * VW), 0, dst + kk * NR + v * VW);
         }
     } else {
         for (uint kk = start; kk < end; kk++) {
@@ -147,7 +181,7 @@ __kernel void gemm_pack_b(__global const float *bm, uint bo, uint ldb, uint stri
 // `st`; the block's part is part0 + b * qtotal + qoff + q (qoff: the column slice's first panel,
 // see GEMM.swift).
 __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __global const float *pb, uint pbo,
-                          uint strideB, __global float *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
+                          uint strideB, __global c_t *c, uint co, uint ldc, uint strideC, uint m, uint n, uint k,
                           float alpha, float beta
 #if ROW_STATS
                           , __global float *st, uint sto, uint part0, uint qtotal, uint qoff
@@ -202,7 +236,7 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
         }
     }
 #endif
-    __global float *C = c + co + (size_t)b * strideC;
+    __global c_t *C = c + co + (size_t)b * strideC;
     const uint col0 = q * NR;
     // beta = 0 must not read C: it may hold anything, NaN included.
     const bool readC = beta != 0.0f;
@@ -210,7 +244,7 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
     for (uint r = 0; r < MR; r++) {
         const uint row = p * MR + r;
         if (row >= m) break;
-        __global float *out = C + (size_t)row * ldc + col0;
+        __global c_t *out = C + (size_t)row * ldc + col0;
 #if ROW_STATS
         // Sums of (value - first value) and its square: the shift keeps float32's digits.
         vec s1 = (vec)(0.0f), s2 = (vec)(0.0f);
@@ -220,8 +254,8 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
 #pragma unroll
             for (uint v = 0; v < NV; v++) {
                 vec value = alpha * acc[r][v];
-                if (readC) value += beta * VLOAD(0, out + v * VW);
-                VSTORE(value, 0, out + v * VW);
+                if (readC) value += beta * C_LDV(out + v * VW);
+                C_STV(value, out + v * VW);
 #if ROW_STATS
                 if (v == 0) shift = value.s0;
                 const vec d = value - shift;
@@ -235,10 +269,10 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
             for (uint v = 0; v < NV; v++) VSTORE(acc[r][v], 0, lanes + v * VW);
             for (uint j = 0; col0 + j < n; j++) {
                 const float value = alpha * lanes[j];
-                out[j] = readC ? value + beta * out[j] : value;
+                C_ST(out, j, readC ? value + beta * C_LD(out, j) : value);
 #if ROW_STATS
-                if (j == 0) shift = out[0];
-                const float d = out[j] - shift;
+                if (j == 0) shift = C_LD(out, 0);
+                const float d = C_LD(out, j) - shift;
                 t1 += d;
                 t2 += d * d;
 #endif

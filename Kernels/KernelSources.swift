@@ -16,5 +16,6 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Optimizer.cl": PackageResources.Optimizer_cl,
     "Conv.cl": PackageResources.Conv_cl,
     "Winograd.cl": PackageResources.Winograd_cl,
+    "ImplicitGEMM.cl": PackageResources.ImplicitGEMM_cl,
     "GEMM.cl": PackageResources.GEMM_cl,
 ]

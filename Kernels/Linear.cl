@@ -9,25 +9,25 @@
 // network: see MemoryPlan.epilogues), so that one pass does what batch norm and the addition
 // did in two. y may be x or r (in place).
 // Work items are (position in the channel plane, channel, sample): see launchPlanes.
-__kernel void bias_epilogue(__global const float *x, uint xo, uint xs, __global const float *bias, uint bo,
-                            __global const float *r, uint ro, uint rs, __global float *y, uint yo, uint ys,
+__kernel void bias_epilogue(__global const store_t *x, uint xo, uint xs, __global const float *bias, uint bo,
+                            __global const store_t *r, uint ro, uint rs, __global store_t *y, uint yo, uint ys,
                             uint plane, uint channels, uint batch, uint has_bias, uint residual, uint relu) {
     const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
     if (p >= plane || c >= channels || n >= batch) return;
     const uint j = c * plane + p;
-    float v = x[AT(xo, xs, n, j)];
+    float v = LOAD(x, AT(xo, xs, n, j));
     if (has_bias) v += bias[bo + c];
-    if (residual) v += r[AT(ro, rs, n, j)];
-    y[AT(yo, ys, n, j)] = relu ? RELU(v) : v;
+    if (residual) v += LOAD(r, AT(ro, rs, n, j));
+    STORE(y, AT(yo, ys, n, j), relu ? RELU(v) : v);
 }
 
 // One work-group per channel.
-__kernel void bias_backward(__global const float *dy, uint dyo, uint dys, __global float *dbias, uint dbo,
+__kernel void bias_backward(__global const store_t *dy, uint dyo, uint dys, __global float *dbias, uint dbo,
                             uint batch, uint channels, uint plane, uint accumulate) {
     __local float scratch[RED];
     const uint c = get_group_id(0), lid = get_local_id(0), count = batch * plane;
     float sum = 0.0f;
-    for (uint k = lid; k < count; k += RED) sum += dy[AT(dyo, dys, k / plane, c * plane + k % plane)];
+    for (uint k = lid; k < count; k += RED) sum += LOAD(dy, AT(dyo, dys, k / plane, c * plane + k % plane));
     sum = group_sum(sum, scratch);
     if (lid == 0) STORE_GRAD(dbias, dbo + c, sum, accumulate);
 }

@@ -27,12 +27,12 @@ inline void wino_input_tile(const float4 r[4], float4 out[4]) {
 
 // The three rows of filter (r, kk) as the transforms take it: w[r][kk] (forward), or w[kk][r]
 // turned by 180 degrees (flip, the input gradient); zero for a panel row past `rows`.
-inline void wino_filter_rows(const __global float *wt, uint wo, uint r, uint kk, uint rows, uint depth, uint flip,
+inline void wino_filter_rows(const __global store_t *wt, uint wo, uint r, uint kk, uint rows, uint depth, uint flip,
                              float3 *a, float3 *b, float3 *c) {
     float g[9];
 #pragma unroll
     for (uint e = 0; e < 9; e++) {
-        g[e] = r >= rows ? 0.0f : flip ? wt[wo + (kk * rows + r) * 9 + 8 - e] : wt[wo + (r * depth + kk) * 9 + e];
+        g[e] = r >= rows ? 0.0f : flip ? LOAD(wt, wo + (kk * rows + r) * 9 + 8 - e) : LOAD(wt, wo + (r * depth + kk) * 9 + e);
     }
     *a = (float3)(g[0], g[1], g[2]);
     *b = (float3)(g[3], g[4], g[5]);
@@ -43,7 +43,7 @@ inline void wino_filter_rows(const __global float *wt, uint wo, uint r, uint kk,
 // of filter (r, d). Forward: rows are output channels and g = w[r][d]. The input gradient is
 // the convolution of dy with the filters transposed and turned by 180 degrees (flip): rows are
 // input channels and g = w[d][r] turned. Panel rows past `rows` are zero. Items: padded rows x depth.
-__kernel void wino_filter(__global const float *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
+__kernel void wino_filter(__global const store_t *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
                           __global float *u, uint uo, uint xs, uint MRP) {
     // One item per (panel, kk) walks the panel's MRP rows, so that each of the 16 matrices is
     // written in consecutive floats: one float per row every MRP floats, as one item per row
@@ -70,7 +70,7 @@ __kernel void wino_filter(__global const float *wt, uint wo, uint rows, uint dep
 }
 
 // B^T d B of the 4x4 patch of `plane` (H x W) at (h0, w0), zero outside the plane.
-inline void wino_patch(const __global float *plane, uint H, uint W, int h0, int w0, float4 out[4]) {
+inline void wino_patch(const __global store_t *plane, uint H, uint W, int h0, int w0, float4 out[4]) {
     float4 r[4];
     const bool whole = w0 >= 0 && w0 + 3 < (int)W;
 #pragma unroll
@@ -79,13 +79,13 @@ inline void wino_patch(const __global float *plane, uint H, uint W, int h0, int 
         if (h < 0 || h >= (int)H) {
             r[i] = (float4)(0.0f);
         } else if (whole) {
-            r[i] = vload4(0, plane + (uint)h * W + w0);
+            r[i] = LOADV(4, plane + (uint)h * W + w0);
         } else {
             float e[4];
 #pragma unroll
             for (uint j = 0; j < 4; j++) {
                 const int w = w0 + (int)j;
-                e[j] = w >= 0 && w < (int)W ? plane[(uint)h * W + w] : 0.0f;
+                e[j] = w >= 0 && w < (int)W ? LOAD(plane, (uint)h * W + w) : 0.0f;
             }
             r[i] = (float4)(e[0], e[1], e[2], e[3]);
         }
@@ -107,11 +107,11 @@ inline void wino_store(__global float *at, uint xs, const float4 out[4]) {
 // channel) in panels of NRP tiles, `xs` floats apart. Tile t = (s * TH + th) * TW + tw covers
 // output rows 2th, 2th+1 and columns 2tw, 2tw+1; its patch starts at input (2th - PH, 2tw - PW).
 // One item per (sample, channel, tile row), whose tiles are consecutive in every matrix.
-__kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
+__kernel void wino_input(__global const store_t *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
                          uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs, uint NRP) {
     FOR_EACH_ITEM(item, count * C * TH) {
         const uint th = item % TH, c = (item / TH) % C, s = item / (TH * C);
-        const __global float *plane = x + AT(xo, xbs, n0 + s, c * H * W);
+        const __global store_t *plane = x + AT(xo, xbs, n0 + s, c * H * W);
         const int h0 = 2 * (int)th - (int)PH;
         const uint t0 = (s * TH + th) * TW;
         uint tw = 0;
@@ -129,16 +129,16 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
                 const int h = h0 + (int)i;
                 float8 a = (float8)(0.0f), b = (float8)(0.0f);
                 if (h >= 0 && h < (int)H) {
-                    const __global float *row = plane + (uint)h * W;
+                    const __global store_t *row = plane + (uint)h * W;
                     if (whole) {
-                        a = vload8(0, row + w0);
-                        b = vload8(0, row + w0 + 2);
+                        a = LOADV(8, row + w0);
+                        b = LOADV(8, row + w0 + 2);
                     } else {
                         float e[10];
 #pragma unroll
                         for (uint j = 0; j < 10; j++) {
                             const int w = w0 + (int)j;
-                            e[j] = w >= 0 && w < (int)W ? row[w] : 0.0f;
+                            e[j] = w >= 0 && w < (int)W ? LOAD(row, w) : 0.0f;
                         }
                         a = (float8)(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
                         b = (float8)(e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9]);
@@ -192,7 +192,7 @@ __kernel void wino_input(__global const float *x, uint xo, uint xbs, uint C, uin
 // norm_stats_partial would (Norm.cl): count, mean and M2, shifted by its first value, as part
 // (n0 + s) * TH + th in `st`, part by part (part p of channel k at p * K + k), so that the batch
 // norm after the convolution need not read y again (MemoryPlan.convolutionStatistics).
-__kernel void wino_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
+__kernel void wino_output(__global const float *m, uint mo, uint xs, __global store_t *y, uint yo, uint ybs, uint K,
                           uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate,
                           __global float *st, uint sto, uint stats) {
     const uint tiles = count * TH * TW;
@@ -221,9 +221,9 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
                 if (a == 1 && !down) break;
                 const float4 e = r[a][0] + r[a][1] + r[a][2], o = r[a][1] - r[a][2] - r[a][3];
                 float8 out = shuffle2(e, o, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
-                __global float *dst = y + plane + (oh + a) * OW + 2 * tw;
-                if (accumulate) out += vload8(0, dst);
-                vstore8(out, 0, dst);
+                __global store_t *dst = y + plane + (oh + a) * OW + 2 * tw;
+                if (accumulate) out += LOADV(8, dst);
+                STOREV(8, out, dst);
                 if (stats) {
                     if (tw == 0 && a == 0) shift = out.s0;
                     const float8 d = out - shift;
@@ -245,11 +245,11 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
             const float2 o1 = (float2)(r1.x + r1.y + r1.z, r1.y - r1.z - r1.w);
             const uint ow = 2 * tw, at = plane + oh * OW + ow;
             const bool right = ow + 1 < OW;
-            STORE_GRAD(y, at, o0.x, accumulate);
-            if (right) STORE_GRAD(y, at + 1, o0.y, accumulate);
+            STORE_GRAD_S(y, at, o0.x, accumulate);
+            if (right) STORE_GRAD_S(y, at + 1, o0.y, accumulate);
             if (down) {
-                STORE_GRAD(y, at + OW, o1.x, accumulate);
-                if (right) STORE_GRAD(y, at + OW + 1, o1.y, accumulate);
+                STORE_GRAD_S(y, at + OW, o1.x, accumulate);
+                if (right) STORE_GRAD_S(y, at + OW + 1, o1.y, accumulate);
             }
             if (stats) {
                 // The convolution alone: the host asks for statistics only without accumulate.
@@ -275,7 +275,7 @@ __kernel void wino_output(__global const float *m, uint mo, uint xs, __global fl
 // The weight gradient's B operand: A dy A^T of each 2x2 tile of dy (zero past its edges), as
 // dYt[xi]^T of tiles x K in panels of PANEL channels (the GEMM's NR). One item per (sample, tile row, panel of channels)
 // walks the panel's channels tile by tile, so that every matrix is written in consecutive floats.
-__kernel void wino_output_grad(__global const float *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
+__kernel void wino_output_grad(__global const store_t *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
                                uint TW, uint n0, uint count, __global float *u, uint uo, uint xs, uint PANEL) {
     const uint tiles = count * TH * TW, panels = (K + PANEL - 1) / PANEL;
     FOR_EACH_ITEM(item, count * TH * panels) {
@@ -286,10 +286,10 @@ __kernel void wino_output_grad(__global const float *dy, uint dyo, uint dybs, ui
             const uint ow = 2 * tw;
             __global float *at = u + uo + panel_at(k0, t, PANEL, tiles);
             for (uint k = k0; k < k1; k++, at++) {
-                const __global float *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
+                const __global store_t *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
                 const bool right = ow + 1 < OW, down = oh + 1 < OH;
-                const float2 top = (float2)(g[0], right ? g[1] : 0.0f);
-                const float2 bottom = down ? (float2)(g[OW], right ? g[OW + 1] : 0.0f) : (float2)(0.0f);
+                const float2 top = (float2)(LOAD(g, 0), right ? LOAD(g, 1) : 0.0f);
+                const float2 bottom = down ? (float2)(LOAD(g, OW), right ? LOAD(g, OW + 1) : 0.0f) : (float2)(0.0f);
                 // t = A g (4 rows of 2; A's rows are (1,0), (1,1), (1,-1), (0,-1)), then each row times A^T.
                 const float2 ag[4] = {top, top + bottom, top - bottom, -bottom};
 #pragma unroll
@@ -384,7 +384,7 @@ __kernel void wino_filter_grad(__global const float *du, uint duo, uint xs, uint
     o2 = ((p3) + (p4) - (p1) - (p2)) / 6.0f + (p5); } while (0)
 
 // U[xi] = G g G^T, as wino_filter (same arguments and layout).
-__kernel void wino4_filter(__global const float *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
+__kernel void wino4_filter(__global const store_t *wt, uint wo, uint rows, uint depth, uint padded, uint flip,
                            __global float *u, uint uo, uint xs, uint MRP) {
     FOR_EACH_ITEM(item, padded / MRP * depth) {
         const uint panel = item / depth, kk = item - panel * depth;
@@ -408,17 +408,17 @@ __kernel void wino4_filter(__global const float *wt, uint wo, uint rows, uint de
 }
 
 // n consecutive floats of `row` from w, zero outside [0, W): one vector load where all lie inside.
-inline float16 w4_row16(const __global float *row, int w, uint W) {
-    if (w >= 0 && w + 16 <= (int)W) return vload16(0, row + w);
+inline float16 w4_row16(const __global store_t *row, int w, uint W) {
+    if (w >= 0 && w + 16 <= (int)W) return LOADV(16, row + w);
     float e[16];
 #pragma unroll
-    for (uint j = 0; j < 16; j++) e[j] = w + (int)j >= 0 && w + (int)j < (int)W ? row[w + (int)j] : 0.0f;
+    for (uint j = 0; j < 16; j++) e[j] = w + (int)j >= 0 && w + (int)j < (int)W ? LOAD(row, w + (int)j) : 0.0f;
     return vload16(0, e);
 }
 
-inline float2 w4_row2(const __global float *row, int w, uint W) {
-    if (w >= 0 && w + 2 <= (int)W) return vload2(0, row + w);
-    return (float2)(w >= 0 && w < (int)W ? row[w] : 0.0f, w + 1 >= 0 && w + 1 < (int)W ? row[w + 1] : 0.0f);
+inline float2 w4_row2(const __global store_t *row, int w, uint W) {
+    if (w >= 0 && w + 2 <= (int)W) return LOADV(2, row + w);
+    return (float2)(w >= 0 && w < (int)W ? LOAD(row, w) : 0.0f, w + 1 >= 0 && w + 1 < (int)W ? LOAD(row, w + 1) : 0.0f);
 }
 
 // V[xi] = B^T d B, as wino_input (same arguments and layout), for tiles of 4x4 outputs: tile t
@@ -427,11 +427,11 @@ inline float2 w4_row2(const __global float *row, int w, uint W) {
 // their 34 input columns are two 16-wide loads and a 2-wide one per row, each guarded only
 // where it crosses the row's ends (with every column guarded, both groups of four tiles that
 // a 32-wide row had were loaded element by element).
-__kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
+__kernel void wino4_input(__global const store_t *x, uint xo, uint xbs, uint C, uint H, uint W, uint TH, uint TW,
                           uint PH, uint PW, uint n0, uint count, __global float *v, uint vo, uint xs, uint NRP) {
     FOR_EACH_ITEM(item, count * C * TH) {
         const uint th = item % TH, c = (item / TH) % C, s = item / (TH * C);
-        const __global float *plane = x + AT(xo, xbs, n0 + s, c * H * W);
+        const __global store_t *plane = x + AT(xo, xbs, n0 + s, c * H * W);
         const int h0 = 4 * (int)th - (int)PH;
         const uint t0 = (s * TH + th) * TW;
         for (uint tw = 0; tw < TW; tw += 8) {
@@ -444,7 +444,7 @@ __kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, ui
                 float16 a = (float16)(0.0f), b = (float16)(0.0f);
                 float2 e = (float2)(0.0f);
                 if (h >= 0 && h < (int)H) {
-                    const __global float *row = plane + (uint)h * W;
+                    const __global store_t *row = plane + (uint)h * W;
                     a = w4_row16(row, w0, W);
                     b = w4_row16(row, w0 + 16, W);
                     e = w4_row2(row, w0 + 32, W);
@@ -493,7 +493,7 @@ __kernel void wino4_input(__global const float *x, uint xo, uint xbs, uint C, ui
 // as wino_output (same arguments, layouts and parts: one per sample and row of tiles). Four
 // tiles at a time: each output row of them is 16 consecutive columns, the tiles' four
 // columns interleaved.
-__kernel void wino4_output(__global const float *m, uint mo, uint xs, __global float *y, uint yo, uint ybs, uint K,
+__kernel void wino4_output(__global const float *m, uint mo, uint xs, __global store_t *y, uint yo, uint ybs, uint K,
                            uint OH, uint OW, uint TH, uint TW, uint n0, uint count, uint accumulate,
                            __global float *st, uint sto, uint stats) {
     const uint tiles = count * TH * TW;
@@ -531,13 +531,13 @@ __kernel void wino4_output(__global const float *m, uint mo, uint xs, __global f
                 W4_AT(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], o0, o1, o2, o3);
                 const float16 out = shuffle((float16)(o0, o1, o2, o3),
                                             (uint16)(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
-                __global float *dst = y + plane + (oh + a) * OW + ow;
+                __global store_t *dst = y + plane + (oh + a) * OW + ow;
                 if (cols == 16) {
-                    vstore16(accumulate ? out + vload16(0, dst) : out, 0, dst);
+                    STOREV(16, accumulate ? out + LOADV(16, dst) : out, dst);
                 } else {
                     float e[16];
                     vstore16(out, 0, e);
-                    for (uint q = 0; q < cols; q++) STORE_GRAD(y, plane + (oh + a) * OW + ow + q, e[q], accumulate);
+                    for (uint q = 0; q < cols; q++) STORE_GRAD_S(y, plane + (oh + a) * OW + ow + q, e[q], accumulate);
                 }
                 if (stats) {
                     // The convolution alone: the host asks for statistics only without accumulate.
@@ -562,7 +562,7 @@ __kernel void wino4_output(__global const float *m, uint mo, uint xs, __global f
 
 // The weight gradient's B operand: A dy A^T of each 4x4 tile of dy (zero past its edges), as
 // wino_output_grad (same arguments and layout).
-__kernel void wino4_output_grad(__global const float *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
+__kernel void wino4_output_grad(__global const store_t *dy, uint dyo, uint dybs, uint K, uint OH, uint OW, uint TH,
                                 uint TW, uint n0, uint count, __global float *u, uint uo, uint xs, uint PANEL) {
     const uint tiles = count * TH * TW, panels = (K + PANEL - 1) / PANEL;
     FOR_EACH_ITEM(item, count * TH * panels) {
@@ -573,18 +573,18 @@ __kernel void wino4_output_grad(__global const float *dy, uint dyo, uint dybs, u
             const uint ow = 4 * tw, cols = min(4u, OW - ow);
             __global float *at = u + uo + panel_at(k0, t, PANEL, tiles);
             for (uint k = k0; k < k1; k++, at++) {
-                const __global float *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
+                const __global store_t *g = dy + AT(dyo, dybs, n0 + s, k * OH * OW) + oh * OW + ow;
                 float4 rows[4];
 #pragma unroll
                 for (uint i = 0; i < 4; i++) {
                     if (i >= down) {
                         rows[i] = (float4)(0.0f);
                     } else if (cols == 4) {
-                        rows[i] = vload4(0, g + i * OW);
+                        rows[i] = LOADV(4, g + i * OW);
                     } else {
                         float e[4];
 #pragma unroll
-                        for (uint j = 0; j < 4; j++) e[j] = j < cols ? g[i * OW + j] : 0.0f;
+                        for (uint j = 0; j < 4; j++) e[j] = j < cols ? LOAD(g, i * OW + j) : 0.0f;
                         rows[i] = vload4(0, e);
                     }
                 }

@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "clnet-bench",
         abstract: "Measure CLNet on an OpenCL device: peak rates, GEMM and its tuning, operators, memory plans, whole models layer by layer, and image decoding (Benchmarks/compare.sh sets a model against PyTorch).",
         version: CLNet.version,
-        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, ConvError.self, Plan.self, Model.self, Decode.self]
+        subcommands: [Peak.self, GEMMBench.self, GEMMTune.self, Ops.self, ConvTime.self, ConvError.self, Plan.self, Model.self, Decode.self]
     )
 }
 

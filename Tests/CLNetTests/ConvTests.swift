@@ -74,6 +74,13 @@ struct ConvTests {
         c([2, 16, 9, 19], out: 16, k: 3, p: 1, g: 4),
         c([1, 8, 9, 34], out: 12, k: 3, s: 2, p: 1, g: 2, bias: true),
         c([1, 4, 5, 50], out: 4, k: 3, s: 3, p: 1, g: 2),       // stride 3: the strided gather
+        // Implicit GEMM: k longer than one tile (1,080 taps), items of several panels whose runs
+        // cross rows and samples, and strided input gradients whose phases take every tap, none
+        // (zeroed), or every third.
+        c([1, 120, 5, 5], out: 9, k: 3, p: 1),
+        c([2, 3, 24, 24], out: 4, k: 3, p: 1),
+        c([1, 3, 13, 11], out: 4, k: 3, s: 2, p: 2, d: 2),
+        c([1, 2, 14, 13], out: 3, k: 3, s: 3, p: 2, d: 2),
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
              bias: false, algorithm: .winograd2x2),                // unequal padding
@@ -162,7 +169,7 @@ struct ConvTests {
         let wrong = try poisonedTensor(q, [out.n, out.c + 1, out.h, out.w])
         let error = #expect(throws: CLNetError.self) {
             try conv.forward(q, x: xt, weight: wt, bias: bt, y: yt, workspace: ws,
-                             epilogue: ConvEpilogue(residual: wrong, relu: true))
+                             epilogue: ConvEpilogue(residual: wrong, relu: true), algorithm: t.algorithm)
         }
         let message = error.map { "\($0)" } ?? ""
         #expect(message.contains("Conv2D(") && message.contains("\(out)") && message.contains("\(wrong.shape)"), "\(message)")
@@ -315,15 +322,19 @@ struct ConvTests {
 
     @Test func algorithmChoice() throws {
         typealias C = Conv2D
-        #expect(C(inChannels: 64, outChannels: 256, kernel: 1).applicableAlgorithms == [.gemm1x1, .im2col])
-        #expect(C(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).applicableAlgorithms == [.winograd2x2, .winograd4x4, .im2col])
-        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 3).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 2, dilation: 2).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, stride: 2, padding: 1).applicableAlgorithms == [.im2col])
-        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .groupedBlocked, .im2col])
-        #expect(C(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.im2col, .groupedBlocked])
-        #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms == [.direct, .groupedBlocked, .im2col])
+        #expect(C(inChannels: 64, outChannels: 256, kernel: 1).applicableAlgorithms == [.gemm1x1, .im2col, .implicitGEMM])
+        #expect(C(inChannels: 64, outChannels: 128, kernel: 1, stride: 2).applicableAlgorithms == [.implicitGEMM, .im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 1).applicableAlgorithms
+                == [.winograd2x2, .winograd4x4, .im2col, .implicitGEMM])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 3).applicableAlgorithms == [.implicitGEMM, .im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, padding: 2, dilation: 2).applicableAlgorithms == [.implicitGEMM, .im2col])
+        #expect(C(inChannels: 64, outChannels: 64, kernel: 3, stride: 2, padding: 1).applicableAlgorithms == [.implicitGEMM, .im2col])
+        #expect(C(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32).applicableAlgorithms
+                == [.direct, .groupedBlocked, .im2col, .implicitGEMM])
+        #expect(C(inChannels: 1024, outChannels: 1024, kernel: 3, padding: 1, groups: 32).applicableAlgorithms
+                == [.im2col, .groupedBlocked, .implicitGEMM])
+        #expect(C(inChannels: 32, outChannels: 32, kernel: 3, padding: 1, groups: 32).applicableAlgorithms
+                == [.direct, .groupedBlocked, .im2col, .implicitGEMM])
         // On a device that runs CLNet's GEMM, 3x3 stride-1 layers take Winograd; elsewhere im2col.
         let device = try Shared.context().device
         let want: Conv2D.Algorithm = GEMMEngine.preferred(for: device) == .clnet ? .winograd2x2 : .im2col
@@ -336,7 +347,7 @@ struct ConvTests {
             try conv.forward(q, x: try poisonedTensor(q, [1, 2, 5, 5]), weight: try poisonedTensor(q, conv.weightShape),
                              bias: nil, y: try poisonedTensor(q, [1, 2, 2, 2]), algorithm: .winograd2x2)
         }
-        #expect("\(error.map { "\($0)" } ?? "")".contains("winograd-2x2 algorithm does not apply; these do: im2col+gemm"))
+        #expect("\(error.map { "\($0)" } ?? "")".contains("winograd-2x2 algorithm does not apply; these do: implicit-gemm, im2col+gemm"))
     }
 
     /// Timing chooses among the algorithms that apply, per direction, and a second call (an
@@ -353,8 +364,13 @@ struct ConvTests {
             #expect(choice.reason.contains("weights: "), "\(choice.reason)")
         }
         #expect(try grouped.choose(on: context, input: [2, 32, 9, 9], training: true) == choice)
+        // A strided layer: im2col and implicit GEMM, timed in the forward direction alone.
         let strided = Conv2D(inChannels: 4, outChannels: 4, kernel: 3, stride: 2, padding: 1)
-        #expect(try strided.choose(on: context, input: [1, 4, 9, 9], training: false).reason == "only one applies")
+        let forward = try strided.choose(on: context, input: [1, 4, 9, 9], training: false)
+        #expect([.im2col, .implicitGEMM].contains(forward.forward))
+        if Conv2D.algorithmSetting == nil {
+            #expect(forward.reason.contains("implicit-gemm") && !forward.reason.contains("weights: "), "\(forward.reason)")
+        }
     }
 
     /// The choices survive the process in their file, and a line that does not parse (a file
@@ -437,8 +453,32 @@ struct ConvTests {
     let y = try Tensor(context: context, shape: try conv.outputShape(x.shape))
     let ws = try Tensor(context: context, shape: [try conv.workspaceCount(x.shape)])
     try conv.forward(queue, x: x, weight: w, bias: nil, y: y, workspace: ws)
-    #expect(conv.applicableAlgorithms == [.winograd2x2, .winograd4x4, .im2col])
+    #expect(conv.applicableAlgorithms == [.winograd2x2, .winograd4x4, .im2col, .implicitGEMM])
     let out = try queue.read(y)
     // An interior pixel sees all 27 taps: 27 * 0.5 * 0.1.
     #expect(abs(out[16 * 32 + 16] - 1.35) < 1e-5)
+}
+
+/// The convolution engine's kernels carry the storage type of activations and weights as one
+/// macro (`store_t`, Kernels/Common.cl): with 16-bit storage (`CLNET_STORAGE_HALF`, loads and
+/// stores through vload_half and vstore_half) every one of them still builds, so that mixed
+/// precision is a build option of these files, not a rewrite of them.
+@Test func engineKernelsBuildWithHalfStorage() throws {
+    let context = try Shared.context()
+    let kernels: [(KernelSource, [String: String], [String])] = [
+        (.conv, [:], ["im2col", "col2im", "grouped_forward", "grouped_backward_input", "grouped_backward_weight",
+                      "channel_major", "grouped_blocked"]),
+        (.winograd, [:], ["wino_filter", "wino_input", "wino_output", "wino_output_grad", "wino4_filter", "wino4_input",
+                          "wino4_output", "wino4_output_grad"]),
+        (.implicitGEMM, [:], ["implicit_conv", "implicit_conv_weight", "implicit_pack_filters", "implicit_zero_phase"]),
+        (.gemm, ["A_STORED": "1", "B_STORED": "1", "C_STORED": "1", "ROW_STATS": "1"],
+         ["gemm_pack_a", "gemm_pack_b", "gemm_panels"]),
+        (.gemm, ["A_STORED": "1", "B_STORED": "1", "C_STORED": "1", "TRANS_A": "1", "TRANS_B": "1"],
+         ["gemm_pack_a", "gemm_pack_b", "gemm_panels"]),
+        (.linear, [:], ["bias_epilogue", "bias_backward"]),
+    ]
+    for (source, defines, names) in kernels {
+        let program = try context.program(source, defines: defines.merging(["CLNET_STORAGE_HALF": "1"]) { a, _ in a })
+        for name in names { _ = try program.kernel(name) }
+    }
 }

@@ -15,9 +15,11 @@ struct PyTorchFixtureTests {
     @Test(arguments: [
         ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "im2col+gemm"),
         ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "winograd-2x2"),
+        ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "implicit-gemm"),
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "direct"),
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "grouped-blocked"),
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "im2col+gemm"),
+        ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "implicit-gemm"),
         ("densenet", "densenet:growth=8,blocks=2.3,init=16,bn_size=2,classes=10", "winograd-2x2"),
     ])
     func everyAlgorithmMatchesPyTorch(fixture: String, spec: String, algorithm: String) throws {

@@ -13,6 +13,7 @@ public enum KernelSource: String, CaseIterable, Sendable {
     case optimizer = "Optimizer"
     case conv = "Conv"
     case winograd = "Winograd"
+    case implicitGEMM = "ImplicitGEMM"
     case gemm = "GEMM"
 
     /// The file name under `Kernels/`, used in build logs so that a compiler message points at a file.

@@ -59,6 +59,14 @@ extension Conv2D {
         }
     }
 
+    /// Times every algorithm that applies (`CLNET_CONV_ALGO` is not consulted, and nothing is
+    /// cached) in each direction, as `choose` does when it measures: `clnet-bench conv` prints
+    /// what this returns, to see why a layer runs what it runs.
+    public func timeAlgorithms(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
+        _ = try outputShape(x)
+        return try measure(on: context, input: x, training: training, options: applicableAlgorithms)
+    }
+
     /// Times each algorithm in each direction: one untimed run (it builds the programs), then
     /// the best of `measuredRuns`, each waited for.
     private func measure(on context: Context, input x: Shape, training: Bool,

@@ -1,6 +1,8 @@
 // 2-D convolution on the device. CPU reference: Reference/ConvReference.swift; kernels:
 // Kernels/Conv.cl (im2col, col2im, direct grouped and depthwise); matrix products through
-// CLNet's GEMM or CLBlast (Device/GEMM.swift). Winograd: Conv+Winograd.swift and Kernels/Winograd.cl.
+// CLNet's GEMM or CLBlast (Device/GEMM.swift). Winograd: Conv+Winograd.swift and Kernels/Winograd.cl;
+// implicit GEMM: Conv+ImplicitGEMM.swift and Kernels/ImplicitGEMM.cl; the choice by timing:
+// Conv+Selection.swift.
 
 /// What the pass after a convolution's GEMM does besides adding its bias: a residual block's
 /// addition and ReLU, fused there by the executor when they directly follow a convolution with a
@@ -82,6 +84,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         /// block of four output channels by eight pixels; the input gradient of a stride-1 layer
         /// too (as the convolution of dy with the filters turned), the rest by the direct kernels.
         case groupedBlocked = "grouped-blocked"
+        /// Any convolution: the im2col gather inside the product kernel, into a tile in local
+        /// memory, so that no column buffer is written (Conv+ImplicitGEMM.swift).
+        case implicitGEMM = "implicit-gemm"
     }
 
     /// Groups of at most this many input channels use the direct kernel.
@@ -89,22 +94,27 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// The algorithms that can compute this convolution, the default first.
     public var applicableAlgorithms: [Algorithm] {
-        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup { return [.direct, .groupedBlocked, .im2col] }
-        if groups > 1 { return [.im2col, .groupedBlocked] }
-        if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 { return [.gemm1x1, .im2col] }
-        return winogradApplies ? [.winograd2x2, .winograd4x4, .im2col] : [.im2col]
+        if groups > 1 && inChannels / groups <= Self.directChannelsPerGroup {
+            return [.direct, .groupedBlocked, .im2col, .implicitGEMM]
+        }
+        if groups > 1 { return [.im2col, .groupedBlocked, .implicitGEMM] }
+        if kernel == Pair(1, 1) && stride == Pair(1, 1) && padding == Pair(0, 0) && groups == 1 {
+            return [.gemm1x1, .im2col, .implicitGEMM]
+        }
+        return winogradApplies ? [.winograd2x2, .winograd4x4, .im2col, .implicitGEMM] : [.implicitGEMM, .im2col]
     }
 
     /// The algorithm this convolution runs on `device` when nothing chose one (an executor times
     /// them instead, `choose(on:input:training:)`): `CLNET_CONV_ALGO` where it names one that
-    /// applies; else Winograd for 3x3 stride-1 layers where CLNet's GEMM is the device's (its
-    /// products run on that GEMM's panels; on PoCL it measured faster than im2col, see
-    /// Benchmarks/RESULTS.md), and otherwise the first that applies.
+    /// applies; else, where CLNet's GEMM is the device's (CPUs), Winograd for 3x3 stride-1 layers
+    /// and implicit GEMM for the other ungrouped ones (on PoCL both measured faster than im2col,
+    /// see Benchmarks/RESULTS.md), grouped-blocked for grouped ones; elsewhere im2col, whose
+    /// products CLBlast runs, and the direct kernel for groups of few channels.
     public func algorithm(on device: Device) -> Algorithm {
         let options = applicableAlgorithms
         if let forced = Self.forcedAlgorithm, options.contains(forced) { return forced }
         let cpu = GEMMEngine.preferred(for: device) == .clnet
-        if options.contains(.winograd2x2) && !cpu { return .im2col }
+        if (options.contains(.winograd2x2) || options[0] == .implicitGEMM) && !cpu { return .im2col }
         if options.contains(.groupedBlocked) && cpu { return .groupedBlocked }
         return options[0]
     }
@@ -180,6 +190,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
             switch option {
             case .direct, .groupedBlocked, .gemm1x1: break
+            case .implicitGEMM: most = max(most, implicitWorkspaceCount)
             case .winograd2x2, .winograd4x4:
                 most = max(most, try winogradWorkspaceCount(x, WinogradTile(option)!, budget: budget))
             case .im2col:
@@ -288,6 +299,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                             lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
                                             strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
                                             strideC: y.batchStride, batch: x.shape.n, rowStatistics: rows, waitFor: waitFor)
+        case .implicitGEMM:
+            last = try implicitForward(q, x: x, weight: weight, y: y, workspace: workspace, waitFor: waitFor)
         case .groupedBlocked:
             last = try q.launchRuns(.conv, "grouped_blocked", x.arguments + weight.vectorArguments + y.arguments +
                                     geometry(x.shape, out) + groupArguments + KernelArgument.counts([0, x.shape.n, 0]),
@@ -373,6 +386,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                 c: dx.buffer, cOffset: dx.offset, ldc: hw, strideC: dx.batchStride,
                                                 batch: x.shape.n)
             }
+        case .implicitGEMM:
+            last = try implicitBackward(q, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, workspace: workspace,
+                                        accumulate: accumulate, waitFor: [])
         case .direct, .groupedBlocked:
             if let dweight {
                 last = try q.reduce(.conv, "grouped_backward_weight", x.arguments + dy.arguments + dweight.vectorArguments +
