@@ -81,6 +81,7 @@ struct ConvTests {
         c([2, 3, 24, 24], out: 4, k: 3, p: 1),
         c([1, 3, 13, 11], out: 4, k: 3, s: 2, p: 2, d: 2),
         c([1, 2, 14, 13], out: 3, k: 3, s: 3, p: 2, d: 2),
+        c([1, 2, 1, 1], out: 3, k: 1, s: 2, p: 1),              // an input no tap of the stride reaches
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
              bias: false, algorithm: .winograd2x2),                // unequal padding

@@ -15,6 +15,7 @@ struct PyTorchFixtureTests {
     @Test(arguments: [
         ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "im2col+gemm"),
         ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "winograd-2x2"),
+        ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "winograd-4x4"),
         ("resnet", "resnet:block=basic,layers=1.1.1.1,classes=10", "implicit-gemm"),
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "direct"),
         ("resnext", "resnet:block=bottleneck,layers=1.1.1.1,groups=4,width=4,classes=10", "grouped-blocked"),

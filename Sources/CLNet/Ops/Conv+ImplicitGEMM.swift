@@ -150,7 +150,8 @@ extension Conv2D {
                                        accumulate: Bool) throws(CLNetError) -> Event {
         let cg = inChannels / groups, og = outChannels / groups, n = dx.shape.n, kk = kernel.h * kernel.w
         let h = dx.shape.h, w = dx.shape.w, out = dy.shape
-        var last: Event? = nil
+        // Every phase may lack taps when the input is smaller than the stride (accumulating, nothing runs).
+        var last = try q.marker()
         for ph in 0..<min(stride.h, h) {
             for pw in 0..<min(stride.w, w) {
                 let th = Self.phaseTaps(phase: ph, kernel: kernel.h, stride: stride.h, padding: padding.h, dilation: dilation.h)
@@ -179,7 +180,7 @@ extension Conv2D {
                                           waitFor: [])
             }
         }
-        return last!
+        return last
     }
 
     private func implicitWeightGradient(_ q: CommandQueue, x: Tensor, dy: Tensor, dweight: Tensor, workspace ws: Tensor,
