@@ -9,9 +9,9 @@
 // the filters in the GEMM's panels (implicit_pack_filters, a pass over the weights alone), or
 // for the weight gradient the output gradient's rows, read where they lie.
 //
-// implicit_conv: rows of C are output channels, columns output positions of one sample, k the
-//   taps (c, th, tw). Column (i, j) of a GI x GJ grid reads input (i*SH + BH + th*DH,
-//   j*SW + BW + tw*DW) and writes output (YBH + i*YSH, YBW + j*YSW). The forward pass is the
+// implicit_conv: rows of C are output channels, columns the output positions of every sample,
+//   k the taps (c, th, tw). Column (n, i, j) of a sample's GI x GJ grid reads input (i*SH + BH +
+//   th*DH, j*SW + BW + tw*DW) and writes output (YBH + i*YSH, YBW + j*YSW) of sample n. The forward pass is the
 //   plain case; the input gradient runs it on dy once per phase of the stride (the input
 //   positions ih = ph + SH*i that the same taps reach), with negative tap steps.
 // implicit_conv_weight: rows of C are output channels, columns the taps (c, kh, kw), k the
