@@ -211,7 +211,8 @@ __kernel void grouped_blocked(__global const store_t *x, uint xo, uint xs, __glo
                     for (uint kw = 0; kw < GB_KW; kw++) {
                         const int iw0 = (int)(ow0 * GB_SW) - (int)PW + (int)(kw * DW);
                         float8 v;
-                        if (iw0 >= 0 && iw0 + 7 * (int)GB_SW < (int)W) {
+                        // Stride 2 loads sixteen floats and keeps the even ones: all must lie in the row.
+                        if (iw0 >= 0 && iw0 + (GB_SW == 2 ? 15 : 7 * (int)GB_SW) < (int)W) {
                             v = GB_SW == 1 ? LOADV(8, row + iw0) : GB_SW == 2 ? LOADV(16, row + iw0).even
                                 : (float8)(LOAD(row, iw0), LOAD(row, iw0 + GB_SW), LOAD(row, iw0 + 2 * GB_SW),
                                            LOAD(row, iw0 + 3 * GB_SW), LOAD(row, iw0 + 4 * GB_SW), LOAD(row, iw0 + 5 * GB_SW),

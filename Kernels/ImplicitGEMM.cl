@@ -73,12 +73,12 @@ inline void gather_run(const __global store_t *row, int w0, int step, int W, uin
     int t = 0;
     for (; t < lo; t++) dst[t * ds] = 0.0f;
     if (row) {
-        const __global store_t *src = row + w0;
+        // From t = lo on, w0 + t * step >= 0: no address before the row is formed.
         // A contiguous run (stride 1 into a row of the tile): vectors of eight.
         if (ds == 1 && step == 1) {
-            for (; t + 8 <= hi; t += 8) vstore8(LOADV(8, src + t), 0, dst + t);
+            for (; t + 8 <= hi; t += 8) vstore8(LOADV(8, row + (w0 + t)), 0, dst + t);
         }
-        for (; t < hi; t++) dst[t * ds] = LOAD(src, t * step);
+        for (; t < hi; t++) dst[t * ds] = LOAD(row, w0 + t * step);
     }
     for (; t < (int)len; t++) dst[t * ds] = 0.0f;
 }

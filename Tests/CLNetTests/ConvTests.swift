@@ -82,6 +82,9 @@ struct ConvTests {
         c([1, 3, 13, 11], out: 4, k: 3, s: 2, p: 2, d: 2),
         c([1, 2, 14, 13], out: 3, k: 3, s: 3, p: 2, d: 2),
         c([1, 2, 1, 1], out: 3, k: 1, s: 2, p: 1),              // an input no tap of the stride reaches
+        // The weight gradient's slices longer than a tile (1,176 positions in 8 slices on two
+        // cores, tiles of 1,024 with 32-column panels), with a tile that crosses into the next sample.
+        c([3, 1, 56, 56], out: 2, k: 3, p: 1),
         Case(shape: [2, 5, 8, 7], conv: Conv2D(inChannels: 5, outChannels: 6, kernel: .init(3, 3), stride: .init(1, 1),
                                                padding: .init(0, 2), dilation: .init(1, 1), groups: 1),
              bias: false, algorithm: .winograd2x2),                // unequal padding
@@ -294,6 +297,24 @@ struct ConvTests {
                           workspace: ws, algorithm: algorithm)
         try expectClose(q, dxt, g.dx, backwardBound, "dx")
         try expectClose(q, dwt, g.dweight, backwardBound, "dweight")
+    }
+
+    /// The implicit algorithm's workspace holds its packed filters, forward and input gradient, for
+    /// either register block a device may use (rows in blocks of 6 or 8: 256 rows are 256 in
+    /// blocks of 8 but 258 in blocks of 6), whatever device sized it.
+    @Test func implicitWorkspaceFitsEveryRegisterBlock() {
+        for conv in [Conv2D(inChannels: 256, outChannels: 256, kernel: 3, padding: 1),
+                     Conv2D(inChannels: 512, outChannels: 512, kernel: 3, padding: 1),
+                     Conv2D(inChannels: 256, outChannels: 512, kernel: 3, stride: 2, padding: 1),
+                     Conv2D(inChannels: 128, outChannels: 128, kernel: 3, padding: 1, groups: 32),
+                     Conv2D(inChannels: 3, outChannels: 64, kernel: 7, stride: 2, padding: 3)] {
+            let cg = conv.inChannels / conv.groups, og = conv.outChannels / conv.groups, kk = conv.kernel.h * conv.kernel.w
+            for mr in [6, 8] {
+                let forward = conv.groups * ((og + mr - 1) / mr * mr) * cg * kk
+                let data = conv.groups * ((cg + mr - 1) / mr * mr) * og * kk
+                #expect(conv.implicitWorkspaceCount >= max(forward, data), "\(conv) with MR \(mr)")
+            }
+        }
     }
 
     /// The smallest workspace (one sample's columns, no room for split-K partial sums) still gives

@@ -275,6 +275,9 @@ struct GEMMPanels: Sendable, Equatable {
     /// The largest block of any device (AVX-512's): what a device-independent memory plan must
     /// leave room for when it sizes buffers in this layout.
     static let largest = (mr: 8, nr: 32)
+    /// Every MR a device may get (`init`): a buffer of whole row blocks sized for one device may
+    /// be too small for another, since 6 does not divide 8.
+    static let rowBlocks = [6, 8]
 
     init(device: Device) {
         let preferred = device.info.preferredFloatVectorWidth

@@ -36,13 +36,14 @@ extension Conv2D {
     static let implicitMostSlices = 16
 
     /// The workspace floats of the implicit algorithm: the filters in the GEMM's panels (those of
-    /// one phase for the input gradient; sized for the largest register block, so that the memory
-    /// plan does not depend on the device), and the weight gradient's partial sums (none when
-    /// only one slice fits).
+    /// one phase for the input gradient), and the weight gradient's partial sums (none when only
+    /// one slice fits). The panels are sized for every register block a device may use (rows
+    /// padded to 6 or 8), so that the memory plan does not depend on the device.
     var implicitWorkspaceCount: Int {
-        let weights = weightShape.count, mr = GEMMPanels.largest.mr, kk = kernel.h * kernel.w
+        let weights = weightShape.count, kk = kernel.h * kernel.w
         let cg = inChannels / groups, og = outChannels / groups
-        let packed = groups * kk * max((og + mr - 1) / mr * mr * cg, (cg + mr - 1) / mr * mr * og)
+        func padded(_ rows: Int) -> Int { GEMMPanels.rowBlocks.map { (rows + $0 - 1) / $0 * $0 }.max()! }
+        let packed = groups * kk * max(padded(og) * cg, padded(cg) * og)
         let partials = min(Self.implicitMostSlices, Self.implicitPartialsFloats / weights) * weights
         return max(packed, partials >= 2 * weights ? partials : 0)
     }
@@ -57,7 +58,7 @@ extension Conv2D {
         let groupFloats = (rows + mr - 1) / mr * mr * outer * th.count * tw.count
         guard groups * groupFloats <= ws.shape.count else {
             throw .invalidShape(operation: "Conv2D(\(self))",
-                                message: "implicit GEMM needs a workspace of at least \(implicitWorkspaceCount) floats (see workspaceCount)")
+                                message: "implicit GEMM needs a workspace of at least \(groups * groupFloats) floats, not \(ws.shape.count) (see workspaceCount)")
         }
         _ = try q.launchRuns(.implicitGEMM, "implicit_pack_filters", weight.vectorArguments + KernelArgument.counts(
             [rows, outer, rowStride, outerStride, weightShape.count / groups, kernel.w, th.first, tw.first, th.step,

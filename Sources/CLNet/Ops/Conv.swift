@@ -106,10 +106,11 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// The algorithm this convolution runs on `device` when nothing chose one (an executor times
     /// them instead, `choose(on:input:training:)`): `CLNET_CONV_ALGO` where it names one that
-    /// applies; else, where CLNet's GEMM is the device's (CPUs), Winograd for 3x3 stride-1 layers
-    /// and implicit GEMM for the other ungrouped ones (on PoCL both measured faster than im2col,
-    /// see Benchmarks/RESULTS.md), grouped-blocked for grouped ones; elsewhere im2col, whose
-    /// products CLBlast runs, and the direct kernel for groups of few channels.
+    /// applies; else, where CLNet's GEMM is the device's (CPUs), the 1x1 GEMM for 1x1 stride-1
+    /// layers, Winograd for 3x3 stride-1 ones and implicit GEMM for the other ungrouped ones (on
+    /// PoCL both measured faster than im2col, see Benchmarks/RESULTS.md), grouped-blocked for
+    /// grouped ones; elsewhere im2col, whose products CLBlast runs, and the direct kernel for
+    /// groups of few channels.
     public func algorithm(on device: Device) -> Algorithm {
         let options = applicableAlgorithms
         if let forced = Self.forcedAlgorithm, options.contains(forced) { return forced }
