@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Every kernel file in Kernels/ is embedded into the binary, so that a static build runs with no
-// file beside it. Add a new kernel file here and to `KernelSource` in Kernels/KernelSources.swift.
+// file beside it. A new kernel file goes here, into `embeddedKernelFiles` (Kernels/KernelSources.swift)
+// and into `KernelSource` (Sources/CLNet/Device/KernelSource.swift); ProgramCacheTests checks all three.
 let kernelFiles = [
     "Common.cl", "Util.cl", "Activation.cl", "Elementwise.cl", "Norm.cl", "Pool.cl", "Concat.cl", "Linear.cl",
     "Loss.cl", "Optimizer.cl", "Conv.cl", "Winograd.cl", "ImplicitGEMM.cl", "GEMM.cl",

@@ -3,15 +3,15 @@ import CLNet
 import CLNetCLI
 
 /// One convolution's algorithms, each timed in each direction as an executor times them when it
-/// chooses (`Conv2D.choose`), without the cache: to see why a layer runs what it runs, and to
-/// compare a kernel change on one layer.
+/// chooses (`Conv2D.choose`: one untimed run, then the best of five, so `--warmup` and `--iters`
+/// do not apply), without the cache: to see why a layer runs what it runs, and to compare a
+/// kernel change on one layer.
 struct ConvTime: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv",
         abstract: "Time every algorithm of one convolution in each direction (forward, input gradient, weight gradient), as an executor does to choose.")
 
-    @Option(help: "The device's index or name substring (default: CLNET_DEVICE, else the first GPU).")
-    var device: String?
+    @OptionGroup var common: Common
 
     @Option(help: "Input shape N,C,H,W.")
     var input = "8,64,56,56"
@@ -45,10 +45,13 @@ struct ConvTime: ParsableCommand {
         }
         let conv = Conv2D(inChannels: dims[1], outChannels: out, kernel: kernel, stride: stride, padding: padding,
                           dilation: dilation, groups: groups)
+        let context = try common.context()
         do {
-            let dev = try device.map { spec throws(CLNetError) in try Device.select(spec) } ?? Device.default
-            let context = try Context(device: dev)
             let choice = try conv.timeAlgorithms(on: context, input: Shape(dims), training: !inference)
+            if common.json {
+                return try printJSON(["convolution": "\(conv)", "input": "\(Shape(dims))", "forward": choice.forward.rawValue,
+                                      "dx": choice.data.rawValue, "dw": choice.weights.rawValue, "timings": choice.reason])
+            }
             print("\(conv) on \(Shape(dims)), \(context.device.info.name)")
             print("fastest: forward \(choice.forward.rawValue), dx \(choice.data.rawValue), dw \(choice.weights.rawValue)")
             print(choice.reason)

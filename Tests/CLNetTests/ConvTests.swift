@@ -6,7 +6,7 @@ import Foundation
 @testable import CLNet
 import Testing
 
-@Suite("Conv: 1x1 GEMM, im2col + GEMM, Winograd, direct grouped and depthwise")
+@Suite("Conv: 1x1 GEMM, im2col + GEMM, implicit GEMM, Winograd, direct grouped and depthwise")
 struct ConvTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var shape: Shape

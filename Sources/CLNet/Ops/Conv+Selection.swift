@@ -21,7 +21,7 @@ public struct ConvChoice: Sendable, Hashable {
     /// dw (and the bias gradient), the weight gradient.
     public var weights: Conv2D.Algorithm
     /// How the choice was made: "measured", "cached" (measured by an earlier process),
-    /// "CLNET_CONV_ALGO" or "only one applies", with the timings where there were some.
+    /// or "CLNET_CONV_ALGO", with the timings where there were some.
     public var reason: String
 
     /// The algorithm of `direction`.
@@ -41,16 +41,13 @@ extension Conv2D {
     }
 
     /// The algorithms this convolution runs on `context`'s device for input `x`: `CLNET_CONV_ALGO`
-    /// where it names one that applies; the only one that applies; or the fastest of each
-    /// direction, timed on the device (the backward directions only when `training`) and kept
+    /// where it names one that applies, or else the fastest of each direction (at least two
+    /// apply to every convolution, implicit GEMM among them), timed on the device (the backward directions only when `training`) and kept
     /// in the disk cache beside the compiled programs (`ProgramDiskCache`).
     public func choose(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
         let options = applicableAlgorithms
         if let forced = try Self.checkedSetting(), options.contains(forced) {
             return ConvChoice(forward: forced, data: forced, weights: forced, reason: "CLNET_CONV_ALGO")
-        }
-        if options.count == 1 {
-            return ConvChoice(forward: options[0], data: options[0], weights: options[0], reason: "only one applies")
         }
         // The algorithms that apply are part of the key: a new one is measured, not passed over.
         let key = "\(self) x=\(x) training=\(training) of \(options.map(\.rawValue).joined(separator: ","))"
@@ -63,8 +60,7 @@ extension Conv2D {
     /// cached) in each direction, as `choose` does when it measures: `clnet-bench conv` prints
     /// what this returns, to see why a layer runs what it runs.
     public func timeAlgorithms(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
-        _ = try outputShape(x)
-        return try measure(on: context, input: x, training: training, options: applicableAlgorithms)
+        try measure(on: context, input: x, training: training, options: applicableAlgorithms)
     }
 
     /// Times each algorithm in each direction: one untimed run (it builds the programs), then
