@@ -67,14 +67,23 @@ inline float hsum(floatv v) {
     return (b.x + b.y) + (b.z + b.w);
 }
 
-// Each work item (each work-group of NL lanes) takes runs item, item + workers, ... of `count`.
+// Each work item (each work-group of NL lanes) takes an equal contiguous share of the `count`
+// runs: worker w of W takes [w * count / W, (w + 1) * count / W). Contiguous, because
+// neighbouring runs share cache lines and a CPU's prefetcher follows them; spread over the whole
+// grid, because PoCL hands each CPU thread a contiguous range of work-groups, so with fewer runs
+// than workers, runs given out round-robin all landed on the first thread.
 // The grid is the same size at every launch (CommandQueue.launchRuns): PoCL 3.1 keeps one
 // compiled kernel per local size and largest grid so far, and releases them by local size alone,
 // so one kernel running on two queues at two grid sizes could decrement the wrong one and abort
 // (`pocl_release_dlhandle_cache: Assertion found->ref_count > 0`). The lanes of a work-group
 // share their items, so a barrier inside the loop is reached by all of them.
-#define FOR_EACH_RUN(item, count) \
-    for (uint item = get_global_id(0) / NL; item < (count); item += get_global_size(0) / NL)
+inline uint run_bound(uint worker, uint count) {
+    return (uint)((ulong)worker * count / (get_global_size(0) / NL));
+}
+#define FOR_EACH_RUN(item, count)                                                        \
+    for (uint item = run_bound((uint)get_global_id(0) / NL, (count)),                 \
+              item##_end = run_bound((uint)get_global_id(0) / NL + 1, (count));       \
+         item < item##_end; ++item)
 
 // The same grid for kernels whose work items each take items of their own (no lanes shared):
 // item, item + workers, ...

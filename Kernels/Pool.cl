@@ -28,28 +28,49 @@ inline void covering_next(uint i, uint k, uint s, uint p, uint out, uint *lo, ui
 // The forward kernels have the window compiled in: -D WKH, WKW (size), WSH, WSW (stride), WPH,
 // WPW (padding), so that their taps unroll (with the window as arguments, PoCL ran them at a
 // few percent of copy bandwidth). A program built without them has only the backward kernels.
+// A block computes PV windows of a row: 16 where the device loads 16 floats (AVX-512, whose
+// even/odd split of 32 floats is one permute per tap), else 8 or 4.
 #ifdef WKH
-#if VEC >= 8
+#if VEC >= 16
+#define PV 16
+typedef float16 poolv;
+typedef uint16 poolu;
+typedef int16 pooli;
+#define PIOTA ((poolu)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+// The even and odd elements of 32 floats: stride-2 taps of 16 windows.
+inline float16 load32_even(__global const float *p) {
+    const float16 a = vload16(0, p), b = vload16(0, p + 16);
+    return (float16)(a.even, b.even);
+}
+inline float16 load32_odd(__global const float *p) {
+    const float16 a = vload16(0, p), b = vload16(0, p + 16);
+    return (float16)(a.odd, b.odd);
+}
+#define LOAD2_EVEN(p) load32_even(p)
+#define LOAD2_ODD(p) load32_odd(p)
+#elif VEC >= 8
 #define PV 8
 typedef float8 poolv;
 typedef uint8 poolu;
 typedef int8 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3, 4, 5, 6, 7))
-#define LOAD2(p) vload16(0, (p))
+#define LOAD2_EVEN(p) vload16(0, (p)).even
+#define LOAD2_ODD(p) vload16(0, (p)).odd
 #else
 #define PV 4
 typedef float4 poolv;
 typedef uint4 poolu;
 typedef int4 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3))
-#define LOAD2(p) vload8(0, (p))
+#define LOAD2_EVEN(p) vload8(0, (p)).even
+#define LOAD2_ODD(p) vload8(0, (p)).odd
 #endif
 
 // Tap kw of PV consecutive windows starting at column w0: every WSW-th float from w0 + kw. With
 // stride 2 the load of 2 * PV floats starts one early for kw > 0 and takes the odd elements, so
 // that it never reads past the last tap of the block.
 #if WSW == 2
-#define TAP(p, w0, kw) ((kw) == 0 ? LOAD2((p) + (w0)).even : LOAD2((p) + (w0) + (kw) - 1).odd)
+#define TAP(p, w0, kw) ((kw) == 0 ? LOAD2_EVEN((p) + (w0)) : LOAD2_ODD((p) + (w0) + (kw) - 1))
 #define TAP_AT(w0, kw) ((poolu)((w0) + (kw)) + 2 * PIOTA)
 #else
 #define TAP(p, w0, kw) CAT(vload, PV)(0, (p) + (w0) + (kw))

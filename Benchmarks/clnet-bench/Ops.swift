@@ -25,7 +25,8 @@ struct Ops: ParsableCommand {
         /// Achieved GFLOP/s over a single GEMM with the same FLOP count (convolutions, linear).
         var fractionOfGEMM: Double?
         var gbPerSecond: Double
-        /// Achieved GB/s (fewest bytes: inputs read once, outputs written once) over a copy of as many bytes.
+        /// Achieved GB/s (fewest bytes: inputs read once, outputs written once) over a copy of as many
+        /// bytes: the median over samples of the op each set against a copy timed next to it.
         var fractionOfCopy: Double
         var bound: String
     }
@@ -41,18 +42,23 @@ struct Ops: ParsableCommand {
         let q = try context.makeQueue()
         let peak = try timeGEMM(context, .square(context.device.info.type == "GPU" ? 4096 : 1024),
                                 warmup: common.warmup, iters: common.iters)
-        var copyRates: [Int: Double] = [:]
-        func copyRate(_ bytes: Int) throws -> Double {
+        // A copy of as many bytes as the op moves (half read, half written), by whichever way was
+        // faster (CopyResult), run alternately with the op: on a shared host the rate of both
+        // moves by 2-4x within a minute, so each op sample is set against the copy beside it.
+        var copies: [Int: Copy] = [:]
+        func copy(_ bytes: Int) throws -> Copy {
             let half = max(4, (bytes / 2) & ~3)
-            if let r = copyRates[half] { return r }
-            let r = try timeCopy(context, bytes: half, warmup: common.warmup, iters: common.iters).gbPerSecond
-            copyRates[half] = r
-            return r
+            if let c = copies[half] { return c }
+            let c = try Copy(context, q, bytes: half, warmup: common.warmup, iters: common.iters)
+            copies[half] = c
+            return c
         }
         var rows: [Row] = []
         for bench in try OpBench.all(context, q, batch: batch) where only.map({ bench.name.contains($0) }) ?? true {
             let run = try bench.prepare()
-            let time = try measure(q, warmup: common.warmup, iters: common.iters, run)
+            let yardstick = try copy(bench.bytes)
+            let (time, fraction) = try measurePaired(q, warmup: common.warmup, iters: common.iters, run, yardstick.run,
+                                                     ratio: { op, copy in Double(bench.bytes) / op * 1e-9 / yardstick.rate(copy) })
             let gflops = bench.flops / time.median * 1e-9
             let gbs = Double(bench.bytes) / time.median * 1e-9
             var gemmFraction: Double? = nil
@@ -60,11 +66,10 @@ struct Ops: ParsableCommand {
                 let g = try timeGEMM(context, shape, warmup: common.warmup, iters: common.iters)
                 gemmFraction = gflops / g.gflops
             }
-            let copy = try copyRate(bench.bytes)
-            let computeTime = bench.flops / (peak.gflops * 1e9), memoryTime = Double(bench.bytes) / (copy * 1e9)
+            let computeTime = bench.flops / (peak.gflops * 1e9), memoryTime = time.median * fraction
             rows.append(Row(name: bench.name, shape: bench.shape, algorithm: bench.algorithm,
                             milliseconds: time.median * 1e3, gflops: gflops, fractionOfGEMM: gemmFraction,
-                            gbPerSecond: gbs, fractionOfCopy: gbs / copy,
+                            gbPerSecond: gbs, fractionOfCopy: fraction,
                             bound: computeTime > memoryTime ? "compute" : "memory"))
             if !common.json {
                 let r = rows.last!
@@ -258,4 +263,50 @@ struct OpBench {
         })
         return list
     }
+}
+
+/// A copy of `bytes` (read, and as many written) run the faster of the two ways `timeCopy` tries.
+struct Copy {
+    let bytes: Int
+    let run: () throws -> Void
+
+    init(_ context: Context, _ queue: CommandQueue, bytes: Int, warmup: Int, iters: Int) throws {
+        let result = try timeCopy(context, bytes: bytes, warmup: warmup, iters: iters)
+        let src = try context.buffer(bytes: bytes), dst = try context.buffer(bytes: bytes)
+        try queue.fill(src, with: 1)
+        self.bytes = bytes
+        if result.kernelCopyGBPerSecond > result.bufferCopyGBPerSecond {
+            let a = try Tensor(buffer: src, shape: [1, bytes / 4, 1, 1]), b = try Tensor(buffer: dst, shape: [1, bytes / 4, 1, 1])
+            run = { try queue.copy(from: a, to: b) }
+        } else {
+            run = { try queue.copy(from: src, to: dst, bytes: bytes) }
+        }
+    }
+
+    /// GB/s, bytes read plus bytes written, of a copy that took `seconds`.
+    func rate(_ seconds: Double) -> Double { 2 * Double(bytes) / seconds * 1e-9 }
+}
+
+/// Times `op` and `copy` alternately, `iters` pairs after `warmup` of each: the op's timing, and
+/// the median over the pairs of `ratio(op seconds, copy seconds)`.
+func measurePaired(_ queue: CommandQueue, warmup: Int, iters: Int, _ op: () throws -> Void, _ copy: () throws -> Void,
+                   ratio: (Double, Double) -> Double) throws -> (Timing, Double) {
+    func timed(_ body: () throws -> Void) throws -> Double {
+        let start = ContinuousClock.now
+        try body()
+        try queue.finish()
+        return seconds(since: start)
+    }
+    for _ in 0..<warmup {
+        try op()
+        try copy()
+    }
+    try queue.finish()
+    var opSamples: [Double] = [], ratios: [Double] = []
+    for _ in 0..<max(1, iters) {
+        let t = try timed(op)
+        opSamples.append(t)
+        ratios.append(ratio(t, try timed(copy)))
+    }
+    return (Timing(opSamples), Timing(ratios).median)
 }

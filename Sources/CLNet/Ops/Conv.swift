@@ -248,8 +248,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
     /// The parts per output channel in which `algorithm` can write the batch statistics of its
     /// output as it stores it, for the batch norm that follows (`WrittenStatistics`): the 1x1
     /// and im2col products on CLNet's GEMM (one part per sample and block of the GEMM's columns)
-    /// and Winograd (one per sample and row of tiles). Nil for grouped, direct and CLBlast
-    /// products, which write their output without them; the norm then measures it itself.
+    /// and Winograd (one per sample and row of tiles). Nil for implicit GEMM, grouped, direct
+    /// and CLBlast products, which write their output without them; the norm then measures it
+    /// itself.
     public func statisticsParts(_ x: Shape, algorithm: Algorithm, on device: Device) throws(CLNetError) -> Int? {
         let out = try outputShape(x), plane = out.h * out.w
         let panels = GEMMPanels(device: device), clnet = GEMMEngine.preferred(for: device) == .clnet
