@@ -11,15 +11,18 @@ import Foundation
 /// specification that `clnet run`, `clnet eval` and the library take like any other.
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rewrite trained weights for inference (--fold-bn: fold batch norms; --rm: remove residual connections; --onnx: an ONNX model).",
+        abstract: "Rewrite trained weights for inference (--fold-bn: fold batch norms; --reparam: merge branches; --rm: remove residual connections; --onnx: an ONNX model).",
         discussion: """
             --fold-bn: every convolution followed by batch norm becomes one convolution with a bias, using the \
             norm's running statistics; the model is then the original specification with fold_bn=1 \
-            (e.g. resnet18:fold_bn=1). --rm (RMNet, Meng et al.): also rewrites every ReLU basic block as two \
+            (e.g. resnet18:fold_bn=1). --reparam (RepVGG): every sum of branches that are linear in one input (a \
+            convolution with its batch norm, a 1x1-then-3x3 cascade with its batch norm, a batch norm of the input, \
+            the input) becomes one convolution with a bias; the model is then the specification with rep=1 \
+            (e.g. repvgg_a0:rep=1). --rm (RMNet, Meng et al.): also rewrites every ReLU basic block as two \
             plain convolutions, reserving the block's input in extra channels of the first and merging it in \
             the second, so the network has no residual connection left; the model is then the specification \
             with rm=1 (e.g. resnet20:rm=1). Logits agree with the original's in eval mode. --onnx writes the \
-            inference graph (after --fold-bn or --rm, if given) as an ONNX model: input `input` [N, C, H, W] \
+            inference graph (after --fold-bn, --reparam or --rm, if given) as an ONNX model: input `input` [N, C, H, W] \
             float32 with a symbolic batch N, output `logits`, the weights as initializers under their \
             torchvision names, and the weights' record (model, normalisation, classes) in metadata_props.
             """)
@@ -32,6 +35,9 @@ struct Export: ParsableCommand {
 
     @Flag(help: "Fold each convolution's batch norm into the convolution.")
     var foldBn = false
+
+    @Flag(help: "Merge each sum of branches linear in one input (RepVGG's blocks) into one convolution with a bias.")
+    var reparam = false
 
     @Flag(name: .customLong("rm"), help: "Fold batch norms and remove every residual connection (basic ReLU blocks).")
     var removeResiduals = false
@@ -55,8 +61,11 @@ struct Export: ParsableCommand {
 
     func run() throws {
         do {
-            guard foldBn || removeResiduals || onnx else {
-                throw CLNetError.invalidArgument("nothing to export: give --fold-bn, --rm or --onnx")
+            guard foldBn || reparam || removeResiduals || onnx else {
+                throw CLNetError.invalidArgument("nothing to export: give --fold-bn, --reparam, --rm or --onnx")
+            }
+            guard [foldBn, reparam, removeResiduals].filter({ $0 }).count <= 1 else {
+                throw CLNetError.invalidArgument("--fold-bn, --reparam and --rm are separate rewrites: give one")
             }
             guard onnx || (imageSize == nil && !check && opset == 17) else {
                 throw CLNetError.invalidArgument("--image-size, --opset and --check are for --onnx")
@@ -68,12 +77,20 @@ struct Export: ParsableCommand {
             let graph = try ModelSpec.graph(model, batch: 1, size: size, loss: false).graph
             // The rewrite first: a model it cannot handle is refused before the weights are read.
             let plain = removeResiduals ? try graph.removingResiduals() : nil
+            let merged = reparam ? try graph.reparameterizingBranches() : nil
+            if let merged, merged.merges.isEmpty {
+                throw CLNetError.invalidArgument("--reparam: \(model) has no sum of branches linear in one input to merge")
+            }
             let values = Dictionary(uniqueKeysWithValues: try graph.parameterValues(from: weightsFile.file, ignoring: "optimizer."))
             let target: Graph, rewritten: [String: [Float]], spec: String, summary: String
             if let plain {
                 (target, rewritten) = (plain.graph, try graph.removeResidualParameters(plain, values))
                 spec = ModelSpec.filling(model, ["rm": "1"])
                 summary = "folded \(plain.fold.pairs.count) batch norms and removed \(plain.blocks.count) residual connections"
+            } else if let merged {
+                (target, rewritten) = (merged.graph, try graph.reparameterizeBranchParameters(merged, values))
+                spec = ModelSpec.filling(model, ["rep": "1"])
+                summary = "merged the branches of \(merged.merges.count) blocks into single convolutions"
             } else if foldBn {
                 let fold = try graph.foldingBatchNorms()
                 (target, rewritten) = (fold.graph, try graph.foldBatchNormParameters(fold, values))

@@ -31,20 +31,7 @@ struct DeploymentTests {
         let (specGraph, _) = try ModelSpec.graph(ModelSpec.filling(spec, ["fold_bn": "1"]), batch: 3, size: size, loss: false)
         #expect(specGraph.parameters.map(\.name) == fold.graph.parameters.map(\.name))
 
-        let x = randomDoubles(graph.shape(of: graph.inputs[0].value).count, using: &rng)
-        var reference = try ReferenceExecutor(graph: graph, parameters: values.mapValues { $0.map(Double.init) })
-        var foldedReference = try ReferenceExecutor(graph: fold.graph, parameters: foldedValues.mapValues { $0.map(Double.init) })
-        let want = try reference.forward(["input": x], training: false)[logits.index]
-        let got = try foldedReference.forward(["input": x], training: false)[fold.values[logits.index]!.index]
-        // Folding rounds the new weights to Float once; the Double reference sees only that.
-        #expect(relativeError(got, want) <= 1e-6)
-
-        let folded = try Executor(graph: fold.graph, context: context, training: false, keep: [fold.values[logits.index]!])
-        for p in fold.graph.parameters { try folded.setParameter(p.name, foldedValues[p.name]!) }
-        try original.forward(["input": x.map(Float.init)])
-        try folded.forward(["input": x.map(Float.init)])
-        let a = try original.read(logits), b = try folded.read(fold.values[logits.index]!)
-        #expect(relativeError(b, a) <= 1e-5, "device: \(relativeError(b, a))")
+        try expectSameLogits(original, values, logits, rewritten: fold.graph, foldedValues, fold.values[logits.index]!, using: &rng)
     }
 
     /// RMNet's residual removal gives the same eval logits with no addition left: to 1e-6 in the
@@ -102,16 +89,59 @@ struct DeploymentTests {
         #expect { _ = try graph.removingResiduals() } throws: { "\($0)".contains(expected) }
     }
 
-    /// `clnet export --fold-bn` and `--rm`, then `clnet run` on the original and the rewritten
-    /// model: the same logits; no batch norm is left, and with --rm no projection either.
+    /// Merging RepVGG's branches (3x3, 1x1 and identity, each with a batch norm whose running
+    /// statistics are far from 0 and 1, and the linear 1x1-3x3 cascade) gives the same eval
+    /// logits with no norm or addition left: to 1e-6 in the Double reference, 1e-5 on the device.
     @Test(arguments: [
-        ("--fold-bn", "fold_bn=1", "folded 6 batch norms"),
-        ("--rm", "rm=1", "removed 2 residual connections"),
+        "repvgg:layers=1.2.2.1.1,a=0.25,b=0.125,stem=cifar,classes=5",
+        "repvgg:layers=1.2.1.1.1,a=0.25,b=0.125,stem=cifar,cascade=1,classes=5",
     ])
-    func exportCommandRewritesAndRunTakesTheResult(flag: String, key: String, summary: String) throws {
+    func reparameterizingKeepsTheLogits(spec: String) throws {
+        var rng = freshGenerator("reparam \(spec)")
+        let (graph, logits) = try ModelSpec.graph(spec, batch: 3, size: 16, loss: false)
+        let context = try Shared.context()
+        let original = try Executor(graph: graph, context: context, training: false, keep: [logits])
+        try original.initialize(seed: rng.next())
+        let values = try trainedLike(original, using: &rng)
+        let merged = try graph.reparameterizingBranches()
+        let blocks = spec.contains("1.2.2.1.1") ? 7 : 6
+        #expect(merged.merges.count == blocks)
+        #expect(merged.graph.nodes.allSatisfy { node in
+            switch node.operation { case .batchNorm, .add: false; default: true }
+        })
+        #expect(merged.merges.contains { $0.branches.count == (spec.contains("cascade=1") ? 4 : 3) })
+        let (specGraph, _) = try ModelSpec.graph(ModelSpec.filling(spec, ["rep": "1"]), batch: 3, size: 16, loss: false)
+        #expect(specGraph.parameters.map(\.name) == merged.graph.parameters.map(\.name))
+        let mergedValues = try graph.reparameterizeBranchParameters(merged, values)
+        #expect(Set(mergedValues.keys) == Set(merged.graph.parameters.map(\.name)))
+
+        try expectSameLogits(original, values, logits, rewritten: merged.graph, mergedValues, merged.values[logits.index]!, using: &rng)
+    }
+
+    /// Sums whose branches do not share one input (ResNet's blocks: the residual branch reads the
+    /// block's inner value) are left alone, and `rep=1` says there is nothing to merge.
+    @Test func reparameterizingLeavesResidualSumsAlone() throws {
+        let graph = try ModelSpec.graph("resnet:block=basic,layers=1.1,classes=5", batch: 1, size: 32, loss: false).graph
+        #expect(try graph.reparameterizingBranches().merges.isEmpty)
+        #expect { _ = try ModelSpec.graph("resnet18:rep=1", batch: 1, loss: false) } throws: {
+            "\($0)".contains("no sum of linear branches")
+        }
+        #expect { _ = try ModelSpec.graph("repvgg_a0:rep=1,fold_bn=1", batch: 1, loss: false) } throws: {
+            "\($0)".contains("does not combine")
+        }
+    }
+
+    /// `clnet export --fold-bn`, `--rm` and `--reparam`, then `clnet run` on the original and the
+    /// rewritten model: the same logits; no batch norm is left, and with --rm no projection either.
+    @Test(arguments: [
+        ("--fold-bn", "fold_bn=1", "folded 6 batch norms", "resnet:block=basic,layers=1.1,classes=4,channels=1", "conv1.bias"),
+        ("--rm", "rm=1", "removed 2 residual connections", "resnet:block=basic,layers=1.1,classes=4,channels=1", "conv1.bias"),
+        ("--reparam", "rep=1", "merged the branches of 5 blocks", "repvgg:layers=1.1.1.1.1,a=0.125,b=0.0625,stem=cifar,classes=4,channels=1",
+         "stages.1.0.reparam_conv.bias"),
+    ])
+    func exportCommandRewritesAndRunTakesTheResult(flag: String, key: String, summary: String, spec: String, bias: String) throws {
         let dir = try temporaryDirectory("export")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let spec = "resnet:block=basic,layers=1.1,classes=4,channels=1"
         let (graph, _) = try ModelSpec.graph(spec, batch: 2, size: 32, loss: false)
         let e = try Executor(graph: graph, context: try Shared.context(), training: false)
         try e.initialize(seed: 5)
@@ -128,7 +158,7 @@ struct DeploymentTests {
         let file = try SafeTensors(contentsOf: rewritten)
         // The output records the rewritten model (the input, saved by the library, had no record).
         #expect(try WeightsInfo.read(file, path: rewritten.path)?.model == "\(spec),\(key)")
-        #expect(file.entries.keys.allSatisfy { !$0.contains("bn") } && file.entries["conv1.bias"] != nil)
+        #expect(file.entries.keys.allSatisfy { !$0.contains("bn") && !$0.contains("identity") } && file.entries[bias] != nil)
         if flag == "--rm" {
             #expect(file.entries.keys.allSatisfy { !$0.contains("downsample") })
             #expect(file.entries["layer2.0.conv1.weight"]?.shape == [128 + 64, 64, 3, 3])
@@ -352,6 +382,26 @@ struct DeploymentTests {
         let bad = try runTool("clnet", ["erf", "--model", "cifar_resnet:depth=8", "--output", "e.jpg"], in: dir)
         #expect(bad.status != 0 && bad.stderr.contains(".png"))
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("e.jpg").path))
+    }
+
+    /// The rewritten graph's eval logits on a random input against the original's: to 1e-6 in
+    /// the Double reference (the rewrite rounds its new weights to Float once, and the reference
+    /// sees only that) and to 1e-5 on the device.
+    private func expectSameLogits(_ original: Executor, _ values: [String: [Float]], _ logits: Value, rewritten: Graph,
+                                  _ newValues: [String: [Float]], _ newLogits: Value, using rng: inout SeededGenerator) throws {
+        let graph = original.graph
+        let x = randomDoubles(graph.shape(of: graph.inputs[0].value).count, using: &rng)
+        var reference = try ReferenceExecutor(graph: graph, parameters: values.mapValues { $0.map(Double.init) })
+        var rewrittenReference = try ReferenceExecutor(graph: rewritten, parameters: newValues.mapValues { $0.map(Double.init) })
+        let want = try reference.forward(["input": x], training: false)[logits.index]
+        let got = try rewrittenReference.forward(["input": x], training: false)[newLogits.index]
+        #expect(relativeError(got, want) <= 1e-6)
+        let device = try Executor(graph: rewritten, context: original.context, training: false, keep: [newLogits])
+        for p in rewritten.parameters { try device.setParameter(p.name, newValues[p.name]!) }
+        try original.forward(["input": x.map(Float.init)])
+        try device.forward(["input": x.map(Float.init)])
+        let a = try original.read(logits), b = try device.read(newLogits)
+        #expect(relativeError(b, a) <= 1e-5, "device: \(relativeError(b, a))")
     }
 
     /// Random statistics and norm parameters far from 1 and 0 on top of `executor`'s

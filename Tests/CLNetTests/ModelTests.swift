@@ -71,6 +71,14 @@ struct ModelTests {
         #expect(abs(m / millions - 1) <= 0.01, "\(name): \(m) M parameters")
     }
 
+    /// RepVGG's deployed sizes (Ding et al. 2021, table 4, parameters after re-parameterisation):
+    /// A0 8.30 M, A1 12.78 M, A2 25.49 M, B0 14.33 M, B1 51.82 M; within 0.5%.
+    @Test(arguments: [("repvgg_a0", 8.30), ("repvgg_a1", 12.78), ("repvgg_a2", 25.49), ("repvgg_b0", 14.33), ("repvgg_b1", 51.82)])
+    func repvggHasThePapersSize(name: String, millions: Double) throws {
+        let m = Double(try ModelSpec.graph("\(name):rep=1", batch: 1, loss: false).graph.trainableParameterCount) / 1e6
+        #expect(abs(m / millions - 1) <= 0.005, "\(name): \(m) M parameters")
+    }
+
     /// The paper's figures (He et al. 2015, table 6): 0.27 M, 0.46 M, 0.66 M, 0.85 M, 1.7 M, 19.4 M.
     @Test(arguments: [(20, 269_722), (32, 464_154), (44, 658_586), (56, 853_018), (110, 1_727_962), (1202, 19_421_274)])
     func cifarResNetParameterCounts(depth: Int, count: Int) throws {
@@ -97,6 +105,7 @@ struct ModelTests {
         ("resnet:block=bottleneck,layers=1.1.1,width=8,dilation=0.1.1,pool=conv,classes=5", 32),
         ("cifar_resnet:depth=8,channels=1,norm=none", 8),
         ("cifar_resnet:depth=8,channels=1,norm=none,act=prelu", 8),
+        ("repvgg:layers=1.2.1.1.1,a=0.25,b=0.125,stem=cifar,cascade=1,classes=5", 8),
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")

@@ -42,6 +42,7 @@ struct ONNXTests {
         ("resnet:block=basic,layers=1.1,width=8,norm=group:4,stem=cifar,classes=5", []),
         ("cifar_resnet:depth=8,classes=5", ["--rm"]),
         ("cifar_resnet:depth=8,norm=none,classes=5", []),
+        ("repvgg:layers=1.1.1.1.1,a=0.125,b=0.0625,stem=cifar,cascade=1,classes=5", ["--reparam"]),
     ] as [(String, [String])])
     func familyRunsInONNXRuntime(spec: String, variants: [String]) throws {
         let dir = try Self.temporary()

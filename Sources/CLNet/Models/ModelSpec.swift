@@ -8,7 +8,9 @@
 /// - `wrn:depth=28,widen=10,dropout=0.3` (CIFAR Wide ResNets),
 /// - `densenet:growth=12,blocks=2.2.2,init=16,bn_size=4,compression=0.5,stem=imagenet`
 ///   (`bn_size=0` for no bottleneck),
-/// - `cifar_resnet:depth=20` (the CIFAR ResNets of He et al. 2015).
+/// - `cifar_resnet:depth=20` (the CIFAR ResNets of He et al. 2015),
+/// - `repvgg:layers=1.2.4.14.1,a=0.75,b=2.5,stem=imagenet,cascade=0` (RepVGG, Ding et al. 2021;
+///   `cascade=1` adds a linear 1x1-then-3x3 branch to every block).
 /// Every family takes `classes=N`, `channels=N` (input channels) and `norm=group:N` for group norm
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
@@ -17,7 +19,8 @@
 /// `act=prelu`, `dilation=0.1.1` (torchvision's `replace_stride_with_dilation`), `pool=conv` (a
 /// strided convolution instead of max pooling); for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
 /// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
-/// writes its weights); ReLU basic-block ResNets take `rm=1`: the plain network RMNet makes of
+/// writes its weights), and `rep=1`: each sum of branches linear in one input (RepVGG's blocks)
+/// merged into one convolution (`clnet export --reparam`); ReLU basic-block ResNets take `rm=1`: the plain network RMNet makes of
 /// it (`clnet export --rm`), and `mid=W1.W2...` sets each residual block's inner width (what
 /// filter pruning leaves; `clnet prune` writes it).
 public enum ModelSpec {
@@ -30,7 +33,7 @@ public enum ModelSpec {
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "preact_resnet110", "preact_resnet164",
         "preact_resnet1001", "resnext29_8x64d", "resnext29_16x64d", "wrn16_8", "wrn28_10", "densenet_bc_100_12",
         "densenet40_12", "seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34",
-        "skresnet50", "skresnext50_32x4d", "sknet50",
+        "skresnet50", "skresnext50_32x4d", "sknet50", "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_b1",
     ]
 
     /// A model of one family, before its graph is built.
@@ -39,6 +42,7 @@ public enum ModelSpec {
         case preact(PreActResNet)
         case densenet(DenseNet)
         case cifarResNet(CIFARResNet)
+        case repvgg(RepVGG)
 
         var imageSize: Int {
             switch self {
@@ -46,6 +50,7 @@ public enum ModelSpec {
             case let .preact(m): m.stem == .imagenet ? 224 : 32
             case let .densenet(m): m.stem == .imagenet ? 224 : 32
             case .cifarResNet: 32
+            case let .repvgg(m): m.stem == .imagenet ? 224 : 32
             }
         }
     }
@@ -96,6 +101,11 @@ public enum ModelSpec {
         case "resnet56": .cifarResNet(CIFARResNet(n: 9))
         case "resnet110": .cifarResNet(CIFARResNet(n: 18))
         case "resnet1202": .cifarResNet(CIFARResNet(n: 200))
+        case "repvgg", "repvgg_a0": .repvgg(.a0)
+        case "repvgg_a1": .repvgg(.a1)
+        case "repvgg_a2": .repvgg(.a2)
+        case "repvgg_b0": .repvgg(.b0)
+        case "repvgg_b1": .repvgg(.b1)
         default: nil
         }
     }
@@ -195,7 +205,7 @@ public enum ModelSpec {
         guard let preset = try preset(head) else {
             throw .invalidArgument("""
                 unknown model '\(head)'; one of \(names.joined(separator: ", ")), or resnet:, preact_resnet:, wrn:, \
-                densenet:, cifar_resnet: with parameters
+                densenet:, cifar_resnet:, repvgg: with parameters
                 """)
         }
         let classes = try int("classes", preset.imageSize == 32 ? 10 : 1000)
@@ -289,17 +299,42 @@ public enum ModelSpec {
             model.activation = try activation()
             model.blockWidths = try widths()
             build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 32, loss: loss) }
+        case var .repvgg(model):
+            model.layers = try list("layers", model.layers)
+            model.a = try fraction("a", model.a, 0.01...64)
+            model.b = try fraction("b", model.b, 0.01...64)
+            model.stem = try choice("stem", model.stem, stems)
+            model.cascade = try choice("cascade", false, ["0": false, "1": true])
+            model.classes = classes
+            model.inChannels = channels
+            if norm != .batch {
+                throw .invalidArgument("model specification '\(spec)': RepVGG's branches merge through batch norm; norm=batch only")
+            }
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
         }
         let removeResiduals = try choice("rm", false, ["0": false, "1": true])
+        let mergeBranches = try choice("rep", false, ["0": false, "1": true])
         // RMNet's plain network has its batch norms folded whatever fold_bn says.
         let foldNorms = try choice("fold_bn", false, ["0": false, "1": true])
+        if mergeBranches && (removeResiduals || foldNorms) {
+            throw .invalidArgument("model specification '\(spec)': rep=1 is a rewrite of its own; it does not combine with fold_bn or rm")
+        }
         let unknown = Set(options.keys).subtracting(used)
         if let key = unknown.sorted().first {
             throw .invalidArgument("model specification '\(spec)': unknown parameter '\(key)' for \(head)")
         }
         let result = try build()
         var folded = result
-        if removeResiduals {
+        if mergeBranches {
+            let merged = try result.graph.reparameterizingBranches()
+            guard !merged.merges.isEmpty else {
+                throw .invalidArgument("model specification '\(spec)': rep=1, but \(head) has no sum of linear branches to merge")
+            }
+            guard let logits = merged.values[result.logits.index] else {
+                throw .invalidArgument("model specification '\(spec)': merging branches removed the logits")
+            }
+            folded = (merged.graph, logits)
+        } else if removeResiduals {
             let plain = try result.graph.removingResiduals()
             guard let logits = plain.values[result.logits.index] else {
                 throw .invalidArgument("model specification '\(spec)': removing residuals removed the logits")
