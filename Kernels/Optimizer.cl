@@ -2,13 +2,17 @@
 // torch.optim.SGD (dampening 0): one launch updates a contiguous range of the parameter arena.
 //   g = grad + wd * p;  buf = momentum * buf + g;  step = nesterov ? g + momentum * buf : buf
 //   p -= lr * step
+// With an L1 prior lambda * |p - target| (prior > 0, the shrink lr * lambda), its proximal step
+// follows: p moves toward target by the shrink and stops there, so that it can reach target
+// exactly (the partially linear networks' PReLU slopes, pulled to 1). A NaN stays a NaN.
 // With momentum 0 the buffer is not touched (it may be any buffer). PyTorch starts the buffer
 // as g on the first step; with dampening 0 that equals starting it at zero, which CLNet does.
 
 // Runs of the range (tiles of about 4,096 floats) with vector loads; see Common.cl.
 __kernel void sgd_update(__global float *p, uint po, __global const float *grad, uint go,
                          __global float *buf, uint bo, uint count,
-                         float lr, float momentum, float weight_decay, uint nesterov, uint tiles) {
+                         float lr, float momentum, float weight_decay, uint nesterov, float target, float shrink,
+                         uint tiles) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, tiles) {
         uint q0, q1;
@@ -24,7 +28,12 @@ __kernel void sgd_update(__global float *p, uint po, __global const float *grad,
                 VSTORE(b, pb + v * VEC);
                 g = nesterov ? g + momentum * b : b;
             }
-            VSTORE(w - lr * g, pw + v * VEC);
+            floatv next = w - lr * g;
+            if (shrink > 0.0f) {
+                const floatv d = next - target, left = fabs(d) - shrink;
+                next = select(target + copysign(left, d), (floatv)(target), left <= 0.0f);
+            }
+            VSTORE(next, pw + v * VEC);
         }
         for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
             const float w = pw[q];
@@ -34,7 +43,12 @@ __kernel void sgd_update(__global float *p, uint po, __global const float *grad,
                 pb[q] = b;
                 g = nesterov ? g + momentum * b : b;
             }
-            pw[q] = w - lr * g;
+            float next = w - lr * g;
+            if (shrink > 0.0f) {
+                const float d = next - target, left = fabs(d) - shrink;
+                next = left <= 0.0f ? target : target + copysign(left, d);
+            }
+            pw[q] = next;
         }
     }
 }

@@ -70,6 +70,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Start each residual branch's last norm at zero.")
     var zeroInitResidual = false
 
+    @Option(help: "Partially linear networks: an L1 prior of this weight pulls every PReLU slope to 1 (act=prelu models); each epoch reports the linear channels and the average path length.")
+    var linearityPrior: Double?
+
     @Option(help: "Seed of initialisation, data order, augmentation and dropout.")
     var seed: UInt64 = 0
 
@@ -173,6 +176,7 @@ struct Train: ParsableCommand {
         config.labelSmoothing = labelSmoothing
         config.stochasticDepth = stochasticDepth
         config.zeroInitResidual = zeroInitResidual
+        config.linearityPrior = linearityPrior
         config.seed = seed
         config.initialWeights = weights
         if let teacher {
@@ -281,11 +285,16 @@ struct Train: ParsableCommand {
                       + "\(format(summary.imagesPerSecond, 1)) images/s | test loss \(format(evaluation.loss, 4)), "
                       + "top-1 \(format(evaluation.top1 * 100, 2))%, top-5 \(format(evaluation.top5 * 100, 2))% "
                       + "| \(format(seconds(since: started), 1)) s")
+                let paths = try trainer.pathLength()
+                if let paths {
+                    print("  PReLU: \(paths.linearChannels) of \(paths.preluChannels) channels linear; "
+                          + "average path length \(format(paths.average, 2)) nonlinearities")
+                }
                 flushOutput()
                 appendJSONLine(metrics, EpochRecord(epoch: epoch + 1, step: trainer.step, trainLoss: summary.loss,
                                                     trainAccuracy: summary.accuracy, testLoss: evaluation.loss,
                                                     testTop1: evaluation.top1, testTop5: evaluation.top5,
-                                                    seconds: seconds(since: started)))
+                                                    seconds: seconds(since: started), pathLength: paths))
             }
             if leader { try trainer.saveCheckpoint(to: checkpoint) }
         }
@@ -373,6 +382,8 @@ struct EpochRecord: Codable {
     var testTop1: Double
     var testTop5: Double
     var seconds: Double
+    /// For models with PReLUs: linear channels and the average path length.
+    var pathLength: PathLength?
 }
 
 /// A progress bar on a terminal, redrawn in place; plain lines every tenth of an epoch otherwise.

@@ -99,4 +99,31 @@ struct GraphTests {
         let missing = #expect(throws: CLNetError.self) { try ReferenceExecutor(graph: g, parameters: params) }
         #expect("\(missing!)".contains("bn.running_var"))
     }
+
+    /// The path length by hand: the CIFAR ResNet-8 with PReLUs has a stem PReLU and three blocks,
+    /// each a PReLU on the branch (met by half the paths) and one after the addition: 1 + 3 x 1.5.
+    /// A PReLU counts its nonlinear channels' fraction; a channel at slope exactly 1 is linear.
+    @Test func pathLengthCountsNonlinearChannels() throws {
+        let (graph, logits) = try ModelSpec.graph("cifar_resnet:depth=8,act=prelu", batch: 1, loss: false)
+        let slopes = graph.parameters.filter { $0.role == .slope }
+        func length(_ value: (Int) -> Float) throws -> PathLength {
+            try graph.pathLength(to: logits, slopes: Dictionary(uniqueKeysWithValues: slopes.map { p in
+                (p.name, (0..<p.shape.count).map(value))
+            }))
+        }
+        let total = slopes.map(\.shape.count).reduce(0, +)
+        #expect(try length { _ in 0.25 } == PathLength(average: 5.5, linearChannels: 0, preluChannels: total))
+        #expect(try length { _ in 1 } == PathLength(average: 0, linearChannels: total, preluChannels: total))
+        // Every other channel linear: each PReLU counts 1/2.
+        #expect(try length { $0 % 2 == 0 ? 1 : -0.5 } == PathLength(average: 2.75, linearChannels: total / 2, preluChannels: total))
+        // ReLUs fused into norms and additions count 1 each: ResNet-8's stem, and per block one
+        // on the branch (half the paths) and one after the addition.
+        let (relu, reluLogits) = try ModelSpec.graph("cifar_resnet:depth=8", batch: 1, loss: false)
+        #expect(try relu.pathLength(to: reluLogits, slopes: [:]) == PathLength(average: 5.5, linearChannels: 0, preluChannels: 0))
+        // A concatenation weighs its inputs by channels: DenseNet's paths are longer than none.
+        let (dense, denseLogits) = try ModelSpec.graph("densenet:growth=4,blocks=2.2,init=8,bn_size=0,stem=cifar", batch: 1, loss: false)
+        let d = try dense.pathLength(to: denseLogits, slopes: [:]).average
+        #expect(d > 1 && d < 6, "\(d)")
+        #expect(throws: CLNetError.self) { try graph.pathLength(to: logits, slopes: [:]) }
+    }
 }

@@ -5,7 +5,9 @@ import Testing
 struct OptimizerTests {
     @Test(arguments: [SGD(learningRate: 0.1), SGD(learningRate: 0.05, momentum: 0.9),
                       SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4),
-                      SGD(learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4, nesterov: true)])
+                      SGD(learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4, nesterov: true),
+                      // The prior's shrink (0.5 * 0.3) reaches the target for some parameters, not all.
+                      SGD(learningRate: 0.5, momentum: 0.9, prior: 0.3, priorTarget: 0.25)])
     func sgdMatchesReferenceOverSteps(_ sgd: SGD) throws {
         // 9,001 floats are two tiles of the kernel's runs.
         for q in try Shared.queuesForEachLayout() { for n in [1037, 9001] {
@@ -19,10 +21,18 @@ struct OptimizerTests {
             for step in 0..<3 {
                 let g = randomDoubles(n, using: &rng)
                 (p, buf) = Reference.sgdStep(parameters: p, gradients: g, momentumBuffer: buf, learningRate: Double(sgd.learningRate),
-                                             momentum: Double(sgd.momentum), weightDecay: Double(sgd.weightDecay), nesterov: sgd.nesterov)
+                                             momentum: Double(sgd.momentum), weightDecay: Double(sgd.weightDecay), nesterov: sgd.nesterov,
+                                             prior: Double(sgd.prior), priorTarget: Double(sgd.priorTarget))
                 try sgd.step(q, parameters: pt, gradients: try deviceTensor(q, g, [n]), momentumBuffer: bt)
                 try expectClose(q, pt, p, forwardBound, "parameters after step \(step)")
                 if sgd.momentum > 0 { try expectClose(q, bt, buf, forwardBound, "momentum after step \(step)") }
+            }
+            if sgd.prior > 0 {
+                let reached = p.filter { $0 == Double(sgd.priorTarget) }.count
+                #expect(reached > 0 && reached < n, "\(reached) of \(n) parameters at the prior's target")
+                // float32 may land on the other side of the target's edge than Double, rarely.
+                let onDevice = try q.read(pt).filter { $0 == sgd.priorTarget }.count
+                #expect(abs(onDevice - reached) <= n / 1000, "\(onDevice) on the device, \(reached) in the reference")
             }
             let all: [Float] = try q.read(arena)
             #expect(all[..<5].allSatisfy(\.isNaN) && all[(n + 5)...].allSatisfy(\.isNaN), "SGD wrote outside its range")

@@ -72,6 +72,32 @@ struct TrainerTests {
         #expect("\(e!)".contains("SPEC:WEIGHTS.safetensors"))
     }
 
+    /// Partially linear networks: a strong linearity prior makes every PReLU slope exactly 1
+    /// within an epoch, and the path length then counts no nonlinearity; without the prior the
+    /// slopes stay nonlinear. A model without PReLUs is refused.
+    @Test func linearityPriorMakesPReLUChannelsLinear() throws {
+        let train = try Self.data(64, seed: 41)
+        let context = try Shared.context()
+        var config = Self.config("cifar_resnet:depth=8,act=prelu")
+        config.epochs = 1
+        let plain = try Trainer(configuration: config, train: train, test: nil, context: context)
+        _ = try plain.trainEpoch()
+        let before = try #require(try plain.pathLength())
+        // A stem PReLU, and per block half a PReLU in the branch and one after the addition.
+        #expect(before.linearChannels == 0 && abs(before.average - 5.5) < 1e-12, "\(before)")
+        config.linearityPrior = 100
+        let pulled = try Trainer(configuration: config, train: train, test: nil, context: context)
+        #expect(pulled.executor.linearityPrior == 100)
+        let losses = try pulled.trainEpoch().stepLosses
+        #expect(losses.count == 4 && losses.allSatisfy { $0.isFinite })
+        let after = try #require(try pulled.pathLength())
+        #expect(after == PathLength(average: 0, linearChannels: before.preluChannels, preluChannels: before.preluChannels))
+        var none = Self.config()
+        none.linearityPrior = 1
+        let e = #expect(throws: CLNetError.self) { try Trainer(configuration: none, train: train, test: nil, context: context) }
+        #expect("\(e!)".contains("act=prelu"))
+    }
+
     /// Four steps straight, or two, a checkpoint, a new trainer from it, and two more: the same
     /// losses and weights, bit for bit.
     @Test func resumeEqualsUninterrupted() throws {

@@ -54,6 +54,7 @@ extension Executor {
             let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
             sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
             sgd.learningRate = rate * graph.parameters[i].learningRateScale
+            (sgd.prior, sgd.priorTarget) = graph.parameters[i].role == .slope ? (linearityPrior, 1) : (0, 0)
             try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
         }
     }

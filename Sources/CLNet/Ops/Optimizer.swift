@@ -9,12 +9,21 @@ public struct SGD: Sendable, Equatable {
     public var momentum: Float
     public var weightDecay: Float
     public var nesterov: Bool
+    /// An L1 prior `prior * |p - priorTarget|`, applied by its proximal step after the update:
+    /// each parameter moves toward `priorTarget` by `learningRate * prior` and stops there, so a
+    /// parameter the loss does not hold away reaches the target exactly (0: no prior). The
+    /// partially linear networks pull PReLU slopes to 1 this way (`Executor.linearityPrior`).
+    public var prior: Float = 0
+    public var priorTarget: Float = 0
 
-    public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
+    public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false,
+                prior: Float = 0, priorTarget: Float = 0) {
         self.learningRate = learningRate
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.nesterov = nesterov
+        self.prior = prior
+        self.priorTarget = priorTarget
     }
 
     /// Updates `parameters` in place from `gradients`, keeping the momentum in `momentumBuffer`
@@ -33,9 +42,13 @@ public struct SGD: Sendable, Equatable {
         guard !nesterov || momentum > 0 else {
             throw .invalidShape(operation: "SGD", message: "Nesterov momentum needs a momentum above 0")
         }
+        guard prior >= 0, prior.isFinite else {
+            throw .invalidArgument("SGD's prior must be a finite number from 0, not \(prior)")
+        }
         let tiles = CommandQueue.tiles(n)
         return try q.launchRuns(.optimizer, "sgd_update", parameters.vectorArguments + gradients.vectorArguments +
                                 momentumBuffer.vectorArguments + [.count(n), .float(learningRate), .float(momentum),
-                                .float(weightDecay), .flag(nesterov), .count(tiles)], waitFor: waitFor)
+                                .float(weightDecay), .flag(nesterov), .float(priorTarget), .float(learningRate * prior),
+                                .count(tiles)], waitFor: waitFor)
     }
 }

@@ -176,6 +176,13 @@ public final class Trainer {
             made.append(try Executor(graph: graph, context: replicaContext, training: true, queues: queues, optimizer: sgd,
                                      decayOnlyWeights: c.decayOnlyWeights, gradientTransfers: shards > 1))
         }
+        if let prior = c.linearityPrior, prior != 0 {
+            guard prior > 0, prior.isFinite else { throw .invalidArgument("the linearity prior must be a positive number, not \(prior)") }
+            guard graph.parameters.contains(where: { $0.role == .slope }) else {
+                throw .invalidArgument("the linearity prior pulls PReLU slopes to 1, and \(modelSpec) has none: use act=prelu")
+            }
+            for e in made { e.linearityPrior = Float(prior) }
+        }
         if synchronizedBatchNorm { made[0].batchNormCommunicator = communicator }
         executor = made[0]
         replicas = made
@@ -275,6 +282,17 @@ public final class Trainer {
         return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
                             accuracy: Double(correct) / Double(n * configuration.batchSize), seconds: elapsed,
                             imagesPerSecond: Double(losses.count * configuration.batchSize) / max(elapsed, 1e-9), stepLosses: losses)
+    }
+
+    /// The current weights' path length (`Graph.pathLength`) to the logits, for a model with
+    /// PReLUs; nil for one without.
+    public func pathLength() throws(CLNetError) -> PathLength? {
+        let g = executor.graph
+        guard let loss = g.lossNode else { return nil }
+        var slopes: [String: [Float]] = [:]
+        for p in g.parameters where p.role == .slope { slopes[p.name] = try executor.parameter(p.name) }
+        guard !slopes.isEmpty else { return nil }
+        return try g.pathLength(to: g.nodes[loss].inputs[0], slopes: slopes)
     }
 
     /// Loss and top-1 / top-5 accuracy of the current weights on the test set (batch norm with

@@ -36,6 +36,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// Start from these weights (a safetensors file of the model's parameters, or a checkpoint)
     /// instead of the initialisation: fine-tuning, e.g. after `clnet prune`.
     public var initialWeights: String?
+    /// The L1 prior that pulls PReLU slopes to 1 (`Executor.linearityPrior`): partially linear
+    /// networks. nil or 0: none.
+    public var linearityPrior: Double?
 
     public init(model: String) { self.model = model }
 }
