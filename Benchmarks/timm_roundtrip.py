@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""timm's SE and selective-kernel ResNets through CLNet and back, strictly, as a user would:
+"""timm's SE and selective-kernel ResNets and RepVGG through CLNet and back, strictly, as a user would:
 
     python3 Benchmarks/timm_roundtrip.py [CLNET] [NAME ...]     (default: .build/debug/clnet, every name)
 
@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 NAMES = ["seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34", "skresnet50",
-         "skresnext50_32x4d"]
+         "skresnext50_32x4d", "repvgg_a0", "repvgg_b0"]
 
 
 def randomise(model, seed):

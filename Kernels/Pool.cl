@@ -28,11 +28,16 @@ inline void covering_next(uint i, uint k, uint s, uint p, uint out, uint *lo, ui
 // The forward kernels have the window compiled in: -D WKH, WKW (size), WSH, WSW (stride), WPH,
 // WPW (padding), so that their taps unroll (with the window as arguments, PoCL ran them at a
 // few percent of copy bandwidth). A program built without them has only the backward kernels.
-// A block computes PV windows of a row: 16 where the device loads 16 floats (AVX-512, whose
-// even/odd split of 32 floats is one permute per tap), else 8 or 4.
+// A block computes PV windows of a row, which the host sets with the window (`Pool2D.forwardMacros`):
+// 16 where the device loads 16 floats (AVX-512, whose even/odd split of 32 floats is one permute
+// per tap) and the rows have 16 windows inside, else 8 or 4, so that narrower rows keep blocks.
 #ifdef WKH
-#if VEC >= 16
-#define PV 16
+#if !defined(PV) && VEC >= 8
+#define PV 8
+#elif !defined(PV)
+#define PV 4
+#endif
+#if PV == 16
 typedef float16 poolv;
 typedef uint16 poolu;
 typedef int16 pooli;
@@ -48,8 +53,7 @@ inline float16 load32_odd(__global const float *p) {
 }
 #define LOAD2_EVEN(p) load32_even(p)
 #define LOAD2_ODD(p) load32_odd(p)
-#elif VEC >= 8
-#define PV 8
+#elif PV == 8
 typedef float8 poolv;
 typedef uint8 poolu;
 typedef int8 pooli;
@@ -57,7 +61,6 @@ typedef int8 pooli;
 #define LOAD2_EVEN(p) vload16(0, (p)).even
 #define LOAD2_ODD(p) vload16(0, (p)).odd
 #else
-#define PV 4
 typedef float4 poolv;
 typedef uint4 poolu;
 typedef int4 pooli;

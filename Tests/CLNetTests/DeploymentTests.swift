@@ -131,13 +131,76 @@ struct DeploymentTests {
         }
     }
 
+    /// The merge's other branches on hand-built sums, against the Double reference: a grouped 3x3
+    /// with a grouped identity norm; a 5x5, a 3x3, a 1x1 with its own bias and the bare input; a
+    /// mergeable sum inside one that is not. And sums it must leave alone: a branch value read
+    /// elsewhere, groups that differ, a dilated kernel.
+    @Test func reparameterizingHandBuiltSums() throws {
+        var rng = freshGenerator("reparam hand-built")
+        func check(merges: Int, _ build: (inout GraphBuilder, Value) throws -> Value) throws {
+            var b = GraphBuilder()
+            let x = try b.input("input", shape: [2, 8, 7, 7])
+            let y = try build(&b, x)
+            let graph = b.graph, merged = try graph.reparameterizingBranches()
+            #expect(merged.merges.count == merges)
+            guard merges > 0 else { return }
+            var values: [String: [Double]] = [:]
+            for p in graph.parameters {
+                let range: ClosedRange<Double> = switch p.role {
+                case .normWeight: 0.5...1.5
+                case .runningVar: 0.5...2
+                default: -0.5...0.5
+                }
+                values[p.name] = randomDoubles(p.shape.count, using: &rng, in: range).map { Double(Float($0)) }
+            }
+            let newValues = try graph.reparameterizeBranchParameters(merged, values.mapValues { $0.map(Float.init) })
+            var reference = try ReferenceExecutor(graph: graph, parameters: values)
+            var rewritten = try ReferenceExecutor(graph: merged.graph, parameters: newValues.mapValues { $0.map(Double.init) })
+            let input = randomDoubles(2 * 8 * 49, using: &rng)
+            let want = try reference.forward(["input": input], training: false)[y.index]
+            let got = try rewritten.forward(["input": input], training: false)[merged.values[y.index]!.index]
+            #expect(relativeError(got, want) <= 1e-6)
+        }
+        try check(merges: 1) { b, x in
+            let c = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 1, groups: 2), name: "g.conv")
+            return try b.add(try b.batchNorm(c, name: "g.bn"), try b.batchNorm(x, name: "g.id"), relu: true, name: "g.add")
+        }
+        try check(merges: 1) { b, x in
+            let five = try b.batchNorm(try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 5, padding: 2), name: "m.c5"), name: "m.b5")
+            let three = try b.batchNorm(try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 1), name: "m.c3"), name: "m.b3")
+            let one = try b.batchNorm(try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 1), bias: true, name: "m.c1"), name: "m.b1")
+            return try b.add(try b.add(try b.add(five, three, name: "m.a1"), one, name: "m.a2"), x, name: "m.a3")
+        }
+        // A sum that does not merge, around one that does: (3x3 + 1x1) + another input.
+        try check(merges: 1) { b, x in
+            let c3 = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 1), name: "o.c3")
+            let c1 = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 1), name: "o.c1")
+            let sum = try b.add(try b.batchNorm(c3, name: "o.b3"), try b.batchNorm(c1, name: "o.b1"), name: "o.inner")
+            return try b.add(sum, try b.relu(x, name: "o.other"), name: "o.outer")
+        }
+        try check(merges: 0) { b, x in
+            let c = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 1), name: "r.conv")
+            let sum = try b.add(try b.batchNorm(c, name: "r.bn"), try b.batchNorm(x, name: "r.id"), name: "r.add")
+            return try b.add(sum, try b.relu(c, name: "r.other"), name: "r.out")
+        }
+        try check(merges: 0) { b, x in
+            let c3 = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 1, groups: 2), name: "d.c3")
+            let c1 = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 1), name: "d.c1")
+            return try b.add(try b.batchNorm(c3, name: "d.b3"), try b.batchNorm(c1, name: "d.b1"), name: "d.add")
+        }
+        try check(merges: 0) { b, x in
+            let c = try b.conv(x, Conv2D(inChannels: 8, outChannels: 8, kernel: 3, padding: 2, dilation: 2), name: "l.conv")
+            return try b.add(try b.batchNorm(c, name: "l.bn"), try b.batchNorm(x, name: "l.id"), name: "l.add")
+        }
+    }
+
     /// `clnet export --fold-bn`, `--rm` and `--reparam`, then `clnet run` on the original and the
     /// rewritten model: the same logits; no batch norm is left, and with --rm no projection either.
     @Test(arguments: [
         ("--fold-bn", "fold_bn=1", "folded 6 batch norms", "resnet:block=basic,layers=1.1,classes=4,channels=1", "conv1.bias"),
         ("--rm", "rm=1", "removed 2 residual connections", "resnet:block=basic,layers=1.1,classes=4,channels=1", "conv1.bias"),
         ("--reparam", "rep=1", "merged the branches of 5 blocks", "repvgg:layers=1.1.1.1.1,a=0.125,b=0.0625,stem=cifar,classes=4,channels=1",
-         "stages.1.0.reparam_conv.bias"),
+         "stages.0.0.reparam_conv.bias"),
     ])
     func exportCommandRewritesAndRunTakesTheResult(flag: String, key: String, summary: String, spec: String, bias: String) throws {
         let dir = try temporaryDirectory("export")

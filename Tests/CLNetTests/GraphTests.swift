@@ -125,5 +125,16 @@ struct GraphTests {
         let d = try dense.pathLength(to: denseLogits, slopes: [:]).average
         #expect(d > 1 && d < 6, "\(d)")
         #expect(throws: CLNetError.self) { try graph.pathLength(to: logits, slopes: [:]) }
+        // Paths follow the features, not the attention: squeeze-and-excitation and selective
+        // kernels leave the length of their network without them.
+        func plain(_ spec: String) throws -> Double {
+            let (g, l) = try ModelSpec.graph(spec, batch: 1, size: 16, loss: false)
+            let s = g.parameters.filter { $0.role == .slope }.map { ($0.name, [Float](repeating: 0.25, count: $0.shape.count)) }
+            return try g.pathLength(to: l, slopes: Dictionary(uniqueKeysWithValues: s)).average
+        }
+        let base = try plain("resnet:block=basic,layers=1.1,width=8,act=prelu,stem=cifar,classes=5")
+        #expect(try plain("resnet:block=basic,layers=1.1,width=8,se=4,act=prelu,stem=cifar,classes=5") == base)
+        #expect(try plain("resnet:block=bottleneck,layers=1.1,groups=4,width=4,sk=4,stem=cifar,classes=5")
+                == plain("resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,classes=5"))
     }
 }

@@ -39,6 +39,22 @@ struct OptimizerTests {
         } }
     }
 
+    /// The prior's proximal step keeps a NaN a NaN, in the vector path and in the tail.
+    @Test func priorKeepsNaN() throws {
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("sgd prior NaN")
+            var p = randomDoubles(1037, using: &rng).map(Float.init), g = randomDoubles(1037, using: &rng).map(Float.init)
+            p[3] = .nan
+            g[1036] = .nan
+            let pt = try deviceTensor(q, p.map(Double.init), [1037])
+            try SGD(learningRate: 0.5, prior: 10, priorTarget: 1).step(q, parameters: pt, gradients: try deviceTensor(q, g.map(Double.init), [1037]),
+                                                                        momentumBuffer: try deviceTensor(q, [Double](repeating: 0, count: 1037), [1037]))
+            let out: [Float] = try q.read(pt)
+            #expect(out[3].isNaN && out[1036].isNaN)
+            #expect(out.enumerated().allSatisfy { $0.offset == 3 || $0.offset == 1036 || $0.element == 1 })
+        }
+    }
+
     @Test func nesterovNeedsMomentum() throws {
         let q = try Shared.context().makeQueue()
         let t = try poisonedTensor(q, [4])

@@ -19,6 +19,9 @@ struct PoolTests {
         // Rows wide enough for the stride-2 kernels' vector blocks, with columns left over.
         Case(shape: [2, 3, 9, 45], kernel: 3, stride: 2, padding: 1),
         Case(shape: [1, 2, 6, 40], kernel: 2, stride: 2, padding: 0),
+        // Rows with 8 to 15 windows inside: 8-wide blocks where the device loads 16 floats.
+        Case(shape: [2, 3, 4, 30], kernel: 2, stride: 2, padding: 0),
+        Case(shape: [1, 2, 5, 28], kernel: 3, stride: 2, padding: 1),
         // Stride-1 blocks, the last moved back over the one before, and windows past both edges.
         Case(shape: [2, 3, 5, 37], kernel: 3, stride: 1, padding: 1),
         Case(shape: [1, 2, 4, 50], kernel: 2, stride: 1, padding: 1),

@@ -48,13 +48,13 @@ extension Executor {
     /// weight decay may differ between them).
     func update(_ node: Node, _ queue: CommandQueue) throws(CLNetError) {
         guard var sgd = optimizer, let momentumArena else { return }
-        let decay = sgd.weightDecay, rate = sgd.learningRate
+        let decay = sgd.weightDecay, rate = sgd.learningRate, prior = (sgd.prior, sgd.priorTarget)
         for i in node.parameters where graph.parameters[i].trainable {
             let p = parameterViews[i], g = gradientViews[i]!
             let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
             sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
             sgd.learningRate = rate * graph.parameters[i].learningRateScale
-            (sgd.prior, sgd.priorTarget) = graph.parameters[i].role == .slope ? (linearityPrior, 1) : (0, 0)
+            (sgd.prior, sgd.priorTarget) = graph.parameters[i].role == .slope && linearityPrior > 0 ? (linearityPrior, 1) : prior
             try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
         }
     }

@@ -33,7 +33,8 @@ public final class Executor: @unchecked Sendable {
     /// With an optimizer: leave batch-norm scales and shifts and all biases undecayed.
     public let decayOnlyWeights: Bool
     /// With an optimizer: the L1 prior that pulls every PReLU slope to 1 (`SGD.prior`), making
-    /// channels linear: the partially linear networks (`Graph.pathLength`). 0: none.
+    /// channels linear: the partially linear networks (`Graph.pathLength`). It takes the place
+    /// of the optimizer's own prior for the slopes. 0: none.
     public var linearityPrior: Float = 0
     /// Training forwards run so far; saved as batch norm's `num_batches_tracked`.
     public internal(set) var stepsTaken: Int64 = 0

@@ -6,11 +6,13 @@
 /// The effective depth of a network whose PReLU channels may have become linear.
 public struct PathLength: Sendable, Equatable, Codable {
     /// The expected number of active nonlinear units along a path from the input to the output,
-    /// normalised as the paper's figure 1: each addition (and any node of several inputs but a
-    /// concatenation) splits the paths evenly among its inputs, a concatenation by channels, and
-    /// a path crosses one channel of each layer, chosen evenly. ReLUs (fused into norms and
-    /// additions too) count 1 each; a PReLU counts the fraction of its channels whose slope is
-    /// not exactly 1. Max pooling and attention gates are not counted: nothing linearises them.
+    /// normalised as the paper's figure 1: each addition (and any other node of several inputs)
+    /// splits the paths evenly among its inputs, a concatenation by channels, and a path crosses
+    /// one channel of each layer, chosen evenly. Paths follow the features, not attention: a
+    /// channel scale (squeeze-and-excitation) passes its input's, a selective sum its branches'.
+    /// ReLUs (fused into norms and additions too) count 1 each; a PReLU counts the fraction of
+    /// its channels whose slope is not exactly 1. Max pooling and the attention gates' own
+    /// nonlinearities are not counted: nothing linearises them.
     public var average: Double
     /// PReLU channels whose slope is exactly 1, out of all PReLU channels.
     public var linearChannels: Int
@@ -32,6 +34,10 @@ extension Graph {
             let inputs = node.inputs.map { depth[$0.index] }
             var d = inputs.isEmpty ? 0 : inputs.reduce(0, +) / Double(inputs.count)
             switch node.operation {
+            case .channelScale:
+                d = inputs[0]
+            case let .selectiveSum(branches):
+                d = inputs.prefix(branches).reduce(0, +) / Double(branches)
             case .concat:
                 let channels = node.inputs.map { Double(shape(of: $0)[1]) }
                 d = zip(inputs, channels).map(*).reduce(0, +) / channels.reduce(0, +)

@@ -47,12 +47,14 @@ extension Graph {
         var consumers = [Int](repeating: 0, count: shapes.count)
         for node in nodes { for v in node.inputs { consumers[v.index] += 1 } }
         var merges: [Int: MergedBranches] = [:], absorbed: Set<Int> = [], inner: Set<Int> = []
+        var names = Set(nodes.map(\.name))
         for j in nodes.indices.reversed() where !inner.contains(j) {
             guard case .add = nodes[j].operation else { continue }
             var adds: [Int] = [], leaves: [Value] = []
             collectSum(j, consumers, &adds, &leaves)
+            // A sum that does not merge may hold one that does: (3x3 + 1x1) + shortcut.
+            guard let merge = try mergeable(adds: adds, leaves: leaves, consumers, taken: &names) else { continue }
             inner.formUnion(adds)
-            guard let merge = try mergeable(adds: adds, leaves: leaves, consumers) else { continue }
             merges[j] = merge
             absorbed.formUnion(merge.adds)
             for branch in merge.branches {
@@ -165,7 +167,8 @@ extension Graph {
     }
 
     /// The sum's merge, or nil where a branch is not linear in a common input.
-    private func mergeable(adds: [Int], leaves: [Value], _ consumers: [Int]) throws(CLNetError) -> MergedBranches? {
+    private func mergeable(adds: [Int], leaves: [Value], _ consumers: [Int], taken: inout Set<String>)
+        throws(CLNetError) -> MergedBranches? {
         let out = shape(of: nodes[adds.last!].output)
         guard leaves.count >= 2, out.rank == 4 else { return nil }
         // Each leaf's readings as a branch, with the input it is linear in: a convolution whose
@@ -207,7 +210,12 @@ extension Graph {
             let merged = Conv2D(inChannels: input.c, outChannels: out.c, kernel: .init(k, k), stride: first.stride,
                                 padding: .init(k / 2, k / 2), dilation: .init(1, 1), groups: first.groups)
             guard (try? merged.outputShape(input)) == out else { continue }
-            return MergedBranches(adds: adds, branches: chosen, input: x, conv: merged, name: mergedName(chosen, adds))
+            var name = mergedName(chosen, adds)
+            let act = { (n: String) in String(n.dropLast("reparam_conv".count)) + "act" }
+            if taken.contains(name) || taken.contains(act(name)) { name = nodes[adds.last!].name + ".reparam_conv" }
+            guard !taken.contains(name), !taken.contains(act(name)) else { continue }
+            taken.formUnion([name, act(name)])
+            return MergedBranches(adds: adds, branches: chosen, input: x, conv: merged, name: name)
         }
         return nil
     }

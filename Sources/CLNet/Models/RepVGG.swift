@@ -39,15 +39,21 @@ public struct RepVGG: Sendable {
         guard layers.count == 5 else {
             throw .invalidArgument("RepVGG has 5 stages; layers=\(layers.map(String.init).joined(separator: ".")) gives \(layers.count)")
         }
-        guard a > 0, b > 0 else { throw .invalidArgument("RepVGG's width multipliers must be positive, not a=\(a), b=\(b)") }
+        guard layers.allSatisfy({ $0 >= 1 && $0 <= 10_000 }) else {
+            throw .invalidArgument("RepVGG's stages need 1 to 10000 blocks each, not \(layers)")
+        }
+        guard a > 0, b > 0, a <= 64, b <= 64 else {
+            throw .invalidArgument("RepVGG's width multipliers must be above 0 and at most 64, not a=\(a), b=\(b)")
+        }
         let base = [64, 64, 128, 256].map { Int((Double($0) * a).rounded()) }
         return [min(64, base[0]), base[1], base[2], base[3], Int((512 * b).rounded())]
     }
 
     /// The graph for `batch` images of `size` x `size` (default 224, or 32 with the CIFAR stem).
-    /// Node names follow timm's RepVGG blocks: `stages.S.I.conv_kxk`, `.conv_1x1`, `.identity`
-    /// (and `.cascade_1x1`, `.cascade_kxk` for the cascade), `head.fc`; the first stage is
-    /// `stages.0`, which timm calls `stem`.
+    /// Parameter names are timm's (`repvgg_a0` ...): the first stage is `stem`, the others
+    /// `stages.0` to `stages.3`, each block `conv_kxk`, `conv_1x1` and `identity` (and
+    /// `cascade_1x1`, `cascade_kxk` for the cascade), the classifier `head.fc`; merged, a block
+    /// is `reparam_conv`, as timm's `reparameterize_model` names it.
     public func graph(batch: Int, size: Int? = nil, loss: Bool = true) throws(CLNetError) -> (graph: Graph, logits: Value) {
         let widths = try widths()
         var b = GraphBuilder()
@@ -57,7 +63,8 @@ public struct RepVGG: Sendable {
         for (s, count) in layers.enumerated() {
             for i in 0..<count {
                 let stride = i == 0 && (s > 0 || stem == .imagenet) ? 2 : 1
-                y = try block(&b, y, from: channels, to: widths[s], stride: stride, name: "stages.\(s).\(i)")
+                let name = s > 0 ? "stages.\(s - 1).\(i)" : count == 1 ? "stem" : "stem.\(i)"
+                y = try block(&b, y, from: channels, to: widths[s], stride: stride, name: name)
                 channels = widths[s]
             }
         }

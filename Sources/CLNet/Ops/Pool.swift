@@ -39,10 +39,16 @@ public struct Pool2D: Sendable, Hashable {
         return [x.n, x.c, (x.h + 2 * padding.h - kernel.h) / stride.h + 1, (x.w + 2 * padding.w - kernel.w) / stride.w + 1]
     }
 
-    /// The forward kernels' window, compiled in (Pool.cl): one program per window a model uses.
-    var forwardMacros: [String: String] {
-        ["WKH": "\(kernel.h)", "WKW": "\(kernel.w)", "WSH": "\(stride.h)", "WSW": "\(stride.w)", "WPH": "\(padding.h)",
-         "WPW": "\(padding.w)"]
+    /// The forward kernels' window, compiled in (Pool.cl), and the windows of a vector block
+    /// (PV): 16 where the device loads 16 floats and the rows of `x` have 16 windows that lie
+    /// inside them (as the kernel's `inner_columns` counts), else 8 or 4. One program per
+    /// window and block a model uses.
+    func forwardMacros(_ x: Shape, _ y: Shape, loadWidth: Int) -> [String: String] {
+        let lo = (padding.w + stride.w - 1) / stride.w
+        let inside = min(max((x.w + padding.w - kernel.w) / stride.w + 1, lo), y.w) - lo
+        let block = loadWidth >= 16 && inside >= 16 ? 16 : loadWidth >= 8 ? 8 : 4
+        return ["WKH": "\(kernel.h)", "WKW": "\(kernel.w)", "WSH": "\(stride.h)", "WSW": "\(stride.w)", "WPH": "\(padding.h)",
+                "WPW": "\(padding.w)", "PV": "\(block)"]
     }
 
     /// The forward kernels' sizes: channels, input and output planes.
@@ -66,7 +72,8 @@ public enum MaxPool {
         try checkIndices(indices, out)
         let rows = out.n * out.c * out.h
         return try q.launchRuns(.pool, "maxpool_forward", x.arguments + y.arguments + [.buffer(indices)] +
-                                window.forwardGeometry(x.shape, out) + [.count(rows)], specialised: window.forwardMacros,
+                                window.forwardGeometry(x.shape, out) + [.count(rows)],
+                                specialised: window.forwardMacros(x.shape, out, loadWidth: q.context.loadWidth),
                                 waitFor: waitFor)
     }
 
@@ -99,7 +106,8 @@ public enum AvgPool {
         try checkSameShape("AvgPool", ["expected output": out, "y": y.shape])
         let rows = out.n * out.c * out.h
         return try q.launchRuns(.pool, "avgpool_forward", x.arguments + y.arguments + window.forwardGeometry(x.shape, out) +
-                                [.count(rows)], specialised: window.forwardMacros, waitFor: waitFor)
+                                [.count(rows)], specialised: window.forwardMacros(x.shape, out, loadWidth: q.context.loadWidth),
+                                waitFor: waitFor)
     }
 
     @discardableResult

@@ -177,7 +177,9 @@ public final class Trainer {
                                      decayOnlyWeights: c.decayOnlyWeights, gradientTransfers: shards > 1))
         }
         if let prior = c.linearityPrior, prior != 0 {
-            guard prior > 0, prior.isFinite else { throw .invalidArgument("the linearity prior must be a positive number, not \(prior)") }
+            guard prior > 0, Float(prior).isFinite else {
+                throw .invalidArgument("the linearity prior must be a positive number within float range, not \(prior)")
+            }
             guard graph.parameters.contains(where: { $0.role == .slope }) else {
                 throw .invalidArgument("the linearity prior pulls PReLU slopes to 1, and \(modelSpec) has none: use act=prelu")
             }
