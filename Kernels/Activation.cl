@@ -38,24 +38,50 @@ __kernel void relu_backward(__global const float *y, uint yo, uint ys,
     }
 }
 
+// PReLU walks runs (a tile of one channel's plane of one sample) as channel scale does, with the
+// run's slope loaded once. A NaN stays a NaN: it fails v > 0 and is multiplied by the slope.
 __kernel void prelu_forward(__global const float *x, uint xo, uint xs, __global const float *slope, uint so,
-                            __global float *y, uint yo, uint ys, uint sample, uint plane, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample, c = j / plane;
-    const float v = x[AT(xo, xs, n, j)];
-    y[AT(yo, ys, n, j)] = v > 0.0f ? v : slope[so + c] * v;
+                            __global float *y, uint yo, uint ys, uint batch, uint channels, uint plane, uint tiles) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * channels * tiles) {
+        const uint row = item / tiles, n = row / channels, c = row % channels;
+        uint q0, q1;
+        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const float k = slope[so + c];
+        __global const float *a = x + AT(xo, xs, n, c * plane + q0);
+        __global float *b = y + AT(yo, ys, n, c * plane + q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            const floatv t = VLOAD(a + v * VEC);
+            VSTORE(select(t * k, t, t > 0.0f), b + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) b[q] = a[q] > 0.0f ? a[q] : k * a[q];
+    }
 }
 
+// dx = dy where x > 0, slope * dy elsewhere.
 __kernel void prelu_backward_input(__global const float *x, uint xo, uint xs, __global const float *slope, uint so,
                                    __global const float *dy, uint dyo, uint dys,
                                    __global float *dx, uint dxo, uint dxs,
-                                   uint sample, uint plane, uint total, uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, j = i % sample, c = j / plane;
-    const float g = dy[AT(dyo, dys, n, j)];
-    STORE_GRAD(dx, AT(dxo, dxs, n, j), x[AT(xo, xs, n, j)] > 0.0f ? g : slope[so + c] * g, accumulate);
+                                   uint batch, uint channels, uint plane, uint tiles, uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * channels * tiles) {
+        const uint row = item / tiles, n = row / channels, c = row % channels;
+        uint q0, q1;
+        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const float k = slope[so + c];
+        const uint at = c * plane + q0;
+        __global const float *a = x + AT(xo, xs, n, at), *g = dy + AT(dyo, dys, n, at);
+        __global float *b = dx + AT(dxo, dxs, n, at);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            const floatv d = VLOAD(g + v * VEC);
+            floatv t = select(d * k, d, VLOAD(a + v * VEC) > 0.0f);
+            if (accumulate) t += VLOAD(b + v * VEC);
+            VSTORE(t, b + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) STORE_GRAD(b, q, a[q] > 0.0f ? g[q] : k * g[q], accumulate);
+    }
 }
 
 // One work-group per channel: dslope[c] = sum over samples and pixels of dy * x where x <= 0.
@@ -65,12 +91,14 @@ __kernel void prelu_backward_slope(__global const float *x, uint xo, uint xs,
                                    uint accumulate) {
     __local float scratch[RED];
     const uint c = get_group_id(0), lid = get_local_id(0);
-    const uint sample = channels * plane, count = batch * plane;
     float sum = 0.0f;
-    for (uint k = lid; k < count; k += RED) {
-        const uint n = k / plane, j = c * plane + k % plane;
-        const float v = x[AT(xo, xs, n, j)];
-        if (v <= 0.0f) sum += dy[AT(dyo, dys, n, j)] * v;
+    // Sample by sample, so that no element's index is divided.
+    for (uint n = 0; n < batch; ++n) {
+        __global const float *a = x + AT(xo, xs, n, c * plane), *g = dy + AT(dyo, dys, n, c * plane);
+        for (uint k = lid; k < plane; k += RED) {
+            const float v = a[k];
+            if (v <= 0.0f) sum += g[k] * v;
+        }
     }
     sum = group_sum(sum, scratch);
     if (lid == 0) STORE_GRAD(dslope, dso + c, sum, accumulate);

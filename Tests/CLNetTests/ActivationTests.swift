@@ -27,24 +27,31 @@ struct ActivationTests {
         }
     }
 
-    @Test(arguments: elementwiseShapes, [false, true])
+    /// PReLU at every layout (Shared.queuesForEachLayout), on views, with dx written and then
+    /// accumulated; the last shape's planes are two tiles of the kernels' runs.
+    @Test(arguments: elementwiseShapes + [[1, 2, 91, 91]], [false, true])
     func prelu(shape: Shape, strided: Bool) throws {
-        let q = try Shared.context().makeQueue()
-        var rng = freshGenerator("prelu \(shape)")
-        let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
-        let slope = randomDoubles(shape.c, using: &rng, in: 0...0.5)
-        let y = Reference.prelu(x, shape: shape, slope: slope)
-        let (dx, dslope) = Reference.preluBackward(x, shape: shape, slope: slope, dy: dy)
-        let xt = try deviceTensor(q, x, shape, strided: strided)
-        let st = try deviceTensor(q, slope, [shape.c], strided: false)
-        let yt = try poisonedTensor(q, shape, strided: strided)
-        try PReLU.forward(q, x: xt, slope: st, y: yt)
-        try expectClose(q, yt, y, forwardBound, "forward")
-        let dyt = try deviceTensor(q, dy, shape, strided: strided)
-        let dxt = try poisonedTensor(q, shape, strided: strided), dst = try poisonedTensor(q, [shape.c])
-        try PReLU.backward(q, x: xt, slope: st, dy: dyt, dx: dxt, dslope: dst)
-        try expectClose(q, dxt, dx, backwardBound, "dx")
-        try expectClose(q, dst, dslope, backwardBound, "dslope")
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("prelu \(shape)")
+            let x = randomDoubles(shape.count, using: &rng), dy = randomDoubles(shape.count, using: &rng)
+            let slope = randomDoubles(shape.c, using: &rng, in: 0...0.5)
+            let y = Reference.prelu(x, shape: shape, slope: slope)
+            let (dx, dslope) = Reference.preluBackward(x, shape: shape, slope: slope, dy: dy)
+            let xt = try deviceTensor(q, x, shape, strided: strided)
+            let st = try deviceTensor(q, slope, [shape.c], strided: false)
+            let yt = try poisonedTensor(q, shape, strided: strided)
+            try PReLU.forward(q, x: xt, slope: st, y: yt)
+            try expectClose(q, yt, y, forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape, strided: strided)
+            let dxt = try poisonedTensor(q, shape, strided: strided), dst = try poisonedTensor(q, [shape.c])
+            try PReLU.backward(q, x: xt, slope: st, dy: dyt, dx: dxt, dslope: dst)
+            try expectClose(q, dxt, dx, backwardBound, "dx")
+            try expectClose(q, dst, dslope, backwardBound, "dslope")
+            let prior = randomDoubles(shape.count, using: &rng)
+            let acc = try deviceTensor(q, prior, shape, strided: strided)
+            try PReLU.backward(q, x: xt, slope: st, dy: dyt, dx: acc, dslope: nil, accumulate: true)
+            try expectClose(q, acc, zip(prior, dx).map(+), backwardBound, "accumulated dx")
+        }
     }
 
     // The second shape's samples are two tiles of the kernel's walk.

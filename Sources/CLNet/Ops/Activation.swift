@@ -39,9 +39,9 @@ public enum PReLU {
         try checkSameShape("PReLU", ["x": x.shape, "y": y.shape])
         try checkIndexable("PReLU", [x, y])
         let plane = x.shape.sampleCount / x.shape.c
-        return try q.launch(.activation, "prelu_forward", x.arguments + slope.vectorArguments + y.arguments +
-                            [.count(x.shape.sampleCount), .count(plane), .count(x.shape.count)],
-                            total: x.shape.count, waitFor: waitFor)
+        return try q.launchRuns(.activation, "prelu_forward", x.arguments + slope.vectorArguments + y.arguments +
+                                [.count(x.shape.n), .count(x.shape.c), .count(plane), .count(CommandQueue.tiles(plane))],
+                                waitFor: waitFor)
     }
 
     /// Gradients for the input and for the slopes; either may be nil when it is not needed.
@@ -54,10 +54,10 @@ public enum PReLU {
         var events: [Event] = []
         if let dx {
             try checkSameShape("PReLU backward", ["x": x.shape, "dx": dx.shape])
-            events.append(try q.launch(.activation, "prelu_backward_input",
-                                       x.arguments + slope.vectorArguments + dy.arguments + dx.arguments +
-                                       [.count(x.shape.sampleCount), .count(plane), .count(x.shape.count), .flag(accumulate)],
-                                       total: x.shape.count, waitFor: waitFor))
+            events.append(try q.launchRuns(.activation, "prelu_backward_input",
+                                           x.arguments + slope.vectorArguments + dy.arguments + dx.arguments +
+                                           [.count(x.shape.n), .count(x.shape.c), .count(plane), .count(CommandQueue.tiles(plane)),
+                                            .flag(accumulate)], waitFor: waitFor))
         }
         if let dslope {
             try check("PReLU backward", x.shape, dslope)
