@@ -44,9 +44,8 @@ __kernel void prelu_forward(__global const float *x, uint xo, uint xs, __global 
                             __global float *y, uint yo, uint ys, uint batch, uint channels, uint plane, uint tiles) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, batch * channels * tiles) {
-        const uint row = item / tiles, n = row / channels, c = row % channels;
         uint q0, q1;
-        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const uint row = plane_tile(item, plane, tiles, &q0, &q1), n = row / channels, c = row % channels;
         const float k = slope[so + c];
         __global const float *a = x + AT(xo, xs, n, c * plane + q0);
         __global float *b = y + AT(yo, ys, n, c * plane + q0);
@@ -66,9 +65,8 @@ __kernel void prelu_backward_input(__global const float *x, uint xo, uint xs, __
                                    uint batch, uint channels, uint plane, uint tiles, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, batch * channels * tiles) {
-        const uint row = item / tiles, n = row / channels, c = row % channels;
         uint q0, q1;
-        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const uint row = plane_tile(item, plane, tiles, &q0, &q1), n = row / channels, c = row % channels;
         const float k = slope[so + c];
         const uint at = c * plane + q0;
         __global const float *a = x + AT(xo, xs, n, at), *g = dy + AT(dyo, dys, n, at);

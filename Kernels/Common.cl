@@ -97,6 +97,13 @@ inline void tile_range(uint tile, uint len, uint tiles, uint *q0, uint *q1) {
     *q1 = min(len, *q0 + size);
 }
 
+// Run `item` of a batch of [channels, plane] samples, each channel's plane cut into `tiles`:
+// returns its row (sample * channels + channel), and the elements [q0, q1) of that plane.
+inline uint plane_tile(uint item, uint plane, uint tiles, uint *q0, uint *q1) {
+    tile_range(item % tiles, plane, tiles, q0, q1);
+    return item / tiles;
+}
+
 // Run `item` of a batch of samples of `sample` floats, each cut into `tiles`: returns the sample,
 // and the elements [q0, q1) of it.
 inline uint sample_tile(uint item, uint sample, uint tiles, uint *q0, uint *q1) {

@@ -32,9 +32,8 @@ __kernel void channel_scale_apply(__global const float *x, uint xo, uint xs, __g
                                   uint batch, uint channels, uint plane, uint tiles, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, batch * channels * tiles) {
-        const uint row = item / tiles, n = row / channels, c = row % channels;
         uint q0, q1;
-        tile_range(item % tiles, plane, tiles, &q0, &q1);
+        const uint row = plane_tile(item, plane, tiles, &q0, &q1), n = row / channels, c = row % channels;
         const float k = s[so + row];
         __global const float *a = x + AT(xo, xs, n, c * plane + q0);
         __global float *b = y + AT(yo, ys, n, c * plane + q0);
