@@ -82,24 +82,29 @@ __kernel void prelu_backward_input(__global const float *x, uint xo, uint xs, __
     }
 }
 
-// One work-group per channel: dslope[c] = sum over samples and pixels of dy * x where x <= 0.
+// dslope[c] = sum over samples and pixels of dy * x where x <= 0: a run per channel, walked
+// sample by sample with vector loads (NL lanes share it on a GPU). A NaN x is left out, as x <= 0
+// is false for it; a NaN dy where x <= 0 makes the sum a NaN.
 __kernel void prelu_backward_slope(__global const float *x, uint xo, uint xs,
                                    __global const float *dy, uint dyo, uint dys,
                                    __global float *dslope, uint dso, uint batch, uint channels, uint plane,
                                    uint accumulate) {
-    __local float scratch[RED];
-    const uint c = get_group_id(0), lid = get_local_id(0);
-    float sum = 0.0f;
-    // Sample by sample, so that no element's index is divided.
-    for (uint n = 0; n < batch; ++n) {
-        __global const float *a = x + AT(xo, xs, n, c * plane), *g = dy + AT(dyo, dys, n, c * plane);
-        for (uint k = lid; k < plane; k += RED) {
-            const float v = a[k];
-            if (v <= 0.0f) sum += g[k] * v;
+    __local float scratch[NL];
+    const uint lane = get_local_id(0) % NL, full = plane / VEC;
+    FOR_EACH_RUN(c, channels) {
+        floatv acc = 0.0f;
+        float tail = 0.0f;
+        for (uint n = 0; n < batch; ++n) {
+            __global const float *a = x + AT(xo, xs, n, c * plane), *g = dy + AT(dyo, dys, n, c * plane);
+            for (uint v = lane; v < full; v += NL) {
+                const floatv t = VLOAD(a + v * VEC);
+                acc += select((floatv)(0.0f), VLOAD(g + v * VEC) * t, t <= 0.0f);
+            }
+            for (uint q = full * VEC + lane; q < plane; q += NL) tail += a[q] <= 0.0f ? g[q] * a[q] : 0.0f;
         }
+        const float sum = lanes_sum(hsum(acc) + tail, scratch);
+        if (lane == 0) STORE_GRAD(dslope, dso + c, sum, accumulate);
     }
-    sum = group_sum(sum, scratch);
-    if (lid == 0) STORE_GRAD(dslope, dso + c, sum, accumulate);
 }
 
 // A counter-based generator: the keep decision for element i depends only on (seed, i), so the

@@ -197,6 +197,16 @@ struct OpBench {
             let y = try tensor(s), dy = try tensor(s), dx = try Tensor(context: context, shape: s)
             return { try ReLU.backward(q, y: y, dy: dy, dx: dx) }
         })
+        list.append(OpBench(name: "prelu fwd", shape: act, bytes: 8 * count) {
+            let x = try tensor(s), a = try positive([c]), y = try Tensor(context: context, shape: s)
+            return { try PReLU.forward(q, x: x, slope: a, y: y) }
+        })
+        // dx and the slopes' gradient: x and dy read once, dx written (the slopes are 64 floats).
+        list.append(OpBench(name: "prelu bwd", shape: act, bytes: 12 * count) {
+            let x = try tensor(s), a = try positive([c]), dy = try tensor(s), dx = try Tensor(context: context, shape: s)
+            let da = try Tensor(context: context, shape: [c])
+            return { _ = try PReLU.backward(q, x: x, slope: a, dy: dy, dx: dx, dslope: da) }
+        })
         list.append(OpBench(name: "add+relu fwd", shape: act, bytes: 12 * count) {
             let a = try tensor(s), b = try tensor(s), y = try Tensor(context: context, shape: s)
             return { try Add.forward(q, a: a, b: b, y: y, relu: true) }

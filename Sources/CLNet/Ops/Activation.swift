@@ -61,10 +61,9 @@ public enum PReLU {
         }
         if let dslope {
             try check("PReLU backward", x.shape, dslope)
-            events.append(try q.reduce(.activation, "prelu_backward_slope",
-                                       x.arguments + dy.arguments + dslope.vectorArguments + [.count(x.shape.n),
-                                       .count(x.shape.c), .count(plane), .flag(accumulate)],
-                                       groups: x.shape.c, waitFor: waitFor))
+            events.append(try q.launchRuns(.activation, "prelu_backward_slope",
+                                           x.arguments + dy.arguments + dslope.vectorArguments + [.count(x.shape.n),
+                                           .count(x.shape.c), .count(plane), .flag(accumulate)], waitFor: waitFor))
         }
         return events
     }
