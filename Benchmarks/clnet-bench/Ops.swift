@@ -282,15 +282,9 @@ struct Copy {
 
     init(_ context: Context, _ queue: CommandQueue, bytes: Int, warmup: Int, iters: Int) throws {
         let result = try timeCopy(context, bytes: bytes, warmup: warmup, iters: iters)
-        let src = try context.buffer(bytes: bytes), dst = try context.buffer(bytes: bytes)
-        try queue.fill(src, with: 1)
+        let copies = try copyBodies(context, queue, bytes: bytes)
         self.bytes = bytes
-        if result.kernelCopyGBPerSecond > result.bufferCopyGBPerSecond {
-            let a = try Tensor(buffer: src, shape: [1, bytes / 4, 1, 1]), b = try Tensor(buffer: dst, shape: [1, bytes / 4, 1, 1])
-            run = { try queue.copy(from: a, to: b) }
-        } else {
-            run = { try queue.copy(from: src, to: dst, bytes: bytes) }
-        }
+        run = result.kernelCopyGBPerSecond > result.bufferCopyGBPerSecond ? copies.kernel : copies.buffer
     }
 
     /// GB/s, bytes read plus bytes written, of a copy that took `seconds`.

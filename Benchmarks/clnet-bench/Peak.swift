@@ -61,19 +61,23 @@ struct CopyResult: Codable {
 /// buffer copy and with CLNet's copy kernel, and keeps the faster.
 func timeCopy(_ context: Context, bytes: Int, warmup: Int, iters: Int) throws -> CopyResult {
     let queue = try context.makeQueue()
-    let src = try context.buffer(bytes: bytes), dst = try context.buffer(bytes: bytes)
-    try queue.fill(src, with: 1)
-    let buffer = try measure(queue, warmup: warmup, iters: iters) {
-        try queue.copy(from: src, to: dst, bytes: bytes)
-    }
-    // As one sample of bytes / 4 floats: the kernel walks it in contiguous tiles.
-    let floats = bytes / 4
-    let a = try Tensor(buffer: src, shape: [1, floats, 1, 1]), b = try Tensor(buffer: dst, shape: [1, floats, 1, 1])
-    let kernel = try measure(queue, warmup: warmup, iters: iters) { try queue.copy(from: a, to: b) }
+    let copies = try copyBodies(context, queue, bytes: bytes)
+    let buffer = try measure(queue, warmup: warmup, iters: iters, copies.buffer)
+    let kernel = try measure(queue, warmup: warmup, iters: iters, copies.kernel)
     let rate = { (t: Timing) in 2 * Double(bytes) / t.median * 1e-9 }
     let best = rate(kernel) > rate(buffer) ? kernel : buffer
     return CopyResult(bytes: bytes, time: best, gbPerSecond: rate(best), bufferCopyGBPerSecond: rate(buffer),
                       kernelCopyGBPerSecond: rate(kernel))
+}
+
+/// A copy of `bytes` between two fresh buffers on `queue`, as a buffer copy and with CLNet's copy
+/// kernel (which walks the bytes as one sample of floats, in contiguous tiles).
+func copyBodies(_ context: Context, _ queue: CommandQueue, bytes: Int)
+    throws -> (buffer: () throws -> Void, kernel: () throws -> Void) {
+    let src = try context.buffer(bytes: bytes), dst = try context.buffer(bytes: bytes)
+    try queue.fill(src, with: 1)
+    let a = try Tensor(buffer: src, shape: [1, bytes / 4, 1, 1]), b = try Tensor(buffer: dst, shape: [1, bytes / 4, 1, 1])
+    return ({ try queue.copy(from: src, to: dst, bytes: bytes) }, { try queue.copy(from: a, to: b) })
 }
 
 struct Peak: ParsableCommand {

@@ -53,24 +53,29 @@ extension Graph {
         var consumed: Set<Int> = []
         for (k, j) in fold.pairs {
             let conv = nodes[k], norm = nodes[j]
-            guard case let .batchNorm(_, eps, _) = norm.operation, case let .conv(c, hasBias) = conv.operation else { continue }
-            let (gamma, beta, mean, variance) = (try value(norm.parameters[0]), try value(norm.parameters[1]),
-                                                 try value(norm.parameters[2]), try value(norm.parameters[3]))
+            guard case let .conv(c, hasBias) = conv.operation else { continue }
+            let (scale, shift) = try batchNormAffine(j, values, for: "folding batch norm")
             let weight = try value(conv.parameters[0])
             let oldBias = hasBias ? try value(conv.parameters[1]) : [Float](repeating: 0, count: c.outChannels)
-            // In Double, so that folding adds no rounding of its own beyond the final Float.
-            let scale = (0..<c.outChannels).map { Double(gamma[$0]) / (Double(variance[$0]) + Double(eps)).squareRoot() }
             let per = weight.count / c.outChannels
             out[parameters[conv.parameters[0]].name] = weight.indices.map { Float(Double(weight[$0]) * scale[$0 / per]) }
-            var bias = [Float](repeating: 0, count: c.outChannels)
-            for o in 0..<c.outChannels {
-                let shift: Double = (Double(oldBias[o]) - Double(mean[o])) * scale[o]
-                bias[o] = Float(Double(beta[o]) + shift)
-            }
-            out["\(conv.name).bias"] = bias
+            out["\(conv.name).bias"] = (0..<c.outChannels).map { Float(shift[$0] + Double(oldBias[$0]) * scale[$0]) }
             consumed.formUnion(conv.parameters + norm.parameters)
         }
         for (i, p) in parameters.enumerated() where !consumed.contains(i) { out[p.name] = try value(i) }
         return out
+    }
+
+    /// Batch-norm node `norm`'s inference map, y = scale * x + shift per channel, from its
+    /// weight, bias and running statistics in `values`: in Double, so that folding and merging
+    /// add no rounding of their own beyond the final Float.
+    func batchNormAffine(_ norm: Int, _ values: [String: [Float]], for operation: String)
+        throws(CLNetError) -> (scale: [Double], shift: [Double]) {
+        guard case let .batchNorm(_, eps, _) = nodes[norm].operation else {
+            throw .invalidGraph("\(operation): node \(nodes[norm].name) is not a batch norm")
+        }
+        let p = try nodes[norm].parameters.map { i throws(CLNetError) in try checkedParameter(i, in: values, for: operation).map(Double.init) }
+        let scale = (0..<p[0].count).map { p[0][$0] / (p[3][$0] + Double(eps)).squareRoot() }
+        return (scale, (0..<p[0].count).map { p[1][$0] - p[2][$0] * scale[$0] })
     }
 }

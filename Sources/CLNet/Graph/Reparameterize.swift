@@ -97,14 +97,9 @@ extension Graph {
             // Adds `w` (o, i, kw x kw, centred) times the norm's scale, and the norm's shift.
             func add(_ w: [Double], kernel kw: Int, ownBias: [Double]?, norm: Int?) throws(CLNetError) {
                 var scale = [Double](repeating: 1, count: c.outChannels), shift = [Double](repeating: 0, count: c.outChannels)
-                if let norm, case let .batchNorm(_, eps, _) = nodes[norm].operation {
-                    let p = nodes[norm].parameters
-                    let (gamma, beta, mean, variance) = (try value(p[0]), try value(p[1]), try value(p[2]), try value(p[3]))
-                    for o in 0..<c.outChannels {
-                        scale[o] = gamma[o] / (variance[o] + Double(eps)).squareRoot()
-                        shift[o] = beta[o] - mean[o] * scale[o]
-                    }
-                    consumed.formUnion(p)
+                if let norm {
+                    (scale, shift) = try batchNormAffine(norm, values, for: "re-parameterising branches")
+                    consumed.formUnion(nodes[norm].parameters)
                 }
                 let off = (k - kw) / 2
                 for o in 0..<c.outChannels {
