@@ -15,6 +15,8 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Loss.cl": PackageResources.Loss_cl,
     "Optimizer.cl": PackageResources.Optimizer_cl,
     "Conv.cl": PackageResources.Conv_cl,
+    "DeformConv.cl": PackageResources.DeformConv_cl,
+    "Spiking.cl": PackageResources.Spiking_cl,
     "Winograd.cl": PackageResources.Winograd_cl,
     "ImplicitGEMM.cl": PackageResources.ImplicitGEMM_cl,
     "GEMM.cl": PackageResources.GEMM_cl,

@@ -498,6 +498,7 @@ struct ConvTests {
         (.gemm, ["A_STORED": "1", "B_STORED": "1", "C_STORED": "1", "TRANS_A": "1", "TRANS_B": "1"],
          ["gemm_pack_a", "gemm_pack_b", "gemm_panels"]),
         (.linear, [:], ["bias_epilogue", "bias_backward"]),
+        (.deformConv, [:], ["deform_im2col", "deform_col2im", "deform_col2im_coord", "deform_output"]),
     ]
     for (source, defines, names) in kernels {
         let program = try context.program(source, defines: defines.merging(["CLNET_STORAGE_HALF": "1"]) { a, _ in a })

@@ -106,6 +106,10 @@ struct ModelTests {
         ("cifar_resnet:depth=8,channels=1,norm=none", 8),
         ("cifar_resnet:depth=8,channels=1,norm=none,act=prelu", 8),
         ("repvgg:layers=1.2.1.1.1,a=0.25,b=0.125,stem=cifar,cascade=1,classes=5", 8),
+        ("resnet:block=basic,layers=1.1,stem=cifar,deform=2,classes=5", 8),
+        ("sew_resnet:block=basic,layers=1.1,stem=cifar,T=2,classes=5", 8),
+        ("sew_resnet:block=bottleneck,layers=1.1,stem=cifar,T=3,connect=and,neuron=lif,surrogate=sigmoid,detach_reset=0,classes=5", 8),
+        ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,deform=1.2,dcn=v2,deform_groups=2,classes=5", 8),
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")
@@ -129,6 +133,12 @@ struct ModelTests {
             switch p.role {
             case .normWeight: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: 0.5...1.5)
             case .normBias: params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.5...0.5)
+            // A deformable unit's zeroed offset convolution: offsets of about a pixel, as trained
+            // ones are (at Fixup's scale they were several pixels, which moved most samples off a
+            // 4x4 map and left batch norms with channels of nearly one value).
+            case .weight where p.name.hasSuffix("conv_offset.weight"):
+                let bound = 1 / Double(p.shape.count / p.shape[0]).squareRoot()
+                params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -bound...bound)
             // Fixup's zeroed layers would block every gradient before them.
             case .weight where p.initialization == .constant(0), .bias where p.initialization == .constant(0):
                 params[p.name] = randomDoubles(p.shape.count, using: &rng, in: -0.3...0.3)

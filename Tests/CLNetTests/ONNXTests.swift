@@ -60,6 +60,30 @@ struct ONNXTests {
         }
     }
 
+    /// Deformable convolutions are ONNX's DeformConv, which opset 19 brought: the default opset
+    /// refuses them, naming the layer and the opset, and writes nothing; opset 19 runs in ONNX
+    /// Runtime as in CLNet (v1, and v2 with offset groups and grouped convolutions).
+    @Test(arguments: [
+        "resnet:block=basic,layers=1.1,stem=cifar,deform=2,classes=5",
+        "resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,deform=1.2,dcn=v2,deform_groups=2,classes=5",
+    ])
+    func deformableConvolutionsNeedOpset19(spec: String) throws {
+        let dir = try Self.temporary()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let w = try Self.weights(spec, size: 16, in: dir)
+        let out = dir.appendingPathComponent("m.onnx")
+        let common = ["export", "--model", spec, "--weights", w.path, "--onnx", "--image-size", "16", "--output", out.path]
+        let refused = try runTool("clnet", common)
+        #expect(refused.status != 0 && refused.stderr.contains("deformable convolution") && refused.stderr.contains("opset 19"),
+                "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path))
+        let r = try runTool("clnet", common + ["--opset", "19", "--check"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let text = String(decoding: r.stdout, as: UTF8.self)
+        #expect(text.contains("onnx.checker passed"), "\(text)")
+        print("\(spec): \(text.split(separator: "\n").last ?? "")")
+    }
+
     /// torchvision's ResNet-18 and ResNet-50, weights from the fixture formula: ONNX Runtime on
     /// CLNet's file against PyTorch's eval-mode logits (`Fixtures/make_onnx_fixtures.py`), at
     /// batch 7 and batch 1 through the same file.

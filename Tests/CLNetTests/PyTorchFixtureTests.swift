@@ -50,6 +50,10 @@ struct PyTorchFixtureTests {
         ("timm_skresnet50", "skresnet50:layers=1.1.1.1,classes=10"),
         // SelectiveKernelBottleneck, cardinality 4, base width 4, rd_divisor 32 (skresnext50_32x4d), batch 4
         ("timm_skresnext", "skresnext50_32x4d:layers=1.1.1.1,groups=4,width=4,classes=10"),
+        // SpikingJelly's SEWResNet(BasicBlock, [1, 1, 1, 1], cnf=ADD or IAND) with IF neurons, the
+        // arctangent surrogate and the reset detached, over 4 time steps
+        ("sew_resnet", "sew_resnet18:layers=1.1.1.1,T=4,connect=add,classes=10"),
+        ("sew_resnet_iand", "sew_resnet18:layers=1.1.1.1,T=4,connect=iand,classes=10"),
     ])
     func clnetRunMatchesPyTorch(fixture: String, spec: String) throws {
         try check(fixture: fixture, spec: spec, environment: [:])

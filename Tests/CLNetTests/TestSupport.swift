@@ -205,8 +205,9 @@ func awayFromKink(_ x: [Double], margin: Double = 1e-4, _ preActivation: ([Doubl
 }
 
 /// How far a forward pass is from a point where the loss is not differentiable: the smallest
-/// distance of a ReLU's or PReLU's input from 0, or of a max-pooling window's two largest
-/// inputs from each other, relative to that tensor's RMS. The device computes in float32 and
+/// distance of a ReLU's or PReLU's input from 0, of a max-pooling window's two largest inputs
+/// from each other, or of a spiking neuron's potential from its threshold, relative to that
+/// tensor's RMS. The device computes in float32 and
 /// the reference in Double, so an input within rounding of such a kink can fall on the other
 /// side on the device and route its whole gradient differently: a real difference of the
 /// function, not of the kernels. Training-mode norms are evaluated with batch statistics. Values
@@ -222,6 +223,11 @@ func kinkMargin(_ graph: Graph, values: [[Double]], parameters: [String: [Double
         switch node.operation {
         case .relu, .prelu:
             margin = min(margin, nearestZero(x))
+        case let .spikingNeuron(neuron):
+            // A spike's threshold is a step: H on its other side fires differently.
+            let h = Reference.spikingPotentials(x, shape: shape, neuron: neuron)
+            let nearest = h.lazy.map { abs($0 - Double(neuron.threshold)) }.min() ?? .infinity
+            margin = min(margin, nearest / max(rms(h), 1e-300))
         case .add(relu: true):
             margin = min(margin, nearestZero(zip(x, values[node.inputs[1].index]).map(+)))
         case let .batchNorm(relu: true, eps, _):

@@ -12,6 +12,8 @@ public enum KernelSource: String, CaseIterable, Sendable {
     case loss = "Loss"
     case optimizer = "Optimizer"
     case conv = "Conv"
+    case deformConv = "DeformConv"
+    case spiking = "Spiking"
     case winograd = "Winograd"
     case implicitGEMM = "ImplicitGEMM"
     case gemm = "GEMM"

@@ -65,6 +65,9 @@ extension Executor {
         case let .conv(conv, bias):
             try conv.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace,
                              epilogue: epilogue(after: k), written: writtenStatistics[k], algorithm: convChoices[k]?.forward)
+        case let .deformConv(op, bias):
+            try op.forward(queue, x: x, offset: values[node.inputs[1].index], mask: op.modulated ? values[node.inputs[2].index] : nil,
+                           weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace)
         case let .batchNorm(relu, eps, momentum):
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
@@ -119,6 +122,14 @@ extension Executor {
             try PReLU.forward(queue, x: x, slope: param(node, 0), y: y)
         case .channelScale:
             try ChannelScale.forward(queue, x: x, scale: values[node.inputs[1].index], y: y)
+        case let .spikingNeuron(neuron):
+            try neuron.forward(queue, x: x, y: y)
+        case let .timeRepeat(steps):
+            try TimeSteps.broadcast(queue, small: x, big: y, steps: steps)
+        case let .timeMean(steps):
+            try TimeSteps.sum(queue, big: x, small: y, steps: steps, scale: 1 / Float(steps))
+        case let .sewConnect(connect):
+            try connect.forward(queue, shortcut: x, branch: values[node.inputs[1].index], y: y)
         case let .selectiveSum(m):
             try SelectiveSum.forward(queue, branches: node.inputs.prefix(m).map { values[$0.index] },
                                      logits: values[node.inputs[m].index], y: y)
@@ -153,8 +164,9 @@ extension Executor {
         case let .add(relu):
             let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
             return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
-        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
-             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation:
+        case .conv, .deformConv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
+             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation,
+             .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             // Not flagged `fusesIntoConvolution`, so the plan never fuses them; an operation that
             // is flagged must say here what the convolution's bias pass does for it.
             return nil
@@ -182,6 +194,16 @@ extension Executor {
                 try conv.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: dx, dweight: nil, dbias: nil,
                                   workspace: workspace, accumulate: accumulate, algorithm: convChoices[k]?.data)
             }
+        case let .deformConv(op, bias):
+            // Parameter gradients overwrite; the input, offset and mask gradients may add (fan-out).
+            var adds: DeformConv2D.Accumulation = []
+            if target[0]?.1 == true { adds.insert(.input) }
+            if target[1]?.1 == true { adds.insert(.offset) }
+            if target[2]?.1 == true { adds.insert(.mask) }
+            try op.backward(queue, x: x, offset: values[node.inputs[1].index],
+                            mask: op.modulated ? values[node.inputs[2].index] : nil, weight: param(node, 0), dy: dy, dx: dx,
+                            doffset: target[1]?.0, dmask: target[2]?.0, dweight: grad(node, 0),
+                            dbias: bias ? grad(node, 1) : nil, workspace: workspace, accumulate: adds)
         case let .linear(_, bias):
             if part == .parameters {
                 try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),
@@ -256,6 +278,16 @@ extension Executor {
             for (d, dslope, acc) in calls where d != nil || dslope != nil {
                 try PReLU.backward(queue, x: x, slope: param(node, 0), dy: dy, dx: d, dslope: dslope, accumulate: acc)
             }
+        case let .spikingNeuron(neuron):
+            if let dx { try neuron.backward(queue, x: x, dy: dy, dx: dx, accumulate: accumulate) }
+        case let .timeRepeat(steps):
+            if let dx { try TimeSteps.sum(queue, big: dy, small: dx, steps: steps, accumulate: accumulate) }
+        case let .timeMean(steps):
+            if let dx { try TimeSteps.broadcast(queue, small: dy, big: dx, steps: steps, scale: 1 / Float(steps), accumulate: accumulate) }
+        case let .sewConnect(connect):
+            try connect.backward(queue, shortcut: x, branch: values[node.inputs[1].index], dy: dy, dshortcut: target[0]?.0,
+                                 dbranch: target[1]?.0, accumulateShortcut: target[0]?.1 ?? false,
+                                 accumulateBranch: target[1]?.1 ?? false)
         case .channelScale:
             let s = values[node.inputs[1].index]
             if let (d, acc) = target[0] { try ChannelScale.backward(queue, x: x, scale: s, dy: dy, dx: d, dscale: nil, accumulate: acc) }

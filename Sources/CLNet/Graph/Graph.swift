@@ -50,6 +50,9 @@ public struct Parameter: Sendable, Equatable {
 /// An operator of the graph, with everything that fixes its output shape.
 public enum Operation: Sendable, Equatable {
     case conv(Conv2D, bias: Bool)
+    /// A deformable convolution (see `DeformConv2D`): inputs x, offset, and the mask when
+    /// modulated; parameters the weight, then the bias when `bias`.
+    case deformConv(DeformConv2D, bias: Bool)
     case batchNorm(relu: Bool, eps: Float, momentum: Float)
     case groupNorm(groups: Int, relu: Bool, eps: Float)
     case relu
@@ -81,6 +84,15 @@ public enum Operation: Sendable, Equatable {
     /// y = x * scale + bias with one learnable scalar each (Fixup's multipliers and biases);
     /// parameters: the scale (when `scale`), then the bias (when `bias`).
     case scalarAffine(scale: Bool, bias: Bool)
+    /// A layer of spiking neurons over inputs [T*N, ...] (see `SpikingNeuron`).
+    case spikingNeuron(SpikingNeuron)
+    /// x [N, ...] repeated at each of `steps` time steps: [T*N, ...], step t of sample n at t*N + n.
+    case timeRepeat(steps: Int)
+    /// The mean over `steps` time steps of x [T*N, ...]: [N, ...].
+    case timeMean(steps: Int)
+    /// SEW ResNet's connection of a block's shortcut (input 0) and branch (input 1) (see
+    /// `SEWConnect`).
+    case sewConnect(SEWConnect)
     /// Mean softmax cross-entropy of logits [N, K] against labels given at run time; output [1].
     case softmaxCrossEntropy(labelSmoothing: Float)
     /// Knowledge distillation's loss over the student's logits and the teacher's (inputs 0 and
@@ -277,6 +289,20 @@ public struct GraphBuilder: Sendable {
         return try appendNode(name, .conv(conv, bias: bias), [x], out, params)
     }
 
+    /// A deformable convolution of `x` by offsets `offset` and, when modulated, `mask` (see
+    /// `DeformConv2D`), with `<name>.weight` (and `<name>.bias`); `deformableConv` builds the
+    /// unit with the convolution that predicts them.
+    public mutating func deformConv(_ x: Value, offset: Value, mask: Value?, _ op: DeformConv2D, bias: Bool = false,
+                                    name: String) throws(CLNetError) -> Value {
+        let inputs = [x, offset] + (mask.map { [$0] } ?? [])
+        let out = try inferring(name, inputs) { () throws(CLNetError) in
+            try op.outputShape(shape(x), offset: shape(offset), mask: mask.map { shape($0) })
+        }
+        var params = [("\(name).weight", op.conv.weightShape, ParameterRole.weight)]
+        if bias { params.append(("\(name).bias", [op.conv.outChannels], .bias)) }
+        return try appendNode(name, .deformConv(op, bias: bias), inputs, out, params)
+    }
+
     /// Batch norm with torchvision's names (`weight`, `bias`, `running_mean`, `running_var`),
     /// optionally fused with the ReLU that follows.
     public mutating func batchNorm(_ x: Value, relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
@@ -390,6 +416,34 @@ public struct GraphBuilder: Sendable {
         return try appendNode(name, .stochasticDepth(p: p), [x], shape(x), [])
     }
 
+    /// A layer of spiking neurons (see `SpikingNeuron`) over x [T*N, ...].
+    public mutating func spikingNeuron(_ x: Value, _ neuron: SpikingNeuron, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in
+            try neuron.check(shape(x))
+            return shape(x)
+        }
+        return try appendNode(name, .spikingNeuron(neuron), [x], out, [])
+    }
+
+    /// x [N, ...] at each of `steps` time steps (see `Operation.timeRepeat`).
+    public mutating func timeRepeat(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.repeatedShape(shape(x), steps: steps) }
+        return try appendNode(name, .timeRepeat(steps: steps), [x], out, [])
+    }
+
+    /// The mean of x [T*N, ...] over `steps` time steps (see `Operation.timeMean`).
+    public mutating func timeMean(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.meanShape(shape(x), steps: steps) }
+        return try appendNode(name, .timeMean(steps: steps), [x], out, [])
+    }
+
+    /// SEW ResNet's connection of `shortcut` and `branch` (see `SEWConnect`).
+    public mutating func sewConnect(_ shortcut: Value, _ branch: Value, _ connect: SEWConnect, name: String) throws(CLNetError) -> Value {
+        try require(shape(shortcut) == shape(branch), name,
+                    "cannot connect \(shape(shortcut)) from \(origin(shortcut)) and \(shape(branch)) from \(origin(branch))")
+        return try appendNode(name, .sewConnect(connect), [shortcut, branch], shape(shortcut), [])
+    }
+
     /// The logistic sigmoid.
     public mutating func sigmoid(_ x: Value, name: String) throws(CLNetError) -> Value {
         try appendNode(name, .sigmoid, [x], shape(x), [])
@@ -459,6 +513,14 @@ public struct GraphBuilder: Sendable {
             throw .invalidArgument("no parameter \(name) to initialise")
         }
         graph.parameters[i].initialization = initialization
+    }
+
+    /// Sets the factor on the learning rate of parameter `name` (see `Parameter.learningRateScale`).
+    public mutating func setLearningRateScale(_ name: String, _ scale: Float) throws(CLNetError) {
+        guard let i = parameterIndices[name] else {
+            throw .invalidArgument("no parameter \(name) to set the learning rate of")
+        }
+        graph.parameters[i].learningRateScale = scale
     }
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {

@@ -23,6 +23,7 @@ public enum ONNX {
             throw .invalidGraph("ONNX export takes a graph with one NCHW input, not \(graph.inputs.map(\.name))")
         }
         var w = ONNXGraphWriter(graph: graph, logits: logits)
+        w.opset = opset
         var total = 0
         for p in graph.parameters {
             let values = try graph.checkedParameter(graph.parameterIndex(p.name)!, in: parameters, for: "ONNX export")
@@ -94,6 +95,8 @@ public enum ONNX {
 struct ONNXGraphWriter {
     let graph: Graph
     let logits: Value
+    /// The opset written: operators newer than it are refused, naming the opset they need.
+    var opset = 17
     var nodes: [ProtoMessage] = []
     var initializers: [ProtoMessage] = []
 
@@ -196,6 +199,20 @@ struct ONNXGraphWriter {
                 .ints("kernel_shape", [c.kernel.h, c.kernel.w]), .ints("strides", [c.stride.h, c.stride.w]),
                 .ints("pads", [c.padding.h, c.padding.w, c.padding.h, c.padding.w]),
                 .ints("dilations", [c.dilation.h, c.dilation.w]), .int("group", c.groups),
+            ])
+        case let .deformConv(op, bias):
+            guard opset >= 19 else {
+                throw .invalidArgument("ONNX export: \(node.name) is a deformable convolution, which ONNX has from opset 19 (DeformConv); export with opset 19 or later")
+            }
+            let c = op.conv
+            // DeformConv's inputs: X, W, offset, B, mask; an absent bias before a mask is "".
+            var inputs = [x[0], p[0], x[1]]
+            if bias || op.modulated { inputs.append(bias ? p[1] : "") }
+            if op.modulated { inputs.append(x[2]) }
+            finish("DeformConv", inputs, node: node, relu: false, [
+                .ints("kernel_shape", [c.kernel.h, c.kernel.w]), .ints("strides", [c.stride.h, c.stride.w]),
+                .ints("pads", [c.padding.h, c.padding.w, c.padding.h, c.padding.w]),
+                .ints("dilations", [c.dilation.h, c.dilation.w]), .int("group", c.groups), .int("offset_group", op.offsetGroups),
             ])
         case let .batchNorm(relu, eps, _):
             finish("BatchNormalization", x + p, node: node, relu: relu, [.float("epsilon", eps)])
@@ -303,6 +320,9 @@ struct ONNXGraphWriter {
             }
             if hasBias { self.node("Add", [v, p[hasScale ? 1 : 0]], out, name: node.name) }
             if !hasScale && !hasBias { self.node("Identity", [v], out, name: node.name) }
+        case .timeRepeat, .timeMean, .sewConnect, .spikingNeuron:
+            // A neuron's state runs through the time steps, which ONNX would need as a Loop.
+            throw .invalidArgument("ONNX export: \(node.name) is part of a spiking network (\(node.operation.displayName)), which CLNet does not write as ONNX")
         case .softmaxCrossEntropy, .distillation:
             throw .invalidGraph("""
                 ONNX export: \(node.name) is a training loss, which an inference model does not have; export the graph \

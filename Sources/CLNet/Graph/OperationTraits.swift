@@ -50,6 +50,7 @@ extension Operation {
     public var displayName: String {
         switch self {
         case .conv: "conv"
+        case .deformConv: "deformable conv"
         case let .batchNorm(relu, _, _): relu ? "batch norm + relu" : "batch norm"
         case let .groupNorm(_, relu, _): relu ? "group norm + relu" : "group norm"
         case .relu: "relu"
@@ -70,6 +71,10 @@ extension Operation {
         case .channelScale: "channel scale"
         case .selectiveSum: "selective sum"
         case .scalarAffine: "scalar affine"
+        case .spikingNeuron: "spiking neuron"
+        case .timeRepeat: "repeat over time"
+        case .timeMean: "mean over time"
+        case let .sewConnect(c): "sew \(c.rawValue)"
         }
     }
 
@@ -80,8 +85,11 @@ extension Operation {
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
         case .softmaxCrossEntropy, .distillation: [.isLoss]
+        // A deformable convolution's weight gradient is not split off: it shares the columns, and
+        // the workspace that holds them, with the input's and the offsets'.
         case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .stochasticDepth, .padShortcut,
-             .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine: []
+             .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .deformConv, .spikingNeuron, .timeRepeat, .timeMean,
+             .sewConnect: []
         }
     }
 
@@ -95,9 +103,9 @@ extension Operation {
         switch self {
         case .relu: true
         case let .add(relu): relu
-        case .conv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
-             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
-             .distillation:
+        case .conv, .deformConv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear,
+             .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine,
+             .softmaxCrossEntropy, .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             false
         }
     }
@@ -107,8 +115,11 @@ extension Operation {
     /// this must agree with what `Executor.backward` and `ReferenceExecutor.backward` read.
     public func savedForBackward(inputs: [Value], output: Value) -> [Value] {
         switch self {
-        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu: [inputs[0]]
-        case .distillation, .channelScale, .selectiveSum: inputs
+        // A spiking neuron's backward pass runs the steps again from its input.
+        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu, .spikingNeuron: [inputs[0]]
+        case let .sewConnect(c): c == .add ? [] : inputs
+        case .timeRepeat, .timeMean: []
+        case .distillation, .channelScale, .selectiveSum, .deformConv: inputs
         case let .scalarAffine(scale, _): scale ? [inputs[0]] : []
         case .relu, .sigmoid: [output]
         case let .add(relu): relu ? [output] : []
@@ -123,6 +134,8 @@ extension Operation {
         switch self {
         case let .conv(conv, _):
             m.scratch = try conv.workspaceCount(x)
+        case let .deformConv(op, _):
+            m.scratch = try op.workspaceCount(x)
         case .batchNorm:
             // Inference normalises with the running statistics and keeps nothing.
             if training { m.workspace = BatchNorm.workspaceCount(x.rank == 2 ? [x.n, x.c, 1, 1] : x) }
@@ -138,7 +151,7 @@ extension Operation {
             m.workspace = SoftmaxCrossEntropy.workspaceCount(batch: x.n)
             m.result = 2
         case .relu, .add, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout, .padShortcut, .sigmoid, .prelu,
-             .channelScale, .selectiveSum:
+             .channelScale, .selectiveSum, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             break
         }
         return m
@@ -149,10 +162,11 @@ extension Operation {
     public func multiplyAdds(input x: Shape, output y: Shape) -> Double {
         switch self {
         case let .conv(conv, _): Double(y.count) * Double(conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
+        case let .deformConv(op, _): Operation.conv(op.conv, bias: false).multiplyAdds(input: x, output: y)
         case .linear: Double(y.count) * Double(x.sampleCount)
         case .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout,
              .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
-             .distillation:
+             .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             0
         }
     }
@@ -170,6 +184,14 @@ extension Operation {
             return (WorkCost(flops: 2 * macs + (bias ? y : 0), bytes: (x + y + params) * f),
                     WorkCost(flops: 2 * macs * (needsInputGradient ? 2 : 1) + (bias ? y : 0),
                              bytes: (y + x + params + trainable + dx) * f))
+        case let .deformConv(op, bias):
+            // Besides the products: a bilinear sample (about 10 operations) per column entry, and
+            // the columns written and read once each way; backward samples again for the weight
+            // gradient, and scatters to the input and the offsets.
+            let columns = macs / Double(op.conv.outChannels / op.conv.groups)
+            return (WorkCost(flops: 2 * macs + 10 * columns + (bias ? y : 0), bytes: (inputs + y + params + 2 * columns) * f),
+                    WorkCost(flops: 4 * macs + 40 * columns + (bias ? y : 0),
+                             bytes: (y + 2 * inputs + params + trainable + 6 * columns) * f))
         case .linear:
             return (WorkCost(flops: 2 * macs + y, bytes: (x + y + params) * f),
                     WorkCost(flops: 2 * macs * (needsInputGradient ? 2 : 1) + y, bytes: (y + x + params + trainable + dx) * f))
@@ -205,8 +227,13 @@ extension Operation {
             // Softmax weights (about 4 operations per logit) and M multiply-adds per output.
             return (WorkCost(flops: 2 * Double(m) * y, bytes: (inputs + y) * f),
                     WorkCost(flops: 4 * Double(m) * y, bytes: (y + 2 * inputs) * f))
-        case .padShortcut:
+        case .padShortcut, .timeRepeat, .timeMean:
             return (WorkCost(flops: 0, bytes: (x + y) * f), WorkCost(flops: 0, bytes: (y + dx) * f))
+        case .spikingNeuron:
+            // Charge, fire and reset per step; backward runs the steps again, then the surrogate.
+            return (WorkCost(flops: 4 * x, bytes: (x + y) * f), WorkCost(flops: 16 * x, bytes: (x + y + dx) * f))
+        case .sewConnect:
+            return (WorkCost(flops: 2 * y, bytes: (inputs + y) * f), WorkCost(flops: 3 * y, bytes: (y + 2 * inputs) * f))
         case .softmaxCrossEntropy, .distillation:
             // Max, exp, sum, log and the label term per logit.
             return (WorkCost(flops: 5 * x, bytes: x * f), WorkCost(flops: 3 * x, bytes: 2 * x * f))

@@ -44,6 +44,9 @@ public struct ReferenceExecutor: Sendable {
             switch node.operation {
             case let .conv(conv, bias):
                 y = Reference.conv2d(xs[0], shape: shape, weight: p[0], bias: bias ? p[1] : nil, conv: conv)
+            case let .deformConv(op, bias):
+                y = Reference.deformConv2d(xs[0], shape: shape, offset: xs[1], mask: op.modulated ? xs[2] : nil, weight: p[0],
+                                           bias: bias ? p[1] : nil, op: op)
             case let .batchNorm(relu, eps, momentum):
                 if training {
                     let r = Reference.batchNormTraining(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
@@ -88,6 +91,14 @@ public struct ReferenceExecutor: Sendable {
                 y = Reference.prelu(xs[0], shape: shape, slope: p[0])
             case .channelScale:
                 y = Reference.channelScale(xs[0], shape: shape, scale: xs[1])
+            case let .spikingNeuron(neuron):
+                y = Reference.spikingNeuron(xs[0], shape: shape, neuron: neuron)
+            case let .timeRepeat(steps):
+                y = Reference.timeRepeat(xs[0], steps: steps)
+            case let .timeMean(steps):
+                y = Reference.timeMean(xs[0], steps: steps)
+            case let .sewConnect(connect):
+                y = Reference.sewConnect(xs[0], xs[1], connect)
             case let .selectiveSum(m):
                 y = Reference.selectiveSum(Array(xs.prefix(m)), shape: shape, logits: xs[m])
             case let .scalarAffine(hasScale, hasBias):
@@ -151,6 +162,12 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [g.dx]
                 paramGrads[names[0]] = g.dweight
                 if bias { paramGrads[names[1]] = g.dbias }
+            case let .deformConv(op, bias):
+                let g = Reference.deformConv2dBackward(xs[0], shape: shape, offset: xs[1], mask: op.modulated ? xs[2] : nil,
+                                                       weight: p[0], op: op, dy: dy)
+                inputGrads = [g.dx, g.doffset] + (g.dmask.map { [$0] } ?? [])
+                paramGrads[names[0]] = g.dweight
+                if bias { paramGrads[names[1]] = g.dbias }
             case let .batchNorm(relu, eps, _) where !training:
                 inputGrads = [Reference.batchNormInferenceBackward(shape: shape, gamma: p[0], runningVar: p[3], eps: Double(eps),
                                                                    relu: relu, y: values[node.output.index], dy: dy)]
@@ -205,6 +222,15 @@ public struct ReferenceExecutor: Sendable {
             case .channelScale:
                 let g = Reference.channelScaleBackward(xs[0], shape: shape, scale: xs[1], dy: dy)
                 inputGrads = [g.dx, g.dscale]
+            case let .spikingNeuron(neuron):
+                inputGrads = [Reference.spikingNeuronBackward(xs[0], shape: shape, neuron: neuron, dy: dy)]
+            case let .timeRepeat(steps):
+                inputGrads = [Reference.timeMean(dy, steps: steps, scale: 1)]
+            case let .timeMean(steps):
+                inputGrads = [Reference.timeRepeat(dy, steps: steps).map { $0 / Double(steps) }]
+            case let .sewConnect(connect):
+                let g = Reference.sewConnectBackward(xs[0], xs[1], connect, dy: dy)
+                inputGrads = [g.dshortcut, g.dbranch]
             case let .selectiveSum(m):
                 let g = Reference.selectiveSumBackward(Array(xs.prefix(m)), shape: shape, logits: xs[m], dy: dy)
                 inputGrads = g.dbranches + [g.dlogits]

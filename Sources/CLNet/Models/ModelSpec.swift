@@ -10,13 +10,17 @@
 ///   (`bn_size=0` for no bottleneck),
 /// - `cifar_resnet:depth=20` (the CIFAR ResNets of He et al. 2015),
 /// - `repvgg:layers=1.2.4.14.1,a=0.75,b=2.5,stem=imagenet,cascade=0` (RepVGG, Ding et al. 2021;
-///   `cascade=1` adds a linear 1x1-then-3x3 branch to every block).
+///   `cascade=1` adds a linear 1x1-then-3x3 branch to every block),
+/// - `sew_resnet:block=basic,layers=2.2.2.2,T=4,connect=add,neuron=if,surrogate=atan` (SEW
+///   ResNet, Fang et al. 2021: `connect=and|iand`, `neuron=lif` with `tau=2`, `surrogate=sigmoid`,
+///   `alpha=`, `detach_reset=0|1`, `reset=hard|soft`, `threshold=1`).
 /// Every family takes `classes=N`, `channels=N` (input channels) and `norm=group:N` for group norm
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
 /// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
 /// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths),
-/// `act=prelu`, `dilation=0.1.1` (torchvision's `replace_stride_with_dilation`), `pool=conv` (a
+/// `act=prelu`, `dilation=0.1.1`, `deform=3.4` (deformable 3x3 convolutions in those stages;
+/// `dcn=v2` for modulated ones, `deform_groups=G` for offset groups) (torchvision's `replace_stride_with_dilation`), `pool=conv` (a
 /// strided convolution instead of max pooling); for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
 /// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
 /// writes its weights), and `rep=1`: each sum of branches linear in one input (RepVGG's blocks)
@@ -34,6 +38,7 @@ public enum ModelSpec {
         "preact_resnet1001", "resnext29_8x64d", "resnext29_16x64d", "wrn16_8", "wrn28_10", "densenet_bc_100_12",
         "densenet40_12", "seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34",
         "skresnet50", "skresnext50_32x4d", "sknet50", "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_b1",
+        "sew_resnet18", "sew_resnet34", "sew_resnet50", "sew_resnet101", "sew_resnet152",
     ]
 
     /// A model of one family, before its graph is built.
@@ -43,6 +48,7 @@ public enum ModelSpec {
         case densenet(DenseNet)
         case cifarResNet(CIFARResNet)
         case repvgg(RepVGG)
+        case sew(SEWResNet)
 
         var imageSize: Int {
             switch self {
@@ -51,6 +57,7 @@ public enum ModelSpec {
             case let .densenet(m): m.stem == .imagenet ? 224 : 32
             case .cifarResNet: 32
             case let .repvgg(m): m.stem == .imagenet ? 224 : 32
+            case let .sew(m): m.stem == .imagenet ? 224 : 32
             }
         }
     }
@@ -106,6 +113,11 @@ public enum ModelSpec {
         case "repvgg_a2": .repvgg(.a2)
         case "repvgg_b0": .repvgg(.b0)
         case "repvgg_b1": .repvgg(.b1)
+        case "sew_resnet", "sew_resnet18": .sew(.sew_resnet18)
+        case "sew_resnet34": .sew(.sew_resnet34)
+        case "sew_resnet50": .sew(.sew_resnet50)
+        case "sew_resnet101": .sew(.sew_resnet101)
+        case "sew_resnet152": .sew(.sew_resnet152)
         default: nil
         }
     }
@@ -205,7 +217,7 @@ public enum ModelSpec {
         guard let preset = try preset(head) else {
             throw .invalidArgument("""
                 unknown model '\(head)'; one of \(names.joined(separator: ", ")), or resnet:, preact_resnet:, wrn:, \
-                densenet:, cifar_resnet:, repvgg: with parameters
+                densenet:, cifar_resnet:, repvgg:, sew_resnet: with parameters
                 """)
         }
         let classes = try int("classes", preset.imageSize == 32 ? 10 : 1000)
@@ -237,6 +249,12 @@ public enum ModelSpec {
                     throw .invalidArgument("model specification '\(spec)': dilation takes 3 flags (stages 2 to 4), e.g. dilation=0.1.1")
                 }
                 model.replaceStrideWithDilation = flags
+            }
+            if options["deform"] != nil {
+                let stages = try list("deform", [])
+                model.deformable = ResNet.Deformable(stages: Set(stages),
+                                                     modulated: try choice("dcn", false, ["v1": false, "v2": true]),
+                                                     offsetGroups: try int("deform_groups", 1))
             }
             if options["se"] != nil && options["sk"] != nil {
                 throw .invalidArgument("model specification '\(spec)': se and sk exclude each other")
@@ -309,6 +327,28 @@ public enum ModelSpec {
             model.inChannels = channels
             if norm != .batch {
                 throw .invalidArgument("model specification '\(spec)': RepVGG's branches merge through batch norm; norm=batch only")
+            }
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
+        case var .sew(model):
+            model.block = try choice("block", model.block, blocks)
+            model.layers = try list("layers", model.layers)
+            model.stem = try choice("stem", model.stem, stems)
+            model.classes = classes
+            model.inChannels = channels
+            model.connect = try choice("connect", model.connect, Dictionary(uniqueKeysWithValues: SEWConnect.allCases.map { ($0.rawValue, $0) }))
+            var neuron = model.neuron
+            neuron.steps = try int("T", neuron.steps)
+            let leaky = try choice("neuron", false, ["if": false, "lif": true])
+            if leaky { neuron.dynamics = .leaky(tau: Float(try fraction("tau", 2, 1...1000))) }
+            let sigmoid = try choice("surrogate", false, ["atan": false, "sigmoid": true])
+            let alpha = Float(try fraction("alpha", sigmoid ? 4 : 2, 0.01...100))
+            neuron.surrogate = sigmoid ? .sigmoid(alpha: alpha) : .atan(alpha: alpha)
+            neuron.detachReset = try choice("detach_reset", neuron.detachReset, ["0": false, "1": true])
+            neuron.hardReset = try choice("reset", neuron.hardReset, ["hard": true, "soft": false])
+            neuron.threshold = Float(try fraction("threshold", Double(neuron.threshold), 0.001...1000))
+            model.neuron = neuron
+            if norm != .batch {
+                throw .invalidArgument("model specification '\(spec)': SEW ResNet normalises with batch norm over the time steps; norm=batch only")
             }
             build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
         }

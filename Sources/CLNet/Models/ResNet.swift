@@ -37,6 +37,26 @@ public struct ResNet: Sendable {
     /// Each residual block's inner width (a basic block's first convolution, a bottleneck's
     /// first two), in block order, where filter pruning has narrowed them; nil: the stage's.
     public var blockWidths: [Int]? = nil
+    /// Deformable convolutions (Dai et al. 2017) in place of the 3x3 convolutions of some
+    /// stages; nil for none.
+    public var deformable: Deformable? = nil
+
+    /// Where and how a ResNet's 3x3 convolutions are deformable: in the stages listed (1 to 4;
+    /// the paper deforms the last ones), each a bottleneck's 3x3 convolution or both of a basic
+    /// block's, with mmcv's unit and names (`GraphBuilder.deformableConv`).
+    public struct Deformable: Sendable, Equatable {
+        public var stages: Set<Int>
+        /// The modulated form (v2, Zhu et al. 2019): a learned mask scales each sample.
+        public var modulated: Bool
+        /// Groups of channels with offsets of their own (mmcv's `deform_groups`).
+        public var offsetGroups: Int
+
+        public init(stages: Set<Int>, modulated: Bool = false, offsetGroups: Int = 1) {
+            self.stages = stages
+            self.modulated = modulated
+            self.offsetGroups = offsetGroups
+        }
+    }
 
     /// What follows each norm and each residual addition.
     public enum Activation: String, Sendable {
@@ -141,6 +161,14 @@ public struct ResNet: Sendable {
             // As torchvision: a basic block's two 3x3 convolutions would both need the dilation.
             throw .invalidArgument("dilation (replace_stride_with_dilation) needs bottleneck blocks, as in torchvision")
         }
+        if let deformable {
+            if let bad = deformable.stages.sorted().first(where: { !(1...layers.count).contains($0) }) {
+                throw .invalidArgument("deform names stage \(bad); this ResNet has stages 1 to \(layers.count)")
+            }
+            if case .selectiveKernel = attention {
+                throw .invalidArgument("deform and sk both replace the 3x3 convolutions; choose one")
+            }
+        }
         if let widths = blockWidths, widths.count != layers.reduce(0, +) {
             throw .invalidArgument("mid gives \(widths.count) block widths; this ResNet has \(layers.reduce(0, +)) blocks")
         }
@@ -193,17 +221,18 @@ public struct ResNet: Sendable {
                                                   width: blockWidths?[blockIndex], name: name)
                 } else if block == .basic {
                     let inner = blockWidths?[blockIndex] ?? planes
-                    z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: inner, kernel: 3, stride: stride, padding: 1),
-                                   name: "\(name).conv1")
+                    z = try conv3x3(&b, y, Conv2D(inChannels: inplanes, outChannels: inner, kernel: 3, stride: stride, padding: 1),
+                                    stage: stage, name: "\(name).conv1")
                     z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                    z = try b.conv(z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), name: "\(name).conv2")
+                    z = try conv3x3(&b, z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), stage: stage,
+                                    name: "\(name).conv2")
                     z = try b.norm(z, norm, name: "\(name).bn2")
                 } else {
                     let width = blockWidths?[blockIndex] ?? planes * widthPerGroup / 64 * groups
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: width, kernel: 1), name: "\(name).conv1")
                     z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
-                    z = try b.conv(z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
-                                             dilation: d, groups: groups), name: "\(name).conv2")
+                    z = try conv3x3(&b, z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
+                                                  dilation: d, groups: groups), stage: stage, name: "\(name).conv2")
                     z = try normAct(&b, z, "\(name).bn2", "\(name).act2")
                     z = try b.conv(z, Conv2D(inChannels: width, outChannels: planes * 4, kernel: 1), name: "\(name).conv3")
                     z = try b.norm(z, norm, name: "\(name).bn3")
@@ -230,11 +259,17 @@ public struct ResNet: Sendable {
         if activation == .prelu {
             // He et al. 2015: with slope a, the variance-preserving gain is 2 / (1 + a^2).
             let gain = 1 / (1 + 0.25 * 0.25).squareRoot()
-            for p in b.graph.parameters where p.role == .weight && p.shape.rank == 4 {
+            for p in b.graph.parameters where p.role == .weight && p.shape.rank == 4 && p.initialization == .standard {
                 try b.setInitialization(p.name, .scaled(gain))
             }
         }
         return (b.graph, logits)
+    }
+
+    /// A residual branch's 3x3 convolution: deformable in the stages `deformable` names.
+    func conv3x3(_ b: inout GraphBuilder, _ x: Value, _ conv: Conv2D, stage: Int, name: String) throws(CLNetError) -> Value {
+        guard let deformable, deformable.stages.contains(stage + 1) else { return try b.conv(x, conv, name: name) }
+        return try b.deformableConv(x, conv, offsetGroups: deformable.offsetGroups, modulated: deformable.modulated, name: name)
     }
 
     /// The norm and the activation after it: fused with ReLU, or a PReLU node named `act`.

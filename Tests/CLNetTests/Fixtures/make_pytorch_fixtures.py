@@ -149,6 +149,25 @@ def timm_resnet(block, **kwargs):
     return resnet.ResNet(block=block, layers=[1, 1, 1, 1], num_classes=10, **kwargs)
 
 
+def sew_resnet(steps, cnf):
+    """SpikingJelly's SEW ResNet-18 layout with one block per stage and 10 classes: IF neurons,
+    the arctangent surrogate, the reset detached (the paper's ImageNet setting), in multi-step
+    mode over `steps` time steps. The image is repeated at each step and the logits are the mean
+    of the per-step outputs, as SpikingJelly's examples read them out."""
+    from spikingjelly.activation_based import functional, neuron, surrogate
+    from spikingjelly.activation_based.model.sew_resnet import BasicBlock as SEWBasicBlock, SEWResNet
+
+    class SEW(SEWResNet):
+        def forward(self, x):
+            functional.reset_net(self)
+            return super().forward(x.unsqueeze(0).repeat(steps, 1, 1, 1, 1)).mean(0)
+
+    model = SEW(SEWBasicBlock, [1, 1, 1, 1], num_classes=10, cnf=cnf, spiking_neuron=neuron.IFNode,
+                surrogate_function=surrogate.ATan(), detach_reset=True)
+    functional.set_step_mode(model, "m")
+    return model
+
+
 # The full-size timm models that CLNet has under the same names.
 TIMM_NAMES = ["seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34", "skresnet50",
               "skresnext50_32x4d"]
@@ -175,6 +194,9 @@ MODELS = {
         sk_kwargs=dict(split_input=True))), 64, 4),
     "timm_skresnext": (lambda: timm_resnet("SelectiveKernelBottleneck", cardinality=4, base_width=4, zero_init_last=False,
                                            block_args=dict(sk_kwargs=dict(rd_ratio=1 / 16, rd_divisor=32, split_input=False))), 64, 4),
+    # SpikingJelly 2.0's SEW ResNet (see sew_resnet), T = 4, ADD and IAND connections
+    "sew_resnet": (lambda: sew_resnet(4, "ADD"), 64),
+    "sew_resnet_iand": (lambda: sew_resnet(4, "IAND"), 64),
 }
 
 
