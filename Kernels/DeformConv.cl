@@ -17,7 +17,11 @@
 #define GEOMETRY uint C, uint H, uint W, uint OH, uint OW, uint KH, uint KW, \
                  uint SH, uint SW, uint PH, uint PW, uint DH, uint DW, uint DG
 
+// Channels per work item of the gather and the input gradient; the host compiles it in
+// (DeformConv2D.channelBlock).
+#ifndef CB
 #define CB 8
+#endif
 
 // Item `i` of a launch over (sample j of the chunk, offset group g, block b of the group's
 // channels, rest): the block's channels [c0, c1), and the rest of the index.
@@ -47,6 +51,9 @@ struct corners {
 
 inline struct corners corners_of(float h, float w, int H, int W) {
     struct corners q;
+    // Far outside (or not finite), every corner is: keep the conversions to int defined.
+    if (!(h > -2.0f && h < (float)H + 1.0f)) h = -2.0f;
+    if (!(w > -2.0f && w < (float)W + 1.0f)) w = -2.0f;
     const float fh = floor(h), fw = floor(w);
     q.h0 = (int)fh;
     q.w0 = (int)fw;

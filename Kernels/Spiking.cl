@@ -145,7 +145,13 @@ __kernel void sew_connect_backward(__global const store_t *a, uint ao, uint as, 
     if (i >= total) return;
     const uint n = i / sample, e = i % sample;
     const float g = LOAD(dy, AT(dyo, dys, n, e));
-    const float av = LOAD(a, AT(ao, as, n, e)), bv = LOAD(b, AT(bo, bs, n, e));
-    if (has_da) STORE_GRAD_S(da, AT(dao, das, n, e), mode == 0 ? g : mode == 1 ? g * bv : g * (1.0f - bv), accumulate_a);
-    if (has_db) STORE_GRAD_S(db, AT(dbo, dbs, n, e), mode == 0 ? g : mode == 1 ? g * av : -g * av, accumulate_b);
+    // ADD reads neither input (the memory plan does not keep them for it).
+    if (has_da) {
+        const float bv = mode == 0 ? 0.0f : LOAD(b, AT(bo, bs, n, e));
+        STORE_GRAD_S(da, AT(dao, das, n, e), mode == 0 ? g : mode == 1 ? g * bv : g * (1.0f - bv), accumulate_a);
+    }
+    if (has_db) {
+        const float av = mode == 0 ? 0.0f : LOAD(a, AT(ao, as, n, e));
+        STORE_GRAD_S(db, AT(dbo, dbs, n, e), mode == 0 ? g : mode == 1 ? g * av : -g * av, accumulate_b);
+    }
 }

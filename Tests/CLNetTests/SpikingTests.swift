@@ -141,7 +141,7 @@ struct SpikingTests {
     @Test func refusesBadInput() throws {
         #expect(throws: CLNetError.self) { try SpikingNeuron(steps: 0).check([4, 3]) }
         #expect(throws: CLNetError.self) { try SpikingNeuron(steps: 65).check([65, 3]) }
-        #expect(throws: CLNetError.self) { try SpikingNeuron(steps: 4, dynamics: .leaky(tau: -1)).check([4, 3]) }
+        #expect(throws: CLNetError.self) { try SpikingNeuron(steps: 4, dynamics: .leaky(tau: 1)).check([4, 3]) }
         var b = GraphBuilder()
         let x = try b.input("input", shape: [6, 3, 4, 4])
         let error = #expect(throws: CLNetError.self) { try b.spikingNeuron(x, SpikingNeuron(steps: 4), name: "layer1.0.sn1") }

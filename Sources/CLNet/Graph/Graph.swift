@@ -289,20 +289,6 @@ public struct GraphBuilder: Sendable {
         return try appendNode(name, .conv(conv, bias: bias), [x], out, params)
     }
 
-    /// A deformable convolution of `x` by offsets `offset` and, when modulated, `mask` (see
-    /// `DeformConv2D`), with `<name>.weight` (and `<name>.bias`); `deformableConv` builds the
-    /// unit with the convolution that predicts them.
-    public mutating func deformConv(_ x: Value, offset: Value, mask: Value?, _ op: DeformConv2D, bias: Bool = false,
-                                    name: String) throws(CLNetError) -> Value {
-        let inputs = [x, offset] + (mask.map { [$0] } ?? [])
-        let out = try inferring(name, inputs) { () throws(CLNetError) in
-            try op.outputShape(shape(x), offset: shape(offset), mask: mask.map { shape($0) })
-        }
-        var params = [("\(name).weight", op.conv.weightShape, ParameterRole.weight)]
-        if bias { params.append(("\(name).bias", [op.conv.outChannels], .bias)) }
-        return try appendNode(name, .deformConv(op, bias: bias), inputs, out, params)
-    }
-
     /// Batch norm with torchvision's names (`weight`, `bias`, `running_mean`, `running_var`),
     /// optionally fused with the ReLU that follows.
     public mutating func batchNorm(_ x: Value, relu: Bool = false, eps: Float = 1e-5, momentum: Float = 0.1,
@@ -416,34 +402,6 @@ public struct GraphBuilder: Sendable {
         return try appendNode(name, .stochasticDepth(p: p), [x], shape(x), [])
     }
 
-    /// A layer of spiking neurons (see `SpikingNeuron`) over x [T*N, ...].
-    public mutating func spikingNeuron(_ x: Value, _ neuron: SpikingNeuron, name: String) throws(CLNetError) -> Value {
-        let out = try inferring(name, [x]) { () throws(CLNetError) in
-            try neuron.check(shape(x))
-            return shape(x)
-        }
-        return try appendNode(name, .spikingNeuron(neuron), [x], out, [])
-    }
-
-    /// x [N, ...] at each of `steps` time steps (see `Operation.timeRepeat`).
-    public mutating func timeRepeat(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
-        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.repeatedShape(shape(x), steps: steps) }
-        return try appendNode(name, .timeRepeat(steps: steps), [x], out, [])
-    }
-
-    /// The mean of x [T*N, ...] over `steps` time steps (see `Operation.timeMean`).
-    public mutating func timeMean(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
-        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.meanShape(shape(x), steps: steps) }
-        return try appendNode(name, .timeMean(steps: steps), [x], out, [])
-    }
-
-    /// SEW ResNet's connection of `shortcut` and `branch` (see `SEWConnect`).
-    public mutating func sewConnect(_ shortcut: Value, _ branch: Value, _ connect: SEWConnect, name: String) throws(CLNetError) -> Value {
-        try require(shape(shortcut) == shape(branch), name,
-                    "cannot connect \(shape(shortcut)) from \(origin(shortcut)) and \(shape(branch)) from \(origin(branch))")
-        return try appendNode(name, .sewConnect(connect), [shortcut, branch], shape(shortcut), [])
-    }
-
     /// The logistic sigmoid.
     public mutating func sigmoid(_ x: Value, name: String) throws(CLNetError) -> Value {
         try appendNode(name, .sigmoid, [x], shape(x), [])
@@ -528,23 +486,23 @@ public struct GraphBuilder: Sendable {
         return try appendNode(name, .dropout(p: p), [x], shape(x), [])
     }
 
-    // MARK: - Internals
+    // MARK: - Internals (for the builders here and in the operators' own files, e.g. Ops/Spiking.swift)
 
     /// A value's shape; [0] for a value of another graph, which every method then rejects.
-    private func shape(_ v: Value) -> Shape { v.index >= 0 && v.index < graph.shapes.count ? graph.shapes[v.index] : [0] }
+    func shape(_ v: Value) -> Shape { v.index >= 0 && v.index < graph.shapes.count ? graph.shapes[v.index] : [0] }
 
     /// "input x" or "node layer1.0.conv1": where a value came from, for messages.
-    private func origin(_ v: Value) -> String {
+    func origin(_ v: Value) -> String {
         if let p = graph.producers[v.index] { return "node \(graph.nodes[p].name)" }
         return "input \(graph.inputs.first { $0.value == v }?.name ?? "\(v)")"
     }
 
-    private func require(_ condition: Bool, _ name: String, _ message: @autoclosure () -> String) throws(CLNetError) {
+    func require(_ condition: Bool, _ name: String, _ message: @autoclosure () -> String) throws(CLNetError) {
         if !condition { throw .invalidShape(operation: "node \(name)", message: message()) }
     }
 
     /// Runs an operator's own shape check, re-labelled with the node and its inputs' origins.
-    private func inferring(_ name: String, _ inputs: [Value], _ infer: () throws(CLNetError) -> Shape) throws(CLNetError) -> Shape {
+    func inferring(_ name: String, _ inputs: [Value], _ infer: () throws(CLNetError) -> Shape) throws(CLNetError) -> Shape {
         for v in inputs where v.index >= graph.shapes.count {
             throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
         }
@@ -569,7 +527,7 @@ public struct GraphBuilder: Sendable {
     }
 
     /// Adds the node and its parameters, after every check, so that a throw leaves the graph as it was.
-    private mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+    mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
                                      _ params: [(String, Shape, ParameterRole)]) throws(CLNetError) -> Value {
         try appendNode(name, op, inputs, out, initialized: params.map { ($0.0, $0.1, $0.2, ParameterInit.standard) })
     }

@@ -85,8 +85,9 @@ extension Operation {
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
         case .softmaxCrossEntropy, .distillation: [.isLoss]
-        // A deformable convolution's weight gradient is not split off: it shares the columns, and
-        // the workspace that holds them, with the input's and the offsets'.
+        // A deformable convolution's weight gradient is not split off: it needs the gathered
+        // columns, which the input's and the offsets' gradient then overwrites in the same
+        // workspace; apart, it would need a second workspace or a second gather.
         case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .stochasticDepth, .padShortcut,
              .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .deformConv, .spikingNeuron, .timeRepeat, .timeMean,
              .sewConnect: []

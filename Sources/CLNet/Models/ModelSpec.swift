@@ -19,14 +19,15 @@
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
 /// (`resnet18:classes=10`). More for `resnet:`: `se=R` (squeeze-and-excitation, reduction R),
 /// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths),
-/// `act=prelu`, `dilation=0.1.1`, `deform=3.4` (deformable 3x3 convolutions in those stages;
-/// `dcn=v2` for modulated ones, `deform_groups=G` for offset groups) (torchvision's `replace_stride_with_dilation`), `pool=conv` (a
-/// strided convolution instead of max pooling); for `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the
-/// same network with each convolution's batch norm folded into it (`clnet export --fold-bn`
-/// writes its weights), and `rep=1`: each sum of branches linear in one input (RepVGG's blocks)
-/// merged into one convolution (`clnet export --reparam`); ReLU basic-block ResNets take `rm=1`: the plain network RMNet makes of
-/// it (`clnet export --rm`), and `mid=W1.W2...` sets each residual block's inner width (what
-/// filter pruning leaves; `clnet prune` writes it).
+/// `act=prelu`, `dilation=0.1.1` (torchvision's `replace_stride_with_dilation`), `deform=3.4`
+/// (deformable 3x3 convolutions in those stages; `dcn=v2` for modulated ones, `deform_groups=G`
+/// for offset groups), `pool=conv` (a strided convolution instead of max pooling); for
+/// `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the same
+/// network with each convolution's batch norm folded into it (`clnet export --fold-bn` writes its
+/// weights), and `rep=1`: each sum of branches linear in one input (RepVGG's blocks) merged into
+/// one convolution (`clnet export --reparam`); ReLU basic-block ResNets take `rm=1`: the plain
+/// network RMNet makes of it (`clnet export --rm`), and `mid=W1.W2...` sets each residual block's
+/// inner width (what filter pruning leaves; `clnet prune` writes it).
 public enum ModelSpec {
     /// Every model name, in a stable order.
     public static let names: [String] = [

@@ -98,13 +98,16 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
         guard weight.shape == conv.weightShape, weight.isDense else {
             throw .invalidShape(operation: op, message: "weight has shape \(weight.shape) but \(conv.weightShape) is needed")
         }
-        guard y == out else { throw .invalidShape(operation: op, message: "output has shape \(y) but x \(x.shape) gives \(out)") }
+        guard y == out else {
+            throw .invalidShape(operation: op, message: "\(label.isEmpty ? "output" : "dy") has shape \(y) but x \(x.shape) gives \(out)")
+        }
         if let bias, bias.shape.count != conv.outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(conv.outChannels) values are needed")
         }
         let least = workspacePerSample(out)
         guard let workspace, workspace.isDense, workspace.shape.count >= least else {
-            throw .invalidShape(operation: op, message: "needs a workspace of at least \(least) floats (see workspaceCount)")
+            let given = workspace.map { "\($0.shape.count) floats\($0.isDense ? "" : ", strided")" } ?? "none"
+            throw .invalidShape(operation: op, message: "needs a dense workspace of at least \(least) floats (see workspaceCount), got \(given)")
         }
         try checkIndexable(op, [x, offset, workspace] + (mask.map { [$0] } ?? []))
         return out
@@ -121,18 +124,27 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
         try offset.arguments + (mask ?? offset).arguments + [.flag(mask != nil)]
     }
 
-    /// Work items of the kernels that take a block of channels (CB in DeformConv.cl) each.
+    /// Channels per work item of the gather and the input gradient (CB in DeformConv.cl, which
+    /// is compiled with this value): they share each sample's position and corner weights.
+    static let channelBlock = 8
+
+    /// Work items of the kernels that take a block of channels each.
     private func channelBlocks(_ count: Int) -> Int {
         let cg = conv.inChannels / offsetGroups
-        return count * offsetGroups * ((cg + 7) / 8)
+        return count * offsetGroups * ((cg + Self.channelBlock - 1) / Self.channelBlock)
+    }
+
+    /// Launches one of DeformConv.cl's kernels, compiled with the channel block.
+    private func launch(_ q: CommandQueue, _ name: String, _ arguments: [KernelArgument], total: Int) throws(CLNetError) -> Event {
+        try q.launch(.deformConv, name, arguments, total: total, specialised: ["CB": "\(Self.channelBlock)"], waitFor: [])
     }
 
     /// The columns of samples n0 ..< n0 + count, at the workspace's start (wide layout).
     private func columns(_ q: CommandQueue, _ x: Tensor, _ offset: Tensor, _ mask: Tensor?, _ out: Shape, _ ws: Tensor,
                          n0: Int, count: Int) throws(CLNetError) -> Event {
         let total = channelBlocks(count) * taps * out.h
-        return try q.launch(.deformConv, "deform_im2col", x.arguments + sampling(offset, mask) + ws.vectorArguments +
-                            geometry(x.shape, out) + KernelArgument.counts([n0, count, total]), total: total, waitFor: [])
+        return try launch(q, "deform_im2col", x.arguments + sampling(offset, mask) + ws.vectorArguments +
+                            geometry(x.shape, out) + KernelArgument.counts([n0, count, total]), total: total)
     }
 
     /// y = deform_conv(x, offset, mask, weight) + bias. `workspace` holds at least one sample's
@@ -154,9 +166,9 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
                                          strideB: cg * kk * width, c: ws.buffer, cOffset: result, ldc: width,
                                          strideC: og * width, batch: conv.groups)
             let total = count * conv.outChannels * plane
-            last = try q.launch(.deformConv, "deform_output", [.buffer(ws.buffer), .count(result)] +
+            last = try launch(q, "deform_output", [.buffer(ws.buffer), .count(result)] +
                                 (bias ?? ws).vectorArguments + [.flag(bias != nil)] + y.arguments +
-                                KernelArgument.counts([conv.outChannels, plane, n0, count, total]), total: total, waitFor: [])
+                                KernelArgument.counts([conv.outChannels, plane, n0, count, total]), total: total)
         }
         return last
     }
@@ -209,17 +221,17 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
                                          ldc: width, strideC: cg * kk * width, batch: conv.groups)
             if let dx {
                 let total = channelBlocks(count)
-                last = try q.launch(.deformConv, "deform_col2im", ws.vectorArguments + sampling(offset, mask) + dx.arguments +
+                last = try launch(q, "deform_col2im", ws.vectorArguments + sampling(offset, mask) + dx.arguments +
                                     geometry(x.shape, out) + KernelArgument.counts([n0, count, total]) +
-                                    [.flag(accumulate.contains(.input))], total: total, waitFor: [])
+                                    [.flag(accumulate.contains(.input))], total: total)
             }
             if doffset != nil || dmask != nil {
                 let total = count * offsetGroups * kk * plane
                 // Absent outputs are stood in for by the offsets (never written: their flags are 0).
-                last = try q.launch(.deformConv, "deform_col2im_coord", ws.vectorArguments + x.arguments + sampling(offset, mask) +
+                last = try launch(q, "deform_col2im_coord", ws.vectorArguments + x.arguments + sampling(offset, mask) +
                                     (doffset ?? offset).arguments + [.flag(doffset != nil), .flag(accumulate.contains(.offset))] +
                                     (dmask ?? offset).arguments + [.flag(dmask != nil), .flag(accumulate.contains(.mask))] +
-                                    geometry(x.shape, out) + KernelArgument.counts([n0, count, total]), total: total, waitFor: [])
+                                    geometry(x.shape, out) + KernelArgument.counts([n0, count, total]), total: total)
             }
         }
         return last
@@ -227,6 +239,20 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension GraphBuilder {
+    /// A deformable convolution of `x` by offsets `offset` and, when modulated, `mask` (see
+    /// `DeformConv2D`), with `<name>.weight` (and `<name>.bias`); `deformableConv` builds the
+    /// unit with the convolution that predicts them.
+    public mutating func deformConv(_ x: Value, offset: Value, mask: Value?, _ op: DeformConv2D, bias: Bool = false,
+                                    name: String) throws(CLNetError) -> Value {
+        let inputs = [x, offset] + (mask.map { [$0] } ?? [])
+        let out = try inferring(name, inputs) { () throws(CLNetError) in
+            try op.outputShape(shape(x), offset: shape(offset), mask: mask.map { shape($0) })
+        }
+        var params = [("\(name).weight", op.conv.weightShape, ParameterRole.weight)]
+        if bias { params.append(("\(name).bias", [op.conv.outChannels], .bias)) }
+        return try appendNode(name, .deformConv(op, bias: bias), inputs, out, params)
+    }
+
     /// A deformable convolution unit as mmcv's `DeformConv2dPack` and `ModulatedDeformConv2dPack`
     /// (and so mmdetection's deformable ResNets) build it: the offsets, and the mask's logits,
     /// come from a parallel convolution of the same input, `<name>.conv_offset` (same kernel,

@@ -23,9 +23,9 @@ extension CommandQueue {
     /// and for a count like ResNet-50's 25,557,032 parameters NVIDIA's driver then picks 8, which
     /// ran the SGD update at a tenth of the copy bandwidth on an H100.
     func launch(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], total: Int,
-                waitFor: [Event]) throws(CLNetError) -> Event {
-        try enqueue(try context.kernel(source, name), arguments, global: [total], local: [context.reductionSize],
-                    waitFor: waitFor)
+                specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
+        try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [total],
+                    local: [context.reductionSize], waitFor: waitFor)
     }
 
     /// Launches a kernel over [N, C, plane] tensors with one work item per element, indexed

@@ -76,7 +76,12 @@ public struct SpikingNeuron: Sendable, Hashable, CustomStringConvertible {
             throw .invalidShape(operation: op, message: "x \(x) must hold T*N samples for T = \(steps)")
         }
         var constants = [threshold]
-        if case let .leaky(tau) = dynamics { constants.append(tau) }
+        if case let .leaky(tau) = dynamics {
+            // Below 1, dH/dV = 1 - 1/tau turns negative and the potential oscillates; SpikingJelly's
+            // LIFNode refuses it too.
+            guard tau > 1 else { throw .invalidShape(operation: op, message: "tau must be above 1, not \(tau)") }
+            constants.append(tau)
+        }
         switch surrogate { case let .atan(a), let .sigmoid(a): constants.append(a) }
         guard constants.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             throw .invalidShape(operation: op, message: "threshold, tau and alpha must be positive and finite")
@@ -199,5 +204,35 @@ public enum SEWConnect: String, Sendable, Hashable, CaseIterable {
                             (dbranch ?? dy).arguments + [.flag(dbranch != nil), .flag(accumulateBranch)] +
                             KernelArgument.counts([mode, a.shape.sampleCount, a.shape.count]), total: a.shape.count,
                             waitFor: waitFor)
+    }
+}
+
+extension GraphBuilder {
+    /// A layer of spiking neurons (see `SpikingNeuron`) over x [T*N, ...].
+    public mutating func spikingNeuron(_ x: Value, _ neuron: SpikingNeuron, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in
+            try neuron.check(shape(x))
+            return shape(x)
+        }
+        return try appendNode(name, .spikingNeuron(neuron), [x], out, [])
+    }
+
+    /// x [N, ...] at each of `steps` time steps (see `Operation.timeRepeat`).
+    public mutating func timeRepeat(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.repeatedShape(shape(x), steps: steps) }
+        return try appendNode(name, .timeRepeat(steps: steps), [x], out, [])
+    }
+
+    /// The mean of x [T*N, ...] over `steps` time steps (see `Operation.timeMean`).
+    public mutating func timeMean(_ x: Value, steps: Int, name: String) throws(CLNetError) -> Value {
+        let out = try inferring(name, [x]) { () throws(CLNetError) in try TimeSteps.meanShape(shape(x), steps: steps) }
+        return try appendNode(name, .timeMean(steps: steps), [x], out, [])
+    }
+
+    /// SEW ResNet's connection of `shortcut` and `branch` (see `SEWConnect`).
+    public mutating func sewConnect(_ shortcut: Value, _ branch: Value, _ connect: SEWConnect, name: String) throws(CLNetError) -> Value {
+        try require(shape(shortcut) == shape(branch), name,
+                    "cannot connect \(shape(shortcut)) from \(origin(shortcut)) and \(shape(branch)) from \(origin(branch))")
+        return try appendNode(name, .sewConnect(connect), [shortcut, branch], shape(shortcut), [])
     }
 }
