@@ -261,7 +261,7 @@ extension GraphBuilder {
     /// the plain convolution (v1) or half of it (v2: the mask is the sigmoid of its logits).
     /// They learn at a tenth of the rate (`Parameter.learningRateScale`), as DCNv2 (Zhu et al.
     /// 2019) trains its offset layers and mmcv's configurations do (`conv_offset` lr_mult 0.1):
-    /// at the full rate a ResNet on Fashion-MNIST fell 16 points behind the plain one after an
+    /// at the full rate a ResNet on Fashion-MNIST fell 10 points behind the plain one after an
     /// epoch (Benchmarks/RESULTS.md). The unit's own weight is `<name>.weight`.
     public mutating func deformableConv(_ x: Value, _ conv: Conv2D, offsetGroups: Int = 1, modulated: Bool,
                                         bias: Bool = false, name: String) throws(CLNetError) -> Value {
