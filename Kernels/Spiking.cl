@@ -48,12 +48,11 @@ inline float surrogate_gradient(float u) {
 #endif
 }
 
-// One work item per element of a sample (n, e) walks its T steps.
+// One work item per element e of a sample n walks its T steps; the grid is (e, 1, n)
+// (CommandQueue.launchPlanes), which needs no division.
 __kernel void spike_forward(__global const store_t *x, uint xo, uint xs, __global store_t *y, uint yo, uint ys,
-                            uint batch, uint sample, uint total) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, e = i % sample;
+                            uint batch) {
+    const uint e = get_global_id(0), n = get_global_id(2);
     float v = 0.0f;
     for (uint t = 0; t < SPIKE_T; ++t) {
         const float h = charge(v, LOAD(x, AT(xo, xs, t * batch + n, e)));
@@ -66,11 +65,8 @@ __kernel void spike_forward(__global const store_t *x, uint xo, uint xs, __globa
 // Backpropagation through time: the forward pass again, keeping H, then the steps in reverse with
 // the gradient of the membrane potential carried from each step to the one before.
 __kernel void spike_backward(__global const store_t *x, uint xo, uint xs, __global const store_t *dy, uint dyo,
-                             uint dys, __global store_t *dx, uint dxo, uint dxs, uint batch, uint sample, uint total,
-                             uint accumulate) {
-    const uint i = get_global_id(0);
-    if (i >= total) return;
-    const uint n = i / sample, e = i % sample;
+                             uint dys, __global store_t *dx, uint dxo, uint dxs, uint batch, uint accumulate) {
+    const uint e = get_global_id(0), n = get_global_id(2);
     float h[SPIKE_T];
     float v = 0.0f;
     for (uint t = 0; t < SPIKE_T; ++t) {

@@ -35,12 +35,12 @@ extension CommandQueue {
     /// extent that fits, so that no work-group overhangs the range: those ran 2-3x slower on
     /// PoCL (28x28 planes in groups of 256). Tensors without channels pass `channels: 1`.
     func launchPlanes(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], plane: Int, channels: Int,
-                      batch: Int, waitFor: [Event]) throws(CLNetError) -> Event {
+                      batch: Int, specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
         // 64: the smallest per-dimension limit of common GPUs (NVIDIA's third dimension).
         let size = context.reductionSize
         let width = largestDivisor(of: plane, atMost: size), height = largestDivisor(of: channels, atMost: min(64, size / width))
         let depth = largestDivisor(of: batch, atMost: min(64, size / (width * height)))
-        return try enqueue(try context.kernel(source, name), arguments, global: [plane, channels, batch],
+        return try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [plane, channels, batch],
                            local: [width, height, depth], waitFor: waitFor)
     }
 

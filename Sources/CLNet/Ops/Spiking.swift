@@ -103,8 +103,11 @@ public struct SpikingNeuron: Sendable, Hashable, CustomStringConvertible {
     /// A float constant as OpenCL C reads it back exactly.
     static func literal(_ v: Float) -> String { "\(v)f" }
 
-    private func geometry(_ x: Shape) throws(CLNetError) -> [KernelArgument] {
-        try KernelArgument.counts([x.n / steps, x.sampleCount, x.count / steps])
+    /// Launches one of the neuron kernels over (element of a sample, 1, sample of the N).
+    private func launch(_ q: CommandQueue, _ name: String, _ x: Shape, _ arguments: [KernelArgument],
+                        waitFor: [Event]) throws(CLNetError) -> Event {
+        try q.launchPlanes(.spiking, name, arguments, plane: x.sampleCount, channels: 1, batch: x.n / steps,
+                           specialised: macros, waitFor: waitFor)
     }
 
     /// y = the spikes of x [T*N, ...].
@@ -112,10 +115,8 @@ public struct SpikingNeuron: Sendable, Hashable, CustomStringConvertible {
     public func forward(_ q: CommandQueue, x: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check(x.shape)
         try checkSameShape("SpikingNeuron(\(self))", ["x": x.shape, "y": y.shape])
-        let total = x.shape.count / steps
-        return try q.enqueue(try q.context.kernel(.spiking, "spike_forward", specialised: macros),
-                             x.arguments + y.arguments + geometry(x.shape), global: [total],
-                             local: [q.context.reductionSize], waitFor: waitFor)
+        return try launch(q, "spike_forward", x.shape, x.arguments + y.arguments + [try .count(x.shape.n / steps)],
+                          waitFor: waitFor)
     }
 
     /// dx (=, or += with `accumulate`) the gradient through time, from the input x and the
@@ -125,10 +126,8 @@ public struct SpikingNeuron: Sendable, Hashable, CustomStringConvertible {
                          waitFor: [Event] = []) throws(CLNetError) -> Event {
         try check(x.shape)
         try checkSameShape("SpikingNeuron(\(self)) backward", ["x": x.shape, "dy": dy.shape, "dx": dx.shape])
-        let total = x.shape.count / steps
-        return try q.enqueue(try q.context.kernel(.spiking, "spike_backward", specialised: macros),
-                             x.arguments + dy.arguments + dx.arguments + geometry(x.shape) + [.flag(accumulate)],
-                             global: [total], local: [q.context.reductionSize], waitFor: waitFor)
+        return try launch(q, "spike_backward", x.shape, x.arguments + dy.arguments + dx.arguments +
+                          [try .count(x.shape.n / steps), .flag(accumulate)], waitFor: waitFor)
     }
 }
 
