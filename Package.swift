@@ -6,7 +6,8 @@ import PackageDescription
 // and into `KernelSource` (Sources/CLNet/Device/KernelSource.swift); ProgramCacheTests checks all three.
 let kernelFiles = [
     "Common.cl", "Util.cl", "Activation.cl", "Elementwise.cl", "Norm.cl", "Pool.cl", "Concat.cl", "Linear.cl",
-    "Loss.cl", "Optimizer.cl", "Conv.cl", "DeformConv.cl", "Spiking.cl", "Winograd.cl", "ImplicitGEMM.cl", "GEMM.cl",
+    "Loss.cl", "Optimizer.cl", "Conv.cl", "DeformConv.cl", "DCLS.cl", "Dendritic.cl", "Spiking.cl", "Winograd.cl", "ImplicitGEMM.cl",
+    "GEMM.cl",
 ]
 
 let package = Package(

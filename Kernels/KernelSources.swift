@@ -16,6 +16,8 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Optimizer.cl": PackageResources.Optimizer_cl,
     "Conv.cl": PackageResources.Conv_cl,
     "DeformConv.cl": PackageResources.DeformConv_cl,
+    "DCLS.cl": PackageResources.DCLS_cl,
+    "Dendritic.cl": PackageResources.Dendritic_cl,
     "Spiking.cl": PackageResources.Spiking_cl,
     "Winograd.cl": PackageResources.Winograd_cl,
     "ImplicitGEMM.cl": PackageResources.ImplicitGEMM_cl,

@@ -5,6 +5,8 @@
 // With an L1 prior lambda * |p - target| (prior > 0, the shrink lr * lambda), its proximal step
 // follows: p moves toward target by the shrink and stops there, so that it can reach target
 // exactly (the partially linear networks' PReLU slopes, pulled to 1). A NaN stays a NaN.
+// Then the parameter is clamped into [lo, hi] (DCLS's kernel positions; infinite bounds for
+// the others), NaN passing through.
 // With momentum 0 the buffer is not touched (it may be any buffer). PyTorch starts the buffer
 // as g on the first step; with dampening 0 that equals starting it at zero, which CLNet does.
 
@@ -12,7 +14,7 @@
 __kernel void sgd_update(__global float *p, uint po, __global const float *grad, uint go,
                          __global float *buf, uint bo, uint count,
                          float lr, float momentum, float weight_decay, uint nesterov, float target, float shrink,
-                         uint tiles) {
+                         float lo, float hi, uint tiles) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, tiles) {
         uint q0, q1;
@@ -33,6 +35,8 @@ __kernel void sgd_update(__global float *p, uint po, __global const float *grad,
                 const floatv d = next - target, left = fabs(d) - shrink;
                 next = select(target + copysign(left, d), (floatv)(target), left <= 0.0f);
             }
+            next = select(next, (floatv)(lo), next < lo);
+            next = select(next, (floatv)(hi), next > hi);
             VSTORE(next, pw + v * VEC);
         }
         for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
@@ -48,7 +52,7 @@ __kernel void sgd_update(__global float *p, uint po, __global const float *grad,
                 const float d = next - target, left = fabs(d) - shrink;
                 next = left <= 0.0f ? target : target + copysign(left, d);
             }
-            pw[q] = next;
+            pw[q] = next < lo ? lo : next > hi ? hi : next;
         }
     }
 }

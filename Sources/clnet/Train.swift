@@ -73,6 +73,12 @@ struct Train: ParsableCommand {
     @Option(help: "Partially linear networks: an L1 prior of this weight pulls every PReLU slope to 1 (act=prelu models); each epoch reports the linear channels and the average path length.")
     var linearityPrior: Double?
 
+    @Option(name: .customLong("init"), help: "Data-dependent initialisation after the model's own: default, autoinit (AutoInit: each layer's weights scaled for unit output variance from the data's statistics) or gradinit (GradInit: a learned scale per weight and bias tensor).")
+    var initialization = InitializationMethod.standard
+
+    @Option(help: "GradInit's iterations (3 or 4 forward and backward passes each).")
+    var gradinitSteps: Int?
+
     @Option(help: "Seed of initialisation, data order, augmentation and dropout.")
     var seed: UInt64 = 0
 
@@ -177,6 +183,8 @@ struct Train: ParsableCommand {
         config.stochasticDepth = stochasticDepth
         config.zeroInitResidual = zeroInitResidual
         config.linearityPrior = linearityPrior
+        config.initialization = initialization == .standard ? nil : initialization
+        config.gradInitSteps = gradinitSteps
         config.seed = seed
         config.initialWeights = weights
         if let teacher {
@@ -213,7 +221,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(configuration: config, train: train, test: test, context: contexts[0],
                                   replicaContexts: Array(contexts.dropFirst()), communicator: communicator,
                                   synchronizedBatchNorm: syncBatchNorm,
-                                  loading: LoaderOptions(workers: workers, skipBadImages: skipBadImages))
+                                  loading: LoaderOptions(workers: workers, skipBadImages: skipBadImages), resuming: resume)
         trainer.divergencePolicy = policy
         trainer.weightsInfo.dataset = data
         try communicator?.agree(on: "CLNet \(CLNet.version) \(trainer.modelSpec) \(config) \(data) sync-bn \(syncBatchNorm)",
@@ -249,6 +257,7 @@ struct Train: ParsableCommand {
             \(trainer.stepsPerEpoch) steps of \(batchSize) per epoch, \(epochs) epoch\(epochs == 1 ? "" : "s"), \
             schedule \(schedule) from \(learningRate)\(resume ? ", resumed at step \(trainer.step)" : "")\(parallel); writing to \(output)/
             """) }
+        if leader, let report = trainer.initializationReport { print(report) }
         flushOutput()
         let started = ContinuousClock.now
         while trainer.epoch < epochs {
@@ -442,3 +451,6 @@ func appendJSONLine<T: Encodable>(_ url: URL, _ value: T) {
         printError("clnet: warning: cannot append to \(url.path): \(String(cString: strerror(errno)))")
     }
 }
+
+/// `--init default|autoinit|gradinit`.
+extension InitializationMethod: ExpressibleByArgument {}

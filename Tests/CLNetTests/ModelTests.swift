@@ -110,6 +110,9 @@ struct ModelTests {
         ("sew_resnet:block=basic,layers=1.1,stem=cifar,T=2,classes=5", 8),
         ("sew_resnet:block=bottleneck,layers=1.1,stem=cifar,T=3,connect=and,neuron=lif,surrogate=sigmoid,detach_reset=0,classes=5", 8),
         ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,deform=1.2,dcn=v2,deform_groups=2,classes=5", 8),
+        ("resnet:block=basic,layers=1.1,stem=cifar,dendritic=2,dendritic_fc=1,classes=5", 8),
+        ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,dendritic=1.2,classes=5", 8),
+        ("resnet:block=basic,layers=1.1,stem=cifar,dcls=2,dcls_count=4,classes=5", 8),
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")

@@ -43,6 +43,8 @@ struct ONNXTests {
         ("cifar_resnet:depth=8,classes=5", ["--rm"]),
         ("cifar_resnet:depth=8,norm=none,classes=5", []),
         ("repvgg:layers=1.1.1.1.1,a=0.125,b=0.0625,stem=cifar,cascade=1,classes=5", ["--reparam"]),
+        // DCLS is written as plain convolutions with the built kernels.
+        ("resnet:block=basic,layers=1.1,width=8,stem=cifar,dcls=2,dcls_count=4,classes=5", ["--fold-bn"]),
     ] as [(String, [String])])
     func familyRunsInONNXRuntime(spec: String, variants: [String]) throws {
         let dir = try Self.temporary()

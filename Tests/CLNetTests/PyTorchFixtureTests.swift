@@ -141,6 +141,8 @@ func fixtureValues(_ name: String, count: Int, role: ParameterRole?, fanIn: Int)
         case .normWeight?, .runningVar?: 0.5 + u
         // No fixture model has PReLU; a slope would start near PyTorch's 0.25.
         case .slope?: 0.25 * (0.5 + u)
+        // DCLS's positions spread over a 5x5 footprint.
+        case .position?: (2 * u - 1) * 2
         case nil: 2 * u - 1
         }
         return Float(v)

@@ -223,6 +223,16 @@ func kinkMargin(_ graph: Graph, values: [[Double]], parameters: [String: [Double
         switch node.operation {
         case .relu, .prelu:
             margin = min(margin, nearestZero(x))
+        case let .dendritic(op, _):
+            // Every connection's ReLU input: x plus that connection's bias.
+            let d = p[1], cg = op.conv.inChannels / op.conv.groups, og = op.conv.outChannels / op.conv.groups
+            let plane = shape.rank == 2 ? 1 : shape.h * shape.w, scale = max(rms(x), 1e-300)
+            for (i, v) in x.enumerated() {
+                let c = (i / plane) % shape.c, g = c / cg
+                for o in g * og..<(g + 1) * og where v + d[o * cg + c % cg] != 0 {
+                    margin = min(margin, abs(v + d[o * cg + c % cg]) / scale)
+                }
+            }
         case let .spikingNeuron(neuron):
             // A spike's threshold is a step: H on its other side fires differently.
             let h = Reference.spikingPotentials(x, shape: shape, neuron: neuron)

@@ -13,6 +13,8 @@ public enum KernelSource: String, CaseIterable, Sendable {
     case optimizer = "Optimizer"
     case conv = "Conv"
     case deformConv = "DeformConv"
+    case dcls = "DCLS"
+    case dendritic = "Dendritic"
     case spiking = "Spiking"
     case winograd = "Winograd"
     case implicitGEMM = "ImplicitGEMM"

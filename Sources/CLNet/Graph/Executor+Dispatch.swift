@@ -52,8 +52,11 @@ extension Executor {
         for i in node.parameters where graph.parameters[i].trainable {
             let p = parameterViews[i], g = gradientViews[i]!
             let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
-            sgd.weightDecay = decayOnlyWeights && graph.parameters[i].role != .weight ? 0 : decay
+            // Decay would pull DCLS's positions to the footprint's centre: they are never decayed.
+            let role = graph.parameters[i].role
+            sgd.weightDecay = (decayOnlyWeights && role != .weight) || role == .position ? 0 : decay
             sgd.learningRate = rate * graph.parameters[i].learningRateScale
+            sgd.bounds = graph.parameters[i].bounds
             (sgd.prior, sgd.priorTarget) = graph.parameters[i].role == .slope && linearityPrior > 0 ? (linearityPrior, 1) : prior
             try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
         }
@@ -68,6 +71,12 @@ extension Executor {
         case let .deformConv(op, bias):
             try op.forward(queue, x: x, offset: values[node.inputs[1].index], mask: op.modulated ? values[node.inputs[2].index] : nil,
                            weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y, workspace: workspace)
+        case let .dcls(op, bias):
+            try op.forward(queue, x: x, weight: param(node, 0), positions: param(node, 1), bias: bias ? param(node, 2) : nil, y: y,
+                           workspace: workspace)
+        case let .dendritic(op, bias):
+            try op.forward(queue, x: x, weight: param(node, 0), dendrites: param(node, 1), bias: bias ? param(node, 2) : nil, y: y,
+                           workspace: workspace)
         case let .batchNorm(relu, eps, momentum):
             if training {
                 try BatchNorm.forwardTraining(queue, x: x, gamma: param(node, 0), beta: param(node, 1),
@@ -164,8 +173,8 @@ extension Executor {
         case let .add(relu):
             let other = next.inputs[0] == graph.nodes[k].output ? next.inputs[1] : next.inputs[0]
             return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
-        case .conv, .deformConv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout,
-             .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation,
+        case .conv, .deformConv, .dendritic, .dcls, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice,
+             .linear, .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation,
              .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             // Not flagged `fusesIntoConvolution`, so the plan never fuses them; an operation that
             // is flagged must say here what the convolution's bias pass does for it.
@@ -204,6 +213,24 @@ extension Executor {
                             mask: op.modulated ? values[node.inputs[2].index] : nil, weight: param(node, 0), dy: dy, dx: dx,
                             doffset: target[1]?.0, dmask: target[2]?.0, dweight: grad(node, 0),
                             dbias: bias ? grad(node, 1) : nil, workspace: workspace, accumulate: adds)
+        case let .dcls(op, bias):
+            if part == .parameters {
+                try op.backward(queue, x: x, weight: param(node, 0), positions: param(node, 1), dy: dy, dx: nil,
+                                dweight: grad(node, 0), dpositions: grad(node, 1), dbias: bias ? grad(node, 2) : nil,
+                                workspace: workspace)
+            } else if let dx {
+                try op.backward(queue, x: x, weight: param(node, 0), positions: param(node, 1), dy: dy, dx: dx, dweight: nil,
+                                dpositions: nil, dbias: nil, workspace: workspace, accumulateInput: accumulate)
+            }
+        case let .dendritic(op, bias):
+            if part == .parameters {
+                try op.backward(queue, x: x, weight: param(node, 0), dendrites: param(node, 1), dy: dy, dx: nil,
+                                dweight: grad(node, 0), ddendrites: grad(node, 1), dbias: bias ? grad(node, 2) : nil,
+                                workspace: workspace)
+            } else if let dx {
+                try op.backward(queue, x: x, weight: param(node, 0), dendrites: param(node, 1), dy: dy, dx: dx, dweight: nil,
+                                ddendrites: nil, dbias: nil, workspace: workspace, accumulateInput: accumulate)
+            }
         case let .linear(_, bias):
             if part == .parameters {
                 try Linear.backward(queue, x: x, weight: param(node, 0), dy: dy, dx: nil, dweight: grad(node, 0),

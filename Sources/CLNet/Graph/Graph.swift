@@ -18,6 +18,8 @@ public enum ParameterRole: String, Sendable {
     case runningMean, runningVar
     /// PReLU's learnable negative slopes (trained, not decayed, as PyTorch advises).
     case slope
+    /// DCLS's kernel positions (trained, never decayed, kept inside `Parameter.bounds`).
+    case position
 }
 
 /// How a parameter starts, when a model asks for more than its role's default (see
@@ -43,6 +45,9 @@ public struct Parameter: Sendable, Equatable {
     /// The optimizer's learning rate for this parameter is the step's times this (Fixup's
     /// scalars learn at a tenth of the rate: each one's gradient sums a whole tensor).
     public var learningRateScale: Float = 1
+    /// Where the optimizer clamps the parameter after each step (`SGD.bounds`), and where
+    /// initialisation keeps it; nil: nowhere.
+    public var bounds: ClosedRange<Float>? = nil
     /// Parameters are trained; running statistics are buffers.
     public var trainable: Bool { role != .runningMean && role != .runningVar }
 }
@@ -53,6 +58,12 @@ public enum Operation: Sendable, Equatable {
     /// A deformable convolution (see `DeformConv2D`): inputs x, offset, and the mask when
     /// modulated; parameters the weight, then the bias when `bias`.
     case deformConv(DeformConv2D, bias: Bool)
+    /// A dendritic ReLU layer (see `DendriticConv2D`): parameters the weight, the dendrites'
+    /// biases, then the bias when `bias`.
+    case dendritic(DendriticConv2D, bias: Bool)
+    /// A convolution with learnable spacings (see `DCLSConv2D`): parameters the weights, the
+    /// positions, then the bias when `bias`.
+    case dcls(DCLSConv2D, bias: Bool)
     case batchNorm(relu: Bool, eps: Float, momentum: Float)
     case groupNorm(groups: Int, relu: Bool, eps: Float)
     case relu
@@ -461,6 +472,7 @@ public struct GraphBuilder: Sendable {
         let y = try appendNode(node.name, node.operation, inputs, graph.shape(of: node.output), initialized: params)
         for (mine, theirs) in zip(self.graph.nodes.last!.parameters, node.parameters) {
             self.graph.parameters[mine].learningRateScale = graph.parameters[theirs].learningRateScale
+            self.graph.parameters[mine].bounds = graph.parameters[theirs].bounds
         }
         return y
     }
@@ -479,6 +491,12 @@ public struct GraphBuilder: Sendable {
             throw .invalidArgument("no parameter \(name) to set the learning rate of")
         }
         graph.parameters[i].learningRateScale = scale
+    }
+
+    /// Keeps parameter `name` inside `bounds` (see `Parameter.bounds`).
+    public mutating func setBounds(_ name: String, _ bounds: ClosedRange<Float>) throws(CLNetError) {
+        guard let i = parameterIndices[name] else { throw .invalidArgument("no parameter \(name) to bound") }
+        graph.parameters[i].bounds = bounds
     }
 
     public mutating func dropout(_ x: Value, p: Float, name: String) throws(CLNetError) -> Value {

@@ -24,17 +24,24 @@ public enum ONNX {
         }
         var w = ONNXGraphWriter(graph: graph, logits: logits)
         w.opset = opset
-        var total = 0
+        // DCLS's weights and positions become the built kernel that its convolution reads
+        // (`ONNXGraphWriter.add`), which is written instead of them.
+        var built: Set<String> = [], total = 0
+        for node in graph.nodes {
+            guard case let .dcls(op, _) = node.operation else { continue }
+            built.formUnion(node.parameters.prefix(2).map { graph.parameters[$0].name })
+            total += op.conv.weightShape.count * 4
+        }
         for p in graph.parameters {
             let values = try graph.checkedParameter(graph.parameterIndex(p.name)!, in: parameters, for: "ONNX export")
-            total += values.count * 4
+            total += built.contains(p.name) ? 0 : values.count * 4
             guard total < maximumBytes - (1 << 20) else {
                 throw .invalidArgument("""
                     the weights pass 2 GiB, protobuf's limit for one ONNX file, and CLNet does not write ONNX's external \
                     data; export a smaller model
                     """)
             }
-            w.initializer(p.name, values, dims: p.shape.dims)
+            if built.contains(p.name) { w.parameterValues[p.name] = values } else { w.initializer(p.name, values, dims: p.shape.dims) }
         }
         for (k, node) in graph.nodes.enumerated() { try w.add(node, index: k) }
 
@@ -99,6 +106,9 @@ struct ONNXGraphWriter {
     var opset = 17
     var nodes: [ProtoMessage] = []
     var initializers: [ProtoMessage] = []
+    /// The values of the parameters that operators turn into weights of their own (DCLS's
+    /// built kernels), by name.
+    var parameterValues: [String: [Float]] = [:]
 
     /// Names ONNX keeps for initializers, which no node output may reuse.
     let parameterNames: Set<String>
@@ -320,6 +330,21 @@ struct ONNXGraphWriter {
             }
             if hasBias { self.node("Add", [v, p[hasScale ? 1 : 0]], out, name: node.name) }
             if !hasScale && !hasBias { self.node("Identity", [v], out, name: node.name) }
+        case let .dcls(op, bias):
+            // A plain convolution with the built kernel: what DCLS runs at inference.
+            let c = op.conv
+            let kernel = Reference.dclsKernel(weight: parameterValues[p[0]]!.map(Double.init),
+                                              positions: parameterValues[p[1]]!.map(Double.init), op: op).map(Float.init)
+            initializer(node.name + ".kernel", kernel, dims: c.weightShape.dims)
+            finish("Conv", [x[0], node.name + ".kernel"] + (bias ? [p[2]] : []), node: node, relu: false, [
+                .ints("kernel_shape", [c.kernel.h, c.kernel.w]), .ints("strides", [c.stride.h, c.stride.w]),
+                .ints("pads", [c.padding.h, c.padding.w, c.padding.h, c.padding.w]),
+                .ints("dilations", [c.dilation.h, c.dilation.w]), .int("group", c.groups),
+            ])
+        case .dendritic:
+            // ONNX has no operator with a ReLU inside the product; spelling it out would
+            // materialise every output channel's copy of the input.
+            throw .invalidArgument("ONNX export: \(node.name) is a dendritic ReLU layer, which ONNX has no operator for; CLNet does not write it as ONNX")
         case .timeRepeat, .timeMean, .sewConnect, .spikingNeuron:
             // A neuron's state runs through the time steps, which ONNX would need as a Loop.
             throw .invalidArgument("ONNX export: \(node.name) is part of a spiking network (\(node.operation.displayName)), which CLNet does not write as ONNX")

@@ -51,6 +51,8 @@ extension Operation {
         switch self {
         case .conv: "conv"
         case .deformConv: "deformable conv"
+        case let .dendritic(op, _): op.isPointwise ? "dendritic linear" : "dendritic conv"
+        case .dcls: "dcls conv"
         case let .batchNorm(relu, _, _): relu ? "batch norm + relu" : "batch norm"
         case let .groupNorm(_, relu, _): relu ? "group norm + relu" : "group norm"
         case .relu: "relu"
@@ -81,7 +83,7 @@ extension Operation {
     /// The yes-or-no facts of the operation (see `OperationFlags`), one line per operation.
     public var flags: OperationFlags {
         switch self {
-        case .conv, .linear: [.splitsParameterGradient]
+        case .conv, .linear, .dendritic, .dcls: [.splitsParameterGradient]
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
         case .softmaxCrossEntropy, .distillation: [.isLoss]
@@ -104,9 +106,9 @@ extension Operation {
         switch self {
         case .relu: true
         case let .add(relu): relu
-        case .conv, .deformConv, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear,
-             .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine,
-             .softmaxCrossEntropy, .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
+        case .conv, .deformConv, .dendritic, .dcls, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat,
+             .channelSlice, .linear, .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum,
+             .scalarAffine, .softmaxCrossEntropy, .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
             false
         }
     }
@@ -117,7 +119,7 @@ extension Operation {
     public func savedForBackward(inputs: [Value], output: Value) -> [Value] {
         switch self {
         // A spiking neuron's backward pass runs the steps again from its input.
-        case .conv, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu, .spikingNeuron: [inputs[0]]
+        case .conv, .dendritic, .dcls, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu, .spikingNeuron: [inputs[0]]
         case let .sewConnect(c): c == .add ? [] : inputs
         case .timeRepeat, .timeMean: []
         case .distillation, .channelScale, .selectiveSum, .deformConv: inputs
@@ -136,6 +138,10 @@ extension Operation {
         case let .conv(conv, _):
             m.scratch = try conv.workspaceCount(x)
         case let .deformConv(op, _):
+            m.scratch = try op.workspaceCount(x)
+        case let .dendritic(op, _):
+            m.scratch = try op.workspaceCount(x)
+        case let .dcls(op, _):
             m.scratch = try op.workspaceCount(x)
         case .batchNorm:
             // Inference normalises with the running statistics and keeps nothing.
@@ -164,6 +170,9 @@ extension Operation {
         switch self {
         case let .conv(conv, _): Double(y.count) * Double(conv.inChannels / conv.groups * conv.kernel.h * conv.kernel.w)
         case let .deformConv(op, _): Operation.conv(op.conv, bias: false).multiplyAdds(input: x, output: y)
+        case let .dendritic(op, _): Double(y.count) * Double(op.conv.inChannels / op.conv.groups * op.conv.kernel.h * op.conv.kernel.w)
+        // The convolution runs on the whole footprint, whichever taps the elements fill.
+        case let .dcls(op, _): Operation.conv(op.conv, bias: false).multiplyAdds(input: x, output: y)
         case .linear: Double(y.count) * Double(x.sampleCount)
         case .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout,
              .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
@@ -193,6 +202,20 @@ extension Operation {
             return (WorkCost(flops: 2 * macs + 10 * columns + (bias ? y : 0), bytes: (inputs + y + params + 2 * columns) * f),
                     WorkCost(flops: 4 * macs + 40 * columns + (bias ? y : 0),
                              bytes: (y + 2 * inputs + params + trainable + 6 * columns) * f))
+        case let .dendritic(_, bias):
+            // Each multiply-add also adds the dendrite's bias and takes the maximum with 0;
+            // backward: the input gradient masks and multiply-adds (3 per multiply-add), the
+            // parameters' add, mask and multiply-add twice (6).
+            return (WorkCost(flops: 4 * macs + (bias ? y : 0), bytes: (x + y + params) * f),
+                    WorkCost(flops: 6 * macs + (needsInputGradient ? 3 * macs : 0) + (bias ? y : 0),
+                             bytes: (y + x + params + trainable + dx) * f))
+        case let .dcls(op, bias):
+            // The convolution's, plus building the kernel (about 16 operations per element) and,
+            // backward, its gradient back to the elements (about 24).
+            let elements = Double(op.weightShape.count)
+            return (WorkCost(flops: 2 * macs + (bias ? y : 0) + 16 * elements, bytes: (x + y + params) * f),
+                    WorkCost(flops: 2 * macs * (needsInputGradient ? 2 : 1) + (bias ? y : 0) + 40 * elements,
+                             bytes: (y + x + params + trainable + dx) * f))
         case .linear:
             return (WorkCost(flops: 2 * macs + y, bytes: (x + y + params) * f),
                     WorkCost(flops: 2 * macs * (needsInputGradient ? 2 : 1) + y, bytes: (y + x + params + trainable + dx) * f))

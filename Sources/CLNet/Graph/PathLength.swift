@@ -41,7 +41,8 @@ extension Graph {
             case .concat:
                 let channels = node.inputs.map { Double(shape(of: $0)[1]) }
                 d = zip(inputs, channels).map(*).reduce(0, +) / channels.reduce(0, +)
-            case .relu, .add(relu: true), .batchNorm(relu: true, _, _), .groupNorm(_, relu: true, _):
+            // A dendritic layer's ReLUs are one nonlinearity on every path through it.
+            case .relu, .add(relu: true), .batchNorm(relu: true, _, _), .groupNorm(_, relu: true, _), .dendritic:
                 d += 1
             case .prelu:
                 let a = try checkedParameter(node.parameters[0], in: slopes, for: "the path length")

@@ -47,6 +47,11 @@ public struct ReferenceExecutor: Sendable {
             case let .deformConv(op, bias):
                 y = Reference.deformConv2d(xs[0], shape: shape, offset: xs[1], mask: op.modulated ? xs[2] : nil, weight: p[0],
                                            bias: bias ? p[1] : nil, op: op)
+            case let .dcls(op, bias):
+                y = Reference.dclsConv2d(xs[0], shape: shape, weight: p[0], positions: p[1], bias: bias ? p[2] : nil, op: op)
+            case let .dendritic(op, bias):
+                y = Reference.dendriticConv2d(xs[0], shape: shape, weight: p[0], dendrites: p[1], bias: bias ? p[2] : nil,
+                                              conv: op.conv)
             case let .batchNorm(relu, eps, momentum):
                 if training {
                     let r = Reference.batchNormTraining(xs[0], shape: shape, gamma: p[0], beta: p[1], runningMean: p[2],
@@ -168,6 +173,18 @@ public struct ReferenceExecutor: Sendable {
                 inputGrads = [g.dx, g.doffset] + (g.dmask.map { [$0] } ?? [])
                 paramGrads[names[0]] = g.dweight
                 if bias { paramGrads[names[1]] = g.dbias }
+            case let .dcls(op, bias):
+                let g = Reference.dclsConv2dBackward(xs[0], shape: shape, weight: p[0], positions: p[1], op: op, dy: dy)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dweight
+                paramGrads[names[1]] = g.dpositions
+                if bias { paramGrads[names[2]] = g.dbias }
+            case let .dendritic(op, bias):
+                let g = Reference.dendriticConv2dBackward(xs[0], shape: shape, weight: p[0], dendrites: p[1], conv: op.conv, dy: dy)
+                inputGrads = [g.dx]
+                paramGrads[names[0]] = g.dweight
+                paramGrads[names[1]] = g.ddendrites
+                if bias { paramGrads[names[2]] = g.dbias }
             case let .batchNorm(relu, eps, _) where !training:
                 inputGrads = [Reference.batchNormInferenceBackward(shape: shape, gamma: p[0], runningVar: p[3], eps: Double(eps),
                                                                    relu: relu, y: values[node.output.index], dy: dy)]

@@ -20,6 +20,9 @@ public struct CIFARResNet: Sendable {
     /// Each residual block's inner width (its first convolution's output channels), in block
     /// order, where filter pruning has narrowed them; nil: the stage's width, as the paper.
     public var blockWidths: [Int]? = nil
+    /// Without norms: Fixup's initialisation (true), or the default one (He for convolutions,
+    /// PyTorch's for the classifier), which `clnet train --init autoinit|gradinit` then adjusts.
+    public var fixupInitialization = true
 
     public init(n: Int, inChannels: Int = 3, classes: Int = 10) {
         self.n = n
@@ -141,20 +144,22 @@ public struct CIFARResNet: Sendable {
             var z = try b.scalarAffine(y, scale: nil, bias: "\(name).bias1a", name: "\(name).bias1a")
             z = try b.conv(z, Conv2D(inChannels: block.inChannels, outChannels: block.inner, kernel: 3, stride: block.stride,
                                      padding: 1), name: "\(name).conv1")
-            try b.setInitialization("\(name).conv1.weight", .scaled(depthScale))
+            if fixupInitialization { try b.setInitialization("\(name).conv1.weight", .scaled(depthScale)) }
             z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias1b", name: "\(name).bias1b")
             z = try activate(&b, z, "\(name).act1")
             z = try b.scalarAffine(z, scale: nil, bias: "\(name).bias2a", name: "\(name).bias2a")
             z = try b.conv(z, Conv2D(inChannels: block.inner, outChannels: block.planes, kernel: 3, padding: 1), name: "\(name).conv2")
-            try b.setInitialization("\(name).conv2.weight", .constant(0))
+            if fixupInitialization { try b.setInitialization("\(name).conv2.weight", .constant(0)) }
             z = try b.scalarAffine(z, scale: "\(name).scale", bias: "\(name).bias2b", name: "\(name).affine")
             y = try join(&b, branch: z, input: y, block)
         }
         var pooled = try b.globalAvgPool(y, name: "avgpool")
         pooled = try b.scalarAffine(pooled, scale: nil, bias: "bias2", name: "bias2")
         let logits = try b.linear(pooled, outFeatures: classes, name: "fc")
-        try b.setInitialization("fc.weight", .constant(0))
-        try b.setInitialization("fc.bias", .constant(0))
+        if fixupInitialization {
+            try b.setInitialization("fc.weight", .constant(0))
+            try b.setInitialization("fc.bias", .constant(0))
+        }
         if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
         try scaleForPReLU(&b)
         return (b.graph, logits)

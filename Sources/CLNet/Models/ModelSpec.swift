@@ -21,8 +21,12 @@
 /// `sk=R` (selective kernels; `sk_split=1` splits each unit's input between its paths),
 /// `act=prelu`, `dilation=0.1.1` (torchvision's `replace_stride_with_dilation`), `deform=3.4`
 /// (deformable 3x3 convolutions in those stages; `dcn=v2` for modulated ones, `deform_groups=G`
-/// for offset groups), `pool=conv` (a strided convolution instead of max pooling); for
-/// `cifar_resnet:` `act=prelu` and `norm=none` (Fixup). Any model takes `fold_bn=1`: the same
+/// for offset groups), `dendritic=3.4` (dendritic ReLU in those stages' branches, Metta et al. 2023;
+/// `dendritic_fc=1` for the classifier), `dcls=3.4` (convolutions with learnable spacings in place of
+/// those stages' 3x3 ones, Khalfaoui-Hassani et al. 2023; `dcls_size=5` the footprint, `dcls_count=9`
+/// the elements per channel pair), `pool=conv` (a strided convolution instead of max pooling); for
+/// `cifar_resnet:` `act=prelu` and `norm=none` (Fixup; with `fixup=0` the same network from the
+/// default initialisation, for `clnet train --init`). Any model takes `fold_bn=1`: the same
 /// network with each convolution's batch norm folded into it (`clnet export --fold-bn` writes its
 /// weights), and `rep=1`: each sum of branches linear in one input (RepVGG's blocks) merged into
 /// one convolution (`clnet export --reparam`); ReLU basic-block ResNets take `rm=1`: the plain
@@ -257,6 +261,12 @@ public enum ModelSpec {
                                                      modulated: try choice("dcn", false, ["v1": false, "v2": true]),
                                                      offsetGroups: try int("deform_groups", 1))
             }
+            if options["dendritic"] != nil { model.dendriticStages = Set(try list("dendritic", [])) }
+            if options["dcls"] != nil {
+                model.learnableSpacings = ResNet.LearnableSpacings(stages: Set(try list("dcls", [])), size: try int("dcls_size", 5),
+                                                                   count: try int("dcls_count", 9))
+            }
+            model.dendriticHead = try choice("dendritic_fc", false, ["0": false, "1": true])
             if options["se"] != nil && options["sk"] != nil {
                 throw .invalidArgument("model specification '\(spec)': se and sk exclude each other")
             }
@@ -317,6 +327,10 @@ public enum ModelSpec {
             model.stochasticDepth = try stochasticDepth()
             model.activation = try activation()
             model.blockWidths = try widths()
+            model.fixupInitialization = try choice("fixup", true, ["0": false, "1": true])
+            if !model.fixupInitialization && norm != .none {
+                throw .invalidArgument("model specification '\(spec)': fixup=0 turns off Fixup's initialisation, which only norm=none has")
+            }
             build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 32, loss: loss) }
         case var .repvgg(model):
             model.layers = try list("layers", model.layers)

@@ -40,6 +40,32 @@ public struct ResNet: Sendable {
     /// Deformable convolutions (Dai et al. 2017) in place of the 3x3 convolutions of some
     /// stages; nil for none.
     public var deformable: Deformable? = nil
+    /// The stages (1 to 4) whose residual branches use dendritic ReLU (Metta et al. 2023, see
+    /// `DendriticConv2D`): each convolution that follows a norm and activation inside the branch
+    /// (a basic block's second, a bottleneck's second and third) takes the norm's output, and
+    /// its connections' own ReLUs replace that activation. Their biases start at 0, so the model
+    /// starts as the plain one.
+    public var dendriticStages: Set<Int> = []
+    /// The classifier as a dendritic fully connected layer (`fc.dendrite_bias` beside `fc.weight`).
+    public var dendriticHead = false
+    /// Convolutions with learnable spacings (Khalfaoui-Hassani et al. 2023, see `DCLSConv2D`) in
+    /// place of the 3x3 convolutions of some stages (as `deformable` places its units); nil for none.
+    public var learnableSpacings: LearnableSpacings? = nil
+
+    /// Where and how a ResNet's 3x3 convolutions become DCLS convolutions: in the stages listed,
+    /// each with `count` elements per channel pair inside a `size` x `size` footprint (padded to
+    /// keep the 3x3's output size).
+    public struct LearnableSpacings: Sendable, Equatable {
+        public var stages: Set<Int>
+        public var size: Int
+        public var count: Int
+
+        public init(stages: Set<Int>, size: Int = 5, count: Int = 9) {
+            self.stages = stages
+            self.size = size
+            self.count = count
+        }
+    }
 
     /// Where and how a ResNet's 3x3 convolutions are deformable: in the stages listed (1 to 4;
     /// the paper deforms the last ones), each a bottleneck's 3x3 convolution or both of a basic
@@ -161,13 +187,33 @@ public struct ResNet: Sendable {
             // As torchvision: a basic block's two 3x3 convolutions would both need the dilation.
             throw .invalidArgument("dilation (replace_stride_with_dilation) needs bottleneck blocks, as in torchvision")
         }
-        if let deformable {
-            if let bad = deformable.stages.sorted().first(where: { !(1...layers.count).contains($0) }) {
-                throw .invalidArgument("deform names stage \(bad); this ResNet has stages 1 to \(layers.count)")
+        if deformable != nil, case .selectiveKernel = attention {
+            throw .invalidArgument("deform and sk both replace the 3x3 convolutions; choose one")
+        }
+        let units = [("deform", deformable?.stages ?? []), ("dendritic", dendriticStages), ("dcls", learnableSpacings?.stages ?? [])]
+        for (i, (a, sa)) in units.enumerated() {
+            if let bad = sa.sorted().first(where: { !(1...layers.count).contains($0) }) {
+                throw .invalidArgument("\(a) names stage \(bad); this ResNet has stages 1 to \(layers.count)")
             }
-            if case .selectiveKernel = attention {
-                throw .invalidArgument("deform and sk both replace the 3x3 convolutions; choose one")
+            for (b, sb) in units[(i + 1)...] {
+                if let overlap = sa.intersection(sb).min() {
+                    throw .invalidArgument("\(a) and \(b) both replace stage \(overlap)'s convolutions; give them different stages")
+                }
             }
+        }
+        if !dendriticStages.isEmpty, activation == .prelu {
+            // The dendrites' ReLUs replace the activation before them; with PReLU the network
+            // would silently change its nonlinearity and no longer start as the plain one.
+            throw .invalidArgument("dendritic replaces ReLUs with the dendrites' own; it does not combine with act=prelu")
+        }
+        if let spacings = learnableSpacings {
+            if case .selectiveKernel = attention { throw .invalidArgument("dcls and sk both replace the 3x3 convolutions; choose one") }
+            guard spacings.size >= 3, spacings.size % 2 == 1, spacings.count > 0 else {
+                throw .invalidArgument("dcls_size=\(spacings.size) must be an odd footprint of at least 3, and dcls_count=\(spacings.count) positive")
+            }
+        }
+        if case .selectiveKernel = attention, !dendriticStages.isEmpty {
+            throw .invalidArgument("dendritic and sk both replace the blocks' convolutions; choose one")
         }
         if let widths = blockWidths, widths.count != layers.reduce(0, +) {
             throw .invalidArgument("mid gives \(widths.count) block widths; this ResNet has \(layers.reduce(0, +)) blocks")
@@ -223,18 +269,20 @@ public struct ResNet: Sendable {
                     let inner = blockWidths?[blockIndex] ?? planes
                     z = try conv3x3(&b, y, Conv2D(inChannels: inplanes, outChannels: inner, kernel: 3, stride: stride, padding: 1),
                                     stage: stage, name: "\(name).conv1")
-                    z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
+                    z = try innerNormAct(&b, z, stage: stage, "\(name).bn1", "\(name).act1")
                     z = try conv3x3(&b, z, Conv2D(inChannels: inner, outChannels: planes, kernel: 3, padding: 1), stage: stage,
-                                    name: "\(name).conv2")
+                                    name: "\(name).conv2", dendritic: true)
                     z = try b.norm(z, norm, name: "\(name).bn2")
                 } else {
                     let width = blockWidths?[blockIndex] ?? planes * widthPerGroup / 64 * groups
                     z = try b.conv(y, Conv2D(inChannels: inplanes, outChannels: width, kernel: 1), name: "\(name).conv1")
-                    z = try normAct(&b, z, "\(name).bn1", "\(name).act1")
+                    z = try innerNormAct(&b, z, stage: stage, "\(name).bn1", "\(name).act1")
                     z = try conv3x3(&b, z, Conv2D(inChannels: width, outChannels: width, kernel: 3, stride: stride, padding: d,
-                                                  dilation: d, groups: groups), stage: stage, name: "\(name).conv2")
-                    z = try normAct(&b, z, "\(name).bn2", "\(name).act2")
-                    z = try b.conv(z, Conv2D(inChannels: width, outChannels: planes * 4, kernel: 1), name: "\(name).conv3")
+                                                  dilation: d, groups: groups), stage: stage, name: "\(name).conv2", dendritic: true)
+                    z = try innerNormAct(&b, z, stage: stage, "\(name).bn2", "\(name).act2")
+                    let conv3 = Conv2D(inChannels: width, outChannels: planes * 4, kernel: 1)
+                    z = dendriticStages.contains(stage + 1) ? try b.dendritic(z, DendriticConv2D(conv3), name: "\(name).conv3")
+                        : try b.conv(z, conv3, name: "\(name).conv3")
                     z = try b.norm(z, norm, name: "\(name).bn3")
                 }
                 if case let .squeezeExcitation(reduction) = attention {
@@ -254,7 +302,9 @@ public struct ResNet: Sendable {
             }
         }
         let pooled = try b.globalAvgPool(y, name: "avgpool")
-        let logits = try b.linear(pooled, outFeatures: classes, name: "fc")
+        let logits = dendriticHead
+            ? try b.dendritic(pooled, .linear(inFeatures: inplanes, outFeatures: classes), bias: true, name: "fc")
+            : try b.linear(pooled, outFeatures: classes, name: "fc")
         if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
         if activation == .prelu {
             // He et al. 2015: with slope a, the variance-preserving gain is 2 / (1 + a^2).
@@ -266,10 +316,28 @@ public struct ResNet: Sendable {
         return (b.graph, logits)
     }
 
-    /// A residual branch's 3x3 convolution: deformable in the stages `deformable` names.
-    func conv3x3(_ b: inout GraphBuilder, _ x: Value, _ conv: Conv2D, stage: Int, name: String) throws(CLNetError) -> Value {
+    /// A residual branch's 3x3 convolution: deformable in the stages `deformable` names;
+    /// dendritic in the stages `dendriticStages` names when it follows the branch's activation.
+    func conv3x3(_ b: inout GraphBuilder, _ x: Value, _ conv: Conv2D, stage: Int, name: String,
+                 dendritic: Bool = false) throws(CLNetError) -> Value {
+        if dendritic && dendriticStages.contains(stage + 1) { return try b.dendritic(x, DendriticConv2D(conv), name: name) }
+        if let spacings = learnableSpacings, spacings.stages.contains(stage + 1) {
+            guard conv.dilation == .init(1, 1) else {
+                throw .invalidArgument("\(name): dcls learns the spacing that dilation fixes; do not combine it with dilation")
+            }
+            let footprint = Conv2D(inChannels: conv.inChannels, outChannels: conv.outChannels, kernel: spacings.size,
+                                   stride: conv.stride.h, padding: spacings.size / 2, groups: conv.groups)
+            return try b.dcls(x, DCLSConv2D(footprint, count: spacings.count), name: name)
+        }
         guard let deformable, deformable.stages.contains(stage + 1) else { return try b.conv(x, conv, name: name) }
         return try b.deformableConv(x, conv, offsetGroups: deformable.offsetGroups, modulated: deformable.modulated, name: name)
+    }
+
+    /// A norm inside a residual branch, and its activation unless the stage is dendritic: there
+    /// the next convolution's dendrites apply their own ReLUs.
+    func innerNormAct(_ b: inout GraphBuilder, _ x: Value, stage: Int, _ normName: String,
+                      _ act: String) throws(CLNetError) -> Value {
+        dendriticStages.contains(stage + 1) ? try b.norm(x, norm, name: normName) : try normAct(&b, x, normName, act)
     }
 
     /// The norm and the activation after it: fused with ReLU, or a PReLU node named `act`.

@@ -15,6 +15,9 @@ public struct SGD: Sendable, Equatable {
     /// partially linear networks pull PReLU slopes to 1 this way (`Executor.linearityPrior`).
     public var prior: Float = 0
     public var priorTarget: Float = 0
+    /// Where each parameter is clamped after the step (`Parameter.bounds`: DCLS's kernel
+    /// positions, which must stay inside their footprint); nil: nowhere.
+    public var bounds: ClosedRange<Float>? = nil
 
     public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false,
                 prior: Float = 0, priorTarget: Float = 0) {
@@ -49,6 +52,7 @@ public struct SGD: Sendable, Equatable {
         return try q.launchRuns(.optimizer, "sgd_update", parameters.vectorArguments + gradients.vectorArguments +
                                 momentumBuffer.vectorArguments + [.count(n), .float(learningRate), .float(momentum),
                                 .float(weightDecay), .flag(nesterov), .float(priorTarget), .float(learningRate * prior),
+                                .float(bounds?.lowerBound ?? -.infinity), .float(bounds?.upperBound ?? .infinity),
                                 .count(tiles)], waitFor: waitFor)
     }
 }

@@ -1,9 +1,11 @@
 extension Reference {
     /// One step of SGD as torch.optim.SGD with dampening 0, then the proximal step of an L1 prior
-    /// `prior * |p - priorTarget|` (see `SGD.prior`); returns the new parameters and momentum.
+    /// `prior * |p - priorTarget|` (see `SGD.prior`), then the clamp into `bounds` (see
+    /// `SGD.bounds`); returns the new parameters and momentum.
     public static func sgdStep(parameters: [Double], gradients: [Double], momentumBuffer: [Double], learningRate: Double,
                                momentum: Double, weightDecay: Double, nesterov: Bool, prior: Double = 0,
-                               priorTarget: Double = 0) -> (parameters: [Double], momentum: [Double]) {
+                               priorTarget: Double = 0, bounds: ClosedRange<Double>? = nil)
+        -> (parameters: [Double], momentum: [Double]) {
         var p = parameters, buf = momentumBuffer
         for i in p.indices {
             var g = gradients[i] + weightDecay * p[i]
@@ -16,6 +18,7 @@ extension Reference {
                 let d = p[i] - priorTarget, left = abs(d) - learningRate * prior
                 p[i] = left <= 0 ? priorTarget : priorTarget + (d < 0 ? -left : left)
             }
+            if let bounds { p[i] = min(max(p[i], bounds.lowerBound), bounds.upperBound) }
         }
         return (p, buf)
     }

@@ -14,6 +14,7 @@ extension Executor {
     ///   (weights in timm's 1x1-convolution layout, [out, in, 1, 1], start as convolutions, as timm's do);
     /// - norms: weight 1, bias 0; running mean 0, running variance 1;
     /// - PReLU slopes: 0.25, PyTorch's default;
+    /// - DCLS's kernel positions: normal(0, 0.5) clamped into their footprint, as DCLS's code;
     /// - then what the model asked for (`Parameter.initialization`): a factor on the default (He's
     ///   PReLU gain, Fixup's depth scaling) or a constant (Fixup's zeroed last layers);
     /// - with `zeroInitResidual`, the last norm of each residual branch starts at weight 0, so
@@ -51,6 +52,11 @@ extension Executor {
                 values = [Float](repeating: 1, count: n)
             case .slope:
                 values = [Float](repeating: 0.25, count: n)
+            case .position:
+                // DCLS's: normal with standard deviation 0.5 around the footprint's centre, clamped
+                // into it.
+                let bounds = p.bounds ?? -Float.infinity...Float.infinity
+                values = (0..<n).map { _ in min(max(Float(rng.normal() * 0.5), bounds.lowerBound), bounds.upperBound) }
             }
             switch p.initialization {
             case .standard: break

@@ -47,6 +47,8 @@ public final class Trainer {
     public var divergencePolicy = DivergencePolicy.stop
     /// Steps in a row `DivergencePolicy.skip` drops before it gives up.
     public static let maximumSkips = 5
+    /// What `--init autoinit|gradinit` did (`TrainingConfiguration.initialization`), for the log.
+    public private(set) var initializationReport: String?
     /// Steps dropped by `DivergencePolicy.skip` so far.
     public internal(set) var skippedSteps = 0
     /// The schedule's rate is multiplied by this; each skipped step halves it.
@@ -103,9 +105,12 @@ public final class Trainer {
     /// divide by replicas times ranks), and each rank prepares only its own slices; gradients
     /// are averaged across all of them before one update, so the weights follow the
     /// single-device run of the whole batch, with batch-norm statistics per replica.
+    ///
+    /// `resuming`: a checkpoint will replace the weights (`loadCheckpoint`), so the
+    /// configuration's data-dependent initialisation, minutes for GradInit, is not run.
     public init(configuration: TrainingConfiguration, train: any SampleSource, test: (any SampleSource)?,
                 context: Context? = nil, queues: Int? = nil, replicaContexts: [Context] = [], communicator: Communicator? = nil,
-                synchronizedBatchNorm: Bool = false, loading: LoaderOptions = LoaderOptions()) throws(CLNetError) {
+                synchronizedBatchNorm: Bool = false, loading: LoaderOptions = LoaderOptions(), resuming: Bool = false) throws(CLNetError) {
         let c = configuration
         if synchronizedBatchNorm {
             // As PyTorch's SyncBatchNorm: one device per process.
@@ -200,6 +205,19 @@ public final class Trainer {
         try executor.initialize(seed: Self.initializationSeed(c.seed), zeroInitResidual: c.zeroInitResidual)
         if let path = c.initialWeights {
             try executor.load(try SafeTensors(contentsOf: URL(fileURLWithPath: path)), ignoring: "optimizer.")
+        }
+        if let method = c.initialization, method != .standard, !resuming {
+            guard c.initialWeights == nil else {
+                throw .invalidArgument("--init \(method.rawValue) sets the initial weights, and so do --weights; choose one")
+            }
+            guard shards == 1 else { throw .invalidArgument("--init \(method.rawValue) runs on one device; drop --devices / --distributed") }
+            guard c.teacher == nil else {
+                throw .invalidArgument("--init \(method.rawValue) initialises a model trained alone; it does not run with --teacher (distillation)")
+            }
+            // Its own draw of the training set, so that the run's batches stay what they were.
+            let loader = try BatchLoader(source: train, batchSize: c.batchSize, training: true, seed: mix(c.seed, 3), options: loading)
+            initializationReport = try Self.dataDependentInitialization(method, executor: executor, graph: graph, context: ctx,
+                                                                        loader: loader, configuration: c)
         }
         try synchronizeReplicas()
     }

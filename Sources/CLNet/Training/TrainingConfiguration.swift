@@ -39,8 +39,22 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// The L1 prior that pulls PReLU slopes to 1 (`Executor.linearityPrior`): partially linear
     /// networks. nil or 0: none.
     public var linearityPrior: Double?
+    /// How the weights start, beyond the model's own initialisation (nil: as it is).
+    public var initialization: InitializationMethod?
+    /// GradInit's iterations (`GradInit.steps`; nil: its default).
+    public var gradInitSteps: Int?
 
     public init(model: String) { self.model = model }
+}
+
+/// Data-dependent initialisation, after the model's own (`clnet train --init`).
+public enum InitializationMethod: String, Sendable, Codable, CaseIterable {
+    /// The model's own: He, PyTorch's, Fixup's, as each model asks.
+    case standard = "default"
+    /// AutoInit's weight scales, from the signal's statistics (`AutoInit`).
+    case autoinit
+    /// GradInit's learned scale per tensor, from a few gradient steps (`GradInit`).
+    case gradinit
 }
 
 /// What training does when a step's loss is not finite (NaN or infinite).
