@@ -71,10 +71,7 @@ public struct DCLSConv2D: Sendable, Hashable, CustomStringConvertible {
             throw .invalidShape(operation: op, message: "positions have shape \(positions.shape) but \(positionShape) is needed")
         }
         let least = try workspaceCount(x.shape)
-        guard let ws = workspace, ws.isDense, ws.shape.count >= least else {
-            let given = workspace.map { "\($0.shape.count) floats\($0.isDense ? "" : ", strided")" } ?? "none"
-            throw .invalidShape(operation: op, message: "needs a dense workspace of at least \(least) floats (see workspaceCount), got \(given)")
-        }
+        let ws = try checkedWorkspace(op, workspace, least: least)
         return (try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset),
                 try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset + kernelCount),
                 try Tensor(buffer: ws.buffer, shape: [ws.shape.count - 2 * kernelCount], offset: ws.offset + 2 * kernelCount))

@@ -105,10 +105,7 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(conv.outChannels) values are needed")
         }
         let least = workspacePerSample(out)
-        guard let workspace, workspace.isDense, workspace.shape.count >= least else {
-            let given = workspace.map { "\($0.shape.count) floats\($0.isDense ? "" : ", strided")" } ?? "none"
-            throw .invalidShape(operation: op, message: "needs a dense workspace of at least \(least) floats (see workspaceCount), got \(given)")
-        }
+        let workspace = try checkedWorkspace(op, workspace, least: least)
         try checkIndexable(op, [x, offset, workspace] + (mask.map { [$0] } ?? []))
         return out
     }

@@ -94,10 +94,7 @@ public struct DendriticConv2D: Sendable, Hashable, CustomStringConvertible {
         if let bias, bias.shape.count != conv.outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(conv.outChannels) values are needed")
         }
-        guard let workspace, workspace.isDense, workspace.shape.count >= least else {
-            let given = workspace.map { "\($0.shape.count) floats\($0.isDense ? "" : ", strided")" } ?? "none"
-            throw .invalidShape(operation: op, message: "needs a dense workspace of at least \(least) floats (see workspaceCount), got \(given)")
-        }
+        let workspace = try checkedWorkspace(op, workspace, least: least)
         try checkIndexable(op, [x, workspace])
     }
 

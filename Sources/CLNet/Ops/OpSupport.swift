@@ -117,6 +117,16 @@ func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws(CLNetError)
     }
 }
 
+/// The workspace an operator was given, when it is dense and holds at least `least` floats;
+/// else throws naming the operator, what it needs (see its `workspaceCount`) and what it got.
+func checkedWorkspace(_ operation: String, _ workspace: Tensor?, least: Int) throws(CLNetError) -> Tensor {
+    guard let workspace, workspace.isDense, workspace.shape.count >= least else {
+        let given = workspace.map { "\($0.shape.count) floats\($0.isDense ? "" : ", strided")" } ?? "none"
+        throw .invalidShape(operation: operation, message: "needs a dense workspace of at least \(least) floats (see workspaceCount), got \(given)")
+    }
+    return workspace
+}
+
 /// Throws unless every named shape equals the first.
 func checkSameShape(_ operation: String, _ shapes: KeyValuePairs<String, Shape>) throws(CLNetError) {
     guard let first = shapes.first else { return }
