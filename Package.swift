@@ -7,7 +7,7 @@ import PackageDescription
 let kernelFiles = [
     "Common.cl", "Util.cl", "Activation.cl", "Elementwise.cl", "Norm.cl", "Pool.cl", "Concat.cl", "Linear.cl",
     "Loss.cl", "Optimizer.cl", "Conv.cl", "DeformConv.cl", "DCLS.cl", "Dendritic.cl", "Spiking.cl", "Winograd.cl", "ImplicitGEMM.cl",
-    "GEMM.cl",
+    "GEMM.cl", "Upsample.cl",
 ]
 
 let package = Package(

@@ -25,6 +25,28 @@ __kernel void add_forward(__global const float *a, uint ao, uint as,
     }
 }
 
+// y = a * b element by element (attention residual learning's (1 + M) * T), and with GRAD set
+// the gradient for one factor, y = dy * other, added to y's old value when `accumulate`.
+// Runs (sample, tile) with vector loads, as add_forward.
+__kernel void multiply(__global const float *a, uint ao, uint as,
+                       __global const float *b, uint bo, uint bs,
+                       __global float *y, uint yo, uint ys, uint sample, uint batch, uint tiles, uint accumulate) {
+    const uint lane = get_local_id(0) % NL;
+    FOR_EACH_RUN(item, batch * tiles) {
+        uint q0, q1;
+        const uint n = sample_tile(item, sample, tiles, &q0, &q1);
+        __global const float *p = a + AT(ao, as, n, q0), *r = b + AT(bo, bs, n, q0);
+        __global float *out = y + AT(yo, ys, n, q0);
+        const uint full = (q1 - q0) / VEC;
+        for (uint v = lane; v < full; v += NL) {
+            floatv t = VLOAD(p + v * VEC) * VLOAD(r + v * VEC);
+            if (accumulate) t += VLOAD(out + v * VEC);
+            VSTORE(t, out + v * VEC);
+        }
+        for (uint q = full * VEC + lane; q < q1 - q0; q += NL) STORE_GRAD(out, q, p[q] * r[q], accumulate);
+    }
+}
+
 // y[n, c, :] = x[n, c, :] * s[n, c]: squeeze-and-excitation's rescaling, and its input
 // gradient dx = dy * s. Work item (row n * channels + c, tile of its plane).
 __kernel void channel_scale_apply(__global const float *x, uint xo, uint xs, __global const float *s, uint so,

@@ -22,4 +22,5 @@ public let embeddedKernelFiles: [String: [UInt8]] = [
     "Winograd.cl": PackageResources.Winograd_cl,
     "ImplicitGEMM.cl": PackageResources.ImplicitGEMM_cl,
     "GEMM.cl": PackageResources.GEMM_cl,
+    "Upsample.cl": PackageResources.Upsample_cl,
 ]

@@ -206,3 +206,136 @@ __kernel void kd_backward(__global const float *z, uint zo, uint zs, __global co
                    accumulate);
     }
 }
+
+// Per-pixel softmax cross-entropy (semantic segmentation) over logits [N, K, H, W] (plane P =
+// H * W) against labels [N, H, W]; a pixel labelled `ignore` adds nothing, and the mean is over
+// the others, as PyTorch's CrossEntropyLoss(ignore_index=...). The workspace holds per pixel the
+// loss, whether its top-1 class (the first maximum) is the label, and whether it counts: three
+// runs of N * P floats, then the count of pixels that count, which the backward pass reads.
+__kernel void pixel_xent_forward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
+                                 __global float *ws, uint wo, uint batch, uint classes, uint plane, int ignore) {
+    const uint pixels = batch * plane;
+    FOR_EACH_ITEM(item, pixels) {
+        const uint n = item / plane, p = item % plane;
+        __global const float *zp = z + AT(zo, zs, n, p);
+        float zmax = zp[0];
+        uint top = 0;
+        for (uint k = 1; k < classes; ++k) {
+            const float v = zp[k * plane];
+            if (v > zmax) { zmax = v; top = k; }
+        }
+        // log1p of the sum without the maximum's own 1, as xent_forward, so that a confident
+        // pixel's small loss is not the difference of two large numbers.
+        float se = 0.0f;
+        for (uint k = 0; k < classes; ++k)
+            if (k != top) se += exp(zp[k * plane] - zmax);
+        const int label = labels[lo + item];
+        float loss = 0.0f, correct = 0.0f, counts = 0.0f;
+        if (label != ignore) {
+            counts = 1.0f;
+            // A label outside [0, K) that is not the ignored one makes the loss NaN, never a wrong number.
+            if (label < 0 || label >= (int)classes) loss = NAN;
+            else {
+                loss = log1p(se) + zmax - zp[(uint)label * plane];
+                correct = top == (uint)label ? 1.0f : 0.0f;
+            }
+        }
+        ws[wo + item] = loss;
+        ws[wo + pixels + item] = correct;
+        ws[wo + 2 * pixels + item] = counts;
+    }
+}
+
+// One work-group: out[0] = the mean loss over the pixels that count (0 when none does),
+// out[1] = how many of them are right; the count itself goes to ws[3 N P].
+__kernel void pixel_xent_reduce(__global float *ws, uint wo, uint pixels, __global float *out, uint oo) {
+    __local float scratch[RED];
+    const uint lid = get_local_id(0);
+    float l = 0.0f, c = 0.0f, v = 0.0f;
+    for (uint k = lid; k < pixels; k += RED) {
+        l += ws[wo + k];
+        c += ws[wo + pixels + k];
+        v += ws[wo + 2 * pixels + k];
+    }
+    l = group_sum(l, scratch);
+    c = group_sum(c, scratch);
+    v = group_sum(v, scratch);
+    if (lid == 0) {
+        out[oo] = v > 0.0f ? l / v : 0.0f;
+        out[oo + 1] = c;
+        ws[wo + 3 * pixels] = v;
+    }
+}
+
+// dz = scale / (pixels that count) * (softmax(z) - onehot(label)) at each pixel that counts, and
+// 0 at an ignored one. Reads the count the forward pass left in the workspace.
+__kernel void pixel_xent_backward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
+                                  __global const float *ws, uint wo, __global float *dz, uint dzo, uint dzs,
+                                  uint batch, uint classes, uint plane, int ignore, float scale, uint accumulate) {
+    const uint pixels = batch * plane;
+    const float counted = ws[wo + 3 * pixels];
+    FOR_EACH_ITEM(item, pixels) {
+        const uint n = item / plane, p = item % plane;
+        __global const float *zp = z + AT(zo, zs, n, p);
+        __global float *dp = dz + AT(dzo, dzs, n, p);
+        const int label = labels[lo + item];
+        if (label == ignore) {
+            for (uint k = 0; k < classes; ++k) STORE_GRAD(dp, k * plane, 0.0f, accumulate);
+            continue;
+        }
+        const bool valid = label >= 0 && label < (int)classes;
+        float zmax = zp[0];
+        for (uint k = 1; k < classes; ++k) zmax = fmax(zmax, zp[k * plane]);
+        // others: the sum without the label's term, so that p - 1 = -others / total keeps its
+        // precision when p is close to 1 (as xent_backward).
+        float others = 0.0f;
+        for (uint k = 0; k < classes; ++k)
+            if ((int)k != label) others += exp(zp[k * plane] - zmax);
+        const float total = others + (valid ? exp(zp[(uint)label * plane] - zmax) : 0.0f);
+        const float f = scale / counted;
+        for (uint k = 0; k < classes; ++k) {
+            const float g = (int)k == label ? -others / total : exp(zp[k * plane] - zmax) / total;
+            STORE_GRAD(dp, k * plane, valid ? f * g : NAN, accumulate);
+        }
+    }
+}
+
+// Mean squared error over every element of a prediction and a target of one shape (PyTorch's
+// MSELoss, reduction "mean"). Each of the `groups` work-groups sums the squared differences of
+// its share of the elements into ws[g].
+__kernel void mse_partial(__global const float *x, uint xo, uint xs, __global const float *t, uint to, uint ts,
+                          __global float *ws, uint wo, uint sample, uint batch) {
+    __local float scratch[RED];
+    const uint g = get_group_id(0), lid = get_local_id(0), groups = get_num_groups(0);
+    const uint total = sample * batch, share = (total + groups - 1) / groups;
+    const uint i0 = min(total, g * share), i1 = min(total, i0 + share);
+    float s = 0.0f;
+    for (uint i = i0 + lid; i < i1; i += RED) {
+        const uint n = i / sample, e = i % sample;
+        const float d = x[AT(xo, xs, n, e)] - t[AT(to, ts, n, e)];
+        s += d * d;
+    }
+    s = group_sum(s, scratch);
+    if (lid == 0) ws[wo + g] = s;
+}
+
+// One work-group: out[0] = the mean of the partial sums' total over `count` elements; out[1] = 0
+// (a regression has no correct count).
+__kernel void mse_reduce(__global const float *ws, uint wo, uint groups, uint count, __global float *out, uint oo) {
+    __local float scratch[RED];
+    const uint lid = get_local_id(0);
+    float s = 0.0f;
+    for (uint k = lid; k < groups; k += RED) s += ws[wo + k];
+    s = group_sum(s, scratch);
+    if (lid == 0) { out[oo] = s / (float)count; out[oo + 1] = 0.0f; }
+}
+
+// dx = scale * 2 (x - t) / count.
+__kernel void mse_backward(__global const float *x, uint xo, uint xs, __global const float *t, uint to, uint ts,
+                           __global float *dx, uint dxo, uint dxs, uint sample, uint batch, float scale, uint accumulate) {
+    const float f = 2.0f * scale / (float)(sample * batch);
+    FOR_EACH_ITEM(i, sample * batch) {
+        const uint n = i / sample, e = i % sample;
+        STORE_GRAD(dx, AT(dxo, dxs, n, e), f * (x[AT(xo, xs, n, e)] - t[AT(to, ts, n, e)]), accumulate);
+    }
+}

@@ -24,6 +24,28 @@ struct ElementwiseTests {
     }
 
     @Test(arguments: elementwiseShapes)
+    func multiply(shape: Shape) throws {
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("multiply \(shape)")
+            let a = randomDoubles(shape.count, using: &rng), b = randomDoubles(shape.count, using: &rng)
+            let dy = randomDoubles(shape.count, using: &rng)
+            let at = try deviceTensor(q, a, shape, strided: true), bt = try deviceTensor(q, b, shape)
+            let yt = try poisonedTensor(q, shape, strided: true)
+            try Multiply.forward(q, a: at, b: bt, y: yt)
+            try expectClose(q, yt, Reference.multiply(a, b), forwardBound, "forward")
+            let dyt = try deviceTensor(q, dy, shape, strided: true)
+            let dat = try poisonedTensor(q, shape, strided: true), dbt = try poisonedTensor(q, shape)
+            try Multiply.backward(q, other: bt, dy: dyt, dx: dat)
+            try Multiply.backward(q, other: at, dy: dyt, dx: dbt)
+            try expectClose(q, dat, Reference.multiply(dy, b), backwardBound, "da")
+            try expectClose(q, dbt, Reference.multiply(dy, a), backwardBound, "db")
+            let prior = randomDoubles(shape.count, using: &rng), acc = try deviceTensor(q, prior, shape)
+            try Multiply.backward(q, other: bt, dy: dyt, dx: acc, accumulate: true)
+            try expectClose(q, acc, zip(prior, Reference.multiply(dy, b)).map(+), backwardBound, "accumulated da")
+        }
+    }
+
+    @Test(arguments: elementwiseShapes)
     func channelScale(shape: Shape) throws {
         for q in try Shared.queuesForEachLayout() {
             var rng = freshGenerator("channelScale \(shape)")

@@ -1,7 +1,7 @@
 import CLNet
 import Testing
 
-@Suite("Loss: softmax cross-entropy and distillation")
+@Suite("Loss: softmax cross-entropy, distillation, per-pixel cross-entropy and mean squared error")
 struct LossTests {
     @Test(arguments: [[1, 2], [4, 10], [7, 3], [33, 1000]], [0.0, 0.1])
     func crossEntropy(size: [Int], smoothing: Double) throws {
@@ -40,6 +40,76 @@ struct LossTests {
         try SoftmaxCrossEntropy.backward(q, logits: zt, labels: lb, dlogits: dz)
         let grad: [Float] = try q.read(dz)
         #expect(grad[0].isFinite && grad[1].isFinite && grad[2].isNaN && grad[3].isNaN, "only the bad sample is poisoned: \(grad)")
+    }
+
+    /// Per-pixel cross-entropy on odd planes, batch 1, many classes, with some pixels ignored
+    /// (the default 255 and PyTorch's -100), and a batch whose every pixel is ignored.
+    @Test(arguments: [([1, 3, 5, 7], 255, 0.2), ([2, 21, 4, 3], -100, 0.1), ([3, 2, 9, 1], 255, 0.0),
+                      ([2, 5, 2, 2], 255, 1.0)] as [(Shape, Int, Double)])
+    func pixelCrossEntropy(shape: Shape, ignore: Int, ignoredShare: Double) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("pixel xent \(shape) ignore \(ignore)")
+        let z = randomDoubles(shape.count, using: &rng, in: -5...5)
+        let pixels = shape.n * shape.h * shape.w
+        let labels = (0..<pixels).map { _ in
+            Double.random(in: 0..<1, using: &rng) < ignoredShare ? ignore : Int.random(in: 0..<shape.c, using: &rng)
+        }
+        let want = Reference.pixelCrossEntropy(z, shape: shape, labels: labels, ignoreIndex: ignore)
+        let zt = try deviceTensor(q, z, shape, strided: true)
+        let lb = try q.context.buffer(bytes: pixels * 4)
+        try q.write(labels.map { Int32($0) }, to: lb)
+        let result = try poisonedTensor(q, [2]), ws = try poisonedTensor(q, [PixelCrossEntropy.workspaceCount(shape)])
+        try PixelCrossEntropy.forward(q, logits: zt, labels: lb, result: result, workspace: ws, ignoreIndex: ignore)
+        let r: [Float] = try q.read(result)
+        if want.counted == 0 {
+            #expect(r[0] == 0 && r[1] == 0, "every pixel ignored: loss 0, got \(r)")
+        } else {
+            #expect(relativeError([r[0]], [want.loss]) <= forwardBound, "loss \(r[0]) vs \(want.loss)")
+            #expect(r[1].isFinite && Int(exactly: r[1]) == want.correct, "correct pixels \(r[1]), expected \(want.correct)")
+        }
+        let dzt = try poisonedTensor(q, shape, strided: true)
+        try PixelCrossEntropy.backward(q, logits: zt, labels: lb, workspace: ws, dlogits: dzt, ignoreIndex: ignore, scale: 0.5)
+        let dz = Reference.pixelCrossEntropyBackward(z, shape: shape, labels: labels, ignoreIndex: ignore, scale: 0.5)
+        if want.counted == 0 {
+            let got: [Float] = try q.read(dzt)
+            #expect(got.allSatisfy { $0 == 0 }, "every pixel ignored: zero gradient")
+        } else {
+            try expectClose(q, dzt, dz, backwardBound, "dlogits")
+        }
+        #expect(throws: CLNetError.self) {
+            try PixelCrossEntropy.checkLabels([shape.c] + labels.dropFirst(), logits: shape, ignoreIndex: ignore)
+        }
+        #expect(throws: CLNetError.self) { try PixelCrossEntropy.checkLabels(Array(labels.dropFirst()), logits: shape, ignoreIndex: ignore) }
+    }
+
+    @Test(arguments: [[1, 1, 1, 1], [2, 3, 5, 7], [3, 1, 33, 17]] as [Shape])
+    func meanSquaredError(shape: Shape) throws {
+        let q = try Shared.context().makeQueue()
+        var rng = freshGenerator("mse \(shape)")
+        let x = randomDoubles(shape.count, using: &rng), t = randomDoubles(shape.count, using: &rng)
+        let xt = try deviceTensor(q, x, shape, strided: true), tt = try deviceTensor(q, t, shape)
+        let result = try poisonedTensor(q, [2]), ws = try poisonedTensor(q, [MeanSquaredError.partialGroups])
+        try MeanSquaredError.forward(q, prediction: xt, target: tt, result: result, workspace: ws)
+        let r: [Float] = try q.read(result)
+        #expect(relativeError([r[0]], [Reference.meanSquaredError(x, target: t)]) <= forwardBound && r[1] == 0, "result \(r)")
+        let dxt = try poisonedTensor(q, shape, strided: true)
+        try MeanSquaredError.backward(q, prediction: xt, target: tt, dx: dxt, scale: 0.5)
+        try expectClose(q, dxt, Reference.meanSquaredErrorBackward(x, target: t, scale: 0.5), backwardBound, "dx")
+        let prior = randomDoubles(shape.count, using: &rng), acc = try deviceTensor(q, prior, shape)
+        try MeanSquaredError.backward(q, prediction: xt, target: tt, dx: acc, accumulate: true)
+        try expectClose(q, acc, zip(prior, Reference.meanSquaredErrorBackward(x, target: t)).map(+), backwardBound, "accumulated dx")
+    }
+
+    @Test func perPixelAndRegressionGradientsMatchFiniteDifferences() {
+        var rng = freshGenerator("pixel xent and mse finite differences")
+        let shape: Shape = [2, 4, 3, 2]
+        let z = randomDoubles(shape.count, using: &rng, in: -3...3), t = randomDoubles(shape.count, using: &rng)
+        let labels = [0, 3, 255, 1, 2, 2, 255, 0, 1, 3, 3, 0]
+        let g = Reference.pixelCrossEntropyBackward(z, shape: shape, labels: labels, ignoreIndex: 255)
+        let fd = finiteDifference(at: z) { Reference.pixelCrossEntropy($0, shape: shape, labels: labels, ignoreIndex: 255).loss }
+        #expect(relativeError(g, fd) < 1e-6)
+        let gm = Reference.meanSquaredErrorBackward(z, target: t)
+        #expect(relativeError(gm, finiteDifference(at: z) { Reference.meanSquaredError($0, target: t) }) < 1e-6)
     }
 
     @Test func referenceGradientMatchesFiniteDifferences() {

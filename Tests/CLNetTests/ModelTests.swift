@@ -113,6 +113,13 @@ struct ModelTests {
         ("resnet:block=basic,layers=1.1,stem=cifar,dendritic=2,dendritic_fc=1,classes=5", 8),
         ("resnet:block=bottleneck,layers=1.1,groups=4,width=4,stem=cifar,dendritic=1.2,classes=5", 8),
         ("resnet:block=basic,layers=1.1,stem=cifar,dcls=2,dcls_count=4,classes=5", 8),
+        // At 32 pixels the masks' lowest level is 4x4: at 16 (1x1, batch 4) and in the ImageNet
+        // layout at 64 (2x2) the norms there averaged so few values that float32 rounding moved
+        // the gradients by up to 2e-4, and a flipped ReLU input by 3e-2.
+        ("attention_cifar:modules=1.1.1,width=2,classes=5", 32),
+        ("drrn:b=2,u=3,width=8", 9),
+        ("drrn:b=1,u=2,width=6,channels=3", 7),
+        ("denseaspp:growth=4,blocks=2.2.2.2,init=8,bn_size=2,d0=8,d1=4,rates=1.2.3,classes=5", 16),
     ])
     func familyStepMatchesReference(spec: String, size: Int) throws {
         var rng = freshGenerator("family step \(spec)")
@@ -149,34 +156,55 @@ struct ModelTests {
             }
             try executor.setParameter(p.name, params[p.name]!.map(Float.init))
         }
-        let inputShape = graph.shape(of: graph.inputs[0].value), labels = Array([3, 1, 4, 0].prefix(batch))
+        let inputShape = graph.shape(of: graph.inputs[0].value)
+        // One label per sample, one per pixel (every seventh ignored), or none (super-resolution's
+        // target is a graph input, drawn once).
+        let loss = graph.nodes[graph.lossNode!], lossInput = graph.shape(of: loss.inputs[0])
+        let labelCount = loss.operation.labelCount(input: lossInput)
+        let labels = labelCount == batch ? Array([3, 1, 4, 0].prefix(batch))
+            : (0..<labelCount).map { $0 % 7 == 3 ? 255 : ($0 * 5 + 1) % lossInput.c }
+        var extra: [String: [Double]] = [:]
+        for (name, v) in graph.inputs.dropFirst() { extra[name] = randomDoubles(graph.shape(of: v).count, using: &rng) }
         // Inputs away from the kinks of ReLU and max pooling (see `kinkMargin`): the device's
         // forward values differ from the reference's by up to about 1.5e-6 of their RMS, so a
         // pre-activation nearer 0 than 1e-5 of it may switch sides and move one element's
         // gradient. A redraw keeps the parameters; the draw with the widest margin is used.
+        // A network with a million ReLU inputs (the Residual Attention Network's) never gets a
+        // draw that far from every kink, and in one step of ten one input crossed: every
+        // gradient moved by 2e-3. Where the margin is below 1e-5 and the gradients differ, the
+        // step is taken again from the same parameters on a fresh draw, up to three times; a
+        // real error fails all three, and a draw clear of the kinks gets no second chance.
         let initial = try ReferenceExecutor(graph: graph, parameters: params)
         var reference = initial, x: [Double] = [], values: [[Double]] = [], margin = -1.0
-        for _ in 0..<12 where margin < 1e-5 {
-            var trial = initial
-            let candidate = randomDoubles(inputShape.count, using: &rng)
-            let v = try trial.forward(["input": candidate], labels: labels, training: true)
-            let m = kinkMargin(graph, values: v, parameters: params)
-            if m > margin { (x, values, margin, reference) = (candidate, v, m, trial) }
-        }
-        let grads = try reference.backward(values: values, labels: labels)
-        try executor.forward(["input": x.map(Float.init)], labels: labels)
-        try executor.backward()
+        var grads: (parameters: [String: [Double]], values: [[Double]]) = ([:], [])
+        var error = Double.infinity, attempts = 0
+        repeat {
+            margin = -1
+            for _ in 0..<12 where margin < 1e-5 {
+                var trial = initial
+                let candidate = randomDoubles(inputShape.count, using: &rng)
+                let v = try trial.forward(extra.merging(["input": candidate]) { a, _ in a }, labels: labels, training: true)
+                let m = kinkMargin(graph, values: v, parameters: params)
+                if m > margin { (x, values, margin, reference) = (candidate, v, m, trial) }
+            }
+            grads = try reference.backward(values: values, labels: labels)
+            if attempts > 0 { for p in graph.parameters { try executor.setParameter(p.name, params[p.name]!.map(Float.init)) } }
+            try executor.forward(extra.mapValues { $0.map(Float.init) }.merging(["input": x.map(Float.init)]) { a, _ in a }, labels: labels)
+            try executor.backward()
+            // All gradients together: a norm's bias or weight gradient is a sum that the next batch
+            // norm nearly cancels, so on its own it can lose three digits to float32 rounding (and a
+            // max pool near a tie can route one element differently); the operator tests bound each
+            // operator's gradients one by one.
+            var device: [Float] = [], want: [Double] = []
+            for p in graph.parameters where p.trainable {
+                device += try executor.gradient(p.name)
+                want += grads.parameters[p.name]!
+            }
+            error = relativeError(device, want)
+            attempts += 1
+        } while error > 1e-4 && margin < 1e-5 && attempts < 3
+        if attempts > 1 { print("\(spec): \(attempts) draws near a kink") }
         #expect(relativeError(try executor.read(logits), values[logits.index]) <= 1e-4, "logits")
-        // All gradients together: a norm's bias or weight gradient is a sum that the next batch
-        // norm nearly cancels, so on its own it can lose three digits to float32 rounding (and a
-        // max pool near a tie can route one element differently); the operator tests bound each
-        // operator's gradients one by one.
-        var device: [Float] = [], want: [Double] = []
-        for p in graph.parameters where p.trainable {
-            device += try executor.gradient(p.name)
-            want += grads.parameters[p.name]!
-        }
-        let error = relativeError(device, want)
         #expect(error <= 1e-4, "all gradients: relative error \(error)")
         if error > 1e-4 {
             for p in graph.parameters where p.trainable {
@@ -200,6 +228,7 @@ struct ModelTests {
             #expect(error <= 1e-5 && !error.isNaN, "\(p.name): error \(error)")
         }
         // DenseNet's concatenations are all placed in their blocks' buffers: none copies.
+        guard spec.hasPrefix("densenet") else { return }
         let concats = graph.nodes.indices.filter { if case .concat = graph.nodes[$0].operation { true } else { false } }
         #expect(Set(concats) == executor.plan.freeConcats)
     }

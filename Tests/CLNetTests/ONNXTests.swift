@@ -45,6 +45,10 @@ struct ONNXTests {
         ("repvgg:layers=1.1.1.1.1,a=0.125,b=0.0625,stem=cifar,cascade=1,classes=5", ["--reparam"]),
         // DCLS is written as plain convolutions with the built kernels.
         ("resnet:block=basic,layers=1.1,width=8,stem=cifar,dcls=2,dcls_count=4,classes=5", ["--fold-bn"]),
+        // Resize (bilinear, to a size), Mul; DRRN's shared convolutions; a per-pixel map out.
+        ("attention_cifar:modules=1.1.1,width=2,classes=5", []),
+        ("drrn:b=1,u=3,width=8", []),
+        ("denseaspp:growth=4,blocks=2.2.2.2,init=8,bn_size=2,d0=8,d1=4,rates=1.2,classes=5", []),
     ] as [(String, [String])])
     func familyRunsInONNXRuntime(spec: String, variants: [String]) throws {
         let dir = try Self.temporary()

@@ -19,6 +19,7 @@ public enum KernelSource: String, CaseIterable, Sendable {
     case winograd = "Winograd"
     case implicitGEMM = "ImplicitGEMM"
     case gemm = "GEMM"
+    case upsample = "Upsample"
 
     /// The file name under `Kernels/`, used in build logs so that a compiler message points at a file.
     public var fileName: String { rawValue + ".cl" }

@@ -86,7 +86,7 @@ extension Executor {
             var ends: [Event] = []
             for q in queues.dropFirst() { ends.append(try q.marker()) }
             try queue.barrier(waitFor: ends)
-            for task in schedule.tasks { if case let .update(k) = task.kind { try update(graph.nodes[k], queue) } }
+            for task in schedule.tasks { if case let .update(k) = task.kind { try update(k, queue) } }
             try markOtherQueues()
             for q in queues { try q.flush() }
         } catch {

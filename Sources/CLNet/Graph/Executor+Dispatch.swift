@@ -21,9 +21,10 @@ extension Executor {
             let step = schedule.backwardSteps[i]
             if !plan.freeConcats.contains(step.node) && !plan.absorbedBackward.contains(step.node) {
                 try backward(step, graph.nodes[step.node], part, q, scratch[task.queue])
+                if part != .inputs { try addSharedGradients(step.node, q) }
             }
         case let .update(k):
-            try update(graph.nodes[k], q)
+            try update(k, q)
         }
         if task.signals { events[t] = try q.marker() }
     }
@@ -42,14 +43,29 @@ extension Executor {
         guard let first = gradient ? gradientViews[node.parameters[0]] : parameterViews[node.parameters[0]] else { return nil }
         return try Tensor(buffer: first.buffer, shape: [node.parameters.count], offset: first.offset)
     }
-    private func grad(_ node: Node, _ i: Int) -> Tensor? { gradientViews[node.parameters[i]] }
+    /// Where the node writes parameter `i`'s gradient: the gradient arena, or, where it adds to a
+    /// shared parameter's gradient that another node's step wrote, the parameter's addend buffer.
+    private func grad(_ node: Node, _ i: Int) -> Tensor? {
+        let p = node.parameters[i]
+        if let k = graph.producers[node.output.index], schedule.parameterGradients.accumulates(node: k, parameter: p) {
+            return sharedGradientAddends[p]
+        }
+        return gradientViews[p]
+    }
+
+    /// Adds what node `k`'s step wrote into the addend buffers to the shared parameters' gradients.
+    private func addSharedGradients(_ k: Int, _ queue: CommandQueue) throws(CLNetError) {
+        for p in Set(graph.nodes[k].parameters) where schedule.parameterGradients.accumulates(node: k, parameter: p) {
+            try queue.copy(from: sharedGradientAddends[p]!, to: gradientViews[p]!, accumulate: true)
+        }
+    }
 
     /// Updates node `k`'s trainable parameters from their gradients (one launch per parameter, as
-    /// weight decay may differ between them).
-    func update(_ node: Node, _ queue: CommandQueue) throws(CLNetError) {
+    /// weight decay may differ between them); a shared parameter only at its last use's step.
+    func update(_ k: Int, _ queue: CommandQueue) throws(CLNetError) {
         guard var sgd = optimizer, let momentumArena else { return }
         let decay = sgd.weightDecay, rate = sgd.learningRate, prior = (sgd.prior, sgd.priorTarget)
-        for i in node.parameters where graph.parameters[i].trainable {
+        for i in Set(graph.nodes[k].parameters).sorted() where schedule.parameterGradients.finishingNode[i] == k {
             let p = parameterViews[i], g = gradientViews[i]!
             let m = try Tensor(buffer: momentumArena, shape: p.shape, offset: p.offset)
             // Decay would pull DCLS's positions to the footprint's centre: they are never decayed.
@@ -153,6 +169,18 @@ extension Executor {
             try d.forward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, result: lossResult!,
                           workspace: nodeWorkspaces[k]!)
             try queue.copy(from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        case let .pixelCrossEntropy(ignore):
+            try PixelCrossEntropy.forward(queue, logits: x, labels: labels!, result: lossResult!, workspace: nodeWorkspaces[k]!,
+                                          ignoreIndex: ignore)
+            try queue.copy(from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        case .meanSquaredError:
+            try MeanSquaredError.forward(queue, prediction: x, target: values[node.inputs[1].index], result: lossResult!,
+                                         workspace: nodeWorkspaces[k]!)
+            try queue.copy(from: try lossResult!.vector(offset: 0, count: 1), to: y)
+        case let .upsample(op):
+            try op.forward(queue, x: x, y: y)
+        case .multiply:
+            try Multiply.forward(queue, a: x, b: values[node.inputs[1].index], y: y)
         }
     }
 
@@ -175,7 +203,7 @@ extension Executor {
             return ConvEpilogue(residual: values[other.index], relu: relu, output: out)
         case .conv, .deformConv, .dendritic, .dcls, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice,
              .linear, .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy, .distillation,
-             .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
+             .spikingNeuron, .timeRepeat, .timeMean, .sewConnect, .upsample, .multiply, .pixelCrossEntropy, .meanSquaredError:
             // Not flagged `fusesIntoConvolution`, so the plan never fuses them; an operation that
             // is flagged must say here what the convolution's bias pass does for it.
             return nil
@@ -337,6 +365,24 @@ extension Executor {
             if let dx {
                 try d.backward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, dlogits: dx,
                                accumulate: accumulate)
+            }
+        case let .pixelCrossEntropy(ignore):
+            if let dx {
+                try PixelCrossEntropy.backward(queue, logits: x, labels: labels!, workspace: nodeWorkspaces[k]!, dlogits: dx,
+                                               ignoreIndex: ignore, accumulate: accumulate)
+            }
+        case .meanSquaredError:
+            // The target is data: it gets no gradient.
+            if let dx {
+                try MeanSquaredError.backward(queue, prediction: x, target: values[node.inputs[1].index], dx: dx,
+                                              accumulate: accumulate)
+            }
+        case let .upsample(op):
+            if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
+        case .multiply:
+            for i in target.keys.sorted() {
+                let (d, acc) = target[i]!
+                try Multiply.backward(queue, other: values[node.inputs[1 - i].index], dy: dy, dx: d, accumulate: acc)
             }
         }
     }

@@ -59,6 +59,9 @@ public final class Executor: @unchecked Sendable {
     let poolIndices: [Int: Buffer]
     let labels: Buffer?
     let lossResult: Tensor?
+    /// Per shared parameter, where a later use's step writes its share of the gradient before
+    /// adding it to the parameter's (see `ParameterGradients`).
+    let sharedGradientAddends: [Int: Tensor]
     var schedule: TaskSchedule
     /// Data-parallel steps read and write gradients here, beside the step's own queues.
     let transferQueue: CommandQueue?
@@ -193,6 +196,9 @@ public final class Executor: @unchecked Sendable {
         for _ in 0..<queues { ws.append(memory.scratchFloats > 0 ? try Tensor(context: context, shape: [memory.scratchFloats]) : nil) }
         scratch = ws
         labels = memory.labelCount > 0 ? try context.buffer(bytes: 4 * memory.labelCount) : nil
+        var addends: [Int: Tensor] = [:]
+        for i in memory.sharedParameters { addends[i] = try Tensor(context: context, shape: graph.parameters[i].shape) }
+        sharedGradientAddends = addends
 
         for (i, p) in graph.parameters.enumerated() {
             let neutral: Float = p.role == .normWeight || p.role == .runningVar ? 1 : p.role == .slope ? 0.25 : 0
@@ -243,8 +249,8 @@ public final class Executor: @unchecked Sendable {
             }
             checked.append((t, x))
         }
-        if let loss = graph.lossNode, self.labels != nil {
-            try SoftmaxCrossEntropy.checkLabels(labels, logits: graph.shape(of: graph.nodes[loss].inputs[0]))
+        if let loss = graph.lossNode {
+            try graph.nodes[loss].operation.checkLabels(labels, input: graph.shape(of: graph.nodes[loss].inputs[0]))
         }
         backup?.invalidate()
         do {
@@ -381,6 +387,9 @@ struct ExecutorMemory {
     let scratchFloats, queues, labelCount: Int
     /// Floats of the packed operands CLNet's GEMM keeps per queue (0 where CLBlast runs the products).
     let packingFloats: Int
+    /// The parameters that several steps add gradients to, and the floats of their addend buffers.
+    let sharedParameters: Set<Int>
+    let sharedGradientFloats: Int
     /// Floats of the partial statistics convolutions write for the norms after them: the most
     /// that any pair's algorithms might write (`MemoryPlan.convolutionStatistics`).
     let statisticsFloats: Int
@@ -396,7 +405,9 @@ struct ExecutorMemory {
         parameterCopies = 1 + (training ? 2 : 0) + (training && momentum ? 2 : 0)
         scratchFloats = nodes.map(\.scratch).max() ?? 0
         self.queues = queues
-        labelCount = graph.lossNode.map { graph.shape(of: graph.nodes[$0].inputs[0]).n } ?? 0
+        labelCount = graph.lossNode.map { graph.nodes[$0].operation.labelCount(input: graph.shape(of: graph.nodes[$0].inputs[0])) } ?? 0
+        sharedParameters = training ? ParameterGradients(graph: graph, steps: graph.backwardSteps).accumulatedParameters : []
+        sharedGradientFloats = sharedParameters.reduce(0) { $0 + graph.parameters[$1].shape.count }
         // The operations that count multiply-adds (convolutions, linear layers) are the ones that call GEMM.
         let products = graph.nodes.contains { $0.operation.multiplyAdds(input: graph.shape(of: $0.inputs[0]),
                                                                          output: graph.shape(of: $0.output)) > 0 }
@@ -416,7 +427,7 @@ struct ExecutorMemory {
     var parameterBytes: Int { 4 * max(parameterFloats, 1) * parameterCopies }
     var workspaceBytes: Int {
         nodes.reduce(0) { $0 + $1.ownBytes } + 4 * (scratchFloats + packingFloats) * queues + 4 * labelCount
-            + 4 * statisticsFloats
+            + 4 * statisticsFloats + 4 * sharedGradientFloats
     }
     var totalBytes: Int { arenaBytes + parameterBytes + workspaceBytes }
 

@@ -18,6 +18,7 @@ extension Graph {
     /// and a ReLU fused into the norm becomes a ReLU node named `<norm>.relu`. Other nodes,
     /// names and parameters are kept. `foldBatchNormParameters` maps the weights.
     public func foldingBatchNorms() throws(CLNetError) -> FoldedGraph {
+        try refuseSharedParameters("folding batch norms")
         var consumers = [Int](repeating: 0, count: shapes.count)
         for node in nodes { for v in node.inputs { consumers[v.index] += 1 } }
         var normOf: [Int: Int] = [:], folded: Set<Int> = []

@@ -109,6 +109,15 @@ public enum Operation: Sendable, Equatable {
     /// Knowledge distillation's loss over the student's logits and the teacher's (inputs 0 and
     /// 1, [N, K]) and labels given at run time; output [1].
     case distillation(Distillation)
+    /// Nearest or bilinear resampling (see `Upsample`).
+    case upsample(Upsample)
+    /// The element-wise product of inputs 0 and 1, of one shape.
+    case multiply
+    /// Mean per-pixel softmax cross-entropy of logits [N, K, H, W] against one label per pixel
+    /// given at run time, pixels labelled `ignoreIndex` aside; output [1].
+    case pixelCrossEntropy(ignoreIndex: Int)
+    /// Mean squared error of input 0 against input 1 (the target, a graph input); output [1].
+    case meanSquaredError
 }
 
 /// One operator application.
@@ -385,7 +394,7 @@ public struct GraphBuilder: Sendable {
         let s = shape(logits)
         try require(s.rank == 2, name, "logits must be [N, K], got \(s) from \(origin(logits))")
         try require(labelSmoothing >= 0 && labelSmoothing < 1, name, "label smoothing \(labelSmoothing) must be in [0, 1)")
-        try require(lossNode == nil, name, "the graph already has a loss, node \(lossNode.map { graph.nodes[$0].name } ?? "")")
+        try requireNoLoss(name)
         return try appendNode(name, .softmaxCrossEntropy(labelSmoothing: labelSmoothing), [logits], [1], [])
     }
 
@@ -395,7 +404,7 @@ public struct GraphBuilder: Sendable {
         let s = shape(logits)
         try require(s.rank == 2 && shape(teacher) == s, name, "logits \(s) from \(origin(logits)) and teacher \(shape(teacher)) from \(origin(teacher)) must both be [N, K]")
         do { try d.check("node \(name)") } catch { throw error }
-        try require(lossNode == nil, name, "the graph already has a loss, node \(lossNode.map { graph.nodes[$0].name } ?? "")")
+        try requireNoLoss(name)
         return try appendNode(name, .distillation(d), [logits, teacher], [1], [])
     }
 
@@ -469,7 +478,8 @@ public struct GraphBuilder: Sendable {
         let params = node.parameters.map { i in
             (graph.parameters[i].name, graph.parameters[i].shape, graph.parameters[i].role, graph.parameters[i].initialization)
         }
-        let y = try appendNode(node.name, node.operation, inputs, graph.shape(of: node.output), initialized: params)
+        // A parameter already added is one the graph shares between nodes: it stays one.
+        let y = try appendNode(node.name, node.operation, inputs, graph.shape(of: node.output), initialized: params, sharing: true)
         for (mine, theirs) in zip(self.graph.nodes.last!.parameters, node.parameters) {
             self.graph.parameters[mine].learningRateScale = graph.parameters[theirs].learningRateScale
             self.graph.parameters[mine].bounds = graph.parameters[theirs].bounds
@@ -519,6 +529,11 @@ public struct GraphBuilder: Sendable {
         if !condition { throw .invalidShape(operation: "node \(name)", message: message()) }
     }
 
+    /// A graph has at most one loss.
+    func requireNoLoss(_ name: String) throws(CLNetError) {
+        try require(lossNode == nil, name, "the graph already has a loss, node \(lossNode.map { graph.nodes[$0].name } ?? "")")
+    }
+
     /// Runs an operator's own shape check, re-labelled with the node and its inputs' origins.
     func inferring(_ name: String, _ inputs: [Value], _ infer: () throws(CLNetError) -> Shape) throws(CLNetError) -> Shape {
         for v in inputs where v.index >= graph.shapes.count {
@@ -550,14 +565,20 @@ public struct GraphBuilder: Sendable {
         try appendNode(name, op, inputs, out, initialized: params.map { ($0.0, $0.1, $0.2, ParameterInit.standard) })
     }
 
-    private mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
-                                     initialized params: [(String, Shape, ParameterRole, ParameterInit)]) throws(CLNetError) -> Value {
+    /// With `sharing`, a parameter of the same name, shape and role as one already added is that
+    /// one (weight sharing, see `reapply`); without, it is an error.
+    mutating func appendNode(_ name: String, _ op: Operation, _ inputs: [Value], _ out: Shape,
+                             initialized params: [(String, Shape, ParameterRole, ParameterInit)],
+                             sharing: Bool = false) throws(CLNetError) -> Value {
         for v in inputs where v.index >= graph.shapes.count {
             throw .invalidShape(operation: "node \(name)", message: "input \(v) does not belong to this graph")
         }
         var newNames: Set<String> = []
-        for (p, _, _, _) in params where parameterIndices[p] != nil || !newNames.insert(p).inserted {
-            throw .invalidShape(operation: "node \(name)", message: "parameter \(p) is already defined")
+        for (p, shape, role, _) in params {
+            if let i = parameterIndices[p], sharing, graph.parameters[i].shape == shape, graph.parameters[i].role == role { continue }
+            if parameterIndices[p] != nil || !newNames.insert(p).inserted {
+                throw .invalidShape(operation: "node \(name)", message: "parameter \(p) is already defined")
+            }
         }
         // The loss is where the backward pass starts (its gradient is 1); a node reading it would
         // need a gradient flowing into the loss, which the backward pass does not provide.
@@ -567,6 +588,10 @@ public struct GraphBuilder: Sendable {
         try claim(name)
         var indices: [Int] = []
         for (p, shape, role, initialization) in params {
+            if let i = parameterIndices[p] {
+                indices.append(i)
+                continue
+            }
             graph.parameters.append(Parameter(name: p, shape: shape, role: role, initialization: initialization))
             indices.append(graph.parameters.count - 1)
             parameterIndices[p] = graph.parameters.count - 1

@@ -157,7 +157,7 @@ struct ONNXGraphWriter {
     }
 
     enum Attribute {
-        case int(String, Int), float(String, Float), ints(String, [Int])
+        case int(String, Int), float(String, Float), ints(String, [Int]), string(String, String)
     }
 
     mutating func node(_ op: String, _ inputs: [String], _ output: String, name: String, _ attributes: [Attribute] = []) {
@@ -181,6 +181,10 @@ struct ONNXGraphWriter {
                 m.string(1, key)
                 m.packedInts(8, v)
                 m.int(20, 7)
+            case let .string(key, v):
+                m.string(1, key)
+                m.string(4, v)
+                m.int(20, 3)
             }
             n.message(5, m)
         }
@@ -348,7 +352,30 @@ struct ONNXGraphWriter {
         case .timeRepeat, .timeMean, .sewConnect, .spikingNeuron:
             // A neuron's state runs through the time steps, which ONNX would need as a Loop.
             throw .invalidArgument("ONNX export: \(node.name) is part of a spiking network (\(node.operation.displayName)), which CLNet does not write as ONNX")
-        case .softmaxCrossEntropy, .distillation:
+        case let .upsample(op):
+            // Resize with PyTorch's coordinates: ONNX's half-pixel map clamps at 0 as PyTorch's
+            // bilinear does, and nearest is floor(j / scale). A factor is a scale; a size is
+            // [N, C] of the input's own shape (the batch is symbolic) and the size.
+            let base = node.name + "/onnx"
+            var sizes = ""
+            var scales = ""
+            if let f = op.factor {
+                scales = base + "_scales"
+                initializer(scales, [1, 1, Float(f.h), Float(f.w)], dims: [4])
+            } else {
+                self.node("Shape", [x[0]], base + "_shape", name: base + "_shape")
+                self.node("Slice", [base + "_shape", ints(base + "_nc_starts", [0]), ints(base + "_nc_ends", [2])],
+                          base + "_nc", name: base + "_nc")
+                sizes = base + "_sizes"
+                self.node("Concat", [base + "_nc", ints(base + "_hw", [op.height, op.width])], sizes, name: sizes, [.int("axis", 0)])
+            }
+            let attributes: [Attribute] = op.mode == .nearest
+                ? [.string("mode", "nearest"), .string("coordinate_transformation_mode", "asymmetric"), .string("nearest_mode", "floor")]
+                : [.string("mode", "linear"), .string("coordinate_transformation_mode", "half_pixel")]
+            finish("Resize", [x[0], "", scales] + (sizes.isEmpty ? [] : [sizes]), node: node, relu: false, attributes)
+        case .multiply:
+            finish("Mul", x, node: node, relu: false)
+        case .softmaxCrossEntropy, .distillation, .pixelCrossEntropy, .meanSquaredError:
             throw .invalidGraph("""
                 ONNX export: \(node.name) is a training loss, which an inference model does not have; export the graph \
                 built without its loss

@@ -77,6 +77,10 @@ extension Operation {
         case .timeRepeat: "repeat over time"
         case .timeMean: "mean over time"
         case let .sewConnect(c): "sew \(c.rawValue)"
+        case let .upsample(op): "upsample (\(op.mode.rawValue))"
+        case .multiply: "multiply"
+        case .pixelCrossEntropy: "per-pixel cross-entropy"
+        case .meanSquaredError: "mean squared error"
         }
     }
 
@@ -86,13 +90,13 @@ extension Operation {
         case .conv, .linear, .dendritic, .dcls: [.splitsParameterGradient]
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
-        case .softmaxCrossEntropy, .distillation: [.isLoss]
+        case .softmaxCrossEntropy, .distillation, .pixelCrossEntropy, .meanSquaredError: [.isLoss]
         // A deformable convolution's weight gradient is not split off: it needs the gathered
         // columns, which the input's and the offsets' gradient then overwrites in the same
         // workspace; apart, it would need a second workspace or a second gather.
         case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .stochasticDepth, .padShortcut,
              .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .deformConv, .spikingNeuron, .timeRepeat, .timeMean,
-             .sewConnect: []
+             .sewConnect, .upsample, .multiply: []
         }
     }
 
@@ -108,7 +112,8 @@ extension Operation {
         case let .add(relu): relu
         case .conv, .deformConv, .dendritic, .dcls, .batchNorm, .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat,
              .channelSlice, .linear, .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum,
-             .scalarAffine, .softmaxCrossEntropy, .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
+             .scalarAffine, .softmaxCrossEntropy, .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect,
+             .upsample, .multiply, .pixelCrossEntropy, .meanSquaredError:
             false
         }
     }
@@ -119,14 +124,15 @@ extension Operation {
     public func savedForBackward(inputs: [Value], output: Value) -> [Value] {
         switch self {
         // A spiking neuron's backward pass runs the steps again from its input.
-        case .conv, .dendritic, .dcls, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu, .spikingNeuron: [inputs[0]]
+        case .conv, .dendritic, .dcls, .batchNorm, .groupNorm, .linear, .softmaxCrossEntropy, .prelu, .spikingNeuron,
+             .pixelCrossEntropy: [inputs[0]]
         case let .sewConnect(c): c == .add ? [] : inputs
         case .timeRepeat, .timeMean: []
-        case .distillation, .channelScale, .selectiveSum, .deformConv: inputs
+        case .distillation, .channelScale, .selectiveSum, .deformConv, .multiply, .meanSquaredError: inputs
         case let .scalarAffine(scale, _): scale ? [inputs[0]] : []
         case .relu, .sigmoid: [output]
         case let .add(relu): relu ? [output] : []
-        case .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .padShortcut, .stochasticDepth: []
+        case .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .padShortcut, .stochasticDepth, .upsample: []
         }
     }
 
@@ -157,8 +163,14 @@ extension Operation {
         case .softmaxCrossEntropy, .distillation:
             m.workspace = SoftmaxCrossEntropy.workspaceCount(batch: x.n)
             m.result = 2
+        case .pixelCrossEntropy:
+            m.workspace = PixelCrossEntropy.workspaceCount(x)
+            m.result = 2
+        case .meanSquaredError:
+            m.workspace = MeanSquaredError.partialGroups
+            m.result = 2
         case .relu, .add, .avgPool, .globalAvgPool, .concat, .channelSlice, .linear, .dropout, .padShortcut, .sigmoid, .prelu,
-             .channelScale, .selectiveSum, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
+             .channelScale, .selectiveSum, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect, .upsample, .multiply:
             break
         }
         return m
@@ -176,7 +188,8 @@ extension Operation {
         case .linear: Double(y.count) * Double(x.sampleCount)
         case .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout,
              .stochasticDepth, .padShortcut, .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .softmaxCrossEntropy,
-             .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect:
+             .distillation, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect, .upsample, .multiply, .pixelCrossEntropy,
+             .meanSquaredError:
             0
         }
     }
@@ -258,9 +271,45 @@ extension Operation {
             return (WorkCost(flops: 4 * x, bytes: (x + y) * f), WorkCost(flops: 16 * x, bytes: (x + y + dx) * f))
         case .sewConnect:
             return (WorkCost(flops: 2 * y, bytes: (inputs + y) * f), WorkCost(flops: 3 * y, bytes: (y + 2 * inputs) * f))
-        case .softmaxCrossEntropy, .distillation:
+        case .softmaxCrossEntropy, .distillation, .pixelCrossEntropy:
             // Max, exp, sum, log and the label term per logit.
             return (WorkCost(flops: 5 * x, bytes: x * f), WorkCost(flops: 3 * x, bytes: 2 * x * f))
+        case .meanSquaredError:
+            return (WorkCost(flops: 3 * x, bytes: 2 * x * f), WorkCost(flops: 2 * x, bytes: 3 * x * f))
+        case let .upsample(op):
+            // Four taps of two multiply-adds (bilinear) or one copy per output; backward gathers
+            // the same taps per input.
+            let taps = op.mode == .bilinear ? 8.0 : 0
+            return (WorkCost(flops: taps * y, bytes: (x + y) * f), WorkCost(flops: taps * y, bytes: (y + dx) * f))
+        case .multiply:
+            return (WorkCost(flops: y, bytes: (inputs + y) * f), WorkCost(flops: 2 * y, bytes: (2 * y + inputs) * f))
+        }
+    }
+}
+
+extension Operation {
+    /// How many labels a loss of this operation takes for input `x`: one per sample, one per
+    /// pixel, or none (the mean squared error's target is a graph input).
+    public func labelCount(input x: Shape) -> Int {
+        switch self {
+        case .softmaxCrossEntropy, .distillation: x.n
+        case .pixelCrossEntropy: x.n * x.h * x.w
+        case .meanSquaredError, .conv, .deformConv, .dendritic, .dcls, .batchNorm, .groupNorm, .relu, .add, .maxPool, .avgPool,
+             .globalAvgPool, .concat, .channelSlice, .linear, .dropout, .stochasticDepth, .padShortcut, .sigmoid, .prelu,
+             .channelScale, .selectiveSum, .scalarAffine, .spikingNeuron, .timeRepeat, .timeMean, .sewConnect, .upsample,
+             .multiply:
+            0
+        }
+    }
+
+    /// Refuses labels that do not fit a loss of this operation on input `x` (see `labelCount`);
+    /// the executors check with this before a step. Labels given to a loss that takes none are
+    /// ignored.
+    public func checkLabels(_ labels: [Int], input x: Shape) throws(CLNetError) {
+        if case let .pixelCrossEntropy(ignore) = self {
+            try PixelCrossEntropy.checkLabels(labels, logits: x, ignoreIndex: ignore)
+        } else if labelCount(input: x) > 0 {
+            try SoftmaxCrossEntropy.checkLabels(labels, logits: x)
         }
     }
 }

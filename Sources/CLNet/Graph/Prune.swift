@@ -65,6 +65,7 @@ extension Graph {
     /// one score per filter) go.
     public func pruningPlan(fraction: Double, importance: [String: [Double]]) throws(CLNetError) -> PruningPlan {
         guard (0..<1).contains(fraction) else { throw .invalidArgument("the pruning fraction must be in [0, 1), not \(fraction)") }
+        try refuseSharedParameters("filter pruning")
         var keep: [String: [Int]] = [:]
         for p in prunableConvolutions {
             let name = nodes[p.node].name, filters = shape(of: nodes[p.node].output).c

@@ -115,6 +115,15 @@ public struct ReferenceExecutor: Sendable {
                 try SoftmaxCrossEntropy.checkLabels(labels, logits: shape)
                 y = [Reference.distillation(xs[0], teacher: xs[1], batch: shape.n, labels: labels, temperature: Double(d.temperature),
                                             weight: Double(d.weight), smoothing: Double(d.labelSmoothing)).loss]
+            case let .pixelCrossEntropy(ignore):
+                try PixelCrossEntropy.checkLabels(labels, logits: shape, ignoreIndex: ignore)
+                y = [Reference.pixelCrossEntropy(xs[0], shape: shape, labels: labels, ignoreIndex: ignore).loss]
+            case .meanSquaredError:
+                y = [Reference.meanSquaredError(xs[0], target: xs[1])]
+            case let .upsample(op):
+                y = Reference.upsample(xs[0], shape: shape, op: op)
+            case .multiply:
+                y = Reference.multiply(xs[0], xs[1])
             }
             values[node.output.index] = stored(y)
         }
@@ -149,7 +158,7 @@ public struct ReferenceExecutor: Sendable {
         }
         var grads = [[Double]](repeating: [], count: graph.shapes.count)
         grads[root.index] = gradient
-        var paramGrads: [String: [Double]] = [:]
+        var allParamGrads: [String: [Double]] = [:]
         func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
             grads[v.index] = stored(accumulate ? zip(grads[v.index], g).map(+) : g)
         }
@@ -160,7 +169,7 @@ public struct ReferenceExecutor: Sendable {
             let shape = graph.shape(of: node.inputs[0])
             let p = node.parameters.map { stored(parameters[graph.parameters[$0].name]!) }
             let names = node.parameters.map { graph.parameters[$0].name }
-            var inputGrads: [[Double]] = []
+            var inputGrads: [[Double]] = [], paramGrads: [String: [Double]] = [:]
             switch node.operation {
             case let .conv(conv, bias):
                 let g = Reference.conv2dBackward(xs[0], shape: shape, weight: p[0], conv: conv, dy: dy)
@@ -265,9 +274,22 @@ public struct ReferenceExecutor: Sendable {
                                                              temperature: Double(d.temperature), weight: Double(d.weight),
                                                              smoothing: Double(d.labelSmoothing), scale: dy[0]),
                               [Double](repeating: 0, count: xs[1].count)]
+            case let .pixelCrossEntropy(ignore):
+                inputGrads = [Reference.pixelCrossEntropyBackward(xs[0], shape: shape, labels: labels, ignoreIndex: ignore,
+                                                                  scale: dy[0])]
+            case .meanSquaredError:
+                // The target is data: no gradient flows into it.
+                inputGrads = [Reference.meanSquaredErrorBackward(xs[0], target: xs[1], scale: dy[0]),
+                              [Double](repeating: 0, count: xs[1].count)]
+            case let .upsample(op):
+                inputGrads = [Reference.upsampleBackward(dy: dy, shape: shape, op: op)]
+            case .multiply:
+                inputGrads = [Reference.multiply(dy, xs[1]), Reference.multiply(dy, xs[0])]
             }
             for g in step.inputs { add(node.inputs[g.input], inputGrads[g.input], g.accumulate) }
+            // A shared parameter's gradient is the sum over its uses.
+            for (name, g) in paramGrads { allParamGrads[name] = allParamGrads[name].map { zip($0, g).map(+) } ?? g }
         }
-        return (paramGrads.mapValues(stored), grads)
+        return (allParamGrads.mapValues(stored), grads)
     }
 }

@@ -44,6 +44,7 @@ extension Graph {
     /// keep their centre, no dilation, and intermediate values that nothing else reads. Other
     /// nodes are kept. `reparameterizeBranchParameters` maps the weights.
     public func reparameterizingBranches() throws(CLNetError) -> ReparameterizedGraph {
+        try refuseSharedParameters("re-parameterising branches")
         var consumers = [Int](repeating: 0, count: shapes.count)
         for node in nodes { for v in node.inputs { consumers[v.index] += 1 } }
         var merges: [Int: MergedBranches] = [:], absorbed: Set<Int> = [], inner: Set<Int> = []

@@ -65,6 +65,8 @@ public struct TaskSchedule: Sendable {
     public let forwardTaskCount: Int
     /// The backward pass the tasks run (empty for inference).
     public let backwardSteps: [BackwardStep]
+    /// Which steps write and which add to each parameter's gradient, and where it is final.
+    public let parameterGradients: ParameterGradients
 
     /// Plans the tasks of `graph` laid out by `plan` on `queues` queues; with `updates`, each
     /// node's optimizer update follows its backward step.
@@ -106,6 +108,8 @@ public struct TaskSchedule: Sendable {
         }
         forwardTaskCount = list.count
         backwardSteps = training ? graph.backwardSteps : []
+        parameterGradients = ParameterGradients(graph: graph, steps: backwardSteps)
+        let finishing = parameterGradients.finishingNode
         var nextWeightQueue = 0
         for (i, step) in backwardSteps.enumerated() {
             let node = graph.nodes[step.node]
@@ -143,7 +147,8 @@ public struct TaskSchedule: Sendable {
             }
             // The update follows the step's tasks, on the queue that made the gradient; the scan
             // below makes it wait for every task of other queues that still reads the old weights.
-            if updates && node.parameters.contains(where: { graph.parameters[$0].trainable }) {
+            // A shared parameter is updated once, after the last step that adds to its gradient.
+            if updates && node.parameters.contains(where: { finishing[$0] == step.node }) {
                 list.append(Task(kind: .update(step.node), queue: updateQueue,
                                  accesses: parameters(node, gradient: true, write: false)
                                      + parameters(node, gradient: false, write: true)))

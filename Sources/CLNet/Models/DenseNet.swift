@@ -52,6 +52,19 @@ public struct DenseNet: Sendable {
         var b = GraphBuilder()
         let size = size ?? (stem == .imagenet ? 224 : 32)
         let x = try b.input("input", shape: [batch, inChannels, size, size])
+        var (y, _) = try features(&b, x)
+        y = try b.norm(y, norm, relu: true, name: "features.norm5")
+        let pooled = try b.globalAvgPool(y, name: "features.avgpool")
+        let logits = try b.linear(pooled, outFeatures: classes, name: "classifier")
+        if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
+        return (b.graph, logits)
+    }
+
+    /// The feature extractor up to the last dense block (before `features.norm5`), and its
+    /// channels. With `dilated`, the third and fourth blocks keep the second's resolution: their
+    /// transitions do not pool and their 3x3 convolutions dilate by 2 and 4 (DenseASPP's
+    /// backbone, output stride 8).
+    func features(_ b: inout GraphBuilder, _ x: Value, dilated: Bool = false) throws(CLNetError) -> (Value, Int) {
         var y: Value
         if stem == .imagenet {
             y = try b.conv(x, Conv2D(inChannels: inChannels, outChannels: initialFeatures, kernel: 7, stride: 2, padding: 3),
@@ -65,17 +78,19 @@ public struct DenseNet: Sendable {
         var channels = initialFeatures
         for (i, count) in blocks.enumerated() {
             let block = "features.denseblock\(i + 1)"
+            let dilation = dilated && i >= 2 ? 1 << (i - 1) : 1
             for l in 0..<count {
                 let name = "\(block).denselayer\(l + 1)"
                 var z = try b.norm(y, norm, relu: true, name: "\(name).norm1")
+                let last = Conv2D(inChannels: bottleneckSize > 0 ? bottleneckSize * growth : channels, outChannels: growth, kernel: 3,
+                                  padding: dilation, dilation: dilation)
                 if bottleneckSize > 0 {
                     z = try b.conv(z, Conv2D(inChannels: channels, outChannels: bottleneckSize * growth, kernel: 1),
                                    name: "\(name).conv1")
                     z = try b.norm(z, norm, relu: true, name: "\(name).norm2")
-                    z = try b.conv(z, Conv2D(inChannels: bottleneckSize * growth, outChannels: growth, kernel: 3, padding: 1),
-                                   name: "\(name).conv2")
+                    z = try b.conv(z, last, name: "\(name).conv2")
                 } else {
-                    z = try b.conv(z, Conv2D(inChannels: channels, outChannels: growth, kernel: 3, padding: 1), name: "\(name).conv1")
+                    z = try b.conv(z, last, name: "\(name).conv1")
                 }
                 y = try b.concat([y, z], name: "\(name).concat")
                 channels += growth
@@ -86,14 +101,10 @@ public struct DenseNet: Sendable {
                 // torchvision and the paper round the kept channels down.
                 let kept = max(1, Int(Double(channels) * compression))
                 t = try b.conv(t, Conv2D(inChannels: channels, outChannels: kept, kernel: 1), name: "\(name).conv")
-                y = try b.avgPool(t, Pool2D(kernel: 2), name: "\(name).pool")
+                y = dilated && i >= 1 ? t : try b.avgPool(t, Pool2D(kernel: 2), name: "\(name).pool")
                 channels = kept
             }
         }
-        y = try b.norm(y, norm, relu: true, name: "features.norm5")
-        let pooled = try b.globalAvgPool(y, name: "features.avgpool")
-        let logits = try b.linear(pooled, outFeatures: classes, name: "classifier")
-        if loss { _ = try b.softmaxCrossEntropy(logits, name: "loss") }
-        return (b.graph, logits)
+        return (y, channels)
     }
 }

@@ -44,6 +44,7 @@ public enum ModelSpec {
         "densenet40_12", "seresnet18", "seresnet34", "seresnet50", "seresnext50_32x4d", "skresnet18", "skresnet34",
         "skresnet50", "skresnext50_32x4d", "sknet50", "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_b1",
         "sew_resnet18", "sew_resnet34", "sew_resnet50", "sew_resnet101", "sew_resnet152",
+        "attention56", "attention92", "attention_cifar", "drrn", "denseaspp121", "denseaspp161", "denseaspp169", "denseaspp201",
     ]
 
     /// A model of one family, before its graph is built.
@@ -54,6 +55,18 @@ public enum ModelSpec {
         case cifarResNet(CIFARResNet)
         case repvgg(RepVGG)
         case sew(SEWResNet)
+        case attention(ResidualAttentionNetwork)
+        case drrn(DRRN)
+        case denseaspp(DenseASPP)
+
+        /// Classes unless `classes=` says: 10 for the CIFAR models, 19 (Cityscapes) for
+        /// segmentation, 1000 otherwise.
+        var defaultClasses: Int {
+            switch self {
+            case .denseaspp: 19
+            default: imageSize == 32 ? 10 : 1000
+            }
+        }
 
         var imageSize: Int {
             switch self {
@@ -63,6 +76,10 @@ public enum ModelSpec {
             case .cifarResNet: 32
             case let .repvgg(m): m.stem == .imagenet ? 224 : 32
             case let .sew(m): m.stem == .imagenet ? 224 : 32
+            case let .attention(m): m.stem == .imagenet ? 224 : 32
+            // DRRN's training patches; DenseASPP's crops.
+            case .drrn: 31
+            case .denseaspp: 512
             }
         }
     }
@@ -123,6 +140,14 @@ public enum ModelSpec {
         case "sew_resnet50": .sew(.sew_resnet50)
         case "sew_resnet101": .sew(.sew_resnet101)
         case "sew_resnet152": .sew(.sew_resnet152)
+        case "attention56": .attention(.attention56)
+        case "attention", "attention92": .attention(.attention92)
+        case "attention_cifar": .attention(.attentionCIFAR)
+        case "drrn": .drrn(.b1u25)
+        case "denseaspp", "denseaspp121": .denseaspp(.densenet121)
+        case "denseaspp161": .denseaspp(.densenet161)
+        case "denseaspp169": .denseaspp(.densenet169)
+        case "denseaspp201": .denseaspp(.densenet201)
         default: nil
         }
     }
@@ -222,10 +247,10 @@ public enum ModelSpec {
         guard let preset = try preset(head) else {
             throw .invalidArgument("""
                 unknown model '\(head)'; one of \(names.joined(separator: ", ")), or resnet:, preact_resnet:, wrn:, \
-                densenet:, cifar_resnet:, repvgg:, sew_resnet: with parameters
+                densenet:, cifar_resnet:, repvgg:, sew_resnet:, attention:, drrn:, denseaspp: with parameters
                 """)
         }
-        let classes = try int("classes", preset.imageSize == 32 ? 10 : 1000)
+        let classes = try int("classes", preset.defaultClasses)
         let channels = try int("channels", 3)
         let blocks: [String: ResNet.Block] = ["basic": .basic, "bottleneck": .bottleneck]
         func stochasticDepth() throws(CLNetError) -> Float { Float(try fraction("stochastic_depth", 0, 0...0.99)) }
@@ -366,6 +391,45 @@ public enum ModelSpec {
                 throw .invalidArgument("model specification '\(spec)': SEW ResNet normalises with batch norm over the time steps; norm=batch only")
             }
             build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
+        case var .attention(model):
+            model.modules = try list("modules", model.modules)
+            model.stem = try choice("stem", model.stem, stems)
+            model.width = try int("width", model.width)
+            model.classes = classes
+            model.inChannels = channels
+            model.norm = norm
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size, loss: loss) }
+        case var .drrn(model):
+            model.blocks = try int("b", model.blocks)
+            model.units = try int("u", model.units)
+            model.width = try int("width", model.width)
+            model.channels = try int("channels", 1)
+            if norm != .batch || options["classes"] != nil {
+                throw .invalidArgument("model specification '\(spec)': DRRN has no norm and no classes; it takes b, u, width and channels")
+            }
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 31, loss: loss) }
+        case var .denseaspp(model):
+            if let name = options["backbone"] {
+                used.insert("backbone")
+                guard case let .denseaspp(preset)? = try Self.preset("denseaspp" + name.dropFirst("densenet".count)),
+                      name.hasPrefix("densenet") else {
+                    throw .invalidArgument("model specification '\(spec)': backbone=\(name) must be densenet121, densenet161, densenet169 or densenet201")
+                }
+                model = preset
+            }
+            model.backbone.growth = try int("growth", model.backbone.growth)
+            model.backbone.blocks = try list("blocks", model.backbone.blocks)
+            model.backbone.initialFeatures = try int("init", model.backbone.initialFeatures)
+            model.backbone.bottleneckSize = try int("bn_size", model.backbone.bottleneckSize, minimum: 0)
+            model.backbone.inChannels = channels
+            model.backbone.norm = norm
+            model.reduction = try int("d0", model.reduction)
+            model.branch = try int("d1", model.branch)
+            model.rates = try list("rates", model.rates)
+            model.dropout = Float(try fraction("dropout", Double(model.dropout), 0...0.99))
+            model.ignoreIndex = try int("ignore", model.ignoreIndex, minimum: -100_000)
+            model.classes = classes
+            build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 512, loss: loss) }
         }
         let removeResiduals = try choice("rm", false, ["0": false, "1": true])
         let mergeBranches = try choice("rep", false, ["0": false, "1": true])

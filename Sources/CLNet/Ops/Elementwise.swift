@@ -27,6 +27,30 @@ public enum Add {
     }
 }
 
+/// The element-wise product y = a * b of two tensors of one shape: the Residual Attention
+/// Network's (1 + M(x)) * T(x). `y` may be `a` or `b`.
+public enum Multiply {
+    static func run(_ q: CommandQueue, _ op: String, _ a: Tensor, _ b: Tensor, _ y: Tensor, accumulate: Bool,
+                    waitFor: [Event]) throws(CLNetError) -> Event {
+        try checkSameShape(op, ["a": a.shape, "b": b.shape, "y": y.shape])
+        let sample = a.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        return try q.launchRuns(.elementwise, "multiply", a.arguments + b.arguments + y.arguments +
+                                [.count(sample), .count(a.shape.n), .count(tiles), .flag(accumulate)], waitFor: waitFor)
+    }
+
+    @discardableResult
+    public static func forward(_ q: CommandQueue, a: Tensor, b: Tensor, y: Tensor, waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try run(q, "Multiply", a, b, y, accumulate: false, waitFor: waitFor)
+    }
+
+    /// The gradient for one factor: dy times the `other` factor, added to `dx` when `accumulate`.
+    @discardableResult
+    public static func backward(_ q: CommandQueue, other: Tensor, dy: Tensor, dx: Tensor, accumulate: Bool = false,
+                                waitFor: [Event] = []) throws(CLNetError) -> Event {
+        try run(q, "Multiply backward", dy, other, dx, accumulate: accumulate, waitFor: waitFor)
+    }
+}
+
 /// y[n, c, :, :] = x[n, c, :, :] * s[n, c], the rescaling of squeeze-and-excitation blocks.
 public enum ChannelScale {
     static func check(_ op: String, _ x: Shape, _ s: Tensor) throws(CLNetError) {
@@ -235,5 +259,13 @@ public struct PadShortcut: Sendable, Hashable {
         try checkSameShape("PadShortcut backward", ["expected output gradient": out, "dy": dy.shape])
         return try q.launchRuns(.elementwise, "pad_shortcut_backward", dy.arguments + dx.arguments + geometry(dx.shape, out) +
                                 [.count(out.n), .flag(accumulate)], waitFor: waitFor)
+    }
+}
+
+extension GraphBuilder {
+    /// The element-wise product of `a` and `b`, of one shape (see `Multiply`).
+    public mutating func multiply(_ a: Value, _ b: Value, name: String) throws(CLNetError) -> Value {
+        try require(shape(a) == shape(b), name, "cannot multiply \(shape(a)) from \(origin(a)) and \(shape(b)) from \(origin(b))")
+        return try appendNode(name, .multiply, [a, b], shape(a), [])
     }
 }

@@ -14,6 +14,8 @@ extension Reference {
         relu ? reluBackward(y: y, dy: dy) : dy
     }
 
+    public static func multiply(_ a: [Double], _ b: [Double]) -> [Double] { zip(a, b).map(*) }
+
     public static func channelScale(_ x: [Double], shape: Shape, scale: [Double]) -> [Double] {
         let plane = shape.h * shape.w
         return x.indices.map { x[$0] * scale[$0 / plane] }

@@ -77,3 +77,56 @@ extension Reference {
         return e.map { $0 / s }
     }
 }
+
+extension Reference {
+    /// The logits of pixel p of sample n, over the classes, from logits [N, K, H, W].
+    private static func pixelLogits(_ logits: [Double], shape: Shape, n: Int, p: Int) -> [Double] {
+        let plane = shape.h * shape.w
+        return (0..<shape.c).map { logits[(n * shape.c + $0) * plane + p] }
+    }
+
+    /// Mean per-pixel softmax cross-entropy over the pixels whose label is not `ignoreIndex`
+    /// (0 when none is), the number of those whose first maximum logit is the label, and that
+    /// count of pixels.
+    public static func pixelCrossEntropy(_ logits: [Double], shape: Shape, labels: [Int], ignoreIndex: Int)
+        -> (loss: Double, correct: Int, counted: Int) {
+        let plane = shape.h * shape.w
+        var total = 0.0, correct = 0, counted = 0
+        for n in 0..<shape.n {
+            for p in 0..<plane where labels[n * plane + p] != ignoreIndex {
+                let z = pixelLogits(logits, shape: shape, n: n, p: p), label = labels[n * plane + p]
+                let m = z.max()!
+                total += m + log(z.reduce(0) { $0 + exp($1 - m) }) - z[label]
+                if SoftmaxCrossEntropy.rank(ofLabel: label, in: z) == 0 { correct += 1 }
+                counted += 1
+            }
+        }
+        return (counted > 0 ? total / Double(counted) : 0, correct, counted)
+    }
+
+    public static func pixelCrossEntropyBackward(_ logits: [Double], shape: Shape, labels: [Int], ignoreIndex: Int,
+                                                 scale: Double = 1) -> [Double] {
+        let plane = shape.h * shape.w
+        let counted = labels.filter { $0 != ignoreIndex }.count
+        var d = [Double](repeating: 0, count: logits.count)
+        for n in 0..<shape.n {
+            for p in 0..<plane where labels[n * plane + p] != ignoreIndex {
+                let z = pixelLogits(logits, shape: shape, n: n, p: p)
+                let m = z.max()!, se = z.reduce(0) { $0 + exp($1 - m) }
+                for k in 0..<shape.c {
+                    d[(n * shape.c + k) * plane + p] = scale / Double(counted) * (exp(z[k] - m) / se - (k == labels[n * plane + p] ? 1 : 0))
+                }
+            }
+        }
+        return d
+    }
+
+    /// The mean of (x - t)^2 over every element.
+    public static func meanSquaredError(_ x: [Double], target t: [Double]) -> Double {
+        zip(x, t).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / Double(x.count)
+    }
+
+    public static func meanSquaredErrorBackward(_ x: [Double], target t: [Double], scale: Double = 1) -> [Double] {
+        zip(x, t).map { scale * 2 * ($0 - $1) / Double(x.count) }
+    }
+}

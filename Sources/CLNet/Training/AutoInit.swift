@@ -132,8 +132,15 @@ public enum AutoInit {
                 case .and: y = Moments(mean: a * b, square: a * b)
                 case .iand: y = Moments(mean: (1 - a) * b, square: (1 - a) * b)
                 }
-            case .softmaxCrossEntropy, .distillation:
+            case .softmaxCrossEntropy, .distillation, .pixelCrossEntropy, .meanSquaredError:
                 y = x
+            case .upsample:
+                // Resampling keeps a plane's moments (bilinear's averages lower the variance a
+                // little, which this ignores).
+                y = x
+            case .multiply:
+                // Independent factors: E[ab] = E[a]E[b], E[(ab)^2] = E[a^2]E[b^2].
+                y = Moments(mean: x.mean * inputs[1].mean, square: x.square * inputs[1].square)
             }
             moments[node.output.index] = y
         }
