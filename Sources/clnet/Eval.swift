@@ -27,6 +27,8 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var image: ImageOptions
 
+    @OptionGroup var taskOptions: TaskOptions
+
     @Option(help: "Images per batch.")
     var batchSize = 500
 
@@ -44,6 +46,14 @@ struct Eval: ParsableCommand {
             if let subset, subset <= 0 { throw CLNetError.invalidArgument("--subset must be positive, not \(subset)") }
             let source = try DataSource(parsing: data)
             let weightsFile = try LoadedWeights(weights)
+            if taskOptions.task != .classify {
+                let samples = try taskOptions.samples(source, train: false, count: subset, image: image)
+                var fill = ["channels": "\(samples.channels)"]
+                if taskOptions.task == .segment { fill["classes"] = "\(samples.classes)" }
+                let spec = ModelSpec.filling(try weightsFile.model(model), fill)
+                let loader = try BatchLoader(source: samples, batchSize: min(batchSize, samples.count), training: false, seed: 0)
+                return try evaluate(spec, weightsFile, loader, what: "\(samples.count) test images")
+            }
             if case let .imageFolder(root) = source {
                 guard trainStatistics == nil else {
                     throw CLNetError.invalidArgument("--[no-]train-statistics is for data sets normalised by their statistics; an image folder uses --mean and --std")
@@ -98,7 +108,6 @@ struct Eval: ParsableCommand {
         try executor.load(weightsFile.file, ignoring: "optimizer.")
         let start = ContinuousClock.now
         let e = try Trainer.evaluate(executor, logits: logits, loader: loader)
-        print("\(spec) on \(data) (\(what)): loss \(format(e.loss, 4)), top-1 \(format(e.top1 * 100, 2))%, "
-              + "top-5 \(format(e.top5 * 100, 2))% in \(format(seconds(since: start), 1)) s")
+        print("\(spec) on \(data) (\(what)): \(taskOptions.describe(e)) in \(format(seconds(since: start), 1)) s")
     }
 }

@@ -12,7 +12,7 @@ import Foundation
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Classify image files (JPEG or PNG) with trained weights: the top classes and their probabilities.",
+        abstract: "Classify image files (JPEG or PNG) with trained weights, or with --task sr|segment write the enlarged image or the label map as PNG.",
         discussion: """
             Each image goes through torchvision's evaluation transform (the shorter side resized to \
             --image-size * 256 / 224 with PIL's antialiased bilinear filter, the centre square, the normalisation) \
@@ -49,6 +49,11 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var device: DeviceOption
 
+    @OptionGroup var taskOptions: TaskOptions
+
+    @Option(help: "With --task sr or segment: the folder the output images go to, one PNG per input named after it (the enlarged image, or the label map in colours).")
+    var outputImages: String?
+
     @Argument(help: "The image files.")
     var images: [String]
 
@@ -65,6 +70,7 @@ struct Predict: ParsableCommand {
         guard top > 0 else { throw CLNetError.invalidArgument("--top must be positive, not \(top)") }
         guard batchSize > 0 else { throw CLNetError.invalidArgument("--batch-size must be positive, not \(batchSize)") }
         let weightsFile = try LoadedWeights(weights)
+        if taskOptions.task != .classify { return try predictImages(weightsFile) }
         let file = weightsFile.file
         // The size and normalisation the weights were trained at, unless given.
         let transform = try image.evaluation(defaults: weightsFile.info)

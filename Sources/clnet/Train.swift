@@ -28,6 +28,8 @@ struct Train: ParsableCommand {
 
     @OptionGroup var image: ImageOptions
 
+    @OptionGroup var taskOptions: TaskOptions
+
     @Option(help: "Threads that decode and augment images (default: the number of cores).")
     var workers: Int?
 
@@ -162,7 +164,9 @@ struct Train: ParsableCommand {
             throw CLNetError.invalidArgument("--weights: there is no file \(weights)")
         }
         if let workers, workers <= 0 { throw CLNetError.invalidArgument("--workers must be positive, not \(workers)") }
-        let (train, test, classNames) = try samples(try DataSource(parsing: data))
+        let (train, test, classNames) = taskOptions.task == .classify ? try samples(try DataSource(parsing: data))
+            : (try taskOptions.samples(try DataSource(parsing: data), train: true, count: trainSubset, image: image),
+               try taskOptions.samples(try DataSource(parsing: data), train: false, count: testSubset, image: image), nil)
         // Weights from CLNet (a pruned model, say) say which model they hold.
         let start = try weights.map { try LoadedWeights($0) }
         // The record's network, without its data's channels and classes or its run's stochastic
@@ -291,8 +295,7 @@ struct Train: ParsableCommand {
                 let evaluation = try trainer.evaluate()
                 if let t = trainer.testLoader { reportSkipped(t.skippedFiles(epoch: 0), "test", epoch, rank: nil) }
                 print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
-                      + "\(format(summary.imagesPerSecond, 1)) images/s | test loss \(format(evaluation.loss, 4)), "
-                      + "top-1 \(format(evaluation.top1 * 100, 2))%, top-5 \(format(evaluation.top5 * 100, 2))% "
+                      + "\(format(summary.imagesPerSecond, 1)) images/s | test \(taskOptions.describe(evaluation)) "
                       + "| \(format(seconds(since: started), 1)) s")
                 let paths = try trainer.pathLength()
                 if let paths {
@@ -303,7 +306,9 @@ struct Train: ParsableCommand {
                 appendJSONLine(metrics, EpochRecord(epoch: epoch + 1, step: trainer.step, trainLoss: summary.loss,
                                                     trainAccuracy: summary.accuracy, testLoss: evaluation.loss,
                                                     testTop1: evaluation.top1, testTop5: evaluation.top5,
-                                                    seconds: seconds(since: started), pathLength: paths))
+                                                    seconds: seconds(since: started), pathLength: paths, testPSNR: evaluation.psnr,
+                                                    testSSIM: evaluation.ssim, bicubicPSNR: evaluation.bicubicPSNR,
+                                                    testMeanIoU: evaluation.meanIoU))
             }
             if leader { try trainer.saveCheckpoint(to: checkpoint) }
         }
@@ -393,6 +398,8 @@ struct EpochRecord: Codable {
     var seconds: Double
     /// For models with PReLUs: linear channels and the average path length.
     var pathLength: PathLength?
+    /// Super-resolution and segmentation's own measures (see `Evaluation`).
+    var testPSNR: Double?, testSSIM: Double?, bicubicPSNR: Double?, testMeanIoU: Double?
 }
 
 /// A progress bar on a terminal, redrawn in place; plain lines every tenth of an epoch otherwise.

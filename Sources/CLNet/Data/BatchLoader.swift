@@ -75,11 +75,28 @@ public protocol SampleSource: Sendable {
     var normalization: (mean: [Float], std: [Float])? { get }
     /// The class names in label order, where the data has them (image folders).
     var classNames: [String]? { get }
+    /// Floats of the target each sample has beside its input: super-resolution's
+    /// high-resolution image; 0 where the target is a label.
+    var targetCount: Int { get }
+    /// Labels of one sample: 1 (its class), one per pixel (segmentation), or 0 (none).
+    var labelsPerSample: Int { get }
+    /// `prepare`, and where the task has them the sample's `targetCount` target values and its
+    /// `labelsPerSample` labels (each buffer is the sample's own), all from the same draws of
+    /// `rng`, so that a crop or flip moves input, target and label map alike.
+    func prepare(sample index: Int, augment: Bool, rng: inout SeededGenerator, input: UnsafeMutableBufferPointer<Float>,
+                 offset: Int, target: UnsafeMutableBufferPointer<Float>?, labels: UnsafeMutableBufferPointer<Int>?) throws(CLNetError)
 }
 
 extension SampleSource {
     public var normalization: (mean: [Float], std: [Float])? { nil }
     public var classNames: [String]? { nil }
+    public var targetCount: Int { 0 }
+    public var labelsPerSample: Int { 1 }
+    public func prepare(sample index: Int, augment: Bool, rng: inout SeededGenerator, input: UnsafeMutableBufferPointer<Float>,
+                        offset: Int, target: UnsafeMutableBufferPointer<Float>?, labels: UnsafeMutableBufferPointer<Int>?) throws(CLNetError) {
+        try prepare(sample: index, augment: augment, rng: &rng, into: input, offset: offset)
+        if let labels, labels.count > 0 { labels[0] = label(of: index) }
+    }
 }
 
 /// An `ImageDataset` (IDX, CIFAR) with the normalisation and augmentation of its kind.
@@ -130,8 +147,12 @@ public struct LoaderOptions: Sendable, Equatable {
 /// last evaluation batch is padded with repeats of its first sample).
 public struct Batch: Sendable {
     public var inputs: [Float]
+    /// One per sample, one per pixel (segmentation, N x H x W), or none (super-resolution).
     public var labels: [Int]
     public var count: Int
+    /// The targets of a task whose target is an image (super-resolution), as the inputs; empty
+    /// otherwise.
+    public var targets: [Float] = []
     /// Seconds the caller waited for this batch to be ready: the data pipeline was the
     /// bottleneck of that step when this is more than a moment.
     public var waitSeconds = 0.0
@@ -258,8 +279,11 @@ public final class BatchLoader: @unchecked Sendable {
         let start = index * batchSize
         let real = max(0, min(batchSize, order.count - start))
         let per = source.channels * source.height * source.width
+        let perTarget = source.targetCount, perLabels = source.labelsPerSample
         var inputs = [Float](repeating: 0, count: batchSize * per)
-        var labels = [Int](repeating: 0, count: batchSize)
+        var targets = [Float](repeating: 0, count: batchSize * perTarget)
+        // A class label per sample is filled below for every place; per-pixel labels by the workers.
+        var labels = [Int](repeating: 0, count: batchSize * perLabels)
         let places = shard.map { s -> Range<Int> in
             let lo = min(max(0, s.lowerBound), batchSize)
             return lo..<max(lo, min(batchSize, s.upperBound))
@@ -267,8 +291,8 @@ public final class BatchLoader: @unchecked Sendable {
         let next = Atomic<Int>(places.lowerBound)
         let failure = Mutex<CLNetError?>(nil)
         let chosen = Mutex<[Int: Int]>([:])
-        inputs.withUnsafeMutableBufferPointer { out in
-            let out = UncheckedSendable(out)
+        inputs.withUnsafeMutableBufferPointer { out in targets.withUnsafeMutableBufferPointer { tgt in labels.withUnsafeMutableBufferPointer { lab in
+            let out = UncheckedSendable(out), tgt = UncheckedSendable(tgt), lab = UncheckedSendable(lab)
             DispatchQueue.concurrentPerform(iterations: min(options.workers, places.count)) { _ in
                 while true {
                     let j = next.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -276,8 +300,10 @@ public final class BatchLoader: @unchecked Sendable {
                     let position = start + (j < real ? j : 0)
                     var rng = SeededGenerator(seed: mix(seed, UInt64(epoch), UInt64(index), UInt64(j)))
                     do throws(CLNetError) {
+                        let target = perTarget > 0 ? UnsafeMutableBufferPointer(rebasing: tgt.value[(j * perTarget)..<((j + 1) * perTarget)]) : nil
+                        let pixels = perLabels > 1 ? UnsafeMutableBufferPointer(rebasing: lab.value[(j * perLabels)..<((j + 1) * perLabels)]) : nil
                         let sample = try prepare(order: order, position: position, epoch: epoch, rng: &rng,
-                                                 into: out.value, offset: j * per)
+                                                 into: out.value, offset: j * per, target: target, labels: pixels)
                         chosen.withLock { $0[j] = sample }
                     } catch {
                         failure.withLock { if $0 == nil { $0 = error } }
@@ -285,24 +311,27 @@ public final class BatchLoader: @unchecked Sendable {
                 }
             }
         }
+        }}
         if let error = failure.withLock({ $0 }) { throw error }
         let picked = chosen.withLock { $0 }
-        for j in 0..<batchSize {
+        for j in 0..<batchSize where perLabels == 1 {
             labels[j] = source.label(of: picked[j] ?? order[start + (j < real ? j : 0)])
         }
-        return Batch(inputs: inputs, labels: labels, count: real)
+        return Batch(inputs: inputs, labels: labels, count: real, targets: targets)
     }
 
     /// Prepares the sample at `position` of the epoch's order, or with `skipBadImages` the
     /// first good one after it; returns the sample taken.
     private func prepare(order: [Int], position: Int, epoch: Int, rng: inout SeededGenerator,
-                         into out: UnsafeMutableBufferPointer<Float>, offset: Int) throws(CLNetError) -> Int {
+                         into out: UnsafeMutableBufferPointer<Float>, offset: Int, target: UnsafeMutableBufferPointer<Float>?,
+                         labels: UnsafeMutableBufferPointer<Int>?) throws(CLNetError) -> Int {
         var tries = 0
         while true {
             let sample = order[(position + tries) % order.count]
             let draws = rng
             do throws(CLNetError) {
-                try source.prepare(sample: sample, augment: training, rng: &rng, into: out, offset: offset)
+                try source.prepare(sample: sample, augment: training, rng: &rng, input: out, offset: offset, target: target,
+                                   labels: labels)
                 return sample
             } catch {
                 guard options.skipBadImages, case .badImage = error else { throw error }

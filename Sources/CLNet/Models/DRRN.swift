@@ -60,6 +60,10 @@ public struct DRRN: Sendable {
             inChannels = width
         }
         let out = try b.add(try conv(h, width, channels, "output"), x, name: "global_residual")
+        // The last convolution starts at zero, so that the network starts as the identity on
+        // its bicubic input: from He's scale the recursion's output was 0.4 off in mean squared
+        // error, and SGD at 0.01 diverged within ten steps.
+        try b.setInitialization("output.weight", .constant(0))
         if loss {
             let target = try b.input("target", shape: b.shape(out))
             _ = try b.meanSquaredError(out, target: target, name: "loss")

@@ -44,6 +44,7 @@ extension Trainer {
     /// forward first, with distillation) and counts the step.
     private func enqueueStep(_ batch: Batch) throws(CLNetError) -> LossReading {
         var inputs = ["input": batch.inputs]
+        if !batch.targets.isEmpty { inputs["target"] = batch.targets }
         if let teacher {
             // The teacher's logits go to the student's graph as an input; reading them back
             // costs a wait per step, small next to the two networks' work.

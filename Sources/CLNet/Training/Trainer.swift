@@ -138,7 +138,12 @@ public final class Trainer {
                 """)
         }
         self.configuration = c
-        var fill = ["channels": "\(train.channels)", "classes": "\(max(train.classes, test?.classes ?? 0))"]
+        // A super-resolution model has no classes to fill.
+        var fill = ["channels": "\(train.channels)"]
+        if train.targetCount == 0 { fill["classes"] = "\(max(train.classes, test?.classes ?? 0))" }
+        if shards > 1 && (train.targetCount > 0 || train.labelsPerSample != 1) {
+            throw .invalidArgument("data-parallel training runs classification; super-resolution and segmentation run on one device")
+        }
         if c.stochasticDepth > 0 { fill["stochastic_depth"] = "\(c.stochasticDepth)" }
         modelSpec = ModelSpec.filling(c.model, fill)
         weightsInfo = WeightsInfo(model: modelSpec, imageSize: train.height, mean: train.normalization?.mean,
@@ -157,6 +162,7 @@ public final class Trainer {
         let ctx: Context
         if let context { ctx = context } else { ctx = try Context() }
         var graph = try ModelSpec.graph(modelSpec, batch: c.batchSize / shards, size: train.height).graph
+        try Self.checkTask(graph, train, spec: modelSpec)
         if let teacher = c.teacher {
             let (teacherGraph, teacherLogits, file) = try Self.teacher(teacher, fill: fill, batch: c.batchSize, size: train.height)
             let t = try Executor(graph: teacherGraph, context: ctx, training: false, keep: [teacherLogits], queues: 1)
@@ -245,6 +251,8 @@ public final class Trainer {
     @discardableResult
     public func trainEpoch(limit: Int? = nil, progress: (StepProgress) -> Void = { _ in }) throws(CLNetError) -> EpochSummary {
         let epoch = self.epoch, first = step % stepsPerEpoch
+        // The correct count is of samples, or of pixels in segmentation (0 in super-resolution).
+        let labelsPerStep = configuration.batchSize * max(trainLoader.source.labelsPerSample, 1)
         let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
         let start = ContinuousClock.now
         var losses: [Float] = [], correct = 0, lossSum = 0.0
@@ -270,7 +278,7 @@ public final class Trainer {
             let done = losses.count, elapsed = seconds(since: start)
             let perStep = elapsed / Double(done)
             progress(StepProgress(epoch: epoch, step: first + done, stepsInEpoch: stepsPerEpoch, loss: lossSum / Double(done),
-                                  accuracy: Double(correct) / Double(done * configuration.batchSize), stepLoss: loss,
+                                  accuracy: Double(correct) / Double(done * labelsPerStep), stepLoss: loss,
                                   imagesPerSecond: Double(done * configuration.batchSize) / max(elapsed, 1e-9),
                                   secondsLeft: perStep * Double(last - first - done), learningRate: rate,
                                   skippedSteps: skippedSteps, dataWaitSeconds: dataWait, waitedForData: lastWait >= 1e-3))
@@ -300,7 +308,7 @@ public final class Trainer {
         for r in replicas { try r.synchronize() }
         let elapsed = seconds(since: start), n = max(losses.count, 1)
         return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
-                            accuracy: Double(correct) / Double(n * configuration.batchSize), seconds: elapsed,
+                            accuracy: Double(correct) / Double(n * labelsPerStep), seconds: elapsed,
                             imagesPerSecond: Double(losses.count * configuration.batchSize) / max(elapsed, 1e-9), stepLosses: losses)
     }
 
@@ -327,6 +335,8 @@ public final class Trainer {
 
     /// Evaluates an inference executor whose graph's logits are `logits` over every batch of `loader`.
     public static func evaluate(_ executor: Executor, logits: Value, loader: BatchLoader) throws(CLNetError) -> Evaluation {
+        if loader.source.targetCount > 0 { return try evaluateSuperResolution(executor, output: logits, loader: loader) }
+        if loader.source.labelsPerSample > 1 { return try evaluateSegmentation(executor, logits: logits, loader: loader) }
         let classes = executor.graph.shape(of: logits)[1]
         var loss = 0.0, top1 = 0, top5 = 0, samples = 0
         for index in 0..<loader.batchesPerEpoch {

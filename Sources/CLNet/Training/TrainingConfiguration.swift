@@ -99,10 +99,18 @@ public struct EpochSummary: Sendable, Codable {
     public var stepLosses: [Float]
 }
 
-/// Loss and accuracy on a data set.
+/// Loss and accuracy on a data set; for super-resolution PSNR and SSIM (top-1 and top-5 are 0),
+/// and for segmentation pixel accuracy (also `top1`) and mean IoU.
 public struct Evaluation: Sendable, Codable {
     public var loss: Double
     public var top1: Double
     public var top5: Double
     public var samples: Int
+    /// Super-resolution: mean PSNR (dB) and SSIM of the outputs against the originals, and the
+    /// PSNR of the bicubic inputs themselves.
+    public var psnr: Double? = nil
+    public var ssim: Double? = nil
+    public var bicubicPSNR: Double? = nil
+    /// Segmentation: the mean over classes of the intersection over union.
+    public var meanIoU: Double? = nil
 }
