@@ -47,7 +47,8 @@ struct Eval: ParsableCommand {
             let source = try DataSource(parsing: data)
             let weightsFile = try LoadedWeights(weights)
             if taskOptions.task != .classify {
-                let samples = try taskOptions.samples(source, train: false, count: subset, image: image)
+                let recorded = weightsFile.info.flatMap { i in i.mean.flatMap { m in i.std.map { (mean: m, std: $0) } } }
+                let samples = try taskOptions.samples(source, train: false, count: subset, image: image, normalization: recorded)
                 var fill = ["channels": "\(samples.channels)"]
                 if taskOptions.task == .segment { fill["classes"] = "\(samples.classes)" }
                 let spec = ModelSpec.filling(try weightsFile.model(model), fill)

@@ -31,6 +31,15 @@ extension Predict {
                 // A square graph: the models take square inputs; a wider image is padded at the right and bottom.
                 let side = max(h, w)
                 let (graph, output) = try ModelSpec.graph(spec, batch: 1, size: side, loss: false)
+                let shape = graph.shape(of: output)
+                let fits = taskOptions.task == .sr ? shape == [1, channels, side, side]
+                    : shape.rank == 4 && shape.c >= 2 && shape.h == side && shape.w == side
+                guard fits else {
+                    throw CLNetError.invalidArgument("""
+                        --task \(taskOptions.task.rawValue) needs a model that outputs \(taskOptions.task == .sr ? "an image like its input (drrn:)" : "per-pixel class scores (denseaspp:)"); \
+                        \(spec) outputs \(shape)
+                        """)
+                }
                 let executor = try Executor(graph: graph, context: context, training: false, keep: [output])
                 try executor.load(weightsFile.file, ignoring: "optimizer.")
                 cache = (spec, [h, w], executor, output)

@@ -24,10 +24,17 @@ struct TaskOptions: ParsableArguments {
     @Option(help: "Segmentation on fashion-mnist: the side of the synthetic canvases.")
     var canvas = 56
 
+    func validate() throws {
+        guard (2...8).contains(scale) else { throw ValidationError("--scale must be 2 to 8, not \(scale)") }
+        guard (28...1024).contains(canvas) else { throw ValidationError("--canvas must be 28 to 1024 pixels, not \(canvas)") }
+    }
+
     /// The split `train` (or the test split) of `source` as this task's samples; `count` limits
     /// them (the synthetic segmentation set draws 10,000 training and 2,000 test canvases unless
-    /// told).
-    func samples(_ source: DataSource, train: Bool, count: Int?, image: ImageOptions) throws -> any SampleSource {
+    /// told). Segmentation images are normalised with `normalization` (the training split's,
+    /// or the weights' record), else their own statistics.
+    func samples(_ source: DataSource, train: Bool, count: Int?, image: ImageOptions,
+                 normalization: (mean: [Float], std: [Float])? = nil) throws -> any SampleSource {
         switch task {
         case .classify:
             throw CLNetError.invalidState("classification reads its data itself")
@@ -43,18 +50,18 @@ struct TaskOptions: ParsableArguments {
                 base = try InMemorySamples(data: data, preprocessing: Preprocessing(mean: .init(repeating: 0, count: data.channels),
                                                                                     std: .init(repeating: 1, count: data.channels)))
             }
-            return try SuperResolutionSamples(base: base, scale: scale, luminance: base.channels == 3)
+            return try SuperResolutionSamples(base: base, scale: scale, luminance: base.channels == 3 || base.channels == 1)
         case .segment:
             switch source {
             case let .imageFolder(root):
                 var data = try SegmentationDataset.folder(root + (train ? "/train" : "/val"))
                 if let count, count < data.count { data = try data.prefix(count) }
-                return SegmentationSamples(data: data)
+                return SegmentationSamples(data: data, mean: normalization?.mean, std: normalization?.std)
             case .idx:
                 let garments = try source.load(train: train)
                 let data = try SegmentationDataset.compositing(garments, count: count ?? (train ? 10_000 : 2_000), size: canvas,
                                                                seed: train ? 1 : 2)
-                return SegmentationSamples(data: data)
+                return SegmentationSamples(data: data, mean: normalization?.mean, std: normalization?.std)
             default:
                 throw CLNetError.invalidArgument("--task segment takes fashion-mnist[:DIR] (synthetic canvases) or imagefolder:DIR (images/ and masks/)")
             }

@@ -165,8 +165,7 @@ struct Train: ParsableCommand {
         }
         if let workers, workers <= 0 { throw CLNetError.invalidArgument("--workers must be positive, not \(workers)") }
         let (train, test, classNames) = taskOptions.task == .classify ? try samples(try DataSource(parsing: data))
-            : (try taskOptions.samples(try DataSource(parsing: data), train: true, count: trainSubset, image: image),
-               try taskOptions.samples(try DataSource(parsing: data), train: false, count: testSubset, image: image), nil)
+            : try taskSamples()
         // Weights from CLNet (a pruned model, say) say which model they hold.
         let start = try weights.map { try LoadedWeights($0) }
         // The record's network, without its data's channels and classes or its run's stochastic
@@ -336,6 +335,15 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+    /// The training and test samples of a task beyond classification; the test images are
+    /// normalised as the training images are.
+    func taskSamples() throws -> (any SampleSource, any SampleSource, [String]?) {
+        let source = try DataSource(parsing: data)
+        let train = try taskOptions.samples(source, train: true, count: trainSubset, image: image)
+        let test = try taskOptions.samples(source, train: false, count: testSubset, image: image, normalization: train.normalization)
+        return (train, test, nil)
+    }
+
     /// The training and test samples of `source`, and the class names of an image folder.
     func samples(_ source: DataSource) throws -> (any SampleSource, any SampleSource, [String]?) {
         if case let .imageFolder(root) = source {

@@ -100,6 +100,16 @@ struct LossTests {
         try expectClose(q, acc, zip(prior, Reference.meanSquaredErrorBackward(x, target: t)).map(+), backwardBound, "accumulated dx")
     }
 
+    /// The mean squared error's target gets no gradient, so it must be a graph input.
+    @Test func regressionTargetIsAnInput() throws {
+        var b = GraphBuilder()
+        let x = try b.input("input", shape: [2, 1, 4, 4]), t = try b.input("target", shape: [2, 1, 4, 4])
+        let y = try b.relu(x, name: "relu")
+        #expect(throws: CLNetError.self) { _ = try b.meanSquaredError(x, target: y, name: "loss") }
+        _ = try b.meanSquaredError(y, target: t, name: "loss")
+        #expect(b.graph.lossNode != nil)
+    }
+
     @Test func perPixelAndRegressionGradientsMatchFiniteDifferences() {
         var rng = freshGenerator("pixel xent and mse finite differences")
         let shape: Shape = [2, 4, 3, 2]

@@ -86,6 +86,32 @@ struct TaskTests {
         #expect(score.meanIoU == 0.5)
     }
 
+    /// A folder of images and masks: labels from the masks' first channel, 255 kept as ignored;
+    /// a mask of the wrong size, a label beyond the classes and a missing mask are refused.
+    @Test func segmentationFolder() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("clnet-seg-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for sub in ["images", "masks"] { try FileManager.default.createDirectory(at: dir.appendingPathComponent(sub), withIntermediateDirectories: true) }
+        func png(_ name: String, _ w: Int, _ h: Int, _ value: (Int) -> UInt8) throws {
+            let rgb = (0..<(w * h)).flatMap { i -> [UInt8] in let v = value(i); return [v, v, v] }
+            try Data(try PNG.encode(width: w, height: h, rgb: rgb)).write(to: dir.appendingPathComponent(name))
+        }
+        try png("images/a.png", 4, 3) { UInt8($0 * 10) }
+        try png("masks/a.png", 4, 3) { $0 == 5 ? 255 : UInt8($0 % 3) }
+        try png("images/b.jpg.png", 4, 3) { UInt8(200 - $0) }
+        try png("masks/b.jpg.png", 4, 3) { _ in 2 }
+        let data = try SegmentationDataset.folder(dir.path)
+        #expect((data.count, data.channels, data.height, data.width, data.classes) == (2, 3, 3, 4, 3))
+        let want: [UInt8] = (0..<12).map { i -> UInt8 in i == 5 ? 255 : UInt8(i % 3) }
+        #expect(Array(data.masks.prefix(12)) == want)
+        #expect(data.pixels[12 * 3 + 1] == 199, "image b, red channel, pixel 1")
+        #expect(throws: CLNetError.self) { _ = try SegmentationDataset.folder(dir.path, classes: 2) }
+        try png("masks/a.png", 3, 3) { _ in 0 }
+        #expect(throws: CLNetError.self) { _ = try SegmentationDataset.folder(dir.path) }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("masks/a.png"))
+        #expect(throws: CLNetError.self) { _ = try SegmentationDataset.folder(dir.path) }
+    }
+
     /// A few steps of each task through the trainer: the loss falls, and the evaluation reports
     /// the task's measures; data that does not fit the model's loss is refused.
     @Test func trainerRunsEachTask() throws {

@@ -92,6 +92,8 @@ struct UpsampleTests {
         var b = GraphBuilder()
         let x = try b.input("input", shape: [2, 3, 4, 4])
         #expect(throws: CLNetError.self) { _ = try b.upsample(x, .bilinear, factor: 0, name: "up") }
+        #expect(throws: CLNetError.self) { _ = try b.upsample(x, .bilinear, factor: .infinity, name: "up") }
+        #expect(throws: CLNetError.self) { _ = try b.upsample(x, .nearest, factor: 1e300, name: "up") }
         #expect(throws: CLNetError.self) { _ = try b.upsample(x, .nearest, height: 0, width: 3, name: "up") }
         let flat = try b.input("flat", shape: [2, 12])
         #expect(throws: CLNetError.self) { _ = try b.upsample(flat, .nearest, factor: 2, name: "up") }

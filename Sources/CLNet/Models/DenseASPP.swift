@@ -24,8 +24,9 @@ public struct DenseASPP: Sendable {
     public var dropout: Float = 0.1
     /// Classes per pixel (19 for Cityscapes).
     public var classes: Int = 19
-    /// The label of pixels that count for nothing (Cityscapes' 255).
-    public var ignoreIndex: Int = 255
+    /// The label of pixels that count for nothing: 255, as Cityscapes' and CLNet's
+    /// segmentation data (`SegmentationDataset.ignoreIndex`).
+    public var ignoreIndex: Int = SegmentationDataset.ignoreIndex
 
     public init(backbone: DenseNet, reduction: Int, branch: Int) {
         (self.backbone, self.reduction, self.branch) = (backbone, reduction, branch)

@@ -13,7 +13,13 @@
 ///   `cascade=1` adds a linear 1x1-then-3x3 branch to every block),
 /// - `sew_resnet:block=basic,layers=2.2.2.2,T=4,connect=add,neuron=if,surrogate=atan` (SEW
 ///   ResNet, Fang et al. 2021: `connect=and|iand`, `neuron=lif` with `tau=2`, `surrogate=sigmoid`,
-///   `alpha=`, `detach_reset=0|1`, `reset=hard|soft`, `threshold=1`).
+///   `alpha=`, `detach_reset=0|1`, `reset=hard|soft`, `threshold=1`),
+/// - `attention:modules=1.2.3,stem=imagenet,width=64` (the Residual Attention Network, Wang et
+///   al. 2017; `attention56`, `attention92`, `attention_cifar` = `modules=2.2.2,stem=cifar,width=16`),
+/// - `drrn:b=1,u=25,width=128,channels=1` (DRRN super-resolution, Tai et al. 2017; no classes),
+/// - `denseaspp:backbone=densenet121,d0=128,d1=64,rates=3.6.12.18.24,dropout=0.1`
+///   (DenseASPP segmentation, Yang et al. 2018; `growth=`, `blocks=`, `init=`, `bn_size=` change
+///   the backbone; 19 classes unless `classes=`).
 /// Every family takes `classes=N`, `channels=N` (input channels) and `norm=group:N` for group norm
 /// instead of batch norm, the residual ones `stochastic_depth=P` (the last block's drop
 /// probability, decaying linearly to the first), and a name may be followed by parameters too
@@ -427,7 +433,6 @@ public enum ModelSpec {
             model.branch = try int("d1", model.branch)
             model.rates = try list("rates", model.rates)
             model.dropout = Float(try fraction("dropout", Double(model.dropout), 0...0.99))
-            model.ignoreIndex = try int("ignore", model.ignoreIndex, minimum: -100_000)
             model.classes = classes
             build = { () throws(CLNetError) in try model.graph(batch: batch, size: size ?? 512, loss: loss) }
         }

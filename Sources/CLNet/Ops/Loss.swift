@@ -242,6 +242,8 @@ extension GraphBuilder {
     /// The regression loss: the mean squared error of `prediction` against `target` (a graph
     /// input of the same shape, given with the step's inputs).
     public mutating func meanSquaredError(_ prediction: Value, target: Value, name: String) throws(CLNetError) -> Value {
+        // The backward pass writes no gradient for the target, so it must be data.
+        try require(graph.producers[target.index] == nil, name, "the target must be a graph input, not the output of \(origin(target))")
         try require(shape(prediction) == shape(target), name,
                     "prediction \(shape(prediction)) from \(origin(prediction)) and target \(shape(target)) from \(origin(target)) differ")
         try requireNoLoss(name)

@@ -31,8 +31,10 @@ public struct Upsample: Sendable, Hashable {
     public init(_ mode: Mode, factor: (h: Double, w: Double), input: Shape) {
         self.mode = mode
         self.factor = factor
-        height = Int((Double(input.h) * factor.h).rounded(.down))
-        width = Int((Double(input.w) * factor.w).rounded(.down))
+        // A factor that is not a usable number gives size 0, which `outputShape` refuses.
+        func size(_ n: Int, _ f: Double) -> Int { Int(exactly: (Double(n) * f).rounded(.down)).map { min($0, 1 << 20) } ?? 0 }
+        height = factor.h.isFinite && factor.h > 0 ? size(input.h, factor.h) : 0
+        width = factor.w.isFinite && factor.w > 0 ? size(input.w, factor.w) : 0
     }
 
     public static func == (a: Upsample, b: Upsample) -> Bool {
@@ -47,9 +49,15 @@ public struct Upsample: Sendable, Hashable {
         h.combine(factor?.w)
     }
 
-    /// The input-per-output ratios of the coordinate maps, in float as PyTorch computes them.
+    /// The input-per-output ratios of the coordinate maps, in float as PyTorch computes them. As
+    /// ATen on the CPU, an axis whose size does not change is copied, and nearest doubling takes
+    /// input j / 2, whatever fractional factor gave those sizes.
     public func ratios(input x: Shape) -> (h: Float, w: Float) {
-        func ratio(_ f: Double?, _ i: Int, _ o: Int) -> Float { f.map { Float(1 / $0) } ?? Float(i) / Float(o) }
+        func ratio(_ f: Double?, _ i: Int, _ o: Int) -> Float {
+            if o == i { return 1 }
+            if mode == .nearest && o == 2 * i { return 0.5 }
+            return f.map { Float(1 / $0) } ?? Float(i) / Float(o)
+        }
         return (ratio(factor?.h, x.h, height), ratio(factor?.w, x.w, width))
     }
 

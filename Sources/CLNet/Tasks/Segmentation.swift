@@ -36,7 +36,8 @@ public struct SegmentationDataset: Sendable {
     /// the garment's ink is over a quarter of full scale, and 0 (background) elsewhere. Drawn
     /// from `seed` alone.
     public static func compositing(_ garments: ImageDataset, count: Int, size: Int = 56, seed: UInt64) throws(CLNetError) -> SegmentationDataset {
-        guard garments.channels == 1, garments.height <= size, garments.width <= size, count > 0 else {
+        guard count > 0, garments.count > 0 else { throw .invalidArgument("compositing needs garments and at least one canvas") }
+        guard garments.channels == 1, garments.height <= size, garments.width <= size else {
             throw .invalidArgument("compositing needs one-channel garments no larger than the \(size)x\(size) canvas")
         }
         var rng = SeededGenerator(seed: seed)

@@ -59,8 +59,9 @@ public enum Bicubic {
 
 /// Super-resolution samples made from any image source: each image (prepared with values in
 /// 0...1, cropped to a multiple of `scale`) is the target, and its bicubic reduction by `scale`,
-/// enlarged back by bicubic interpolation, the input. Sources of three channels become one
-/// (luminance, ITU-R BT.601 as MATLAB's `rgb2ycbcr`) when `luminance` is set, as DRRN trains.
+/// enlarged back by bicubic interpolation, the input. With `luminance`, as DRRN trains, images
+/// become their luma Y in 16/255...235/255 (ITU-R BT.601 as MATLAB's `rgb2ycbcr`; a gray image
+/// is R = G = B), the values `clnet predict` feeds any image in.
 public struct SuperResolutionSamples: SampleSource {
     public let base: any SampleSource
     public let scale: Int
@@ -71,8 +72,8 @@ public struct SuperResolutionSamples: SampleSource {
         guard base.height >= 2 * scale, base.width >= 2 * scale else {
             throw .invalidArgument("images of \(base.height)x\(base.width) are too small to reduce \(scale) times")
         }
-        guard !luminance || base.channels == 3 else {
-            throw .invalidArgument("luminance comes from three-channel (RGB) images, not \(base.channels)-channel ones")
+        guard !luminance || base.channels == 3 || base.channels == 1 else {
+            throw .invalidArgument("luminance comes from RGB or gray images, not \(base.channels)-channel ones")
         }
         (self.base, self.scale, self.luminance) = (base, scale, luminance)
     }
@@ -107,8 +108,10 @@ public struct SuperResolutionSamples: SampleSource {
         var planes: [[Float]] = (0..<c).map { ch in
             (0..<oh * ow).map { i in image[(ch * h + i / ow) * w + i % ow] }
         }
-        if luminance {
+        if luminance && c == 3 {
             planes = [(0..<oh * ow).map { i in (16 + 65.481 * planes[0][i] + 128.553 * planes[1][i] + 24.966 * planes[2][i]) / 255 }]
+        } else if luminance {
+            planes = [planes[0].map { (16 + 219 * $0) / 255 }]
         }
         for (ch, hr) in planes.enumerated() {
             let low = Bicubic.resize(hr, height: oh, width: ow, outHeight: oh / scale, outWidth: ow / scale)

@@ -28,6 +28,13 @@ extension Trainer {
     /// image, each with `scale` pixels shaved off its border.
     static func evaluateSuperResolution(_ executor: Executor, output: Value, loader: BatchLoader) throws(CLNetError) -> Evaluation {
         let s = loader.source, per = s.targetCount
+        let shape = executor.graph.shape(of: output)
+        guard shape == [loader.batchSize, s.channels, s.height, s.width] else {
+            throw .invalidArgument("""
+                super-resolution evaluation needs a model whose output is an image like its input, \
+                [\(loader.batchSize), \(s.channels), \(s.height), \(s.width)]; this one gives \(shape): use a drrn: model
+                """)
+        }
         let border = (loader.source as? SuperResolutionSamples)?.scale ?? 0
         var loss = 0.0, psnr = 0.0, ssim = 0.0, bicubic = 0.0, samples = 0
         for index in 0..<loader.batchesPerEpoch {
@@ -51,6 +58,13 @@ extension Trainer {
     /// Mean per-pixel cross-entropy, pixel accuracy (as `top1`) and mean IoU over every test image.
     static func evaluateSegmentation(_ executor: Executor, logits: Value, loader: BatchLoader) throws(CLNetError) -> Evaluation {
         let shape = executor.graph.shape(of: logits), plane = shape.h * shape.w, k = shape.c
+        let s = loader.source
+        guard shape.rank == 4, shape.h == s.height, shape.w == s.width, k >= s.classes else {
+            throw .invalidArgument("""
+                segmentation evaluation needs per-pixel logits [N, classes, \(s.height), \(s.width)] for \(s.classes) classes; \
+                this model gives \(shape): use a denseaspp: model with classes=\(s.classes) or more
+                """)
+        }
         var score = SegmentationScore(classes: k)
         var loss = 0.0, counted = 0, samples = 0
         for index in 0..<loader.batchesPerEpoch {
@@ -58,6 +72,8 @@ extension Trainer {
             try executor.forward(["input": batch.inputs])
             let z = try executor.read(logits)
             let used = batch.count * plane
+            try PixelCrossEntropy.checkLabels(Array(batch.labels.prefix(used)), logits: [batch.count, k, shape.h, shape.w],
+                                              ignoreIndex: SegmentationDataset.ignoreIndex)
             let r = Reference.pixelCrossEntropy(z.prefix(used * k).map(Double.init), shape: [batch.count, k, shape.h, shape.w],
                                                 labels: Array(batch.labels.prefix(used)), ignoreIndex: SegmentationDataset.ignoreIndex)
             loss += r.loss * Double(r.counted)

@@ -37,6 +37,8 @@ public enum AutoInit {
     /// with moments `input` and the other parameters' current `values`; drawn from `seed`.
     public static func weights(for graph: Graph, values: [String: [Float]], input: Moments,
                                seed: UInt64) throws(CLNetError) -> [String: [Float]] {
+        // Each use of a shared weight would draw it again for its own input's moments.
+        try graph.refuseSharedParameters("AutoInit")
         var rng = SeededGenerator(seed: seed)
         var moments = [Moments?](repeating: nil, count: graph.shapes.count)
         for (_, v) in graph.inputs { moments[v.index] = input }

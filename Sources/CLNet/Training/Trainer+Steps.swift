@@ -8,6 +8,8 @@ extension Trainer {
         case pending(LossReading)
         /// It was undone (`DivergencePolicy.skip`) and counts for nothing.
         case skipped
+
+        var isSkipped: Bool { if case .skipped = self { true } else { false } }
     }
 
     /// One step on one device whose loss is read while the next step runs, so that the host

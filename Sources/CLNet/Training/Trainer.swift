@@ -251,8 +251,13 @@ public final class Trainer {
     @discardableResult
     public func trainEpoch(limit: Int? = nil, progress: (StepProgress) -> Void = { _ in }) throws(CLNetError) -> EpochSummary {
         let epoch = self.epoch, first = step % stepsPerEpoch
-        // The correct count is of samples, or of pixels in segmentation (0 in super-resolution).
-        let labelsPerStep = configuration.batchSize * max(trainLoader.source.labelsPerSample, 1)
+        // The correct count is of samples, or in segmentation of the pixels not ignored (counted
+        // as each step is enqueued, so a pipelined step's running figure is one step behind).
+        let perPixel = trainLoader.source.labelsPerSample > 1
+        var labelled = 0
+        func accuracy(_ correct: Int, _ steps: Int) -> Double {
+            Double(correct) / Double(max(perPixel ? labelled : steps * configuration.batchSize, 1))
+        }
         let last = min(stepsPerEpoch, first + (limit ?? stepsPerEpoch))
         let start = ContinuousClock.now
         var losses: [Float] = [], correct = 0, lossSum = 0.0
@@ -278,7 +283,7 @@ public final class Trainer {
             let done = losses.count, elapsed = seconds(since: start)
             let perStep = elapsed / Double(done)
             progress(StepProgress(epoch: epoch, step: first + done, stepsInEpoch: stepsPerEpoch, loss: lossSum / Double(done),
-                                  accuracy: Double(correct) / Double(done * labelsPerStep), stepLoss: loss,
+                                  accuracy: accuracy(correct, done), stepLoss: loss,
                                   imagesPerSecond: Double(done * configuration.batchSize) / max(elapsed, 1e-9),
                                   secondsLeft: perStep * Double(last - first - done), learningRate: rate,
                                   skippedSteps: skippedSteps, dataWaitSeconds: dataWait, waitedForData: lastWait >= 1e-3))
@@ -294,6 +299,7 @@ public final class Trainer {
             executor.optimizer?.learningRate = Float(rate)
             let outcome = shards > 1 ? try dataParallelStep(batch, rate: rate)
                 : divergencePolicy == .skip ? try checkedStep(batch, rate: rate) : try pipelinedStep(batch)
+            if perPixel, !(outcome.isSkipped) { labelled += batch.labels.lazy.filter { $0 != SegmentationDataset.ignoreIndex }.count }
             switch outcome {
             case let .done(loss, right):
                 try collectValue(loss, right, rate, step)
@@ -308,7 +314,7 @@ public final class Trainer {
         for r in replicas { try r.synchronize() }
         let elapsed = seconds(since: start), n = max(losses.count, 1)
         return EpochSummary(epoch: epoch, steps: losses.count, loss: lossSum / Double(n),
-                            accuracy: Double(correct) / Double(n * labelsPerStep), seconds: elapsed,
+                            accuracy: accuracy(correct, n), seconds: elapsed,
                             imagesPerSecond: Double(losses.count * configuration.batchSize) / max(elapsed, 1e-9), stepLosses: losses)
     }
 
