@@ -68,15 +68,14 @@ extension Predict {
         file.entries["classification.1.weight"].map { $0.shape[0] }
     }
 
-    /// Luminance in 0...1 (MATLAB's `rgb2ycbcr`) and the two chroma planes, of an RGB image.
+    /// The luma and the two chroma planes of an RGB image (`YCbCr`).
     static func ycbcr(_ p: RGBImage) -> [[Float]] {
         let n = p.width * p.height
         var planes = [[Float]](repeating: [Float](repeating: 0, count: n), count: 3)
         for i in 0..<n {
             let (r, g, b) = (Float(p.pixels[3 * i]) / 255, Float(p.pixels[3 * i + 1]) / 255, Float(p.pixels[3 * i + 2]) / 255)
-            planes[0][i] = (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255
-            planes[1][i] = (128 - 37.797 * r - 74.203 * g + 112 * b) / 255
-            planes[2][i] = (128 + 112 * r - 93.786 * g - 18.214 * b) / 255
+            planes[0][i] = YCbCr.luma(r, g, b)
+            (planes[1][i], planes[2][i]) = YCbCr.chroma(r, g, b)
         }
         return planes
     }
@@ -103,10 +102,8 @@ extension Predict {
             Bicubic.resize($0, height: picture.height, width: picture.width, outHeight: h, outWidth: w)
         }
         for i in 0..<(h * w) {
-            let y = at(0, i) * 255 - 16, cb = chroma[0][i] * 255 - 128, cr = chroma[1][i] * 255 - 128
-            rgb[3 * i] = byte((1.164 * y + 1.596 * cr) / 255)
-            rgb[3 * i + 1] = byte((1.164 * y - 0.392 * cb - 0.813 * cr) / 255)
-            rgb[3 * i + 2] = byte((1.164 * y + 2.017 * cb) / 255)
+            let c = YCbCr.rgb(y: at(0, i), cb: chroma[0][i], cr: chroma[1][i])
+            (rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]) = (byte(c.r), byte(c.g), byte(c.b))
         }
         return rgb
     }
@@ -127,9 +124,7 @@ extension Predict {
         var rgb = [UInt8](repeating: 0, count: 3 * h * w)
         for y in 0..<h {
             for x in 0..<w {
-                var best = 0, top = z[y * side + x]
-                for c in 1..<k where z[(c * side + y) * side + x] > top { (best, top) = (c, z[(c * side + y) * side + x]) }
-                let colour = palette(best)
+                let colour = palette(SegmentationScore.prediction(z, classes: k, plane: side * side, at: y * side + x))
                 for ch in 0..<3 { rgb[3 * (y * w + x) + ch] = colour[ch] }
             }
         }

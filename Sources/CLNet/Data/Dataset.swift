@@ -48,8 +48,12 @@ public struct ImageDataset: Sendable {
 
     /// Per-channel mean and standard deviation of the pixels, scaled to 0...1, as normalisation uses them.
     public func channelStatistics() -> (mean: [Float], std: [Float]) {
+        Self.channelStatistics(pixels, count: count, channels: channels, plane: height * width)
+    }
+
+    /// The same for any `count` images of `channels` planes of `plane` bytes (segmentation's too).
+    static func channelStatistics(_ pixels: [UInt8], count: Int, channels: Int, plane: Int) -> (mean: [Float], std: [Float]) {
         var sum = [Double](repeating: 0, count: channels), sq = [Double](repeating: 0, count: channels)
-        let plane = height * width
         pixels.withUnsafeBufferPointer { p in
             for i in 0..<count {
                 for c in 0..<channels {

@@ -105,16 +105,7 @@ public struct SegmentationDataset: Sendable {
 
     /// Per-channel mean and standard deviation of the pixels scaled to 0...1.
     func channelStatistics() -> (mean: [Float], std: [Float]) {
-        let plane = height * width
-        var mean = [Float](), std = [Float]()
-        for ch in 0..<channels {
-            var s = 0.0, q = 0.0
-            for n in 0..<count { for i in 0..<plane { let v = Double(pixels[(n * channels + ch) * plane + i]) / 255; s += v; q += v * v } }
-            let m = s / Double(count * plane)
-            mean.append(Float(m))
-            std.append(Float(max((q / Double(count * plane) - m * m).squareRoot(), 1e-3)))
-        }
-        return (mean, std)
+        ImageDataset.channelStatistics(pixels, count: count, channels: channels, plane: height * width)
     }
 }
 
@@ -183,11 +174,17 @@ public struct SegmentationScore: Sendable {
             for p in 0..<plane {
                 let truth = labels[n * plane + p]
                 guard truth >= 0, truth < classes else { continue }
-                var best = 0, top = z[n * classes * plane + p]
-                for k in 1..<classes where z[(n * classes + k) * plane + p] > top { (best, top) = (k, z[(n * classes + k) * plane + p]) }
-                confusion[truth * classes + best] += 1
+                confusion[truth * classes + Self.prediction(z, classes: classes, plane: plane, at: n * classes * plane + p)] += 1
             }
         }
+    }
+
+    /// The predicted class of one pixel: the first maximum of its logits, which start at
+    /// `index` of `z` and lie `plane` apart.
+    public static func prediction(_ z: [Float], classes: Int, plane: Int, at index: Int) -> Int {
+        var best = 0, top = z[index]
+        for k in 1..<max(classes, 1) where z[index + k * plane] > top { (best, top) = (k, z[index + k * plane]) }
+        return best
     }
 
     public var pixelAccuracy: Double {

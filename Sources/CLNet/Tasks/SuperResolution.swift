@@ -57,6 +57,23 @@ public enum Bicubic {
     }
 }
 
+/// ITU-R BT.601 luma and chroma as MATLAB's `rgb2ycbcr`, on values in 0...1 (Y in
+/// 16/255...235/255): what DRRN trains on, and how `clnet predict` puts an enlarged luma back into
+/// colour.
+public enum YCbCr {
+    public static func luma(_ r: Float, _ g: Float, _ b: Float) -> Float { (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255 }
+
+    public static func chroma(_ r: Float, _ g: Float, _ b: Float) -> (cb: Float, cr: Float) {
+        ((128 - 37.797 * r - 74.203 * g + 112 * b) / 255, (128 + 112 * r - 93.786 * g - 18.214 * b) / 255)
+    }
+
+    /// The inverse, in 0...1 (not clamped).
+    public static func rgb(y: Float, cb: Float, cr: Float) -> (r: Float, g: Float, b: Float) {
+        let (y, cb, cr) = (y * 255 - 16, cb * 255 - 128, cr * 255 - 128)
+        return ((1.164 * y + 1.596 * cr) / 255, (1.164 * y - 0.392 * cb - 0.813 * cr) / 255, (1.164 * y + 2.017 * cb) / 255)
+    }
+}
+
 /// Super-resolution samples made from any image source: each image (prepared with values in
 /// 0...1, cropped to a multiple of `scale`) is the target, and its bicubic reduction by `scale`,
 /// enlarged back by bicubic interpolation, the input. With `luminance`, as DRRN trains, images
@@ -108,10 +125,9 @@ public struct SuperResolutionSamples: SampleSource {
         var planes: [[Float]] = (0..<c).map { ch in
             (0..<oh * ow).map { i in image[(ch * h + i / ow) * w + i % ow] }
         }
-        if luminance && c == 3 {
-            planes = [(0..<oh * ow).map { i in (16 + 65.481 * planes[0][i] + 128.553 * planes[1][i] + 24.966 * planes[2][i]) / 255 }]
-        } else if luminance {
-            planes = [planes[0].map { (16 + 219 * $0) / 255 }]
+        if luminance {
+            planes = [(0..<oh * ow).map { i in c == 3 ? YCbCr.luma(planes[0][i], planes[1][i], planes[2][i])
+                                                      : YCbCr.luma(planes[0][i], planes[0][i], planes[0][i]) }]
         }
         for (ch, hr) in planes.enumerated() {
             let low = Bicubic.resize(hr, height: oh, width: ow, outHeight: oh / scale, outWidth: ow / scale)
