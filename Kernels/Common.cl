@@ -2,7 +2,7 @@
 // families share one way of addressing tensors and one work-group reduction.
 //
 // A tensor argument is passed as three values: the buffer, the offset of its first element and
-// the distance between samples (its batch stride), all in floats. Within a sample the layout is
+// the distance between samples (its batch stride), all in elements of the buffer's type. Within a sample the layout is
 // dense NCHW. AT(off, bs, sample, i) is the index of element i of `sample`.
 #define AT(off, bs, sample, i) ((off) + (sample) * (bs) + (i))
 
@@ -131,17 +131,66 @@ inline float lanes_sum(float v, __local float *scratch) {
 // ReLU of a vector, keeping NaN as RELU does.
 #define RELU_V(v) select((v), (floatv)(0.0f), (v) < (floatv)(0.0f))
 
-// The type activations, and the weights the convolution engine reads, are stored in: float, or
-// with -D CLNET_STORAGE_HALF IEEE half, read and written through vload_half and vstore_half,
-// which every OpenCL 1.2 device has (cl_khr_fp16 or not). Arithmetic is float either way: a
-// kernel loads with LOAD/LOADV, stores with STORE/STOREV, and declares such buffers `store_t`.
-// Workspaces, GEMM panels and weight gradients stay float.
-#ifdef CLNET_STORAGE_HALF
-typedef half store_t;
-#define LOAD(p, i) vload_half((i), (p))
-#define STORE(p, i, v) vstore_half((v), (i), (p))
-#define LOADV(n, p) CAT(vload_half, n)(0, (p))
-#define STOREV(n, v, p) CAT(vstore_half, n)((v), 0, (p))
+// The type activations, their gradients, and the weights the convolution engine reads, are
+// stored in: float by default; with -D CLNET_STORAGE_HALF IEEE half; with -D CLNET_STORAGE_BF16
+// bfloat16, the upper half of a float's bits. Both 16-bit formats round to nearest even.
+// Arithmetic is float either way: a kernel loads with LOAD/LOADV (SLOAD for VEC elements),
+// stores with STORE/STOREV (SSTORE), and declares such buffers `store_t`. Workspaces, GEMM
+// panels, parameters and their gradients stay float. The host sets the macro from the buffers
+// a launch passes (Precision.swift), so one file serves all three.
+//
+// Half is converted here, in integer arithmetic, rather than by vload_half/vstore_half: PoCL
+// 3.1 lowers vload_halfN/vstore_halfN (N >= 8) to aligned vector moves, which fault on the
+// unaligned views kernels take (a channel slice, a tile of a run). Integer code needs neither
+// cl_khr_fp16 nor denormal support, vectorises on every device, and rounds as vstore_half_rte.
+#define HALF_CONVERSIONS(N)                                                                       \
+inline CAT(float, N) CAT(half_to_float, N)(CAT(ushort, N) bits) {                                 \
+    const CAT(uint, N) h = CAT(convert_uint, N)(bits), em = h & 0x7FFFu;                          \
+    /* Normal: rebias the exponent; subnormal: the integer significand times 2^-24 (exact). */   \
+    CAT(uint, N) f = select((em << 13) + 0x38000000u, CAT(as_uint, N)(CAT(convert_float, N)(em) * 0x1p-24f), \
+                            em < 0x400u);                                                        \
+    f = select(f, (em << 13) | 0x7F800000u, em >= 0x7C00u);                                       \
+    return CAT(as_float, N)(f | ((h & 0x8000u) << 16));                                           \
+}                                                                                                 \
+inline CAT(ushort, N) CAT(float_to_half, N)(CAT(float, N) v) {                                    \
+    const CAT(uint, N) x = CAT(as_uint, N)(v), a = x & 0x7FFFFFFFu;                               \
+    /* Normal: drop 13 bits, rounding half to even; a carry runs into the exponent, to infinity. */ \
+    CAT(uint, N) h = min((a - 0x38000000u + 0xFFFu + ((a >> 13) & 1u)) >> 13, (CAT(uint, N))0x7C00u); \
+    /* Below 2^-14: the value in units of 2^-24, rounded to nearest even by rint. */             \
+    h = select(h, CAT(convert_uint, N)(rint(CAT(as_float, N)(a) * 0x1p24f)), a < 0x38800000u);    \
+    h = select(h, (CAT(uint, N))0x7E00u, a > 0x7F800000u);                                        \
+    return CAT(convert_ushort, N)(h | ((x >> 16) & 0x8000u));                                     \
+}
+#define NOSUFFIX
+HALF_CONVERSIONS(NOSUFFIX)
+HALF_CONVERSIONS(2)
+HALF_CONVERSIONS(4)
+HALF_CONVERSIONS(8)
+HALF_CONVERSIONS(16)
+
+#if defined(CLNET_STORAGE_HALF)
+typedef ushort store_t;
+#define LOAD(p, i) half_to_float((p)[i])
+#define STORE(p, i, v) ((p)[i] = float_to_half(v))
+#define LOADV(n, p) CAT(half_to_float, n)(CAT(vload, n)(0, (p)))
+#define STOREV(n, v, p) CAT(vstore, n)(CAT(float_to_half, n)(v), 0, (p))
+#elif defined(CLNET_STORAGE_BF16)
+typedef ushort store_t;
+// Round to nearest even on the 16 bits dropped; a NaN stays a (quiet) NaN rather than rounding
+// into infinity.
+#define BF16_BITS(u) (((u) + 0x7FFFu + (((u) >> 16) & 1u)) >> 16)
+inline ushort bf16_round(float v) {
+    const uint u = as_uint(v);
+    return isnan(v) ? (ushort)((u >> 16) | 0x40u) : (ushort)BF16_BITS(u);
+}
+#define LOAD(p, i) as_float((uint)(p)[i] << 16)
+#define STORE(p, i, v) ((p)[i] = bf16_round(v))
+#define LOADV(n, p) CAT(as_float, n)(CAT(convert_uint, n)(CAT(vload, n)(0, (p))) << 16)
+#define STOREV(n, v, p) CAT(vstore, n)(CAT(bf16_round, n)(v), 0, (p))
+inline ushort2 bf16_round2(float2 v) { return (ushort2)(bf16_round(v.x), bf16_round(v.y)); }
+inline ushort4 bf16_round4(float4 v) { return (ushort4)(bf16_round2(v.lo), bf16_round2(v.hi)); }
+inline ushort8 bf16_round8(float8 v) { return (ushort8)(bf16_round4(v.lo), bf16_round4(v.hi)); }
+inline ushort16 bf16_round16(float16 v) { return (ushort16)(bf16_round8(v.lo), bf16_round8(v.hi)); }
 #else
 typedef float store_t;
 #define LOAD(p, i) ((p)[i])
@@ -149,6 +198,9 @@ typedef float store_t;
 #define LOADV(n, p) CAT(vload, n)(0, (p))
 #define STOREV(n, v, p) CAT(vstore, n)((v), 0, (p))
 #endif
+// VEC elements of a store_t buffer, as the memory-bound kernels' VLOAD/VSTORE.
+#define SLOAD(p) LOADV(VEC, p)
+#define SSTORE(v, p) STOREV(VEC, v, p)
 
 // STORE_GRAD for a buffer of store_t.
 #define STORE_GRAD_S(dst, index, value, accumulate) \

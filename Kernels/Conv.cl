@@ -58,8 +58,25 @@ __kernel void col2im(__global const float *col, uint co, __global store_t *dx, u
     const uint ih = i % H, c = (i / H) % C, s = i / (H * C);
     const uint plane = OH * OW, rows = C * KH * KW;
     const uint row = AT(dxo, dxs, n0 + s, (c * H + ih) * W);
+#if defined(CLNET_STORAGE_HALF) || defined(CLNET_STORAGE_BF16)
+    // A 16-bit dx: each element gathers its taps in float, in the same order, and is stored
+    // once; adding them into dx one by one would round every partial sum to 16 bits.
+    for (uint iw = 0; iw < W; ++iw) {
+        float sum = accumulate ? LOAD(dx, row + iw) : 0.0f;
+        for (uint kh = 0; kh < KH; ++kh) {
+            uint oh, ow;
+            if (!tap_output(ih, kh, PH, DH, SH, OH, &oh)) continue;
+            for (uint kw = 0; kw < KW; ++kw) {
+                if (tap_output(iw, kw, PW, DW, SW, OW, &ow)) {
+                    sum += col[co + (s * rows + (c * KH + kh) * KW + kw) * plane + oh * OW + ow];
+                }
+            }
+        }
+        STORE(dx, row + iw, sum);
+    }
+#else
     if (!accumulate) {
-        for (uint iw = 0; iw < W; ++iw) STORE(dx, row + iw, 0.0f);
+        for (uint iw = 0; iw < W; ++iw) dx[row + iw] = 0.0f;
     }
     for (uint kh = 0; kh < KH; ++kh) {
         uint oh;
@@ -68,10 +85,11 @@ __kernel void col2im(__global const float *col, uint co, __global store_t *dx, u
             const uint src = co + (s * rows + (c * KH + kh) * KW + kw) * plane + oh * OW;
             int iw = (int)(kw * DW) - (int)PW;
             for (uint ow = 0; ow < OW; ++ow, iw += (int)SW) {
-                if (iw >= 0 && iw < (int)W) STORE(dx, row + (uint)iw, LOAD(dx, row + (uint)iw) + col[src + ow]);
+                if (iw >= 0 && iw < (int)W) dx[row + (uint)iw] += col[src + ow];
             }
         }
     }
+#endif
 }
 
 // Direct grouped convolution, for groups of few channels (depthwise included), where per-group

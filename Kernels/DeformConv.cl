@@ -111,6 +111,19 @@ __kernel void deform_im2col(__global const store_t *x, uint xo, uint xs, __globa
     }
 }
 
+// The input gradient's type. Under 16-bit storage the host has the sums built in a float
+// workspace (-D DX_FLOAT) and rounds each once: many entries add into one element, and each
+// partial sum rounded to 16 bits would lose the small sums where entries cancel.
+#ifdef DX_FLOAT
+typedef float dx_t;
+#define LOAD_DX(p, i) ((p)[i])
+#define STORE_DX(p, i, v) ((p)[i] = (v))
+#else
+typedef store_t dx_t;
+#define LOAD_DX(p, i) LOAD(p, i)
+#define STORE_DX(p, i, v) STORE(p, i, v)
+#endif
+
 // The input gradient from the columns' gradient dcol (same layout): each column entry, times its
 // mask, goes to the four corners it was interpolated from. One work item owns the input planes
 // of a block of channels of one sample and walks every entry that samples them, so no two work
@@ -118,7 +131,7 @@ __kernel void deform_im2col(__global const store_t *x, uint xo, uint xs, __globa
 // fixed order).
 __kernel void deform_col2im(__global const float *dcol, uint co, __global const store_t *off, uint oo, uint os,
                             __global const store_t *mask, uint mo, uint ms, uint masked,
-                            __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint n0, uint count, uint total,
+                            __global dx_t *dx, uint dxo, uint dxs, GEOMETRY, uint n0, uint count, uint total,
                             uint accumulate) {
     const uint i = get_global_id(0);
     if (i >= total) return;
@@ -128,7 +141,7 @@ __kernel void deform_col2im(__global const float *dcol, uint co, __global const 
     if (!accumulate) {
         for (uint c = c0; c < c1; ++c) {
             const uint plane = AT(dxo, dxs, s, c * H * W);
-            for (uint e = 0; e < H * W; ++e) STORE(dx, plane + e, 0.0f);
+            for (uint e = 0; e < H * W; ++e) STORE_DX(dx, plane + e, 0.0f);
         }
     }
     for (uint kh = 0; kh < KH; ++kh) {
@@ -146,10 +159,10 @@ __kernel void deform_col2im(__global const float *dcol, uint co, __global const 
                     for (uint c = c0; c < c1; ++c) {
                         const float d = dcol[src + (c - c0) * row + p];
                         const uint at = AT(dxo, dxs, s, c * H * W) + (uint)(q.h0 * (int)W + q.w0);
-                        if (q.ok[0]) STORE(dx, at, LOAD(dx, at) + d * wt.x);
-                        if (q.ok[1]) STORE(dx, at + 1, LOAD(dx, at + 1) + d * wt.y);
-                        if (q.ok[2]) STORE(dx, at + W, LOAD(dx, at + W) + d * wt.z);
-                        if (q.ok[3]) STORE(dx, at + W + 1, LOAD(dx, at + W + 1) + d * wt.w);
+                        if (q.ok[0]) STORE_DX(dx, at, LOAD_DX(dx, at) + d * wt.x);
+                        if (q.ok[1]) STORE_DX(dx, at + 1, LOAD_DX(dx, at + 1) + d * wt.y);
+                        if (q.ok[2]) STORE_DX(dx, at + W, LOAD_DX(dx, at + W) + d * wt.z);
+                        if (q.ok[3]) STORE_DX(dx, at + W + 1, LOAD_DX(dx, at + W + 1) + d * wt.w);
                     }
                 }
             }

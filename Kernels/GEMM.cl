@@ -256,6 +256,10 @@ __kernel void gemm_panels(__global const float *pa, uint pao, uint strideA, __gl
                 vec value = alpha * acc[r][v];
                 if (readC) value += beta * C_LDV(out + v * VW);
                 C_STV(value, out + v * VW);
+#if ROW_STATS && C_STORED
+                // The statistics describe C as stored (rounded to 16 bits), as the tail's do.
+                value = C_LDV(out + v * VW);
+#endif
 #if ROW_STATS
                 if (v == 0) shift = value.s0;
                 const vec d = value - shift;

@@ -38,7 +38,7 @@ inline uint group_first_max(float v, uint arg, uint classes, __local float *scra
 
 // One work-group per sample: per[n] = its loss, per[N + n] = 1 if its top-1 prediction (the
 // first maximum) is the label. A label outside [0, K) gives a NaN loss, never a wrong number.
-__kernel void xent_forward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
+__kernel void xent_forward(__global const store_t *z, uint zo, uint zs, __global const int *labels, uint lo,
                            __global float *per, uint po, uint batch, uint classes, float eps) {
     __local float scratch[RED];
     __local uint lidx[RED];
@@ -46,7 +46,7 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
     float best = -INFINITY;
     uint arg = classes;
     for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)];
+        const float v = LOAD(z, AT(zo, zs, n, k));
         if (v > best || arg == classes) { best = v; arg = k; }
     }
     // The maximum and its first index.
@@ -57,7 +57,7 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
     // well-classified sample's small loss is never the difference of two large numbers.
     float se = 0.0f, sz = 0.0f;
     for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)];
+        const float v = LOAD(z, AT(zo, zs, n, k));
         if (k != top) se += exp(v - zmax);
         sz += zmax - v;
     }
@@ -69,7 +69,7 @@ __kernel void xent_forward(__global const float *z, uint zo, uint zs, __global c
             per[po + n] = NAN;
             per[po + batch + n] = 0.0f;
         } else {
-            const float zl = z[AT(zo, zs, n, (uint)label)];
+            const float zl = LOAD(z, AT(zo, zs, n, (uint)label));
             per[po + n] = log1p(se) + (1.0f - eps) * (zmax - zl) + eps / (float)classes * sz;
             per[po + batch + n] = top == (uint)label ? 1.0f : 0.0f;
         }
@@ -88,13 +88,13 @@ __kernel void xent_reduce(__global const float *per, uint po, uint batch, __glob
 }
 
 // dz = scale / N * (softmax(z) - target), one work-group per sample.
-__kernel void xent_backward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
-                            __global float *dz, uint dzo, uint dzs, uint batch, uint classes, float eps,
+__kernel void xent_backward(__global const store_t *z, uint zo, uint zs, __global const int *labels, uint lo,
+                            __global store_t *dz, uint dzo, uint dzs, uint batch, uint classes, float eps,
                             float scale, uint accumulate) {
     __local float scratch[RED];
     const uint n = get_group_id(0), lid = get_local_id(0);
     float m = -INFINITY;
-    for (uint k = lid; k < classes; k += RED) m = fmax(m, z[AT(zo, zs, n, k)]);
+    for (uint k = lid; k < classes; k += RED) m = fmax(m, LOAD(z, AT(zo, zs, n, k)));
     const float zmax = group_max(m, scratch);
     // others = the sum of exp(z - zmax) over every class but the label's, so that the label's
     // gradient p - 1 = -others / total keeps its precision when p is close to 1.
@@ -102,15 +102,15 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
     const bool valid = label >= 0 && label < (int)classes;
     float others = 0.0f;
     for (uint k = lid; k < classes; k += RED)
-        if ((int)k != label) others += exp(z[AT(zo, zs, n, k)] - zmax);
+        if ((int)k != label) others += exp(LOAD(z, AT(zo, zs, n, k)) - zmax);
     others = group_sum(others, scratch);
-    const float total = others + (valid ? exp(z[AT(zo, zs, n, (uint)label)] - zmax) : 0.0f);
+    const float total = others + (valid ? exp(LOAD(z, AT(zo, zs, n, (uint)label)) - zmax) : 0.0f);
     const float f = scale / (float)batch, uniform = eps / (float)classes;
     for (uint k = lid; k < classes; k += RED) {
         const float g = (int)k == label ? -others / total + eps - uniform
-                                        : exp(z[AT(zo, zs, n, k)] - zmax) / total - uniform;
+                                        : exp(LOAD(z, AT(zo, zs, n, k)) - zmax) / total - uniform;
         // A label out of range poisons its sample's gradient, as it does the loss.
-        STORE_GRAD(dz, AT(dzo, dzs, n, k), valid ? f * g : NAN, accumulate);
+        STORE_GRAD_S(dz, AT(dzo, dzs, n, k), valid ? f * g : NAN, accumulate);
     }
 }
 
@@ -125,20 +125,20 @@ __kernel void xent_backward(__global const float *z, uint zo, uint zs, __global 
 // sum of z.
 typedef struct { float zm, tm, se, seT, stT, sz; } kd_stats;
 
-inline kd_stats kd_statistics(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
+inline kd_stats kd_statistics(__global const store_t *z, uint zo, uint zs, __global const store_t *t, uint to, uint ts,
                               uint n, uint classes, float temperature, __local float *scratch) {
     const uint lid = get_local_id(0);
     float zm = -INFINITY, tm = -INFINITY;
     for (uint k = lid; k < classes; k += RED) {
-        zm = fmax(zm, z[AT(zo, zs, n, k)]);
-        tm = fmax(tm, t[AT(to, ts, n, k)]);
+        zm = fmax(zm, LOAD(z, AT(zo, zs, n, k)));
+        tm = fmax(tm, LOAD(t, AT(to, ts, n, k)));
     }
     kd_stats st;
     st.zm = group_max(zm, scratch);
     st.tm = group_max(tm, scratch);
     float se = 0.0f, seT = 0.0f, stT = 0.0f, sz = 0.0f;
     for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        const float v = LOAD(z, AT(zo, zs, n, k)), u = LOAD(t, AT(to, ts, n, k));
         se += exp(v - st.zm);
         seT += exp((v - st.zm) / temperature);
         stT += exp((u - st.tm) / temperature);
@@ -151,7 +151,7 @@ inline kd_stats kd_statistics(__global const float *z, uint zo, uint zs, __globa
     return st;
 }
 
-__kernel void kd_forward(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
+__kernel void kd_forward(__global const store_t *z, uint zo, uint zs, __global const store_t *t, uint to, uint ts,
                          __global const int *labels, uint lo, __global float *per, uint po, uint batch, uint classes,
                          float eps, float temperature, float weight) {
     __local float scratch[RED];
@@ -163,7 +163,7 @@ __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global con
     float kl = 0.0f, top = -INFINITY;
     uint arg = classes;
     for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        const float v = LOAD(z, AT(zo, zs, n, k)), u = LOAD(t, AT(to, ts, n, k));
         const float logp = (u - tm) / temperature - log(stT), logq = (v - zm) / temperature - log(seT);
         kl += exp(logp) * (logp - logq);
         if (v > top || arg == classes) { top = v; arg = k; }
@@ -178,7 +178,7 @@ __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global con
             per[po + n] = NAN;
             per[po + batch + n] = 0.0f;
         } else {
-            const float zl = z[AT(zo, zs, n, (uint)label)];
+            const float zl = LOAD(z, AT(zo, zs, n, (uint)label));
             const float ce = log(se) + zm - (1.0f - eps) * zl - eps / (float)classes * sz;
             per[po + n] = weight * temperature * temperature * kl + (1.0f - weight) * ce;
             per[po + batch + n] = best == (uint)label ? 1.0f : 0.0f;
@@ -187,8 +187,8 @@ __kernel void kd_forward(__global const float *z, uint zo, uint zs, __global con
 }
 
 // dz = scale / N * (a T (softmax(z / T) - softmax(t / T)) + (1 - a) (softmax(z) - target)).
-__kernel void kd_backward(__global const float *z, uint zo, uint zs, __global const float *t, uint to, uint ts,
-                          __global const int *labels, uint lo, __global float *dz, uint dzo, uint dzs,
+__kernel void kd_backward(__global const store_t *z, uint zo, uint zs, __global const store_t *t, uint to, uint ts,
+                          __global const int *labels, uint lo, __global store_t *dz, uint dzo, uint dzs,
                           uint batch, uint classes, float eps, float temperature, float weight, float scale,
                           uint accumulate) {
     __local float scratch[RED];
@@ -199,10 +199,10 @@ __kernel void kd_backward(__global const float *z, uint zo, uint zs, __global co
     const bool valid = label >= 0 && label < (int)classes;
     const float f = scale / (float)batch, uniform = eps / (float)classes;
     for (uint k = lid; k < classes; k += RED) {
-        const float v = z[AT(zo, zs, n, k)], u = t[AT(to, ts, n, k)];
+        const float v = LOAD(z, AT(zo, zs, n, k)), u = LOAD(t, AT(to, ts, n, k));
         const float soft = exp((v - zm) / temperature) / seT - exp((u - tm) / temperature) / stT;
         const float hard = exp(v - zm) / se - ((int)k == label ? 1.0f - eps : 0.0f) - uniform;
-        STORE_GRAD(dz, AT(dzo, dzs, n, k), valid ? f * (weight * temperature * soft + (1.0f - weight) * hard) : NAN,
+        STORE_GRAD_S(dz, AT(dzo, dzs, n, k), valid ? f * (weight * temperature * soft + (1.0f - weight) * hard) : NAN,
                    accumulate);
     }
 }
@@ -212,23 +212,23 @@ __kernel void kd_backward(__global const float *z, uint zo, uint zs, __global co
 // the others, as PyTorch's CrossEntropyLoss(ignore_index=...). The workspace holds per pixel the
 // loss, whether its top-1 class (the first maximum) is the label, and whether it counts: three
 // runs of N * P floats, then the count of pixels that count, which the backward pass reads.
-__kernel void pixel_xent_forward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
+__kernel void pixel_xent_forward(__global const store_t *z, uint zo, uint zs, __global const int *labels, uint lo,
                                  __global float *ws, uint wo, uint batch, uint classes, uint plane, int ignore) {
     const uint pixels = batch * plane;
     FOR_EACH_ITEM(item, pixels) {
         const uint n = item / plane, p = item % plane;
-        __global const float *zp = z + AT(zo, zs, n, p);
-        float zmax = zp[0];
+        __global const store_t *zp = z + AT(zo, zs, n, p);
+        float zmax = LOAD(zp, 0);
         uint top = 0;
         for (uint k = 1; k < classes; ++k) {
-            const float v = zp[k * plane];
+            const float v = LOAD(zp, k * plane);
             if (v > zmax) { zmax = v; top = k; }
         }
         // log1p of the sum without the maximum's own 1, as xent_forward, so that a confident
         // pixel's small loss is not the difference of two large numbers.
         float se = 0.0f;
         for (uint k = 0; k < classes; ++k)
-            if (k != top) se += exp(zp[k * plane] - zmax);
+            if (k != top) se += exp(LOAD(zp, k * plane) - zmax);
         const int label = labels[lo + item];
         float loss = 0.0f, correct = 0.0f, counts = 0.0f;
         if (label != ignore) {
@@ -236,7 +236,7 @@ __kernel void pixel_xent_forward(__global const float *z, uint zo, uint zs, __gl
             // A label outside [0, K) that is not the ignored one makes the loss NaN, never a wrong number.
             if (label < 0 || label >= (int)classes) loss = NAN;
             else {
-                loss = log1p(se) + zmax - zp[(uint)label * plane];
+                loss = log1p(se) + zmax - LOAD(zp, (uint)label * plane);
                 correct = top == (uint)label ? 1.0f : 0.0f;
             }
         }
@@ -269,33 +269,33 @@ __kernel void pixel_xent_reduce(__global float *ws, uint wo, uint pixels, __glob
 
 // dz = scale / (pixels that count) * (softmax(z) - onehot(label)) at each pixel that counts, and
 // 0 at an ignored one. Reads the count the forward pass left in the workspace.
-__kernel void pixel_xent_backward(__global const float *z, uint zo, uint zs, __global const int *labels, uint lo,
-                                  __global const float *ws, uint wo, __global float *dz, uint dzo, uint dzs,
+__kernel void pixel_xent_backward(__global const store_t *z, uint zo, uint zs, __global const int *labels, uint lo,
+                                  __global const float *ws, uint wo, __global store_t *dz, uint dzo, uint dzs,
                                   uint batch, uint classes, uint plane, int ignore, float scale, uint accumulate) {
     const uint pixels = batch * plane;
     const float counted = ws[wo + 3 * pixels];
     FOR_EACH_ITEM(item, pixels) {
         const uint n = item / plane, p = item % plane;
-        __global const float *zp = z + AT(zo, zs, n, p);
-        __global float *dp = dz + AT(dzo, dzs, n, p);
+        __global const store_t *zp = z + AT(zo, zs, n, p);
+        __global store_t *dp = dz + AT(dzo, dzs, n, p);
         const int label = labels[lo + item];
         if (label == ignore) {
-            for (uint k = 0; k < classes; ++k) STORE_GRAD(dp, k * plane, 0.0f, accumulate);
+            for (uint k = 0; k < classes; ++k) STORE_GRAD_S(dp, k * plane, 0.0f, accumulate);
             continue;
         }
         const bool valid = label >= 0 && label < (int)classes;
-        float zmax = zp[0];
-        for (uint k = 1; k < classes; ++k) zmax = fmax(zmax, zp[k * plane]);
+        float zmax = LOAD(zp, 0);
+        for (uint k = 1; k < classes; ++k) zmax = fmax(zmax, LOAD(zp, k * plane));
         // others: the sum without the label's term, so that p - 1 = -others / total keeps its
         // precision when p is close to 1 (as xent_backward).
         float others = 0.0f;
         for (uint k = 0; k < classes; ++k)
-            if ((int)k != label) others += exp(zp[k * plane] - zmax);
-        const float total = others + (valid ? exp(zp[(uint)label * plane] - zmax) : 0.0f);
+            if ((int)k != label) others += exp(LOAD(zp, k * plane) - zmax);
+        const float total = others + (valid ? exp(LOAD(zp, (uint)label * plane) - zmax) : 0.0f);
         const float f = scale / counted;
         for (uint k = 0; k < classes; ++k) {
-            const float g = (int)k == label ? -others / total : exp(zp[k * plane] - zmax) / total;
-            STORE_GRAD(dp, k * plane, valid ? f * g : NAN, accumulate);
+            const float g = (int)k == label ? -others / total : exp(LOAD(zp, k * plane) - zmax) / total;
+            STORE_GRAD_S(dp, k * plane, valid ? f * g : NAN, accumulate);
         }
     }
 }
@@ -303,7 +303,7 @@ __kernel void pixel_xent_backward(__global const float *z, uint zo, uint zs, __g
 // Mean squared error over every element of a prediction and a target of one shape (PyTorch's
 // MSELoss, reduction "mean"). Each of the `groups` work-groups sums the squared differences of
 // its share of the elements into ws[g].
-__kernel void mse_partial(__global const float *x, uint xo, uint xs, __global const float *t, uint to, uint ts,
+__kernel void mse_partial(__global const store_t *x, uint xo, uint xs, __global const store_t *t, uint to, uint ts,
                           __global float *ws, uint wo, uint sample, uint batch) {
     __local float scratch[RED];
     const uint g = get_group_id(0), lid = get_local_id(0), groups = get_num_groups(0);
@@ -312,7 +312,7 @@ __kernel void mse_partial(__global const float *x, uint xo, uint xs, __global co
     float s = 0.0f;
     for (uint i = i0 + lid; i < i1; i += RED) {
         const uint n = i / sample, e = i % sample;
-        const float d = x[AT(xo, xs, n, e)] - t[AT(to, ts, n, e)];
+        const float d = LOAD(x, AT(xo, xs, n, e)) - LOAD(t, AT(to, ts, n, e));
         s += d * d;
     }
     s = group_sum(s, scratch);
@@ -331,11 +331,11 @@ __kernel void mse_reduce(__global const float *ws, uint wo, uint groups, uint co
 }
 
 // dx = scale * 2 (x - t) / count.
-__kernel void mse_backward(__global const float *x, uint xo, uint xs, __global const float *t, uint to, uint ts,
-                           __global float *dx, uint dxo, uint dxs, uint sample, uint batch, float scale, uint accumulate) {
+__kernel void mse_backward(__global const store_t *x, uint xo, uint xs, __global const store_t *t, uint to, uint ts,
+                           __global store_t *dx, uint dxo, uint dxs, uint sample, uint batch, float scale, uint accumulate) {
     const float f = 2.0f * scale / (float)(sample * batch);
     FOR_EACH_ITEM(i, sample * batch) {
         const uint n = i / sample, e = i % sample;
-        STORE_GRAD(dx, AT(dxo, dxs, n, e), f * (x[AT(xo, xs, n, e)] - t[AT(to, ts, n, e)]), accumulate);
+        STORE_GRAD_S(dx, AT(dxo, dxs, n, e), f * (LOAD(x, AT(xo, xs, n, e)) - LOAD(t, AT(to, ts, n, e))), accumulate);
     }
 }

@@ -4,7 +4,7 @@
 // pixels), group norm one per (sample, group) (the group's channels and pixels). GROUPS == 0
 // selects batch norm; otherwise it is the number of groups. `plane` is H*W.
 //
-// These kernels are limited by memory, so each reads a tensor once per pass, VEC floats at a
+// These kernels are limited by memory, so each reads a tensor once per pass, VEC values at a
 // time, along contiguous runs: one channel's plane of one sample (a "row", n * channels + c), or
 // a group norm set, whose channels lie together. Integer division happens once per work item,
 // never per element. A work item (NL lanes on a GPU, see Common.cl) takes a "part" of a set or a
@@ -56,7 +56,7 @@ inline void part_range(uint part, uint runs, uint len, uint rpp, uint cpr,
 // where the mean is large against the spread, and Chan et al.'s pairwise combination in
 // norm_stats_finish merges the parts. Sets below `first` are skipped: their statistics are known
 // (see norm_stats_finish), and the parts of set s sit at (s - first) * parts.
-__kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __global float *ws, uint wso,
+__kernel void norm_stats_partial(__global const store_t *x, uint xo, uint xs, __global float *ws, uint wso,
                                  uint batch, uint channels, uint plane, uint groups, uint rpp, uint cpr,
                                  uint parts, uint first) {
     __local float scratch[NL];
@@ -66,19 +66,19 @@ __kernel void norm_stats_partial(__global const float *x, uint xo, uint xs, __gl
         uint base, len, r0, r1, q0, q1;
         set_runs(s, xo, xs, channels, plane, groups, &base, &len);
         part_range(item % parts, runs, len, rpp, cpr, &r0, &r1, &q0, &q1);
-        const float k = x[base + r0 * xs + q0];
+        const float k = LOAD(x, base + r0 * xs + q0);
         const uint full = (q1 - q0) / VEC;
         floatv a1 = 0.0f, a2 = 0.0f;
         float t1 = 0.0f, t2 = 0.0f;
         for (uint r = r0; r < r1; ++r) {
-            __global const float *row = x + base + r * xs + q0;
+            __global const store_t *row = x + base + r * xs + q0;
             for (uint v = lane; v < full; v += NL) {
-                const floatv d = VLOAD(row + v * VEC) - k;
+                const floatv d = SLOAD(row + v * VEC) - k;
                 a1 += d;
                 a2 += d * d;
             }
             for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
-                const float d = row[q] - k;
+                const float d = LOAD(row, q) - k;
                 t1 += d;
                 t2 += d * d;
             }
@@ -149,10 +149,10 @@ __kernel void norm_stats_finish(__global float *ws, uint wso,
 // Work item (row, tile): y = (x - mean) * invstd * gamma[c] + beta[c], then ReLU when asked.
 // With from_running the statistics are batch norm's running mean and variance (inference)
 // instead of the workspace.
-__kernel void norm_apply(__global const float *x, uint xo, uint xs,
+__kernel void norm_apply(__global const store_t *x, uint xo, uint xs,
                          __global const float *gamma, uint go, __global const float *beta, uint bo,
                          __global const float *mean, uint mo, __global const float *second, uint so,
-                         __global float *y, uint yo, uint ys,
+                         __global store_t *y, uint yo, uint ys,
                          uint batch, uint channels, uint plane, uint groups,
                          uint from_running, float eps, uint relu, uint tiles) {
     const uint lane = get_local_id(0) % NL;
@@ -163,17 +163,17 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
         tile_range(item % tiles, plane, tiles, &q0, &q1);
         const float invstd = from_running ? rsqrt(second[so + s] + eps) : second[so + s];
         const float m = mean[mo + s], scale = invstd * gamma[go + c], b = beta[bo + c];
-        __global const float *src = x + AT(xo, xs, n, c * plane + q0);
-        __global float *dst = y + AT(yo, ys, n, c * plane + q0);
+        __global const store_t *src = x + AT(xo, xs, n, c * plane + q0);
+        __global store_t *dst = y + AT(yo, ys, n, c * plane + q0);
         const uint full = (q1 - q0) / VEC;
         for (uint v = lane; v < full; v += NL) {
-            floatv t = PRE_RELU(VLOAD(src + v * VEC) - m, (floatv)scale, (floatv)b);
+            floatv t = PRE_RELU(SLOAD(src + v * VEC) - m, (floatv)scale, (floatv)b);
             if (relu) t = RELU_V(t);
-            VSTORE(t, dst + v * VEC);
+            SSTORE(t, dst + v * VEC);
         }
         for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
-            const float t = PRE_RELU(src[q] - m, scale, b);
-            dst[q] = relu ? RELU(t) : t;
+            const float t = PRE_RELU(LOAD(src, q) - m, scale, b);
+            STORE(dst, q, relu ? RELU(t) : t);
         }
     }
 }
@@ -188,12 +188,12 @@ __kernel void norm_apply(__global const float *x, uint xo, uint xs,
 // (`mask`) is positive, which is the node's ReLU, and with write_shortcut the result is also the
 // gradient of the addition's other input, written here on the way (overwriting). The pass the
 // consumer's own backward would make over dy, and the read of its result, are saved.
-__kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
-                                  __global const float *dy, uint dyo, uint dys,
+__kernel void norm_params_partial(__global const store_t *x, uint xo, uint xs,
+                                  __global const store_t *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global float *ws, uint wso,
-                                  __global const float *mask, uint mko, uint mks, uint use_mask,
-                                  __global float *shortcut, uint sco, uint scs, uint write_shortcut,
+                                  __global const store_t *mask, uint mko, uint mks, uint use_mask,
+                                  __global store_t *shortcut, uint sco, uint scs, uint write_shortcut,
                                   uint batch, uint channels, uint plane, uint groups, uint relu,
                                   uint rpp, uint cpr, uint parts) {
     __local float scratch[NL];
@@ -209,23 +209,23 @@ __kernel void norm_params_partial(__global const float *x, uint xo, uint xs,
         floatv ag = 0.0f, agd = 0.0f;
         float tg = 0.0f, tgd = 0.0f;
         for (uint r = r0; r < r1; ++r) {
-            __global const float *xr = x + AT(xo, xs, r, c * plane + q0);
-            __global const float *dr = dy + AT(dyo, dys, r, c * plane + q0);
-            __global const float *mr = mask + AT(mko, mks, r, c * plane + q0);
-            __global float *sr = shortcut + AT(sco, scs, r, c * plane + q0);
+            __global const store_t *xr = x + AT(xo, xs, r, c * plane + q0);
+            __global const store_t *dr = dy + AT(dyo, dys, r, c * plane + q0);
+            __global const store_t *mr = mask + AT(mko, mks, r, c * plane + q0);
+            __global store_t *sr = shortcut + AT(sco, scs, r, c * plane + q0);
             for (uint v = lane; v < full; v += NL) {
-                const floatv d = VLOAD(xr + v * VEC) - m;
-                floatv g = VLOAD(dr + v * VEC);
-                if (use_mask) g = select((floatv)(0.0f), g, VLOAD(mr + v * VEC) > (floatv)(0.0f));
-                if (write_shortcut) VSTORE(g, sr + v * VEC);
+                const floatv d = SLOAD(xr + v * VEC) - m;
+                floatv g = SLOAD(dr + v * VEC);
+                if (use_mask) g = select((floatv)(0.0f), g, SLOAD(mr + v * VEC) > (floatv)(0.0f));
+                if (write_shortcut) SSTORE(g, sr + v * VEC);
                 if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
                 ag += g;
                 agd += g * d;
             }
             for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
-                const float d = xr[q] - m;
-                float g = use_mask && !(mr[q] > 0.0f) ? 0.0f : dr[q];
-                if (write_shortcut) sr[q] = g;
+                const float d = LOAD(xr, q) - m;
+                float g = use_mask && !(LOAD(mr, q) > 0.0f) ? 0.0f : LOAD(dr, q);
+                if (write_shortcut) STORE(sr, q, g);
                 if (relu && PRE_RELU(d, scale, b) <= 0.0f) g = 0.0f;
                 tg += g;
                 tgd += g * d;
@@ -284,12 +284,12 @@ __kernel void norm_group_sums(__global const float *gamma, uint go, __global flo
 // Work item (row, tile): dx = invstd * (gamma*g - sum1/M - xhat * sum2/M), M the size of the
 // statistics set. use_mask is norm_params_partial's; where that pass wrote the shortcut's
 // gradient, the host passes it here as dy, already masked.
-__kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
-                                  __global const float *dy, uint dyo, uint dys,
+__kernel void norm_backward_input(__global const store_t *x, uint xo, uint xs,
+                                  __global const store_t *dy, uint dyo, uint dys,
                                   __global const float *gamma, uint go, __global const float *beta, uint bo,
                                   __global const float *ws, uint wso,
-                                  __global const float *mask, uint mko, uint mks, uint use_mask,
-                                  __global float *dx, uint dxo, uint dxs,
+                                  __global const store_t *mask, uint mko, uint mks, uint use_mask,
+                                  __global store_t *dx, uint dxo, uint dxs,
                                   uint batch, uint channels, uint plane, uint groups,
                                   uint relu, uint accumulate, uint tiles) {
     const uint lane = get_local_id(0) % NL;
@@ -304,24 +304,24 @@ __kernel void norm_backward_input(__global const float *x, uint xo, uint xs,
         // dx = a * g - e - f * (x - mean)
         const float scale = invstd * g0, e = invstd * (ws[wso + 2 * sets + s] / count);
         const float f = invstd * invstd * (ws[wso + 3 * sets + s] / count);
-        __global const float *xr = x + AT(xo, xs, n, c * plane + q0);
-        __global const float *dr = dy + AT(dyo, dys, n, c * plane + q0);
-        __global const float *mr = mask + AT(mko, mks, n, c * plane + q0);
-        __global float *out = dx + AT(dxo, dxs, n, c * plane + q0);
+        __global const store_t *xr = x + AT(xo, xs, n, c * plane + q0);
+        __global const store_t *dr = dy + AT(dyo, dys, n, c * plane + q0);
+        __global const store_t *mr = mask + AT(mko, mks, n, c * plane + q0);
+        __global store_t *out = dx + AT(dxo, dxs, n, c * plane + q0);
         const uint full = (q1 - q0) / VEC;
         for (uint v = lane; v < full; v += NL) {
-            const floatv d = VLOAD(xr + v * VEC) - m;
-            floatv g = VLOAD(dr + v * VEC);
-            if (use_mask) g = select((floatv)(0.0f), g, VLOAD(mr + v * VEC) > (floatv)(0.0f));
+            const floatv d = SLOAD(xr + v * VEC) - m;
+            floatv g = SLOAD(dr + v * VEC);
+            if (use_mask) g = select((floatv)(0.0f), g, SLOAD(mr + v * VEC) > (floatv)(0.0f));
             if (relu) g = select(g, (floatv)(0.0f), PRE_RELU(d, (floatv)scale, (floatv)b) <= (floatv)(0.0f));
             floatv t = scale * g - e - f * d;
-            if (accumulate) t += VLOAD(out + v * VEC);
-            VSTORE(t, out + v * VEC);
+            if (accumulate) t += SLOAD(out + v * VEC);
+            SSTORE(t, out + v * VEC);
         }
         for (uint q = full * VEC + lane; q < q1 - q0; q += NL) {
-            const float d = xr[q] - m;
-            const float g = (use_mask && !(mr[q] > 0.0f)) || (relu && PRE_RELU(d, scale, b) <= 0.0f) ? 0.0f : dr[q];
-            STORE_GRAD(out, q, scale * g - e - f * d, accumulate);
+            const float d = LOAD(xr, q) - m;
+            const float g = (use_mask && !(LOAD(mr, q) > 0.0f)) || (relu && PRE_RELU(d, scale, b) <= 0.0f) ? 0.0f : LOAD(dr, q);
+            STORE_GRAD_S(out, q, scale * g - e - f * d, accumulate);
         }
     }
 }

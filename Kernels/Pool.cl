@@ -42,13 +42,13 @@ typedef float16 poolv;
 typedef uint16 poolu;
 typedef int16 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
-// The even and odd elements of 32 floats: stride-2 taps of 16 windows.
-inline float16 load32_even(__global const float *p) {
-    const float16 a = vload16(0, p), b = vload16(0, p + 16);
+// The even and odd elements of 32 consecutive elements: stride-2 taps of 16 windows.
+inline float16 load32_even(__global const store_t *p) {
+    const float16 a = LOADV(16, p), b = LOADV(16, p + 16);
     return (float16)(a.even, b.even);
 }
-inline float16 load32_odd(__global const float *p) {
-    const float16 a = vload16(0, p), b = vload16(0, p + 16);
+inline float16 load32_odd(__global const store_t *p) {
+    const float16 a = LOADV(16, p), b = LOADV(16, p + 16);
     return (float16)(a.odd, b.odd);
 }
 #define LOAD2_EVEN(p) load32_even(p)
@@ -58,25 +58,25 @@ typedef float8 poolv;
 typedef uint8 poolu;
 typedef int8 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3, 4, 5, 6, 7))
-#define LOAD2_EVEN(p) vload16(0, (p)).even
-#define LOAD2_ODD(p) vload16(0, (p)).odd
+#define LOAD2_EVEN(p) LOADV(16, (p)).even
+#define LOAD2_ODD(p) LOADV(16, (p)).odd
 #else
 typedef float4 poolv;
 typedef uint4 poolu;
 typedef int4 pooli;
 #define PIOTA ((poolu)(0, 1, 2, 3))
-#define LOAD2_EVEN(p) vload8(0, (p)).even
-#define LOAD2_ODD(p) vload8(0, (p)).odd
+#define LOAD2_EVEN(p) LOADV(8, (p)).even
+#define LOAD2_ODD(p) LOADV(8, (p)).odd
 #endif
 
-// Tap kw of PV consecutive windows starting at column w0: every WSW-th float from w0 + kw. With
-// stride 2 the load of 2 * PV floats starts one early for kw > 0 and takes the odd elements, so
+// Tap kw of PV consecutive windows starting at column w0: every WSW-th element from w0 + kw. With
+// stride 2 the load of 2 * PV elements starts one early for kw > 0 and takes the odd elements, so
 // that it never reads past the last tap of the block.
 #if WSW == 2
 #define TAP(p, w0, kw) ((kw) == 0 ? LOAD2_EVEN((p) + (w0)) : LOAD2_ODD((p) + (w0) + (kw) - 1))
 #define TAP_AT(w0, kw) ((poolu)((w0) + (kw)) + 2 * PIOTA)
 #else
-#define TAP(p, w0, kw) CAT(vload, PV)(0, (p) + (w0) + (kw))
+#define TAP(p, w0, kw) LOADV(PV, (p) + (w0) + (kw))
 #define TAP_AT(w0, kw) ((poolu)((w0) + (kw)) + WSW * PIOTA)
 #endif
 
@@ -102,15 +102,15 @@ inline uint edge_column(uint i, uint lo, uint hi) { return i < lo ? i : i - lo +
 // it: the clamped tap repeats one already in the window, which changes neither the maximum nor
 // its first position, so padding never wins and the taps need no tests. A later value wins only
 // if larger, or if it is a NaN and the best is not: selects, not branches.
-__kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
+__kernel void maxpool_forward(__global const store_t *x, uint xo, uint xs, __global store_t *y, uint yo, uint ys,
                               __global uint *idx, uint channels, uint H, uint W, uint OH, uint OW, uint rows) {
     const uint lane = get_local_id(0) % NL;
     uint lo, hi, blocks;
     inner_columns(W, OW, &lo, &hi, &blocks);
     FOR_EACH_RUN(item, rows) {
         const uint oh = item % OH, nc = item / OH, c = nc % channels, n = nc / channels;
-        __global const float *plane = x + AT(xo, xs, n, c * H * W);
-        __global float *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
+        __global const store_t *plane = x + AT(xo, xs, n, c * H * W);
+        __global store_t *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
         __global uint *arg_out = idx + item * OW;
         uint row[WKH];
 #pragma unroll
@@ -130,7 +130,7 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
                     arg = select(arg, TAP_AT(row[kh] + w0, kw), wins);
                 }
             }
-            CAT(vstore, PV)(best, 0, out + ow);
+            STOREV(PV, best, out + ow);
             CAT(vstore, PV)(arg, 0, arg_out + ow);
         }
         for (uint i = lane; i + hi - lo < OW; i += NL) {
@@ -139,20 +139,20 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
 #pragma unroll
             for (uint kw = 0; kw < WKW; ++kw) col[kw] = (uint)clamp((int)(ow * WSW + kw) - WPW, 0, (int)W - 1);
             uint arg = row[0] + col[0];
-            float best = plane[arg];
+            float best = LOAD(plane, arg);
 #pragma unroll
             for (uint kh = 0; kh < WKH; ++kh) {
 #pragma unroll
                 for (uint kw = 0; kw < WKW; ++kw) {
                     const uint at = row[kh] + col[kw];
-                    const float v = plane[at];
+                    const float v = LOAD(plane, at);
                     // v != v rather than isnan, which PoCL calls out of line, at more than the rest of the kernel.
                     const bool wins = v > best || (v != v && best == best);
                     best = wins ? v : best;
                     arg = wins ? at : arg;
                 }
             }
-            out[ow] = best;
+            STORE(out, ow, best);
             arg_out[ow] = arg;
         }
     }
@@ -165,43 +165,44 @@ __kernel void maxpool_forward(__global const float *x, uint xo, uint xs, __globa
 // One work item per (n, c) plane: it clears the plane (unless accumulating), then adds each
 // output's gradient at its argmax, in output order. Owning the plane, it needs no atomics where
 // windows overlap, and the plane stays in a CPU's cache: the gather below ran at 0.02 of copy on
-// PoCL. Each input sums its outputs in the same order as the gather does.
-__kernel void maxpool_backward(__global const float *dy, uint dyo, uint dys, __global const uint *idx,
-                               __global float *dx, uint dxo, uint dxs, GEOMETRY, uint planes, uint accumulate) {
+// PoCL. Each input sums its outputs in the same order as the gather does (with 16-bit storage
+// the running sum is in dx, so each addition rounds to it; the gather below sums in float).
+__kernel void maxpool_backward(__global const store_t *dy, uint dyo, uint dys, __global const uint *idx,
+                               __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint planes, uint accumulate) {
     FOR_EACH_RUN(item, planes) {
         const uint c = item % channels, n = item / channels, count = OH * OW;
-        __global float *out = dx + AT(dxo, dxs, n, c * H * W);
-        __global const float *grad = dy + AT(dyo, dys, n, c * count);
+        __global store_t *out = dx + AT(dxo, dxs, n, c * H * W);
+        __global const store_t *grad = dy + AT(dyo, dys, n, c * count);
         __global const uint *args = idx + item * count;
         if (!accumulate) {
             const uint full = H * W / VEC;
-            for (uint v = 0; v < full; ++v) VSTORE((floatv)(0.0f), out + v * VEC);
-            for (uint q = full * VEC; q < H * W; ++q) out[q] = 0.0f;
+            for (uint v = 0; v < full; ++v) SSTORE((floatv)(0.0f), out + v * VEC);
+            for (uint q = full * VEC; q < H * W; ++q) STORE(out, q, 0.0f);
         }
-        for (uint o = 0; o < count; ++o) out[args[o]] += grad[o];
+        for (uint o = 0; o < count; ++o) STORE(out, args[o], LOAD(out, args[o]) + LOAD(grad, o));
     }
 }
 #else
 // With lanes (GPUs), one work item per input element of a row, gathering from the outputs whose
 // windows cover it: no two work items write the same element.
-__kernel void maxpool_backward(__global const float *dy, uint dyo, uint dys, __global const uint *idx,
-                               __global float *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {
+__kernel void maxpool_backward(__global const store_t *dy, uint dyo, uint dys, __global const uint *idx,
+                               __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, rows) {
         const uint ih = item % H, nc = item / H, c = nc % channels, n = nc / channels;
         uint oh0, oh1, ow0 = 0, ow1 = 0;
         covering(ih, KH, SH, PH, OH, &oh0, &oh1);
-        __global const float *grad = dy + AT(dyo, dys, n, c * OH * OW);
+        __global const store_t *grad = dy + AT(dyo, dys, n, c * OH * OW);
         __global const uint *args = idx + nc * OH * OW;
-        __global float *out = dx + AT(dxo, dxs, n, (c * H + ih) * W);
+        __global store_t *out = dx + AT(dxo, dxs, n, (c * H + ih) * W);
         for (uint iw = lane; iw < W; iw += NL) {
             covering_next(iw, KW, SW, PW, OW, &ow0, &ow1);
             const uint me = ih * W + iw;
             float sum = 0.0f;
             for (uint oh = oh0; oh < oh1; ++oh)
                 for (uint ow = ow0; ow < ow1; ++ow)
-                    if (args[oh * OW + ow] == me) sum += grad[oh * OW + ow];
-            STORE_GRAD(out, iw, sum, accumulate);
+                    if (args[oh * OW + ow] == me) sum += LOAD(grad, oh * OW + ow);
+            STORE_GRAD_S(out, iw, sum, accumulate);
         }
     }
 }
@@ -218,7 +219,7 @@ inline float avg_divisor(uint oh, uint ow, uint H, uint W, uint KH, uint KW, uin
 // y = the window's mean over WKH * WKW (PyTorch's count_include_pad: without ceil mode every
 // window lies inside the padded input). Taps outside the input count 0: a row outside is read
 // clamped and weighed 0, a column outside (edge columns only) likewise.
-__kernel void avgpool_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
+__kernel void avgpool_forward(__global const store_t *x, uint xo, uint xs, __global store_t *y, uint yo, uint ys,
                               uint channels, uint H, uint W, uint OH, uint OW, uint rows) {
     const uint lane = get_local_id(0) % NL;
     uint lo, hi, blocks;
@@ -226,8 +227,8 @@ __kernel void avgpool_forward(__global const float *x, uint xo, uint xs, __globa
     const float scale = 1.0f / (float)(WKH * WKW);
     FOR_EACH_RUN(item, rows) {
         const uint oh = item % OH, nc = item / OH, c = nc % channels, n = nc / channels;
-        __global const float *plane = x + AT(xo, xs, n, c * H * W);
-        __global float *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
+        __global const store_t *plane = x + AT(xo, xs, n, c * H * W);
+        __global store_t *out = y + AT(yo, ys, n, (c * OH + oh) * OW);
         uint row[WKH];
         float weight[WKH];
 #pragma unroll
@@ -246,7 +247,7 @@ __kernel void avgpool_forward(__global const float *x, uint xo, uint xs, __globa
                 for (uint kw = 0; kw < WKW; ++kw) r += TAP(plane + row[kh], w0, kw);
                 sum += r * weight[kh];
             }
-            CAT(vstore, PV)(sum, 0, out + ow);
+            STOREV(PV, sum, out + ow);
         }
         for (uint i = lane; i + hi - lo < OW; i += NL) {
             const uint ow = edge_column(i, lo, hi);
@@ -257,67 +258,67 @@ __kernel void avgpool_forward(__global const float *x, uint xo, uint xs, __globa
                 const uint at = (uint)clamp(w, 0, (int)W - 1);
                 float column = 0.0f;
 #pragma unroll
-                for (uint kh = 0; kh < WKH; ++kh) column += plane[row[kh] + at] * weight[kh];
+                for (uint kh = 0; kh < WKH; ++kh) column += LOAD(plane, row[kh] + at) * weight[kh];
                 sum += w >= 0 && w < (int)W ? column : 0.0f;
             }
-            out[ow] = sum;
+            STORE(out, ow, sum);
         }
     }
 }
 #endif  // WKH
 
-__kernel void avgpool_backward(__global const float *dy, uint dyo, uint dys,
-                               __global float *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {
+__kernel void avgpool_backward(__global const store_t *dy, uint dyo, uint dys,
+                               __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint rows, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, rows) {
         const uint ih = item % H, nc = item / H, c = nc % channels, n = nc / channels;
         uint oh0, oh1, ow0 = 0, ow1 = 0;
         covering(ih, KH, SH, PH, OH, &oh0, &oh1);
-        __global const float *grad = dy + AT(dyo, dys, n, c * OH * OW);
-        __global float *out = dx + AT(dxo, dxs, n, (c * H + ih) * W);
+        __global const store_t *grad = dy + AT(dyo, dys, n, c * OH * OW);
+        __global store_t *out = dx + AT(dxo, dxs, n, (c * H + ih) * W);
         for (uint iw = lane; iw < W; iw += NL) {
             covering_next(iw, KW, SW, PW, OW, &ow0, &ow1);
             float sum = 0.0f;
             for (uint oh = oh0; oh < oh1; ++oh)
                 for (uint ow = ow0; ow < ow1; ++ow)
-                    sum += grad[oh * OW + ow] / avg_divisor(oh, ow, H, W, KH, KW, SH, SW, PH, PW);
-            STORE_GRAD(out, iw, sum, accumulate);
+                    sum += LOAD(grad, oh * OW + ow) / avg_divisor(oh, ow, H, W, KH, KW, SH, SW, PH, PW);
+            STORE_GRAD_S(out, iw, sum, accumulate);
         }
     }
 }
 
 // One work item per (sample, channel): the plane's mean, into y[n, c].
-__kernel void global_avgpool_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
+__kernel void global_avgpool_forward(__global const store_t *x, uint xo, uint xs, __global store_t *y, uint yo, uint ys,
                                      uint channels, uint plane, uint rows) {
     __local float scratch[NL];
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, rows) {
         const uint n = item / channels, c = item % channels;
-        __global const float *src = x + AT(xo, xs, n, c * plane);
+        __global const store_t *src = x + AT(xo, xs, n, c * plane);
         const uint full = plane / VEC;
         floatv a = 0.0f;
         float t = 0.0f;
-        for (uint v = lane; v < full; v += NL) a += VLOAD(src + v * VEC);
-        for (uint q = full * VEC + lane; q < plane; q += NL) t += src[q];
+        for (uint v = lane; v < full; v += NL) a += SLOAD(src + v * VEC);
+        for (uint q = full * VEC + lane; q < plane; q += NL) t += LOAD(src, q);
         const float sum = lanes_sum(hsum(a) + t, scratch);
-        if (lane == 0) y[AT(yo, ys, n, c)] = sum / (float)plane;
+        if (lane == 0) STORE(y, AT(yo, ys, n, c), sum / (float)plane);
     }
 }
 
-__kernel void global_avgpool_backward(__global const float *dy, uint dyo, uint dys,
-                                      __global float *dx, uint dxo, uint dxs, uint channels, uint plane,
+__kernel void global_avgpool_backward(__global const store_t *dy, uint dyo, uint dys,
+                                      __global store_t *dx, uint dxo, uint dxs, uint channels, uint plane,
                                       uint rows, uint accumulate) {
     const uint lane = get_local_id(0) % NL;
     FOR_EACH_RUN(item, rows) {
         const uint n = item / channels, c = item % channels;
-        const float g = dy[AT(dyo, dys, n, c)] / (float)plane;
-        __global float *out = dx + AT(dxo, dxs, n, c * plane);
+        const float g = LOAD(dy, AT(dyo, dys, n, c)) / (float)plane;
+        __global store_t *out = dx + AT(dxo, dxs, n, c * plane);
         const uint full = plane / VEC;
         for (uint v = lane; v < full; v += NL) {
             floatv t = (floatv)g;
-            if (accumulate) t += VLOAD(out + v * VEC);
-            VSTORE(t, out + v * VEC);
+            if (accumulate) t += SLOAD(out + v * VEC);
+            SSTORE(t, out + v * VEC);
         }
-        for (uint q = full * VEC + lane; q < plane; q += NL) STORE_GRAD(out, q, g, accumulate);
+        for (uint q = full * VEC + lane; q < plane; q += NL) STORE_GRAD_S(out, q, g, accumulate);
     }
 }

@@ -40,32 +40,32 @@ inline void readers(uint i, float r, uint out, uint *j0, uint *j1) {
 }
 
 // Work item (output pixel, channel, sample).
-__kernel void upsample_forward(__global const float *x, uint xo, uint xs, __global float *y, uint yo, uint ys,
+__kernel void upsample_forward(__global const store_t *x, uint xo, uint xs, __global store_t *y, uint yo, uint ys,
                                uint ih, uint iw, uint oh, uint ow, float rh, float rw) {
     const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
     const uint oy = p / ow, ox = p % ow;
-    __global const float *plane = x + AT(xo, xs, n, c * ih * iw);
+    __global const store_t *plane = x + AT(xo, xs, n, c * ih * iw);
 #ifdef BILINEAR
     uint y0, y1, x0, x1;
     float a0, a1, b0, b1;
     linear_source(oy, rh, ih, &y0, &y1, &a0, &a1);
     linear_source(ox, rw, iw, &x0, &x1, &b0, &b1);
-    const float v = a0 * (b0 * plane[y0 * iw + x0] + b1 * plane[y0 * iw + x1])
-                  + a1 * (b0 * plane[y1 * iw + x0] + b1 * plane[y1 * iw + x1]);
+    const float v = a0 * (b0 * LOAD(plane, y0 * iw + x0) + b1 * LOAD(plane, y0 * iw + x1))
+                  + a1 * (b0 * LOAD(plane, y1 * iw + x0) + b1 * LOAD(plane, y1 * iw + x1));
 #else
-    const float v = plane[nearest_source(oy, rh, ih) * iw + nearest_source(ox, rw, iw)];
+    const float v = LOAD(plane, nearest_source(oy, rh, ih) * iw + nearest_source(ox, rw, iw));
 #endif
-    y[AT(yo, ys, n, c * oh * ow + p)] = v;
+    STORE(y, AT(yo, ys, n, c * oh * ow + p), v);
 }
 
 // The input gradient, gathered: work item (input pixel, channel, sample) sums dy over the
 // outputs that read it, each times the weight it was read with. No atomics, so the sum's order
 // is fixed and the result deterministic.
-__kernel void upsample_backward(__global const float *dy, uint dyo, uint dys, __global float *dx, uint dxo, uint dxs,
+__kernel void upsample_backward(__global const store_t *dy, uint dyo, uint dys, __global store_t *dx, uint dxo, uint dxs,
                                 uint ih, uint iw, uint oh, uint ow, float rh, float rw, uint accumulate) {
     const uint p = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
     const uint iy = p / iw, ix = p % iw;
-    __global const float *g = dy + AT(dyo, dys, n, c * oh * ow);
+    __global const store_t *g = dy + AT(dyo, dys, n, c * oh * ow);
     uint jy0, jy1, jx0, jx1;
     readers(iy, rh, oh, &jy0, &jy1);
     readers(ix, rw, ow, &jx0, &jx1);
@@ -76,10 +76,10 @@ __kernel void upsample_backward(__global const float *dy, uint dyo, uint dys, __
         float row = 0.0f;
         for (uint jx = jx0; jx < jx1; ++jx) {
             const float wx = tap_weight(jx, ix, rw, iw);
-            if (wx != 0.0f) row += wx * g[jy * ow + jx];
+            if (wx != 0.0f) row += wx * LOAD(g, jy * ow + jx);
         }
         sum += wy * row;
     }
-    __global float *d = dx + AT(dxo, dxs, n, c * ih * iw);
-    STORE_GRAD(d, p, sum, accumulate);
+    __global store_t *d = dx + AT(dxo, dxs, n, c * ih * iw);
+    STORE_GRAD_S(d, p, sum, accumulate);
 }

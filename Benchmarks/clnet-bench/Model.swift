@@ -43,6 +43,9 @@ struct Model: ParsableCommand {
     @Flag(help: "Also let convolutions write their outputs' batch statistics (MemoryPlan.Fusions.convolutionStatistics, off by default).")
     var convolutionStatistics = false
 
+    @Option(help: "How activations are stored: fp32, fp16 or bf16 (Precision; arithmetic stays float32).")
+    var precision: Precision = .fp32
+
     /// One queue count's measurement.
     struct Run: Codable {
         var queues: Int
@@ -66,6 +69,10 @@ struct Model: ParsableCommand {
         var peak: DevicePeak
         var planBytes: Int
         var naivePlanBytes: Int
+        /// The activation arena with 16-bit storage, beside `planBytes` at float32, and the
+        /// precision this run stored its activations in.
+        var planBytes16: Int
+        var precision: Precision
         var parameters: Int
         /// The model's arithmetic per step (Graph.cost).
         var gflopPerStep: Double
@@ -87,6 +94,8 @@ struct Model: ParsableCommand {
             try c.encode(peak, forKey: .peak)
             try c.encode(planBytes, forKey: .planBytes)
             try c.encode(naivePlanBytes, forKey: .naivePlanBytes)
+            try c.encode(planBytes16, forKey: .planBytes16)
+            try c.encode(precision, forKey: .precision)
             try c.encode(parameters, forKey: .parameters)
             try c.encode(gflopPerStep, forKey: .gflopPerStep)
             try c.encode(layers, forKey: .layers)
@@ -99,7 +108,7 @@ struct Model: ParsableCommand {
         }
 
         enum Keys: String, CodingKey {
-            case queues, peak, planBytes, naivePlanBytes, parameters, gflopPerStep, layers, byOperation, otherMilliseconds,
+            case queues, peak, planBytes, naivePlanBytes, planBytes16, precision, parameters, gflopPerStep, layers, byOperation, otherMilliseconds,
                  byCommand, runs, referenceSeconds, convolutions
         }
     }
@@ -167,7 +176,8 @@ struct Model: ParsableCommand {
         for n in counts {
             let start = ContinuousClock.now
             let fusions: MemoryPlan.Fusions = unfused ? [] : convolutionStatistics ? MemoryPlan.Fusions.all.union(.convolutionStatistics) : .all
-            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: fusions)
+            let executor = try Executor(graph: graph, context: context, training: training, queues: n, fusions: fusions,
+                                        precision: precision)
             if choices.isEmpty { choices = executor.convChoices }
             try executor.synchronize()
             let buildSeconds = seconds(since: start)
@@ -225,6 +235,7 @@ struct Model: ParsableCommand {
         }
         return Report(
             summary: runs[0].summary, queues: runs[0].queues, peak: peak, planBytes: plan.peakBytes, naivePlanBytes: plan.naiveBytes,
+            planBytes16: plan.peakBytes(.fp16), precision: precision,
             parameters: graph.parameters.filter(\.trainable).reduce(0) { $0 + $1.shape.count },
             gflopPerStep: graph.cost(training: training).flops * 1e-9, layers: layers.map(\.report),
             byOperation: WorkReport.byOperation(layers, stepSeconds: stepSeconds, peak: peak),
@@ -267,11 +278,12 @@ struct Model: ParsableCommand {
 
     private func printReport(_ r: Report, context: Context) {
         let s = r.summary
-        print("\(s.model), batch \(s.batch), \(s.size)x\(s.size), \(s.mode), on \(context.device)")
+        print("\(s.model), batch \(s.batch), \(s.size)x\(s.size), \(s.mode), \(r.precision) activations, on \(context.device)")
         print("device peaks (this run): GEMM \(format(r.peak.gemmGFLOPS)) GFLOP/s, copy \(format(r.peak.copyGBPS)) GB/s; "
               + "ridge \(format(r.peak.ridge, 2)) FLOP/byte")
         print("model: \(format(Double(r.parameters) / 1e6, 2)) M parameters, \(format(r.gflopPerStep, 2)) GFLOP per step; "
-              + "activation plan \(r.planBytes >> 20) MiB (naive \(r.naivePlanBytes >> 20) MiB)")
+              + "activation plan \(r.planBytes >> 20) MiB at fp32, \(r.planBytes16 >> 20) MiB at 16 bits "
+              + "(naive \(r.naivePlanBytes >> 20) MiB at fp32)")
         printTable(header: ["queues", "images/s", "median ms", "p10 ms", "p90 ms", "device ms", "commands ms",
                             "wall / commands", "speed-up vs first", "device MiB", "build s"], rows: r.runs.map {
             let d = $0.summary.deviceMilliseconds
@@ -318,3 +330,5 @@ struct Model: ParsableCommand {
          format(w.rooflineFraction, 3)]
     }
 }
+
+extension Precision: ExpressibleByArgument {}

@@ -19,6 +19,8 @@ struct Plan: ParsableCommand {
         var nodes: Int
         var parameters: Int
         var peakBytes: Int
+        /// The arena with activations stored in 16 bits (`Precision.fp16` or `.bf16`).
+        var peakBytes16: Int
         var naiveBytes: Int
         var ratio: Double
         var buildSeconds: Double
@@ -34,12 +36,14 @@ struct Plan: ParsableCommand {
         let plan = MemoryPlan(graph: graph, training: mode == "train")
         let planned = seconds(since: planStart)
         let report = Report(model: model, batch: batch, mode: mode, nodes: graph.nodes.count,
-                            parameters: graph.trainableParameterCount, peakBytes: plan.peakBytes, naiveBytes: plan.naiveBytes,
+                            parameters: graph.trainableParameterCount, peakBytes: plan.peakBytes,
+                            peakBytes16: plan.peakBytes(.fp16), naiveBytes: plan.naiveBytes,
                             ratio: Double(plan.peakBytes) / Double(plan.naiveBytes), buildSeconds: built, planSeconds: planned)
         if json { return try printJSON(report) }
         let mib = { (b: Int) in format(Double(b) / 1_048_576, 1) + " MiB" }
         print("\(model), batch \(batch), \(size)x\(size), \(mode): \(graph.nodes.count) nodes, \(graph.trainableParameterCount) parameters")
-        print("activation arena (planned peak): \(mib(plan.peakBytes))")
+        print("activation arena (planned peak): \(mib(plan.peakBytes)) at fp32, \(mib(plan.peakBytes(.fp16))) at fp16/bf16 "
+              + "(\(format(Double(plan.peakBytes(.fp16)) / Double(plan.peakBytes), 3)) of fp32)")
         print("one buffer per tensor (naive):   \(mib(plan.naiveBytes))")
         print("planned / naive:                 \(format(report.ratio, 3))")
         print("graph built in \(format(built * 1e3, 1)) ms, planned in \(format(planned * 1e3, 1)) ms")

@@ -37,6 +37,9 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var device: DeviceOption
 
+    @Option(help: "How activations are stored: fp32, fp16 or bf16 (arithmetic stays float32).")
+    var precision: Precision = .fp32
+
     @Flag(inversion: .prefixedNo, help: "Normalise with the training split's statistics (else the test split's own); default: as the weights record, else the training split's.")
     var trainStatistics: Bool?
 
@@ -105,7 +108,7 @@ struct Eval: ParsableCommand {
 
     private func evaluate(_ spec: String, _ weightsFile: LoadedWeights, _ loader: BatchLoader, what: String) throws {
         let (graph, logits) = try ModelSpec.graph(spec, batch: loader.batchSize, size: loader.source.height, loss: false)
-        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits])
+        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits], precision: precision)
         try executor.load(weightsFile.file, ignoring: "optimizer.")
         let start = ContinuousClock.now
         let e = try Trainer.evaluate(executor, logits: logits, loader: loader)

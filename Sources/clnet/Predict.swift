@@ -49,6 +49,9 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var device: DeviceOption
 
+    @Option(help: "How activations are stored: fp32, fp16 or bf16 (arithmetic stays float32).")
+    var precision: Precision = .fp32
+
     @OptionGroup var taskOptions: TaskOptions
 
     @Option(help: "With --task sr or segment: the folder the output images go to, one PNG per input named after it (the enlarged image, or the label map in colours).")
@@ -88,7 +91,7 @@ struct Predict: ParsableCommand {
         if let names, names.count != classCount {
             throw CLNetError.invalidArgument("the class list has \(names.count) names but \(spec) predicts \(classCount) classes")
         }
-        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits])
+        let executor = try Executor(graph: graph, context: try Context(device: try device.select()), training: false, keep: [logits], precision: precision)
         try executor.load(file, ignoring: "optimizer.")
 
         // Decoded on every core, a batch ahead of the device; the first file that fails stops

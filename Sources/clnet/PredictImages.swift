@@ -40,7 +40,7 @@ extension Predict {
                         \(spec) outputs \(shape)
                         """)
                 }
-                let executor = try Executor(graph: graph, context: context, training: false, keep: [output])
+                let executor = try Executor(graph: graph, context: context, training: false, keep: [output], precision: precision)
                 try executor.load(weightsFile.file, ignoring: "optimizer.")
                 cache = (spec, [h, w], executor, output)
             }

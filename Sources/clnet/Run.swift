@@ -37,6 +37,9 @@ struct Run: ParsableCommand {
 
     @OptionGroup var device: DeviceOption
 
+    @Option(help: "How activations are stored: fp32, fp16 or bf16 (arithmetic stays float32).")
+    var precision: Precision = .fp32
+
     func run() throws {
         do {
             try execute()
@@ -78,6 +81,7 @@ struct Run: ParsableCommand {
                 params[p.name] = try file.floats(p.name).map(Double.init)
             }
             var reference = try ReferenceExecutor(graph: graph, parameters: params)
+            reference.activationStorage = precision
             let values = try reference.forward(["input": pixels.map(Double.init)], labels: labels, training: training)
             out.append(("logits", .float32(values[logits.index].map(Float.init), shape: logitShape)))
             if training {
@@ -96,7 +100,7 @@ struct Run: ParsableCommand {
             }
         } else {
             let dev = try device.select()
-            let executor = try Executor(graph: graph, context: try Context(device: dev), training: training, keep: [logits])
+            let executor = try Executor(graph: graph, context: try Context(device: dev), training: training, keep: [logits], precision: precision)
             try executor.load(file)
             let reading = try executor.forward(["input": pixels], labels: labels)
             if training && grads { try executor.backward() }

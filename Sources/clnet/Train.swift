@@ -128,6 +128,12 @@ struct Train: ParsableCommand {
     @Option(help: "When a step's loss is NaN or infinite: stop (the checkpoints stay as they were), or skip (undo the step, halve the learning rate, go on).")
     var onDivergence = "stop"
 
+    @Option(help: "How activations and their gradients are stored: fp32, fp16 (with dynamic loss scaling) or bf16; arithmetic, weights, momentum and norm statistics stay float32.")
+    var precision: Precision = .fp32
+
+    @Option(help: "The dtype of model.safetensors: f32, f16 or bf16 (the checkpoint stays float32).")
+    var saveDtype: SaveDtype = .f32
+
     func run() throws {
         var communicator: MPICommunicator? = nil
         do {
@@ -189,6 +195,7 @@ struct Train: ParsableCommand {
         config.initialization = initialization == .standard ? nil : initialization
         config.gradInitSteps = gradinitSteps
         config.seed = seed
+        config.precision = precision == .fp32 ? nil : precision
         config.initialWeights = weights
         if let teacher {
             config.teacher = teacher
@@ -296,6 +303,9 @@ struct Train: ParsableCommand {
                 print("epoch \(epoch + 1)/\(epochs): train loss \(format(summary.loss, 4)), accuracy \(format(summary.accuracy * 100, 2))%, "
                       + "\(format(summary.imagesPerSecond, 1)) images/s | test \(taskOptions.describe(evaluation)) "
                       + "| \(format(seconds(since: started), 1)) s")
+                if let scaler = trainer.executor.lossScaler {
+                    print("  fp16 loss scale \(format(Double(scaler.scale), 0)); \(scaler.skippedSteps) step\(scaler.skippedSteps == 1 ? "" : "s") skipped for overflow so far")
+                }
                 let paths = try trainer.pathLength()
                 if let paths {
                     print("  PReLU: \(paths.linearChannels) of \(paths.preluChannels) channels linear; "
@@ -327,7 +337,7 @@ struct Train: ParsableCommand {
                 all-reduce across ranks \(share(trainer.allReduceSeconds)), summing and writing back \(share(trainer.gradientWriteSeconds))
                 """)
         }
-        try trainer.saveWeights(to: dir.appendingPathComponent("model.safetensors"))
+        try trainer.saveWeights(to: dir.appendingPathComponent("model.safetensors"), dtype: saveDtype.precision)
         try writeChart(metrics: metrics, to: dir.appendingPathComponent("chart.svg"), title: "\(trainer.modelSpec) on \(data)")
         print("checkpoint: \(checkpoint.path)\nweights:    \(dir.appendingPathComponent("model.safetensors").path)")
         print("metrics:    \(metrics.path)\nchart:      \(dir.appendingPathComponent("chart.svg").path)")
@@ -469,3 +479,10 @@ func appendJSONLine<T: Encodable>(_ url: URL, _ value: T) {
 
 /// `--init default|autoinit|gradinit`.
 extension InitializationMethod: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
+
+/// `--save-dtype`: safetensors' names for the formats.
+enum SaveDtype: String, ExpressibleByArgument, CaseIterable {
+    case f32, f16, bf16
+    var precision: Precision { self == .f32 ? .fp32 : self == .f16 ? .fp16 : .bf16 }
+}

@@ -482,9 +482,9 @@ struct ConvTests {
 }
 
 /// The convolution engine's kernels carry the storage type of activations and weights as one
-/// macro (`store_t`, Kernels/Common.cl): with 16-bit storage (`CLNET_STORAGE_HALF`, loads and
-/// stores through vload_half and vstore_half) every one of them still builds, so that mixed
-/// precision is a build option of these files, not a rewrite of them.
+/// macro (`store_t`, Kernels/Common.cl): with 16-bit storage (`CLNET_STORAGE_HALF`) every one of
+/// them builds, including the variants the executor does not launch at that precision
+/// (PrecisionTests runs those it does).
 @Test func engineKernelsBuildWithHalfStorage() throws {
     let context = try Shared.context()
     let kernels: [(KernelSource, [String: String], [String])] = [

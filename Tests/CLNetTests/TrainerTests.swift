@@ -137,6 +137,42 @@ struct TrainerTests {
         #expect(evaluation.samples == 30 && evaluation.loss.isFinite && evaluation.top5 >= evaluation.top1)
     }
 
+    /// fp16 training resumes exactly too: the loss scaler's state (here mid-way to a growth)
+    /// travels in the checkpoint.
+    @Test func fp16ResumeKeepsTheLossScale() throws {
+        let train = try Self.data(64, seed: 5)
+        let context = try Shared.context()
+        var c = Self.config()
+        c.precision = .fp16
+        var scaler = LossScaler()
+        scaler.growthInterval = 2
+        let whole = try Trainer(configuration: c, train: train, test: nil, context: context)
+        try whole.executor.setLossScaler(scaler)
+        let straight = try whole.trainEpoch().stepLosses
+        let grown = whole.executor.lossScaler.map { Double($0.scale) }
+        #expect(grown == 262_144, "two growths in four clean steps: \(String(describing: grown))")
+
+        let dir = try temporaryDirectory("resume-fp16")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let checkpoint = dir.appendingPathComponent("checkpoint.safetensors")
+        let first = try Trainer(configuration: c, train: train, test: nil, context: context)
+        try first.executor.setLossScaler(scaler)
+        var resumed = try first.trainEpoch(limit: 3).stepLosses
+        try first.saveCheckpoint(to: checkpoint)
+        let second = try Trainer(configuration: c, train: train, test: nil, context: context)
+        try second.loadCheckpoint(from: checkpoint)
+        #expect(second.executor.lossScaler == first.executor.lossScaler)
+        #expect(second.executor.lossScaler?.cleanSteps == 1)
+        resumed += try second.trainEpoch().stepLosses
+        #expect(resumed == straight, "losses: \(resumed) against \(straight)")
+        for p in whole.executor.graph.parameters {
+            #expect(try second.executor.parameter(p.name) == whole.executor.parameter(p.name), "\(p.name)")
+        }
+        // An fp32 run's configuration refuses the checkpoint.
+        let mismatch = try Trainer(configuration: Self.config(), train: train, test: nil, context: context)
+        #expect(throws: CLNetError.self) { try mismatch.loadCheckpoint(from: checkpoint) }
+    }
+
     /// A short run on real data: Fashion-MNIST where Debian's package is installed (CI installs
     /// it), else the synthetic set.
     @Test func lossFallsOnRealData() throws {

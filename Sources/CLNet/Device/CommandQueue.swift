@@ -30,6 +30,19 @@ public final class CommandQueue: @unchecked Sendable {
     /// product so far. One buffer serves every product, as the queue runs them one after another.
     let gemmPacking = Mutex<Buffer?>(nil)
 
+    /// A word for kernels' optional flags that nobody reads (the SGD update's overflow flag
+    /// outside loss scaling), made on first use.
+    private let unreadFlag = Mutex<Buffer?>(nil)
+
+    func discardedFlag() throws(CLNetError) -> Buffer {
+        try unreadFlag.withLock { (held) throws(CLNetError) -> Buffer in
+            if let held { return held }
+            let made = try context.buffer(bytes: 4)
+            held = made
+            return made
+        }
+    }
+
     /// Starts recording commands, dropping what was recorded before.
     public func startRecording() { recording.withLock { $0 = Recording() } }
 
@@ -148,18 +161,21 @@ public final class CommandQueue: @unchecked Sendable {
         }
     }
 
-    /// Sets `count` Float32 values of `buffer` from element `offset` to `value` (tests fill outputs
-    /// with NaN so that an element a kernel forgot to write shows up).
+    /// Sets `count` elements of `buffer` from element `offset` to `value`, elements being Float32
+    /// or of a 16-bit `storage` (tests fill outputs with NaN so that an element a kernel forgot
+    /// to write shows up).
     @discardableResult
-    public func fill(_ buffer: Buffer, with value: Float, offset: Int = 0, count: Int? = nil,
+    public func fill(_ buffer: Buffer, with value: Float, offset: Int = 0, count: Int? = nil, storage: Precision = .fp32,
                      waitFor: [Event] = []) throws(CLNetError) -> Event {
-        let n = count ?? (buffer.floatCount - offset)
-        try checkRange(buffer, start: offset * 4, bytes: n * 4, what: "fill")
+        let size = storage.bytes
+        let n = count ?? (buffer.byteCount / size - offset)
+        try checkRange(buffer, start: offset * size, bytes: n * size, what: "fill")
         guard let first = UInt32(exactly: offset), let count = UInt32(exactly: n) else {
-            throw .invalidArgument("fill of \(n) floats at \(offset) exceeds the kernel's 32-bit indices")
+            throw .invalidArgument("fill of \(n) elements at \(offset) exceeds the kernel's 32-bit indices")
         }
-        let kernel = try context.program(.util).kernel("fill_f32")
-        return try enqueue(kernel, [.buffer(buffer), .uint(first), .uint(count), .float(value)],
+        let pattern: KernelArgument = storage == .fp32 ? .float(value) : .ushort(storage.encode([value])[0])
+        let kernel = try context.program(.util).kernel(storage == .fp32 ? "fill_f32" : "fill_u16")
+        return try enqueue(kernel, [.buffer(buffer), .uint(first), .uint(count), pattern],
                            global: [max(n, 1)], waitFor: waitFor)
     }
 

@@ -45,12 +45,12 @@ extension CommandQueue {
     public func gemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
                      alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil,
                      b: Buffer, bOffset: Int = 0, ldb: Int? = nil,
-                     beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil,
+                     beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, storage: GEMMStorage = .float,
                      engine: GEMMEngine? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try gemmStridedBatched(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                a: a, aOffset: aOffset, lda: lda, strideA: 0, b: b, bOffset: bOffset, ldb: ldb,
                                strideB: 0, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: 0,
-                               batch: 1, engine: engine, waitFor: waitFor)
+                               batch: 1, storage: storage, engine: engine, waitFor: waitFor)
     }
 
     /// `batch` matrix products whose operands sit `strideA`, `strideB` and `strideC` elements apart
@@ -60,11 +60,12 @@ extension CommandQueue {
                                    alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil, strideA: Int,
                                    b: Buffer, bOffset: Int = 0, ldb: Int? = nil, strideB: Int,
                                    beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, strideC: Int,
-                                   batch: Int, engine: GEMMEngine? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
+                                   batch: Int, storage: GEMMStorage = .float, engine: GEMMEngine? = nil,
+                                   waitFor: [Event] = []) throws(CLNetError) -> Event {
         try gemmStridedBatched(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
                                aOffset: aOffset, lda: lda, strideA: strideA, b: b, bOffset: bOffset, ldb: ldb,
                                strideB: strideB, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: strideC,
-                               batch: batch, engine: engine, rowStatistics: nil, waitFor: waitFor)
+                               batch: batch, storage: storage, engine: engine, rowStatistics: nil, waitFor: waitFor)
     }
 
     /// The same, also writing statistics of C's rows where `rowStatistics` says (CLNet's GEMM only).
@@ -72,8 +73,8 @@ extension CommandQueue {
                             alpha: Float = 1, a: Buffer, aOffset: Int = 0, lda: Int? = nil, strideA: Int,
                             b: Buffer, bOffset: Int = 0, ldb: Int? = nil, strideB: Int,
                             beta: Float = 0, c: Buffer, cOffset: Int = 0, ldc: Int? = nil, strideC: Int,
-                            batch: Int, engine: GEMMEngine? = nil, rowStatistics: RowStatistics?,
-                            waitFor: [Event] = []) throws(CLNetError) -> Event {
+                            batch: Int, storage: GEMMStorage = .float, engine: GEMMEngine? = nil,
+                            rowStatistics: RowStatistics?, waitFor: [Event] = []) throws(CLNetError) -> Event {
         guard m > 0, n > 0, k > 0, batch > 0 else {
             throw .invalidArgument("GEMM needs positive sizes; got m=\(m) n=\(n) k=\(k) batch=\(batch)")
         }
@@ -81,15 +82,20 @@ extension CommandQueue {
         let (aRows, aCols) = transposeA ? (k, m) : (m, k)
         let (bRows, bCols) = transposeB ? (n, k) : (k, n)
         let lda = lda ?? aCols, ldb = ldb ?? bCols, ldc = ldc ?? n
-        try checkOperand("A", buffer: a, offset: aOffset, rows: aRows, cols: aCols, ld: lda, stride: strideA, batch: batch)
-        try checkOperand("B", buffer: b, offset: bOffset, rows: bRows, cols: bCols, ld: ldb, stride: strideB, batch: batch)
-        try checkOperand("C", buffer: c, offset: cOffset, rows: m, cols: n, ld: ldc, stride: strideC, batch: batch)
+        try checkOperand("A", buffer: a, offset: aOffset, rows: aRows, cols: aCols, ld: lda, stride: strideA, batch: batch,
+                         storage: storage.a)
+        try checkOperand("B", buffer: b, offset: bOffset, rows: bRows, cols: bCols, ld: ldb, stride: strideB, batch: batch,
+                         storage: storage.b)
+        try checkOperand("C", buffer: c, offset: cOffset, rows: m, cols: n, ld: ldc, stride: strideC, batch: batch,
+                         storage: storage.c)
         try GEMMEngine.checkSetting()
-        if (engine ?? GEMMEngine.preferred(for: context.device)) == .clnet {
+        // CLBlast's products take float32 (or, with cl_khr_fp16, half arithmetic): 16-bit operands
+        // go to CLNet's own, whose packing reads them.
+        if (engine ?? GEMMEngine.preferred(for: context.device)) == .clnet || storage != .float {
             return try panelGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                  a: a, aOffset: aOffset, lda: lda, strideA: strideA, b: b, bOffset: bOffset, ldb: ldb,
                                  strideB: strideB, beta: beta, c: c, cOffset: cOffset, ldc: ldc, strideC: strideC,
-                                 batch: batch, rowStatistics: rowStatistics, waitFor: waitFor)
+                                 batch: batch, storage: storage, rowStatistics: rowStatistics, waitFor: waitFor)
         }
         guard rowStatistics == nil else {
             throw .invalidArgument("GEMM: row statistics come only from CLNet's GEMM (GEMMEngine.clnet), not CLBlast")
@@ -134,7 +140,7 @@ extension CommandQueue {
     private func panelGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                            a: Buffer, aOffset: Int, lda: Int, strideA: Int, b: Buffer, bOffset: Int, ldb: Int, strideB: Int,
                            beta: Float, c: Buffer, cOffset: Int, ldc: Int, strideC: Int, batch: Int,
-                           rowStatistics: RowStatistics?, waitFor: [Event]) throws(CLNetError) -> Event {
+                           storage: GEMMStorage, rowStatistics: RowStatistics?, waitFor: [Event]) throws(CLNetError) -> Event {
         let shape = GEMMPanels(device: context.device)
         let panelsM = (m + shape.mr - 1) / shape.mr
         // An operand every batch entry shares (stride 0) is packed once.
@@ -145,7 +151,8 @@ extension CommandQueue {
         let slice = min(max(room, shape.nr), (n + shape.nr - 1) / shape.nr * shape.nr)
         let needed = packedA + batchB * slice * k
         // The kernels take offsets and sizes in 32 bits; every operand lies inside its buffer.
-        for (name, floats) in [("A", a.floatCount), ("B", b.floatCount), ("C", c.floatCount), ("the packed panels", needed)]
+        for (name, floats) in [("A", a.byteCount / storage.a.bytes), ("B", b.byteCount / storage.b.bytes),
+                              ("C", c.byteCount / storage.c.bytes), ("the packed panels", needed)]
         where floats > Int(UInt32.max) {
             throw .invalidArgument("GEMM: \(name) spans \(floats) floats; CLNet's GEMM addresses at most 2^32 (use CLNET_GEMM=clblast)")
         }
@@ -155,7 +162,7 @@ extension CommandQueue {
             held = grown
             return grown
         }
-        var defines = shape.defines(transposeA: transposeA, transposeB: transposeB)
+        var defines = shape.defines(transposeA: transposeA, transposeB: transposeB).merging(try storage.defines()) { a, _ in a }
         if rowStatistics != nil { defines["ROW_STATS"] = "1" }
         let program = try context.program(.gemm, defines: defines)
         let blocks = (k + shape.kb - 1) / shape.kb
@@ -229,7 +236,7 @@ extension CommandQueue {
     }
 
     private func checkOperand(_ name: String, buffer: Buffer, offset: Int, rows: Int, cols: Int, ld: Int,
-                              stride: Int, batch: Int) throws(CLNetError) {
+                              stride: Int, batch: Int, storage: Precision) throws(CLNetError) {
         guard ld >= cols else {
             throw .invalidArgument("GEMM: leading dimension of \(name) is \(ld) but its rows hold \(cols) elements")
         }
@@ -237,10 +244,10 @@ extension CommandQueue {
             throw .invalidArgument("GEMM: \(name) has offset \(offset) and batch stride \(stride); both must be >= 0")
         }
         let needed = offset + (batch - 1) * stride + (rows - 1) * ld + cols
-        guard needed <= buffer.floatCount else {
+        guard needed <= buffer.byteCount / storage.bytes else {
             throw .invalidArgument("""
                 GEMM: \(name) (\(batch) x \(rows) x \(cols), ld \(ld), offset \(offset), stride \(stride)) needs \
-                \(needed) floats but its buffer holds \(buffer.floatCount)
+                \(needed) \(storage) elements but its buffer holds \(buffer.byteCount / storage.bytes)
                 """)
         }
     }
@@ -288,5 +295,28 @@ struct GEMMPanels: Sendable, Equatable {
 
     func defines(transposeA: Bool, transposeB: Bool) -> [String: String] {
         ["MR": "\(mr)", "NR": "\(nr)", "VW": "\(vw)", "KB": "\(kb)", "TRANS_A": transposeA ? "1" : "0", "TRANS_B": transposeB ? "1" : "0"]
+    }
+}
+
+/// The formats a product's operands are stored in: a convolution's input, output and weights are
+/// stored as its activations are (`Precision`), its workspaces and weight gradients as float.
+/// The 16-bit operands of one product share one format.
+public struct GEMMStorage: Equatable, Sendable {
+    public var a: Precision, b: Precision, c: Precision
+    public init(a: Precision = .fp32, b: Precision = .fp32, c: Precision = .fp32) { (self.a, self.b, self.c) = (a, b, c) }
+    public static let float = GEMMStorage()
+
+    /// Kernels/GEMM.cl's A_STORED, B_STORED and C_STORED, and the storage macro they refer to.
+    func defines() throws(CLNetError) -> [String: String] {
+        var defines: [String: String] = [:], format = Precision.fp32
+        for (name, p) in [("A_STORED", a), ("B_STORED", b), ("C_STORED", c)] where p != .fp32 {
+            guard format == .fp32 || format == p else {
+                throw .invalidArgument("GEMM: operands in both \(format) and \(p); one product takes one 16-bit format")
+            }
+            format = p
+            defines[name] = "1"
+        }
+        if let macro = format.define { defines[macro] = "1" }
+        return defines
     }
 }

@@ -168,9 +168,13 @@ public final class Program: @unchecked Sendable {
 /// One argument of a kernel launch.
 public enum KernelArgument: Sendable {
     case buffer(Buffer)
+    /// A buffer of activations in a 16-bit format, passed to the kernel's `store_t` parameters;
+    /// the launch builds the kernel for that format (`Precision`).
+    case stored(Buffer, Precision)
     case float(Float)
     case int(Int32)
     case uint(UInt32)
+    case ushort(UInt16)
     /// `__local` memory of this many bytes.
     case local(bytes: Int)
 }
@@ -218,7 +222,7 @@ public final class Kernel: @unchecked Sendable {
             let index = cl_uint(i)
             let status: cl_int
             switch argument {
-            case let .buffer(buffer):
+            case let .buffer(buffer), let .stored(buffer, _):
                 var mem: cl_mem? = buffer.handle
                 status = clSetKernelArg(handle, index, MemoryLayout<cl_mem?>.size, &mem)
             case var .float(value):
@@ -227,6 +231,8 @@ public final class Kernel: @unchecked Sendable {
                 status = clSetKernelArg(handle, index, MemoryLayout<Int32>.size, &value)
             case var .uint(value):
                 status = clSetKernelArg(handle, index, MemoryLayout<UInt32>.size, &value)
+            case var .ushort(value):
+                status = clSetKernelArg(handle, index, MemoryLayout<UInt16>.size, &value)
             case let .local(bytes):
                 status = clSetKernelArg(handle, index, bytes, nil)
             }

@@ -92,5 +92,8 @@ extension Executor {
         } catch {
             try rollBack(after: error)
         }
+        // Every replica applies the same reduced gradients, so all see the same overflow and keep
+        // the same scale.
+        try finishScaledStep()
     }
 }

@@ -29,7 +29,9 @@ extension Executor {
         if task.signals { events[t] = try q.marker() }
     }
 
-    private func param(_ node: Node, _ i: Int) -> Tensor { parameterViews[node.parameters[i]] }
+    /// Parameter `i` of a node as its kernels read it: a weight the kernels read in the
+    /// activations' storage is its 16-bit copy under mixed precision.
+    private func param(_ node: Node, _ i: Int) -> Tensor { storedParameter(node.parameters[i]) }
 
     /// Batch norm over [N, C] (PyTorch's BatchNorm1d) runs as [N, C, 1, 1]; other tensors pass.
     private func normView(_ node: Node, _ t: Tensor) throws(CLNetError) -> Tensor {
@@ -74,7 +76,8 @@ extension Executor {
             sgd.learningRate = rate * graph.parameters[i].learningRateScale
             sgd.bounds = graph.parameters[i].bounds
             (sgd.prior, sgd.priorTarget) = graph.parameters[i].role == .slope && linearityPrior > 0 ? (linearityPrior, 1) : prior
-            try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m)
+            try sgd.step(queue, parameters: p, gradients: g, momentumBuffer: m, gradientScale: 1 / lossGradientScale,
+                         overflow: overflowFlag, weightCopy: weightCopies[i])
         }
     }
 
@@ -126,9 +129,10 @@ extension Executor {
             try Linear.forward(queue, x: x, weight: param(node, 0), bias: bias ? param(node, 1) : nil, y: y)
         case let .stochasticDepth(p):
             if training {
-                let scales = nodeWorkspaces[k]!
-                uploads.append(try queue.writeAsync(StepRandomness.stochasticDepthScales(x.shape, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k)),
-                                                    to: scales.buffer, offset: scales.offset))
+                let scales = try storedWorkspace(k)
+                let draws = StepRandomness.stochasticDepthScales(x.shape, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k))
+                uploads.append(scales.storage == .fp32 ? try queue.writeAsync(draws, to: scales.buffer, offset: scales.offset)
+                               : try queue.writeAsync(scales.storage.encode(draws), to: scales.buffer, offset: scales.offset))
                 try ChannelScale.forward(queue, x: x, scale: scales, y: y)
             } else {
                 try queue.copy(from: x, to: y)
@@ -316,7 +320,10 @@ extension Executor {
         case let .channelSlice(op):
             if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }
         case .stochasticDepth:
-            if let dx { try ChannelScale.backward(queue, x: x, scale: nodeWorkspaces[k]!, dy: dy, dx: dx, dscale: nil, accumulate: accumulate) }
+            if let dx {
+                try ChannelScale.backward(queue, x: x, scale: try storedWorkspace(k), dy: dy, dx: dx, dscale: nil,
+                                          accumulate: accumulate)
+            }
         case let .dropout(p):
             if let dx {
                 try Dropout.backward(queue, dy: dy, dx: dx, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k),
@@ -359,23 +366,23 @@ extension Executor {
         case let .softmaxCrossEntropy(smoothing):
             if let dx {
                 try SoftmaxCrossEntropy.backward(queue, logits: x, labels: labels!, dlogits: dx, labelSmoothing: smoothing,
-                                                 accumulate: accumulate)
+                                                 scale: lossGradientScale, accumulate: accumulate)
             }
         case let .distillation(d):
             if let dx {
                 try d.backward(queue, logits: x, teacher: values[node.inputs[1].index], labels: labels!, dlogits: dx,
-                               accumulate: accumulate)
+                               scale: lossGradientScale, accumulate: accumulate)
             }
         case let .pixelCrossEntropy(ignore):
             if let dx {
                 try PixelCrossEntropy.backward(queue, logits: x, labels: labels!, workspace: nodeWorkspaces[k]!, dlogits: dx,
-                                               ignoreIndex: ignore, accumulate: accumulate)
+                                               ignoreIndex: ignore, scale: lossGradientScale, accumulate: accumulate)
             }
         case .meanSquaredError:
             // The target is data: it gets no gradient.
             if let dx {
                 try MeanSquaredError.backward(queue, prediction: x, target: values[node.inputs[1].index], dx: dx,
-                                              accumulate: accumulate)
+                                              scale: lossGradientScale, accumulate: accumulate)
             }
         case let .upsample(op):
             if let dx { try op.backward(queue, dy: dy, dx: dx, accumulate: accumulate) }

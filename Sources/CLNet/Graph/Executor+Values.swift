@@ -11,7 +11,9 @@ extension Executor {
         try synchronize()
         // The last step can no longer be undone to a state these values were not part of.
         backup?.invalidate()
-        try queue.write(values, to: parameterViews[try index(name)])
+        let i = try index(name)
+        try queue.write(values, to: parameterViews[i])
+        if let copy = weightCopies[i] { try queue.copy(from: parameterViews[i], to: copy) }
     }
 
     public func parameter(_ name: String) throws(CLNetError) -> [Float] {
@@ -39,7 +41,8 @@ extension Executor {
         return try Tensor(buffer: momentumArena, shape: graph.parameters[i].shape, offset: parameterViews[i].offset)
     }
 
-    /// The gradient of a trainable parameter after `backward`.
+    /// The gradient of a trainable parameter after `backward` (at fp16 with an optimizer, times
+    /// the loss scale, `lossScaler`).
     public func gradient(_ name: String) throws(CLNetError) -> [Float] {
         let i = try index(name)
         guard graph.parameters[i].trainable, let g = gradientViews[i] else {

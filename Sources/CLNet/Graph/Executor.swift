@@ -38,6 +38,14 @@ public final class Executor: @unchecked Sendable {
     public var linearityPrior: Float = 0
     /// Training forwards run so far; saved as batch norm's `num_batches_tracked`.
     public internal(set) var stepsTaken: Int64 = 0
+    /// The format activations and their gradients are stored in (mixed precision below fp32).
+    public let precision: Precision
+    /// Dynamic loss scaling, for training at fp16 with an optimizer (nil otherwise): the loss
+    /// gradient is multiplied by its scale, the update divides it out, and a step whose
+    /// gradients overflow is undone (Executor+Precision.swift).
+    public internal(set) var lossScaler: LossScaler?
+    /// Whether the last training step was undone because its scaled gradients overflowed.
+    public internal(set) var lastStepOverflowed = false
 
     var queue: CommandQueue { queues[0] }
     let kept: Set<Value>
@@ -45,6 +53,12 @@ public final class Executor: @unchecked Sendable {
     let gradients: [Tensor?]
     let parameterArena: Buffer
     let parameterViews: [Tensor]
+    /// Mixed precision: the 16-bit copy of each weight the kernels read in the activations'
+    /// storage (`OperationFlags.readsStoredWeight`), by parameter index.
+    let weightCopies: [Int: Tensor]
+    /// Mixed precision with loss scaling: set to nonzero by an update that met a gradient that
+    /// is not finite.
+    let overflowFlag: Buffer?
     let gradientViews: [Tensor?]
     let gradientArena: Buffer?
     let momentumArena: Buffer?
@@ -95,11 +109,16 @@ public final class Executor: @unchecked Sendable {
     ///
     /// `fusions` are the passes the memory plan may merge (all by default); tests turn them off
     /// to compare, and results agree to rounding.
+    ///
+    /// `precision` below fp32 stores activations, their gradients and the saved values in 16
+    /// bits, with float32 arithmetic (see `Precision`); fp16 training with an optimizer scales
+    /// the loss (`lossScaler`).
     public init(graph: Graph, context: Context, training: Bool, keep: Set<Value> = [], queues: Int? = nil,
                 optimizer: SGD? = nil, decayOnlyWeights: Bool = false, gradientTransfers: Bool = false,
-                fusions: MemoryPlan.Fusions = .all) throws(CLNetError) {
+                fusions: MemoryPlan.Fusions = .all, precision: Precision = .fp32) throws(CLNetError) {
         let queues = queues ?? Self.defaultQueueCount(for: context.device)
         self.graph = graph
+        self.precision = precision
         self.context = context
         self.training = training
         self.optimizer = optimizer
@@ -124,14 +143,15 @@ public final class Executor: @unchecked Sendable {
         let plan = MemoryPlan(graph: graph, training: training, keep: keepAll, fusions: fusions)
         self.plan = plan
         let memory = try ExecutorMemory(graph: graph, plan: plan, training: training, queues: queues, momentum: optimizer != nil,
-                                        device: context.device)
+                                        device: context.device, precision: precision)
         try memory.check(on: context.device)
         deviceBytes = memory.totalBytes
         // Timed before the arenas exist, so that the measurement's tensors never add to them.
         var choices: [Int: ConvChoice] = [:]
         for (k, node) in graph.nodes.enumerated() {
             guard case let .conv(conv, _) = node.operation else { continue }
-            choices[k] = try conv.choose(on: context, input: graph.shape(of: node.inputs[0]), training: training)
+            choices[k] = try conv.choose(on: context, input: graph.shape(of: node.inputs[0]), training: training,
+                                         storage: precision)
         }
         convChoices = choices
         var written: [Int: WrittenStatistics] = [:]
@@ -149,10 +169,10 @@ public final class Executor: @unchecked Sendable {
         for _ in 0..<queues { made.append(try context.makeQueue()) }
         self.queues = made
 
-        let arena = try context.buffer(floats: max(plan.arenaFloats, 1))
+        let arena = try context.buffer(bytes: memory.arenaBytes)
         func tensor(_ v: Value, gradient: Bool) throws(CLNetError) -> Tensor? {
             guard let (offset, stride) = plan.placement(of: v, gradient: gradient, in: graph) else { return nil }
-            return try Tensor(buffer: arena, shape: graph.shape(of: v), offset: offset, batchStride: stride)
+            return try Tensor(buffer: arena, shape: graph.shape(of: v), offset: offset, batchStride: stride, storage: precision)
         }
         var vals: [Tensor] = [], grads: [Tensor?] = []
         for i in graph.shapes.indices {
@@ -182,6 +202,18 @@ public final class Executor: @unchecked Sendable {
         }
         parameterViews = views
         gradientViews = gviews
+        var copies: [Int: Tensor] = [:]
+        if memory.weightCopyElements > 0 {
+            let copyArena = try context.buffer(bytes: memory.weightCopyElements * precision.bytes)
+            var at = 0
+            for i in memory.weightCopies.sorted() {
+                copies[i] = try Tensor(buffer: copyArena, shape: graph.parameters[i].shape, offset: at, storage: precision)
+                at += graph.parameters[i].shape.count
+            }
+        }
+        weightCopies = copies
+        overflowFlag = memory.overflowFlag ? try context.buffer(bytes: 4) : nil
+        lossScaler = memory.overflowFlag ? LossScaler() : nil
 
         var workspaces: [Int: Tensor] = [:], indices: [Int: Buffer] = [:], result: Tensor? = nil
         for (k, m) in memory.nodes.enumerated() {
@@ -205,6 +237,7 @@ public final class Executor: @unchecked Sendable {
             try made[0].fill(parameterViews[i].buffer, with: neutral, offset: parameterViews[i].offset, count: p.shape.count)
         }
         schedule = TaskSchedule(graph: graph, plan: plan, queues: queues, training: training, updates: momentumArena != nil)
+        try refreshWeightCopies(made[0])
         // A bucket's read waits for the tasks that write its gradients.
         if transferQueue != nil { schedule.signalGradientWriters() }
     }
@@ -247,6 +280,10 @@ public final class Executor: @unchecked Sendable {
             if !x.reduce(Float(0), { $0 + $1 * 0 }).isFinite, let bad = x.firstIndex(where: { !$0.isFinite }) {
                 throw .invalidShape(operation: "input \(name)", message: "value \(bad) is \(x[bad]); inputs must be finite numbers")
             }
+            // Half holds magnitudes to 65,504; beyond, an input would become infinite unseen.
+            if precision == .fp16, let bad = x.firstIndex(where: { abs($0) > 65504 }) {
+                throw .invalidShape(operation: "input \(name)", message: "value \(bad) is \(x[bad]), beyond fp16's range (65,504); normalise the inputs or use bf16")
+            }
             checked.append((t, x))
         }
         if let loss = graph.lossNode {
@@ -260,7 +297,11 @@ public final class Executor: @unchecked Sendable {
             pending = []
             uploads.removeAll { (try? $0.event.isComplete()) ?? true }
             try backup?.take(queue, parameterArena: parameterArena, momentumArena: momentumArena, step: stepsTaken)
-            for (t, x) in checked { uploads.append(try queue.writeAsync(x, to: t.buffer, offset: t.offset)) }
+            if let overflowFlag { try queue.fill(overflowFlag, with: 0) }
+            for (t, x) in checked {
+                uploads.append(t.storage == .fp32 ? try queue.writeAsync(x, to: t.buffer, offset: t.offset)
+                               : try queue.writeAsync(t.storage.encode(x), to: t.buffer, offset: t.offset))
+            }
             if graph.lossNode != nil, let labelBuffer = self.labels {
                 uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
             }
@@ -297,6 +338,7 @@ public final class Executor: @unchecked Sendable {
         } catch {
             try rollBack(after: error)
         }
+        try finishScaledStep()
     }
 
     /// Checks that a backward pass may run now, and marks the forward as consumed.
@@ -347,6 +389,8 @@ public final class Executor: @unchecked Sendable {
         if let backup, backup.isValid {
             do {
                 stepsTaken = try backup.restore(queue, parameterArena: parameterArena, momentumArena: momentumArena)
+                try refreshWeightCopies(queue)
+                try queue.finish()
             } catch {
                 // Nothing is left to restore from: refuse further steps rather than train on
                 // half-updated weights.
@@ -364,6 +408,7 @@ public final class Executor: @unchecked Sendable {
         }
         try synchronize()
         stepsTaken = try backup.restore(queue, parameterArena: parameterArena, momentumArena: momentumArena)
+        try refreshWeightCopies(queue)
     }
 
     static let lostError = CLNetError.invalidState("""
@@ -394,13 +439,29 @@ struct ExecutorMemory {
     /// that any pair's algorithms might write (`MemoryPlan.convolutionStatistics`).
     let statisticsFloats: Int
 
-    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool, device: Device) throws(CLNetError) {
+    /// Mixed precision: the parameters that get a 16-bit copy, and its elements; whether the
+    /// updates report overflow (fp16 training with an optimizer).
+    let weightCopies: Set<Int>
+    let weightCopyElements: Int
+    let overflowFlag: Bool
+    let precision: Precision
+
+    init(graph: Graph, plan: MemoryPlan, training: Bool, queues: Int, momentum: Bool, device: Device,
+         precision: Precision = .fp32) throws(CLNetError) {
         let gemm = GEMMEngine.preferred(for: device)
         nodes = try graph.nodes.map { node throws(CLNetError) in
             try node.operation.memory(input: graph.shape(of: node.inputs[0]), output: graph.shape(of: node.output),
                                       training: training)
         }
-        arenaBytes = 4 * max(plan.arenaFloats, 1)
+        arenaBytes = precision.bytes * max(plan.arenaFloats, 1)
+        self.precision = precision
+        var copies = Set<Int>()
+        for node in graph.nodes where precision != .fp32 && node.operation.flags.contains(.readsStoredWeight) {
+            copies.insert(node.parameters[0])
+        }
+        weightCopies = copies
+        weightCopyElements = copies.reduce(0) { $0 + graph.parameters[$1].shape.count }
+        overflowFlag = precision.needsLossScaling && training && momentum
         parameterFloats = graph.parameters.reduce(0) { $0 + $1.shape.count }
         parameterCopies = 1 + (training ? 2 : 0) + (training && momentum ? 2 : 0)
         scratchFloats = nodes.map(\.scratch).max() ?? 0
@@ -429,7 +490,7 @@ struct ExecutorMemory {
         nodes.reduce(0) { $0 + $1.ownBytes } + 4 * (scratchFloats + packingFloats) * queues + 4 * labelCount
             + 4 * statisticsFloats + 4 * sharedGradientFloats
     }
-    var totalBytes: Int { arenaBytes + parameterBytes + workspaceBytes }
+    var totalBytes: Int { arenaBytes + parameterBytes + weightCopyElements * precision.bytes + workspaceBytes }
 
     /// Refuses a graph whose buffers cannot fit the device, before allocating any: OpenCL
     /// drivers often allocate lazily and fail later, in the middle of a step, or not at all and
@@ -440,7 +501,7 @@ struct ExecutorMemory {
         guard totalBytes <= available else {
             throw .outOfDeviceMemory(needed: totalBytes, available: available, device: device.info.name, message: """
                 Executor: the graph needs \(mib(totalBytes)) of device memory (activations \(mib(arenaBytes)), parameters and \
-                their copies \(mib(parameterBytes)), workspaces \(mib(workspaceBytes))) but \
+                their copies \(mib(parameterBytes + weightCopyElements * precision.bytes)), workspaces \(mib(workspaceBytes))) but \
                 \(device.info.name) has \(mib(available)); use a smaller batch or image size
                 """)
         }

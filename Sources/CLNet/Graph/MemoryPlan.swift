@@ -96,19 +96,22 @@ public struct MemoryPlan: Sendable {
     /// its output where its algorithm can (`Conv2D.statisticsParts`): see
     /// `planConvolutionStatistics`.
     public private(set) var convolutionStatistics: [Int: Int] = [:]
-    /// Floats of the arena: the plan's peak.
+    /// Elements of the arena: the plan's peak. (Named for float32; a 16-bit executor stores
+    /// the same elements in half the bytes.)
     public private(set) var arenaFloats = 0
 
-    /// Bytes of the arena.
+    /// Bytes of the arena at float32.
     public var peakBytes: Int { arenaFloats * 4 }
+    /// Bytes of the arena with activations stored as `precision`.
+    public func peakBytes(_ precision: Precision) -> Int { arenaFloats * precision.bytes }
     /// Bytes if every activation and gradient had its own buffer (aligned alike).
     public var naiveBytes: Int { (slots.reduce(0) { $0 + Self.aligned($1.floats) } + sharedFloats) * 4 }
     /// Floats of the values computed in place or placed in a concatenation, which a naive
     /// allocation would give their own buffers.
     private var sharedFloats = 0
 
-    /// Sizes are rounded to 64 floats (256 bytes), which every OpenCL device accepts as an
-    /// alignment and which keeps vector loads aligned.
+    /// Sizes are rounded to 64 elements (256 bytes at float32, 128 at 16 bits), which every
+    /// OpenCL device accepts as an alignment and which keeps vector loads aligned.
     static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
 
     /// Arena offset of a value's activation (or gradient), if the plan holds it in a slot of its

@@ -42,6 +42,10 @@ public struct OperationFlags: OptionSet, Sendable {
     /// The backward pass computes the parameter gradients apart from the input gradient, so the
     /// weight gradient can run off the critical path.
     public static let splitsParameterGradient = OperationFlags(rawValue: 1 << 4)
+    /// The kernels read the node's first parameter (its weight) in the activations' storage, as
+    /// the convolution engine and GEMM read their operands: a mixed-precision executor keeps a
+    /// 16-bit copy of it, which the optimizer's update refreshes.
+    public static let readsStoredWeight = OperationFlags(rawValue: 1 << 5)
 }
 
 extension Operation {
@@ -87,15 +91,18 @@ extension Operation {
     /// The yes-or-no facts of the operation (see `OperationFlags`), one line per operation.
     public var flags: OperationFlags {
         switch self {
-        case .conv, .linear, .dendritic, .dcls: [.splitsParameterGradient]
+        case .conv, .linear: [.splitsParameterGradient, .readsStoredWeight]
+        // Dendritic and DCLS layers build the engine's weight from their float parameters.
+        case .dendritic, .dcls: [.splitsParameterGradient]
         case .batchNorm: [.writesParametersInTraining]
         case .relu, .add: [.mayRunInPlace, .fusesIntoConvolution]
         case .softmaxCrossEntropy, .distillation, .pixelCrossEntropy, .meanSquaredError: [.isLoss]
         // A deformable convolution's weight gradient is not split off: it needs the gathered
         // columns, which the input's and the offsets' gradient then overwrites in the same
         // workspace; apart, it would need a second workspace or a second gather.
+        case .deformConv: [.readsStoredWeight]
         case .groupNorm, .maxPool, .avgPool, .globalAvgPool, .concat, .channelSlice, .dropout, .stochasticDepth, .padShortcut,
-             .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .deformConv, .spikingNeuron, .timeRepeat, .timeMean,
+             .sigmoid, .prelu, .channelScale, .selectiveSum, .scalarAffine, .spikingNeuron, .timeRepeat, .timeMean,
              .sewConnect, .upsample, .multiply: []
         }
     }

@@ -12,9 +12,28 @@ public struct ReferenceExecutor: Sendable {
     /// executor can match it closely.
     public var roundsToFloat32 = false
 
+    /// Mixed precision: the format an executor of that precision stores activations, their
+    /// gradients and the weights its kernels read in; the reference rounds them to it as they
+    /// are stored, and computes each operator in Double still. The loss stays unrounded, as the
+    /// executor keeps it in float32.
+    public var activationStorage: Precision = .fp32
+
     /// `v` as a float32 buffer would hold it, with `roundsToFloat32`.
     private func stored(_ v: [Double]) -> [Double] {
         roundsToFloat32 ? v.map { Double(Float($0)) } : v
+    }
+
+    /// `v` as the activation arena holds it.
+    private func storedValue(_ v: [Double]) -> [Double] {
+        activationStorage == .fp32 ? stored(v) : v.map { Double(activationStorage.rounded(Float($0))) }
+    }
+
+    /// Node parameters as its kernels read them (a weight read in the activations' storage rounded to it).
+    private func nodeParameters(_ node: Node) -> [[Double]] {
+        node.parameters.enumerated().map { i, p in
+            let v = parameters[graph.parameters[p].name]!
+            return i == 0 && node.operation.flags.contains(.readsStoredWeight) ? storedValue(v) : stored(v)
+        }
     }
 
     /// Checks that `parameters` holds every parameter of `graph` with the right number of values.
@@ -34,12 +53,12 @@ public struct ReferenceExecutor: Sendable {
             guard let x = inputs[name], x.count == graph.shape(of: v).count else {
                 throw .invalidShape(operation: "input \(name)", message: "needs \(graph.shape(of: v).count) values of shape \(graph.shape(of: v)), got \(inputs[name]?.count ?? 0)")
             }
-            values[v.index] = stored(x)
+            values[v.index] = storedValue(x)
         }
         for (k, node) in graph.nodes.enumerated() {
             let xs = node.inputs.map { values[$0.index] }
             let shape = graph.shape(of: node.inputs[0])
-            let p = node.parameters.map { stored(parameters[graph.parameters[$0].name]!) }
+            let p = nodeParameters(node)
             let y: [Double]
             switch node.operation {
             case let .conv(conv, bias):
@@ -125,7 +144,7 @@ public struct ReferenceExecutor: Sendable {
             case .multiply:
                 y = Reference.multiply(xs[0], xs[1])
             }
-            values[node.output.index] = stored(y)
+            values[node.output.index] = node.operation.isLoss ? stored(y) : storedValue(y)
         }
         return values
     }
@@ -160,14 +179,14 @@ public struct ReferenceExecutor: Sendable {
         grads[root.index] = gradient
         var allParamGrads: [String: [Double]] = [:]
         func add(_ v: Value, _ g: [Double], _ accumulate: Bool) {
-            grads[v.index] = stored(accumulate ? zip(grads[v.index], g).map(+) : g)
+            grads[v.index] = storedValue(accumulate ? zip(grads[v.index], g).map(+) : g)
         }
         for step in graph.backwardSteps(from: root, inputGradients: inputGradients) {
             let node = graph.nodes[step.node]
             let dy = grads[node.output.index]
             let xs = node.inputs.map { values[$0.index] }
             let shape = graph.shape(of: node.inputs[0])
-            let p = node.parameters.map { stored(parameters[graph.parameters[$0].name]!) }
+            let p = nodeParameters(node)
             let names = node.parameters.map { graph.parameters[$0].name }
             var inputGrads: [[Double]] = [], paramGrads: [String: [Double]] = [:]
             switch node.operation {

@@ -110,13 +110,22 @@ extension CommandQueue {
 
     /// Copies (or, with `accumulate`, adds) a tensor into another view of the same shape, either
     /// of which may be a strided channel slice: the general copy that the executor and the
-    /// concatenation use. Its kernel is `copy_view` in Concat.cl, beside its first user.
+    /// concatenation use. Its kernel is `copy_view` in Concat.cl, beside its first user. It also
+    /// converts between float32 and a 16-bit storage (a master weight into its 16-bit copy, the
+    /// float loss into a 16-bit value).
     @discardableResult
     public func copy(from src: Tensor, to dst: Tensor, accumulate: Bool = false, waitFor: [Event] = []) throws(CLNetError) -> Event {
         try checkSameShape("tensor copy", ["source": src.shape, "destination": dst.shape])
         let sample = src.shape.sampleCount, tiles = CommandQueue.tiles(sample)
+        var conversion: [String: String] = [:]
+        if src.storage != dst.storage {
+            guard src.storage == .fp32 || dst.storage == .fp32 else {
+                throw .invalidArgument("tensor copy: from \(src.storage) to \(dst.storage); convert through float32")
+            }
+            conversion[src.storage == .fp32 ? "SRC_FLOAT" : "DST_FLOAT"] = "1"
+        }
         return try launchRuns(.concat, "copy_view", src.arguments + dst.arguments +
                               [.count(sample), .count(src.shape.n), .count(tiles), .flag(accumulate)],
-                              waitFor: waitFor)
+                              specialised: conversion, waitFor: waitFor)
     }
 }

@@ -78,7 +78,7 @@ extension Conv2D {
         let macros = ["MR": "\(panels.mr)", "NR": "\(panels.nr)", "VW": "\(panels.vw)", "NP": "\(np)", "KC": "\(rows)",
                       "TH": "\(taps.0)", "TW": "\(taps.1)", "SH": "\(step.0)", "SW": "\(step.1)",
                       "DH": "\(tapStep.0)", "DW": "\(tapStep.1)"]
-        let kernel = try q.context.kernel(.implicitGEMM, name, specialised: macros)
+        let kernel = try q.context.kernel(.implicitGEMM, name, for: arguments, specialised: macros)
         let local: [KernelArgument] = [.local(bytes: rows * panels.nr * np * 4), .local(bytes: 16 * max(rows, np * panels.nr))]
         return try q.enqueue(kernel, arguments + local, global: [Self.implicitWorkers(device)], local: [1],
                              waitFor: waitFor)

@@ -44,35 +44,41 @@ extension Conv2D {
     /// where it names one that applies, or else the fastest of each direction (at least two
     /// apply to every convolution, implicit GEMM among them), timed on the device (the backward directions only when `training`) and kept
     /// in the disk cache beside the compiled programs (`ProgramDiskCache`).
-    public func choose(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
+    /// `storage`: the format of the activations and weight (`Precision`), timed as stored.
+    public func choose(on context: Context, input x: Shape, training: Bool,
+                       storage: Precision = .fp32) throws(CLNetError) -> ConvChoice {
         let options = applicableAlgorithms
         if let forced = try Self.checkedSetting(), options.contains(forced) {
             return ConvChoice(forward: forced, data: forced, weights: forced, reason: "CLNET_CONV_ALGO")
         }
         // The algorithms that apply are part of the key: a new one is measured, not passed over.
-        let key = "\(self) x=\(x) training=\(training) of \(options.map(\.rawValue).joined(separator: ","))"
+        // Float32 keeps the key it always had, so that the cached choices stay valid.
+        let stored = storage == .fp32 ? "" : " storage=\(storage)"
+        let key = "\(self) x=\(x) training=\(training)\(stored) of \(options.map(\.rawValue).joined(separator: ","))"
         return try ConvChoiceStore.shared(for: context.device).choice(for: key) { () throws(CLNetError) in
-            try measure(on: context, input: x, training: training, options: options)
+            try measure(on: context, input: x, training: training, options: options, storage: storage)
         }
     }
 
     /// Times every algorithm that applies (`CLNET_CONV_ALGO` is not consulted, and nothing is
     /// cached) in each direction, as `choose` does when it measures: `clnet-bench conv` prints
     /// what this returns, to see why a layer runs what it runs.
-    public func timeAlgorithms(on context: Context, input x: Shape, training: Bool) throws(CLNetError) -> ConvChoice {
-        try measure(on: context, input: x, training: training, options: applicableAlgorithms)
+    public func timeAlgorithms(on context: Context, input x: Shape, training: Bool,
+                               storage: Precision = .fp32) throws(CLNetError) -> ConvChoice {
+        try measure(on: context, input: x, training: training, options: applicableAlgorithms, storage: storage)
     }
 
     /// Times each algorithm in each direction: one untimed run (it builds the programs), then
     /// the best of `measuredRuns`, each waited for.
     private func measure(on context: Context, input x: Shape, training: Bool,
-                         options: [Algorithm]) throws(CLNetError) -> ConvChoice {
+                         options: [Algorithm], storage: Precision) throws(CLNetError) -> ConvChoice {
         let q = try context.makeQueue(), y = try outputShape(x)
-        let xt = try Tensor(context: context, shape: x), w = try Tensor(context: context, shape: weightShape)
-        let yt = try Tensor(context: context, shape: y)
+        let xt = try Tensor(context: context, shape: x, storage: storage)
+        let w = try Tensor(context: context, shape: weightShape, storage: storage)
+        let yt = try Tensor(context: context, shape: y, storage: storage)
         let ws = try Tensor(context: context, shape: [max(1, try workspaceCount(x))])
-        let dy = training ? try Tensor(context: context, shape: y) : nil
-        let dx = training ? try Tensor(context: context, shape: x) : nil
+        let dy = training ? try Tensor(context: context, shape: y, storage: storage) : nil
+        let dx = training ? try Tensor(context: context, shape: x, storage: storage) : nil
         let dw = training ? try Tensor(context: context, shape: weightShape) : nil
         // Zeros, not whatever the allocation held: a denormal or NaN would time differently.
         for t in [xt, w, yt, ws] + [dy, dx, dw].compactMap({ $0 }) { try q.fill(t.buffer, with: 0) }

@@ -210,6 +210,10 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
             throw .invalidShape(operation: op, message: "weight has shape \(weight.shape) but \(weightShape) is needed")
         }
         guard y == out else { throw .invalidShape(operation: op, message: "output has shape \(y) but x \(x.shape) gives \(out)") }
+        // The direct kernels read the weight as they read x (store_t).
+        guard weight.storage == x.storage else {
+            throw .invalidArgument("\(op): x is stored as \(x.storage) but the weight as \(weight.storage); a 16-bit convolution reads a 16-bit copy of its weight")
+        }
         if let bias, bias.shape.count != outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(outChannels) values are needed")
         }
@@ -300,7 +304,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
             last = try q.gemmStridedBatched(m: outChannels, n: hw, k: inChannels, a: weight.buffer, aOffset: weight.offset,
                                             lda: inChannels, strideA: 0, b: x.buffer, bOffset: x.offset, ldb: hw,
                                             strideB: x.batchStride, c: y.buffer, cOffset: y.offset, ldc: hw,
-                                            strideC: y.batchStride, batch: x.shape.n, rowStatistics: rows, waitFor: waitFor)
+                                            strideC: y.batchStride, batch: x.shape.n,
+                                            storage: GEMMStorage(a: weight.storage, b: x.storage, c: y.storage),
+                                            rowStatistics: rows, waitFor: waitFor)
         case .implicitGEMM:
             last = try implicitForward(q, x: x, weight: weight, y: y, workspace: workspace, waitFor: waitFor)
         case .groupedBlocked:
@@ -330,13 +336,15 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                     aOffset: weight.offset, lda: inChannels * kk, strideA: 0,
                                                     b: ws.buffer, bOffset: ws.offset, ldb: plane, strideB: perSample,
                                                     c: y.buffer, cOffset: y.offset + n0 * y.batchStride, ldc: plane,
-                                                    strideC: y.batchStride, batch: count, rowStatistics: chunkRows)
+                                                    strideC: y.batchStride, batch: count,
+                                                    storage: GEMMStorage(a: weight.storage, c: y.storage), rowStatistics: chunkRows)
                 } else {
                     last = try q.gemmStridedBatched(m: og, n: plane, k: cg * kk, a: weight.buffer, aOffset: weight.offset,
                                                     lda: cg * kk, strideA: og * cg * kk, b: ws.buffer, bOffset: ws.offset,
                                                     ldb: plane, strideB: cg * kk * plane, c: y.buffer,
                                                     cOffset: y.offset + n0 * y.batchStride, ldc: plane,
-                                                    strideC: og * plane, batch: groups)
+                                                    strideC: og * plane, batch: groups,
+                                                    storage: GEMMStorage(a: weight.storage, c: y.storage))
                 }
             }
         }
@@ -378,7 +386,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                     last = try q.gemm(transposeB: true, m: outChannels, n: inChannels, k: hw, a: dy.buffer,
                                       aOffset: dy.offset + n * dy.batchStride, lda: hw, b: x.buffer,
                                       bOffset: x.offset + n * x.batchStride, ldb: hw, beta: n == 0 ? beta : 1,
-                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inChannels)
+                                      c: dweight.buffer, cOffset: dweight.offset, ldc: inChannels,
+                                      storage: GEMMStorage(a: dy.storage, b: x.storage))
                 }
             }
             if let dx {
@@ -386,7 +395,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                 aOffset: weight.offset, lda: inChannels, strideA: 0, b: dy.buffer,
                                                 bOffset: dy.offset, ldb: hw, strideB: dy.batchStride, beta: beta,
                                                 c: dx.buffer, cOffset: dx.offset, ldc: hw, strideC: dx.batchStride,
-                                                batch: x.shape.n)
+                                                batch: x.shape.n, storage: GEMMStorage(a: weight.storage, b: dy.storage, c: dx.storage))
             }
         case .implicitGEMM:
             last = try implicitBackward(q, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, workspace: workspace,
@@ -423,13 +432,15 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                                                      a: weight.buffer, aOffset: weight.offset, lda: inChannels * kk,
                                                      strideA: 0, b: dy.buffer, bOffset: dy.offset + n0 * dy.batchStride,
                                                      ldb: plane, strideB: dy.batchStride, c: ws.buffer, cOffset: ws.offset,
-                                                     ldc: plane, strideC: perSample, batch: count)
+                                                     ldc: plane, strideC: perSample, batch: count,
+                                                     storage: GEMMStorage(a: weight.storage, b: dy.storage))
                     } else {
                         _ = try q.gemmStridedBatched(transposeA: true, m: cg * kk, n: plane, k: og, a: weight.buffer,
                                                      aOffset: weight.offset, lda: cg * kk, strideA: og * cg * kk,
                                                      b: dy.buffer, bOffset: dy.offset + n0 * dy.batchStride, ldb: plane,
                                                      strideB: og * plane, c: ws.buffer, cOffset: ws.offset, ldc: plane,
-                                                     strideC: cg * kk * plane, batch: groups)
+                                                     strideC: cg * kk * plane, batch: groups,
+                                                     storage: GEMMStorage(a: weight.storage, b: dy.storage))
                     }
                     // One work item per input row.
                     let total = count * x.shape.c * x.shape.h

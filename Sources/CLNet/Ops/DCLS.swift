@@ -72,7 +72,10 @@ public struct DCLSConv2D: Sendable, Hashable, CustomStringConvertible {
         }
         let least = try workspaceCount(x.shape)
         let ws = try checkedWorkspace(op, workspace, least: least)
-        return (try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset),
+        // The built kernel is read by the convolution engine beside the activations, so it is
+        // stored as they are; its gradient, which the engine writes, stays float.
+        return (try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset * 4 / x.storage.bytes,
+                           storage: x.storage),
                 try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset + kernelCount),
                 try Tensor(buffer: ws.buffer, shape: [ws.shape.count - 2 * kernelCount], offset: ws.offset + 2 * kernelCount))
     }

@@ -77,18 +77,22 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// Floats per sample of the workspace: the columns (C * KH * KW rows of OH * OW), then the
     /// output or its gradient, channel-major (what one GEMM over a chunk writes or reads).
-    func workspacePerSample(_ y: Shape) -> Int { (conv.inChannels * taps + conv.outChannels) * y.h * y.w }
+    /// Per sample: the columns, the output gradient channel-major, and, for a 16-bit input
+    /// gradient, its float sums (`deform_col2im`).
+    func workspacePerSample(_ x: Shape, _ y: Shape) -> Int {
+        (conv.inChannels * taps + conv.outChannels) * y.h * y.w + conv.inChannels * x.h * x.w
+    }
 
     /// Samples per chunk, in a workspace of `floats`.
     func chunk(_ x: Shape, _ y: Shape, workspace floats: Int) -> Int {
-        max(1, min(x.n, floats / max(workspacePerSample(y), 1)))
+        max(1, min(x.n, floats / max(workspacePerSample(x, y), 1)))
     }
 
     /// The workspace floats that forward and backward need: whole chunks of samples, up to about
     /// `budget` floats and at least one sample.
     public func workspaceCount(_ x: Shape, budget: Int = 1 << 24) throws(CLNetError) -> Int {
         let y = try conv.outputShape(x)
-        return chunk(x, y, workspace: budget) * workspacePerSample(y)
+        return chunk(x, y, workspace: budget) * workspacePerSample(x, y)
     }
 
     private func check(_ x: Tensor, _ offset: Tensor, _ mask: Tensor?, _ weight: Tensor, _ y: Shape, _ bias: Tensor?,
@@ -104,7 +108,7 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
         if let bias, bias.shape.count != conv.outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(conv.outChannels) values are needed")
         }
-        let least = workspacePerSample(out)
+        let least = workspacePerSample(x.shape, out)
         let workspace = try checkedWorkspace(op, workspace, least: least)
         try checkIndexable(op, [x, offset, workspace] + (mask.map { [$0] } ?? []))
         return out
@@ -132,8 +136,11 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Launches one of DeformConv.cl's kernels, compiled with the channel block.
-    private func launch(_ q: CommandQueue, _ name: String, _ arguments: [KernelArgument], total: Int) throws(CLNetError) -> Event {
-        try q.launch(.deformConv, name, arguments, total: total, specialised: ["CB": "\(Self.channelBlock)"], waitFor: [])
+    private func launch(_ q: CommandQueue, _ name: String, _ arguments: [KernelArgument], total: Int,
+                        floatInputGradient: Bool = false) throws(CLNetError) -> Event {
+        try q.launch(.deformConv, name, arguments, total: total,
+                     specialised: ["CB": "\(Self.channelBlock)"].merging(floatInputGradient ? ["DX_FLOAT": "1"] : [:]) { a, _ in a },
+                     waitFor: [])
     }
 
     /// The columns of samples n0 ..< n0 + count, at the workspace's start (wide layout).
@@ -161,7 +168,7 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
             _ = try q.gemmStridedBatched(m: og, n: width, k: cg * kk, a: weight.buffer, aOffset: weight.offset, lda: cg * kk,
                                          strideA: og * cg * kk, b: ws.buffer, bOffset: ws.offset, ldb: width,
                                          strideB: cg * kk * width, c: ws.buffer, cOffset: result, ldc: width,
-                                         strideC: og * width, batch: conv.groups)
+                                         strideC: og * width, batch: conv.groups, storage: GEMMStorage(a: weight.storage))
             let total = count * conv.outChannels * plane
             last = try launch(q, "deform_output", [.buffer(ws.buffer), .count(result)] +
                                 (bias ?? ws).vectorArguments + [.flag(bias != nil)] + y.arguments +
@@ -215,12 +222,28 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
             _ = try q.gemmStridedBatched(transposeA: true, m: cg * kk, n: width, k: og, a: weight.buffer,
                                          aOffset: weight.offset, lda: cg * kk, strideA: og * cg * kk, b: ws.buffer,
                                          bOffset: dyCM, ldb: width, strideB: og * width, c: ws.buffer, cOffset: ws.offset,
-                                         ldc: width, strideC: cg * kk * width, batch: conv.groups)
-            if let dx {
+                                         ldc: width, strideC: cg * kk * width, batch: conv.groups,
+                                         storage: GEMMStorage(a: weight.storage))
+            if let dx, dx.storage == .fp32 {
                 let total = channelBlocks(count)
                 last = try launch(q, "deform_col2im", ws.vectorArguments + sampling(offset, mask) + dx.arguments +
                                     geometry(x.shape, out) + KernelArgument.counts([n0, count, total]) +
                                     [.flag(accumulate.contains(.input))], total: total)
+            } else if let dx {
+                // The sums in float after the output gradient, then rounded into dx once. The
+                // kernel addresses sample n0 + j, so the float buffer's offset is taken back by
+                // n0 samples, in the kernel's unsigned 32-bit arithmetic, which wraps exactly.
+                let total = channelBlocks(count), sample = x.shape.sampleCount
+                let sums = try Tensor(buffer: ws.buffer, shape: [count, x.shape.c, x.shape.h, x.shape.w],
+                                      offset: dyCM + conv.outChannels * width)
+                let start = UInt32(truncatingIfNeeded: sums.offset - n0 * sample)
+                _ = try launch(q, "deform_col2im", ws.vectorArguments + sampling(offset, mask) +
+                                 [.buffer(ws.buffer), .uint(start), .uint(UInt32(sample))] + geometry(x.shape, out) +
+                                 KernelArgument.counts([n0, count, total]) + [.flag(false)], total: total,
+                               floatInputGradient: true)
+                let part = try Tensor(buffer: dx.buffer, shape: sums.shape, offset: dx.offset + n0 * dx.batchStride,
+                                      batchStride: dx.batchStride, storage: dx.storage)
+                last = try q.copy(from: sums, to: part, accumulate: accumulate.contains(.input))
             }
             if doffset != nil || dmask != nil {
                 let total = count * offsetGroups * kk * plane

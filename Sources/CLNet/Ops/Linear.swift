@@ -26,7 +26,8 @@ public enum Linear {
         let (outF, inF) = try check("Linear", x, weight, y.shape)
         let gemm = try q.gemm(transposeB: true, m: x.shape.n, n: outF, k: inF, a: x.buffer, aOffset: x.offset,
                               lda: x.batchStride, b: weight.buffer, bOffset: weight.offset, ldb: inF,
-                              c: y.buffer, cOffset: y.offset, ldc: y.batchStride, waitFor: waitFor)
+                              c: y.buffer, cOffset: y.offset, ldc: y.batchStride,
+                              storage: GEMMStorage(a: x.storage, b: weight.storage, c: y.storage), waitFor: waitFor)
         guard let bias else { return gemm }
         return try Bias.forward(q, y: y, bias: bias, channels: outF, waitFor: [gemm])
     }
@@ -42,14 +43,16 @@ public enum Linear {
             try checkSameShape("Linear backward", ["x": x.shape, "dx": dx.shape])
             events.append(try q.gemm(m: x.shape.n, n: inF, k: outF, a: dy.buffer, aOffset: dy.offset, lda: dy.batchStride,
                                      b: weight.buffer, bOffset: weight.offset, ldb: inF, beta: beta,
-                                     c: dx.buffer, cOffset: dx.offset, ldc: dx.batchStride, waitFor: waitFor))
+                                     c: dx.buffer, cOffset: dx.offset, ldc: dx.batchStride,
+                                     storage: GEMMStorage(a: dy.storage, b: weight.storage, c: dx.storage), waitFor: waitFor))
         }
         if let dweight {
             try checkSameShape("Linear backward", ["weight": weight.shape, "dweight": dweight.shape])
             guard dweight.isDense else { throw .invalidShape(operation: "Linear backward", message: "dweight \(dweight.shape) must be dense") }
             events.append(try q.gemm(transposeA: true, m: outF, n: inF, k: x.shape.n, a: dy.buffer, aOffset: dy.offset,
                                      lda: dy.batchStride, b: x.buffer, bOffset: x.offset, ldb: x.batchStride, beta: beta,
-                                     c: dweight.buffer, cOffset: dweight.offset, ldc: inF, waitFor: waitFor))
+                                     c: dweight.buffer, cOffset: dweight.offset, ldc: inF,
+                                     storage: GEMMStorage(a: dy.storage, b: x.storage, c: dweight.storage), waitFor: waitFor))
         }
         if let dbias {
             events.append(try Bias.backward(q, dy: dy, dbias: dbias, channels: outF, accumulate: accumulate, waitFor: waitFor))

@@ -10,10 +10,18 @@ extension Context {
 
     /// A kernel of one of CLNet's kernel files, built with the standard macros.
     /// `specialised`: further -D macros of the kernel (constant loop bounds a shape fixes), each
-    /// set of which is a program of its own.
-    func kernel(_ source: KernelSource, _ name: String, specialised: [String: String] = [:]) throws(CLNetError) -> Kernel {
-        let defines = ["RED": "\(reductionSize)", "VEC": "\(loadWidth)", "NL": "\(laneCount)"]
+    /// set of which is a program of its own; `storage`: the format of its `store_t` buffers.
+    func kernel(_ source: KernelSource, _ name: String, specialised: [String: String] = [:],
+                storage: Precision = .fp32) throws(CLNetError) -> Kernel {
+        var defines = ["RED": "\(reductionSize)", "VEC": "\(loadWidth)", "NL": "\(laneCount)"]
+        if let macro = storage.define { defines[macro] = "1" }
         return try program(source, defines: defines.merging(specialised) { a, _ in a }).kernel(name)
+    }
+
+    /// `kernel` built for the storage of the 16-bit tensors among `arguments`, if any.
+    func kernel(_ source: KernelSource, _ name: String, for arguments: [KernelArgument],
+                specialised: [String: String] = [:]) throws(CLNetError) -> Kernel {
+        try kernel(source, name, specialised: specialised, storage: try KernelArgument.storage(of: arguments, kernel: name))
     }
 }
 
@@ -24,7 +32,7 @@ extension CommandQueue {
     /// ran the SGD update at a tenth of the copy bandwidth on an H100.
     func launch(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], total: Int,
                 specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
-        try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [total],
+        try enqueue(try context.kernel(source, name, for: arguments, specialised: specialised), arguments, global: [total],
                     local: [context.reductionSize], waitFor: waitFor)
     }
 
@@ -40,7 +48,7 @@ extension CommandQueue {
         let size = context.reductionSize
         let width = largestDivisor(of: plane, atMost: size), height = largestDivisor(of: channels, atMost: min(64, size / width))
         let depth = largestDivisor(of: batch, atMost: min(64, size / (width * height)))
-        return try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [plane, channels, batch],
+        return try enqueue(try context.kernel(source, name, for: arguments, specialised: specialised), arguments, global: [plane, channels, batch],
                            local: [width, height, depth], waitFor: waitFor)
     }
 
@@ -53,7 +61,7 @@ extension CommandQueue {
                     specialised: [String: String] = [:], waitFor: [Event]) throws(CLNetError) -> Event {
         let lanes = context.laneCount, local = lanes > 1 ? lanes : 8
         let global = 16 * max(1, context.device.info.computeUnits) * local
-        return try enqueue(try context.kernel(source, name, specialised: specialised), arguments, global: [global],
+        return try enqueue(try context.kernel(source, name, for: arguments, specialised: specialised), arguments, global: [global],
                            local: [local], waitFor: waitFor)
     }
 
@@ -65,7 +73,7 @@ extension CommandQueue {
     func reduce(_ source: KernelSource, _ name: String, _ arguments: [KernelArgument], groups: Int,
                 waitFor: [Event]) throws(CLNetError) -> Event {
         let size = context.reductionSize
-        let kernel = try context.kernel(source, name)
+        let kernel = try context.kernel(source, name, for: arguments)
         // The size is compiled into the kernel (RED); a device may allow less for a given kernel
         // than its general maximum, which would otherwise surface as CL_INVALID_WORK_GROUP_SIZE.
         let limit = try kernel.maxWorkGroupSize(on: context.device)
@@ -85,7 +93,7 @@ extension Tensor {
     var arguments: [KernelArgument] {
         get throws(CLNetError) {
             try checkIndexable()
-            return [.buffer(buffer), .uint(UInt32(offset)), .uint(UInt32(batchStride))]
+            return [bufferArgument, .uint(UInt32(offset)), .uint(UInt32(batchStride))]
         }
     }
 
@@ -97,12 +105,15 @@ extension Tensor {
                 throw .invalidShape(operation: "parameter vector", message: "\(shape) is a strided view; parameters must be dense")
             }
             try checkIndexable()
-            return [.buffer(buffer), .uint(UInt32(offset))]
+            return [bufferArgument, .uint(UInt32(offset))]
         }
     }
 
+    /// The buffer as a kernel argument: 16-bit tensors as `.stored`, which picks the launch's storage.
+    var bufferArgument: KernelArgument { storage == .fp32 ? .buffer(buffer) : .stored(buffer, storage) }
+
     func checkIndexable() throws(CLNetError) {
-        guard buffer.floatCount <= Int(UInt32.max) else {
+        guard buffer.byteCount / storage.bytes <= Int(UInt32.max) else {
             throw .invalidShape(operation: "tensor \(shape)",
                                 message: "its buffer holds more than 2^32 floats, beyond the kernels' 32-bit indices; split the batch")
         }
@@ -111,7 +122,7 @@ extension Tensor {
 
 /// Kernel indices are 32-bit: fail clearly, naming the operator, rather than wrap.
 func checkIndexable(_ operation: String, _ tensors: [Tensor]) throws(CLNetError) {
-    for t in tensors where t.buffer.floatCount > Int(UInt32.max) {
+    for t in tensors where t.buffer.byteCount / t.storage.bytes > Int(UInt32.max) {
         throw .invalidShape(operation: operation,
                             message: "tensor \(t.shape) lives in a buffer of more than 2^32 floats; split the batch")
     }

@@ -22,42 +22,47 @@ public struct Shape: Hashable, Sendable, CustomStringConvertible, ExpressibleByA
     public var description: String { "[" + dims.map(String.init).joined(separator: ", ") + "]" }
 }
 
-/// A Float32 tensor on the device: a view of a buffer.
+/// A tensor on the device: a view of a buffer, stored as Float32 or, for the activations of a
+/// mixed-precision executor, in a 16-bit format (`storage`); host reads and writes convert.
 ///
 /// Samples sit `batchStride` elements apart, which may be more than a sample's size: a DenseNet
 /// layer's output is a channel slice of its block's buffer (`slice(channels:)`), so producers
 /// write into place and concatenation copies nothing. Within a sample the layout is dense.
 public struct Tensor: Sendable {
     public let buffer: Buffer
-    /// First element, in Float32 elements from the buffer's start.
+    /// First element, in elements of `storage` from the buffer's start.
     public let offset: Int
     public let shape: Shape
     /// Elements from one sample to the next.
     public let batchStride: Int
+    /// The format of its elements.
+    public let storage: Precision
 
     /// A view of `buffer`; throws if it does not fit.
-    public init(buffer: Buffer, shape: Shape, offset: Int = 0, batchStride: Int? = nil) throws(CLNetError) {
+    public init(buffer: Buffer, shape: Shape, offset: Int = 0, batchStride: Int? = nil,
+                storage: Precision = .fp32) throws(CLNetError) {
         let stride = batchStride ?? shape.sampleCount
         guard shape.rank >= 1, shape.dims.allSatisfy({ $0 > 0 }) else {
             throw .invalidArgument("tensor shape \(shape) must have positive dimensions")
         }
         guard offset >= 0, stride >= shape.sampleCount,
-              offset + (shape[0] - 1) * stride + shape.sampleCount <= buffer.floatCount
+              offset + (shape[0] - 1) * stride + shape.sampleCount <= buffer.byteCount / storage.bytes
         else {
             throw .invalidArgument("""
                 tensor \(shape) at offset \(offset) with batch stride \(stride) does not fit a buffer of \
-                \(buffer.floatCount) floats
+                \(buffer.byteCount / storage.bytes) \(storage) elements
                 """)
         }
         self.buffer = buffer
         self.offset = offset
         self.shape = shape
         self.batchStride = stride
+        self.storage = storage
     }
 
     /// A new dense tensor (uninitialised).
-    public init(context: Context, shape: Shape) throws(CLNetError) {
-        try self.init(buffer: try context.buffer(floats: max(shape.count, 1)), shape: shape)
+    public init(context: Context, shape: Shape, storage: Precision = .fp32) throws(CLNetError) {
+        try self.init(buffer: try context.buffer(bytes: max(shape.count, 1) * storage.bytes), shape: shape, storage: storage)
     }
 
     /// True when samples follow each other with no gap.
@@ -70,7 +75,7 @@ public struct Tensor: Sendable {
         }
         let plane = shape.h * shape.w
         return try Tensor(buffer: buffer, shape: [shape.n, range.count, shape.h, shape.w],
-                          offset: offset + range.lowerBound * plane, batchStride: batchStride)
+                          offset: offset + range.lowerBound * plane, batchStride: batchStride, storage: storage)
     }
 
     /// The same elements under another shape with the same count (dense tensors only).
@@ -78,7 +83,7 @@ public struct Tensor: Sendable {
         guard isDense, newShape.count == shape.count else {
             throw .invalidArgument("cannot reshape \(shape)\(isDense ? "" : " (a strided view)") to \(newShape)")
         }
-        return try Tensor(buffer: buffer, shape: newShape, offset: offset)
+        return try Tensor(buffer: buffer, shape: newShape, offset: offset, storage: storage)
     }
 }
 
@@ -88,6 +93,7 @@ extension CommandQueue {
         guard values.count == tensor.shape.count else {
             throw .invalidArgument("writing \(values.count) values into a tensor \(tensor.shape)")
         }
+        if tensor.storage != .fp32 { return try writeStored(tensor.storage.encode(values), to: tensor) }
         if tensor.isDense { return try write(values, to: tensor.buffer, offset: tensor.offset) }
         let per = tensor.shape.sampleCount
         for n in 0..<tensor.shape[0] {
@@ -95,8 +101,27 @@ extension CommandQueue {
         }
     }
 
+    private func writeStored(_ bits: [UInt16], to tensor: Tensor) throws(CLNetError) {
+        if tensor.isDense { return try write(bits, to: tensor.buffer, offset: tensor.offset) }
+        let per = tensor.shape.sampleCount
+        for n in 0..<tensor.shape[0] {
+            try write(Array(bits[n * per..<(n + 1) * per]), to: tensor.buffer, offset: tensor.offset + n * tensor.batchStride)
+        }
+    }
+
     /// Downloads `tensor` as dense NCHW values, after all earlier work on this queue.
     public func read(_ tensor: Tensor) throws(CLNetError) -> [Float] {
+        if tensor.storage != .fp32 {
+            if tensor.isDense {
+                return tensor.storage.decode(try read(tensor.buffer, as: UInt16.self, count: tensor.shape.count, offset: tensor.offset))
+            }
+            var bits: [UInt16] = []
+            for n in 0..<tensor.shape[0] {
+                bits += try read(tensor.buffer, as: UInt16.self, count: tensor.shape.sampleCount,
+                                 offset: tensor.offset + n * tensor.batchStride)
+            }
+            return tensor.storage.decode(bits)
+        }
         if tensor.isDense { return try read(tensor.buffer, count: tensor.shape.count, offset: tensor.offset) }
         var out: [Float] = []
         out.reserveCapacity(tensor.shape.count)
@@ -106,9 +131,9 @@ extension CommandQueue {
         return out
     }
 
-    /// A new dense tensor holding `values`.
-    public func upload(_ values: [Float], shape: Shape) throws(CLNetError) -> Tensor {
-        let t = try Tensor(context: context, shape: shape)
+    /// A new dense tensor holding `values` (rounded to `storage`).
+    public func upload(_ values: [Float], shape: Shape, storage: Precision = .fp32) throws(CLNetError) -> Tensor {
+        let t = try Tensor(context: context, shape: shape, storage: storage)
         try write(values, to: t)
         return t
     }

@@ -122,7 +122,7 @@ public struct SafeTensors: Sendable {
         case .F32: return (0..<e.count).map { Float(bitPattern: word($0, UInt32.self)) }
         case .F64: return (0..<e.count).map { Float(Double(bitPattern: word($0, UInt64.self))) }
         case .BF16: return (0..<e.count).map { Float(bitPattern: UInt32(word($0, UInt16.self)) << 16) }
-        case .F16: return (0..<e.count).map { Self.halfToFloat(word($0, UInt16.self)) }
+        case .F16: return (0..<e.count).map { Precision.halfToFloat(word($0, UInt16.self)) }
         case .I64, .I32, .U8:
             throw .invalidArgument("\(label): tensor \(name) holds integers (\(e.dtype)), not floating-point values")
         }
@@ -153,18 +153,6 @@ public struct SafeTensors: Sendable {
         return e
     }
 
-    static func halfToFloat(_ h: UInt16) -> Float {
-        let sign = UInt32(h >> 15) << 31
-        let exponent = Int((h >> 10) & 0x1f), mantissa = UInt32(h & 0x3ff)
-        if exponent == 0 {
-            // Zero or subnormal: mantissa * 2^-24.
-            let magnitude = Float(mantissa) * Float(sign: .plus, exponent: -24, significand: 1)
-            return sign != 0 ? -magnitude : magnitude
-        }
-        if exponent == 31 { return Float(bitPattern: sign | 0x7f80_0000 | mantissa << 13) }
-        return Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | mantissa << 13)
-    }
-
     /// Appends integers in little-endian order: one bulk copy on little-endian hosts (checkpoints
     /// of 100 MB are written in milliseconds, not seconds).
     static func appendLittleEndian<T: FixedWidthInteger>(_ values: [T], to body: inout [UInt8]) {
@@ -178,6 +166,8 @@ public struct SafeTensors: Sendable {
     /// A tensor to write.
     public enum Value: Sendable {
         case float32([Float], shape: [Int])
+        /// Float32 values written as F16 or BF16 (`format` .fp16 or .bf16), rounded to nearest even.
+        case float16([Float], shape: [Int], format: Precision)
         case int64([Int64], shape: [Int])
     }
 
@@ -196,6 +186,13 @@ public struct SafeTensors: Sendable {
                 }
                 Self.appendLittleEndian(values.map(\.bitPattern), to: &body)
                 header[name] = .tensor(dtype: "F32", shape: shape, offsets: [start, body.count])
+            case let .float16(values, shape, format):
+                guard format != .fp32 else { throw .invalidArgument("tensor \(name): .float16 takes fp16 or bf16, not fp32") }
+                guard values.count == shape.reduce(1, *) else {
+                    throw .invalidArgument("tensor \(name): \(values.count) values do not fill shape \(shape)")
+                }
+                Self.appendLittleEndian(format.encode(values), to: &body)
+                header[name] = .tensor(dtype: format == .fp16 ? "F16" : "BF16", shape: shape, offsets: [start, body.count])
             case let .int64(values, shape):
                 guard values.count == shape.reduce(1, *) else {
                     throw .invalidArgument("tensor \(name): \(values.count) values do not fill shape \(shape)")

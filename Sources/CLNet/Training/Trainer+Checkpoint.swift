@@ -24,6 +24,8 @@ extension Trainer {
         var clnetVersion: String?
         /// What `DivergencePolicy.skip` has done to the learning rate (absent: 1).
         var learningRateScale: Double?
+        /// fp16 training: the loss scaler's state, so that a resumed run scales as it would have.
+        var lossScaler: LossScaler?
     }
 
     /// The checkpoint format this CLNet writes and reads.
@@ -48,7 +50,8 @@ extension Trainer {
             tensors.append(("optimizer.momentum.\(p.name)", .float32(try executor.momentum(p.name), shape: p.shape.dims)))
         }
         let state = CheckpointState(configuration: configuration, modelSpec: modelSpec, step: step, clnetVersion: CLNet.version,
-                                    learningRateScale: learningRateScale == 1 ? nil : learningRateScale)
+                                    learningRateScale: learningRateScale == 1 ? nil : learningRateScale,
+                                    lossScaler: executor.lossScaler)
         let json: String
         do { json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self) } catch {
             throw .invalidArgument("cannot encode the checkpoint state: \(error)")
@@ -58,8 +61,9 @@ extension Trainer {
 
     /// Writes the weights alone (`model.safetensors`: what torchvision's
     /// `load_state_dict(strict=True)` takes) with `weightsInfo` in the file's metadata.
-    public func saveWeights(to url: URL) throws(CLNetError) {
-        try SafeTensors.write(try executor.weightTensors(), to: url, metadata: weightsInfo.metadata)
+    /// `dtype` below fp32 writes 16-bit values (`Executor.weightTensors(dtype:)`).
+    public func saveWeights(to url: URL, dtype: Precision = .fp32) throws(CLNetError) {
+        try SafeTensors.write(try executor.weightTensors(dtype: dtype), to: url, metadata: weightsInfo.metadata)
     }
 
     /// Continues a run from a checkpoint of the same configuration.
@@ -94,6 +98,9 @@ extension Trainer {
         step = state.step
         learningRateScale = state.learningRateScale ?? 1
         executor.stepsTaken = Int64(state.step)
+        if let scaler = state.lossScaler {
+            for e in replicas { try e.setLossScaler(scaler) }
+        }
         try synchronizeReplicas()
     }
 }

@@ -13,7 +13,8 @@ extension Trainer {
     }
 
     /// One step on one device whose loss is read while the next step runs, so that the host
-    /// never idles the device.
+    /// never idles the device (at fp16, `backward` still waits for the update's overflow flag,
+    /// as GradScaler does).
     func pipelinedStep(_ batch: Batch) throws(CLNetError) -> StepOutcome {
         .pending(try enqueueStep(batch))
     }
@@ -27,7 +28,9 @@ extension Trainer {
             skippedInARow = 0
             return .done(loss: loss, correct: right)
         }
-        try executor.undoLastStep()
+        // At fp16 a loss that is not finite overflows the gradients too, and the executor has
+        // undone the step already (Executor.finishScaledStep).
+        if !executor.lastStepOverflowed { try executor.undoLastStep() }
         executor.stepsTaken = Int64(step)
         learningRateScale *= 0.5
         skippedSteps += 1

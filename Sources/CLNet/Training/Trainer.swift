@@ -185,7 +185,8 @@ public final class Trainer {
         var made: [Executor] = []
         for replicaContext in [ctx] + replicaContexts {
             made.append(try Executor(graph: graph, context: replicaContext, training: true, queues: queues, optimizer: sgd,
-                                     decayOnlyWeights: c.decayOnlyWeights, gradientTransfers: shards > 1))
+                                     decayOnlyWeights: c.decayOnlyWeights, gradientTransfers: shards > 1,
+                                     precision: c.precision ?? .fp32))
         }
         if let prior = c.linearityPrior, prior != 0 {
             guard prior > 0, Float(prior).isFinite else {
@@ -202,7 +203,8 @@ public final class Trainer {
         self.communicator = communicator
         if let testLoader {
             let (g, logits) = try ModelSpec.graph(modelSpec, batch: testLoader.batchSize, size: train.height, loss: false)
-            evaluator = try Executor(graph: g, context: ctx, training: false, keep: [logits], queues: 1)
+            evaluator = try Executor(graph: g, context: ctx, training: false, keep: [logits], queues: 1,
+                                     precision: c.precision ?? .fp32)
             evalLogits = logits
         } else {
             evaluator = nil

@@ -43,6 +43,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     public var initialization: InitializationMethod?
     /// GradInit's iterations (`GradInit.steps`; nil: its default).
     public var gradInitSteps: Int?
+    /// How activations and their gradients are stored (`Precision`; nil: fp32). fp16 training
+    /// scales the loss (`LossScaler`); parameters, momentum and statistics stay float32.
+    public var precision: Precision?
 
     public init(model: String) { self.model = model }
 }

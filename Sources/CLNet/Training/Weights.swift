@@ -39,9 +39,18 @@ extension Executor {
     }
 
     /// Every parameter and buffer, with `num_batches_tracked`, as `save` writes them.
-    public func weightTensors() throws(CLNetError) -> [(name: String, value: SafeTensors.Value)] {
+    /// `dtype` .fp16 or .bf16 writes 16-bit values (half the file; `--save-dtype`), which every
+    /// loader here and PyTorch's read back as they are stored.
+    public func weightTensors(dtype: Precision = .fp32) throws(CLNetError) -> [(name: String, value: SafeTensors.Value)] {
         var tensors: [(name: String, value: SafeTensors.Value)] = []
-        for p in graph.parameters { tensors.append((p.name, .float32(try parameter(p.name), shape: p.shape.dims))) }
+        for p in graph.parameters {
+            let values = try parameter(p.name)
+            if dtype != .fp32, let bad = values.first(where: { $0.isFinite && !dtype.rounded($0).isFinite }) {
+                throw .invalidArgument("\(p.name) holds \(bad), beyond \(dtype)'s range: save it as f32 or bf16 (--save-dtype)")
+            }
+            tensors.append((p.name, dtype == .fp32 ? .float32(values, shape: p.shape.dims)
+                                                   : .float16(values, shape: p.shape.dims, format: dtype)))
+        }
         for name in batchesTrackedNames { tensors.append((name, .int64([stepsTaken], shape: []))) }
         return tensors
     }
