@@ -168,6 +168,8 @@ struct TrainerTests {
         for p in whole.executor.graph.parameters {
             #expect(try second.executor.parameter(p.name) == whole.executor.parameter(p.name), "\(p.name)")
         }
+        // A power-of-two scale leaves the losses alike restored or not: the scaler itself must be.
+        #expect(second.executor.lossScaler == whole.executor.lossScaler)
         // An fp32 run's configuration refuses the checkpoint.
         let mismatch = try Trainer(configuration: Self.config(), train: train, test: nil, context: context)
         #expect(throws: CLNetError.self) { try mismatch.loadCheckpoint(from: checkpoint) }

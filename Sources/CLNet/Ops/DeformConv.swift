@@ -108,6 +108,10 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
         if let bias, bias.shape.count != conv.outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(conv.outChannels) values are needed")
         }
+        // One launch's store_t arguments share one format (Kernels/Common.cl).
+        for t in [offset, weight] + (mask.map { [$0] } ?? []) where t.storage != x.storage {
+            throw .invalidArgument("\(op): x is stored as \(x.storage) but an offset, mask or weight as \(t.storage)")
+        }
         let least = workspacePerSample(x.shape, out)
         let workspace = try checkedWorkspace(op, workspace, least: least)
         try checkIndexable(op, [x, offset, workspace] + (mask.map { [$0] } ?? []))
@@ -193,6 +197,9 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
         }
         if let dweight, dweight.shape != conv.weightShape || !dweight.isDense {
             throw .invalidShape(operation: op, message: "dweight has shape \(dweight.shape) but \(conv.weightShape) is needed")
+        }
+        for t in [dy] + [dx, doffset, dmask].compactMap({ $0 }) where t.storage != x.storage {
+            throw .invalidArgument("\(op): x is stored as \(x.storage) but a gradient as \(t.storage)")
         }
         try checkIndexable(op, [dy] + [dx, doffset, dmask].compactMap { $0 })
         let ws = workspace!, plane = out.h * out.w, step = chunk(x.shape, out, workspace: ws.shape.count)
