@@ -84,6 +84,15 @@ struct DeviceTests {
         }
     }
 
+    /// 16-bit fills (`fill_u16`) write the format's bit pattern, and only in their range.
+    @Test(arguments: [Precision.fp16, .bf16])
+    func sixteenBitFillWritesOnlyItsRange(_ p: Precision) throws {
+        let queue = try Shared.context().makeQueue()
+        let t = try queue.upload([Float](repeating: 1, count: 37), shape: [37], storage: p)
+        try queue.fill(t.buffer, with: -2.5, offset: 5, count: 11, storage: p)
+        for (i, v) in try queue.read(t).enumerated() { #expect(v == ((5..<16).contains(i) ? -2.5 : 1), "element \(i)") }
+    }
+
     @Test func outOfRangeTransfersThrow() throws {
         let context = try Shared.context()
         let queue = try context.makeQueue()

@@ -131,8 +131,7 @@ extension Executor {
             if training {
                 let scales = try storedWorkspace(k)
                 let draws = StepRandomness.stochasticDepthScales(x.shape, p: p, seed: StepRandomness.nodeSeed(stepSeed, node: k))
-                uploads.append(scales.storage == .fp32 ? try queue.writeAsync(draws, to: scales.buffer, offset: scales.offset)
-                               : try queue.writeAsync(scales.storage.encode(draws), to: scales.buffer, offset: scales.offset))
+                uploads.append(try queue.writeAsync(draws, to: scales))
                 try ChannelScale.forward(queue, x: x, scale: scales, y: y)
             } else {
                 try queue.copy(from: x, to: y)

@@ -49,9 +49,7 @@ extension Executor {
     /// beside activations (stochastic depth's per-sample scales): the same memory, which holds
     /// its elements in fewer bytes.
     func storedWorkspace(_ k: Int) throws(CLNetError) -> Tensor {
-        let w = nodeWorkspaces[k]!
-        guard precision != .fp32 else { return w }
-        return try Tensor(buffer: w.buffer, shape: w.shape, offset: w.offset * 4 / precision.bytes, storage: precision)
+        try nodeWorkspaces[k]!.viewed(as: precision)
     }
 
     /// The loss gradient's factor for this step.

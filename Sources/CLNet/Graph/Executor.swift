@@ -298,10 +298,7 @@ public final class Executor: @unchecked Sendable {
             uploads.removeAll { (try? $0.event.isComplete()) ?? true }
             try backup?.take(queue, parameterArena: parameterArena, momentumArena: momentumArena, step: stepsTaken)
             if let overflowFlag { try queue.fill(overflowFlag, with: 0) }
-            for (t, x) in checked {
-                uploads.append(t.storage == .fp32 ? try queue.writeAsync(x, to: t.buffer, offset: t.offset)
-                               : try queue.writeAsync(t.storage.encode(x), to: t.buffer, offset: t.offset))
-            }
+            for (t, x) in checked { uploads.append(try queue.writeAsync(x, to: t)) }
             if graph.lossNode != nil, let labelBuffer = self.labels {
                 uploads.append(try queue.writeAsync(labels.map { Int32($0) }, to: labelBuffer))
             }

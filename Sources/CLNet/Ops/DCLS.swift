@@ -74,8 +74,7 @@ public struct DCLSConv2D: Sendable, Hashable, CustomStringConvertible {
         let ws = try checkedWorkspace(op, workspace, least: least)
         // The built kernel is read by the convolution engine beside the activations, so it is
         // stored as they are; its gradient, which the engine writes, stays float.
-        return (try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset * 4 / x.storage.bytes,
-                           storage: x.storage),
+        return (try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset).viewed(as: x.storage),
                 try Tensor(buffer: ws.buffer, shape: conv.weightShape, offset: ws.offset + kernelCount),
                 try Tensor(buffer: ws.buffer, shape: [ws.shape.count - 2 * kernelCount], offset: ws.offset + 2 * kernelCount))
     }

@@ -65,6 +65,18 @@ public struct Tensor: Sendable {
         try self.init(buffer: try context.buffer(bytes: max(shape.count, 1) * storage.bytes), shape: shape, storage: storage)
     }
 
+    /// The same bytes seen as a dense tensor of `storage` elements: a float32 workspace that
+    /// holds what kernels read beside 16-bit activations (its offset counted in the new
+    /// elements; the elements fit, being no larger).
+    public func viewed(as storage: Precision, shape: Shape? = nil) throws(CLNetError) -> Tensor {
+        guard storage != self.storage else { return try reshaped(shape ?? self.shape) }
+        guard isDense, offset * self.storage.bytes % storage.bytes == 0 else {
+            throw .invalidArgument("a \(self.storage) view at offset \(offset)\(isDense ? "" : ", strided,") cannot be seen as \(storage)")
+        }
+        return try Tensor(buffer: buffer, shape: shape ?? self.shape, offset: offset * self.storage.bytes / storage.bytes,
+                          storage: storage)
+    }
+
     /// True when samples follow each other with no gap.
     public var isDense: Bool { batchStride == shape.sampleCount }
 
@@ -88,12 +100,24 @@ public struct Tensor: Sendable {
 }
 
 extension CommandQueue {
-    /// Uploads `values` (dense NCHW) into `tensor`.
+    /// Uploads `values` (dense NCHW) into `tensor`, rounded to its storage.
     public func write(_ values: [Float], to tensor: Tensor) throws(CLNetError) {
         guard values.count == tensor.shape.count else {
             throw .invalidArgument("writing \(values.count) values into a tensor \(tensor.shape)")
         }
-        if tensor.storage != .fp32 { return try writeStored(tensor.storage.encode(values), to: tensor) }
+        if tensor.storage == .fp32 { return try writeElements(values, to: tensor) }
+        try writeElements(tensor.storage.encode(values), to: tensor)
+    }
+
+    /// Downloads `tensor` as dense NCHW values, after all earlier work on this queue.
+    public func read(_ tensor: Tensor) throws(CLNetError) -> [Float] {
+        if tensor.storage == .fp32 { return try readElements(tensor, as: Float.self) }
+        return tensor.storage.decode(try readElements(tensor, as: UInt16.self))
+    }
+
+    /// The elements of `tensor` as they are stored (a Float32 or a 16-bit pattern each), one
+    /// transfer when dense, one per sample otherwise.
+    private func writeElements<T: BitwiseCopyable>(_ values: [T], to tensor: Tensor) throws(CLNetError) {
         if tensor.isDense { return try write(values, to: tensor.buffer, offset: tensor.offset) }
         let per = tensor.shape.sampleCount
         for n in 0..<tensor.shape[0] {
@@ -101,34 +125,21 @@ extension CommandQueue {
         }
     }
 
-    private func writeStored(_ bits: [UInt16], to tensor: Tensor) throws(CLNetError) {
-        if tensor.isDense { return try write(bits, to: tensor.buffer, offset: tensor.offset) }
-        let per = tensor.shape.sampleCount
-        for n in 0..<tensor.shape[0] {
-            try write(Array(bits[n * per..<(n + 1) * per]), to: tensor.buffer, offset: tensor.offset + n * tensor.batchStride)
-        }
-    }
-
-    /// Downloads `tensor` as dense NCHW values, after all earlier work on this queue.
-    public func read(_ tensor: Tensor) throws(CLNetError) -> [Float] {
-        if tensor.storage != .fp32 {
-            if tensor.isDense {
-                return tensor.storage.decode(try read(tensor.buffer, as: UInt16.self, count: tensor.shape.count, offset: tensor.offset))
-            }
-            var bits: [UInt16] = []
-            for n in 0..<tensor.shape[0] {
-                bits += try read(tensor.buffer, as: UInt16.self, count: tensor.shape.sampleCount,
-                                 offset: tensor.offset + n * tensor.batchStride)
-            }
-            return tensor.storage.decode(bits)
-        }
-        if tensor.isDense { return try read(tensor.buffer, count: tensor.shape.count, offset: tensor.offset) }
-        var out: [Float] = []
+    private func readElements<T: BitwiseCopyable>(_ tensor: Tensor, as type: T.Type) throws(CLNetError) -> [T] {
+        if tensor.isDense { return try read(tensor.buffer, as: T.self, count: tensor.shape.count, offset: tensor.offset) }
+        var out: [T] = []
         out.reserveCapacity(tensor.shape.count)
         for n in 0..<tensor.shape[0] {
-            out += try read(tensor.buffer, count: tensor.shape.sampleCount, offset: tensor.offset + n * tensor.batchStride)
+            out += try read(tensor.buffer, as: T.self, count: tensor.shape.sampleCount, offset: tensor.offset + n * tensor.batchStride)
         }
         return out
+    }
+
+    /// Starts uploading `values` into a dense `tensor`, rounded to its storage (see
+    /// `writeAsync(_:to:offset:)`).
+    func writeAsync(_ values: [Float], to tensor: Tensor) throws(CLNetError) -> Upload {
+        tensor.storage == .fp32 ? try writeAsync(values, to: tensor.buffer, offset: tensor.offset)
+            : try writeAsync(tensor.storage.encode(values), to: tensor.buffer, offset: tensor.offset)
     }
 
     /// A new dense tensor holding `values` (rounded to `storage`).

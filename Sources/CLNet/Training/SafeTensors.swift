@@ -121,7 +121,7 @@ public struct SafeTensors: Sendable {
         switch e.dtype {
         case .F32: return (0..<e.count).map { Float(bitPattern: word($0, UInt32.self)) }
         case .F64: return (0..<e.count).map { Float(Double(bitPattern: word($0, UInt64.self))) }
-        case .BF16: return (0..<e.count).map { Float(bitPattern: UInt32(word($0, UInt16.self)) << 16) }
+        case .BF16: return (0..<e.count).map { Precision.bfloatToFloat(word($0, UInt16.self)) }
         case .F16: return (0..<e.count).map { Precision.halfToFloat(word($0, UInt16.self)) }
         case .I64, .I32, .U8:
             throw .invalidArgument("\(label): tensor \(name) holds integers (\(e.dtype)), not floating-point values")
