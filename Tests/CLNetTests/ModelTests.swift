@@ -87,6 +87,12 @@ struct ModelTests {
         #expect(throws: CLNetError.self) { try CIFARResNet(depth: depth + 1) }
     }
 
+    /// The kink margin (`kinkMargin`) below which a step is taken again on a fresh draw when its
+    /// gradients differ (the draws themselves stop at 1e-5, which most take). 1e-5 let through a DenseASPP draw at 3.7e-5 whose gradients moved by 3.8e-4
+    /// (seed 11124533509081953819, at 12241ce as after it): its chain of dilated layers carries
+    /// the forward's float32 differences further than ResNet's.
+    static let redrawMargin = 1e-4
+
     /// One training step of each family, at small sizes, on the device against the CPU reference:
     /// logits, every parameter gradient and the running statistics.
     @Test(arguments: [
@@ -171,7 +177,7 @@ struct ModelTests {
         // gradient. A redraw keeps the parameters; the draw with the widest margin is used.
         // A network with a million ReLU inputs (the Residual Attention Network's) never gets a
         // draw that far from every kink, and in one step of ten one input crossed: every
-        // gradient moved by 2e-3. Where the margin is below 1e-5 and the gradients differ, the
+        // gradient moved by 2e-3. Where the margin is below `redrawMargin` and the gradients differ, the
         // step is taken again from the same parameters on a fresh draw, up to three times; a
         // real error fails all three, and a draw clear of the kinks gets no second chance.
         let initial = try ReferenceExecutor(graph: graph, parameters: params)
@@ -202,7 +208,7 @@ struct ModelTests {
             }
             error = relativeError(device, want)
             attempts += 1
-        } while error > 1e-4 && margin < 1e-5 && attempts < 3
+        } while error > 1e-4 && margin < Self.redrawMargin && attempts < 3
         if attempts > 1 { print("\(spec): \(attempts) draws near a kink") }
         #expect(relativeError(try executor.read(logits), values[logits.index]) <= 1e-4, "logits")
         #expect(error <= 1e-4, "all gradients: relative error \(error)")
