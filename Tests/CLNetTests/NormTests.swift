@@ -117,14 +117,20 @@ struct NormTests {
             let x = randomDoubles(shape.count, using: &rng)
             let gamma = randomDoubles(c, using: &rng), beta = randomDoubles(c, using: &rng)
             let rm = randomDoubles(c, using: &rng), rv = randomDoubles(c, using: &rng, in: 0.1...2)
+            let uncut = Reference.batchNormInference(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
+                                                     runningVar: rv)
             for relu in [false, true] {
                 let want = Reference.batchNormInference(x, shape: shape, gamma: gamma, beta: beta, runningMean: rm,
                                                         runningVar: rv, relu: relu)
+                // Random running statistics can cut nearly every output (one draw kept 189 of 54000,
+                // each a small difference of terms near 1), so the float rounding of the terms is
+                // measured against the output before the cut.
+                let bound = forwardBound * max(1, norm(uncut) / max(norm(want), .leastNormalMagnitude))
                 let xt = try deviceTensor(q, x, shape), yt = try poisonedTensor(q, shape, strided: true)
                 try BatchNorm.forwardInference(q, x: xt, gamma: try deviceTensor(q, gamma, [c]),
                                                beta: try deviceTensor(q, beta, [c]), runningMean: try deviceTensor(q, rm, [c]),
                                                runningVar: try deviceTensor(q, rv, [c]), y: yt, relu: relu)
-                try expectClose(q, yt, want, forwardBound, "inference relu \(relu)")
+                try expectClose(q, yt, want, bound, "inference relu \(relu)")
             }
         }
     }

@@ -49,6 +49,11 @@ func relativeError(_ a: [Double], _ b: [Double]) -> Double {
     return (diff / norm).squareRoot()
 }
 
+/// Euclidean norm, the denominator of `relativeError`.
+func norm(_ v: [Double]) -> Double {
+    v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+}
+
 /// Every test draws a fresh seed and prints it, so that a failure can be replayed:
 /// `CLNET_TEST_SEED=<seed> swift test --filter <test>` gives every generator that seed.
 func freshGenerator(_ label: String) -> SeededGenerator {
