@@ -149,6 +149,21 @@ inline void store_row_float(vecw acc[NV], __global float *out, uint count, bool 
     for (uint j = 0; j < count; j++) out[j] = add ? out[j] + lanes[j] : lanes[j];
 }
 
+// implicit_conv's output. Under 16-bit storage, where k spans more than one tile, the host has
+// the sums built in a float workspace (-D Y_FLOAT) and rounded once: each tile's partial sum
+// rounded to 16 bits would add up to a rounding per tile (Conv+ImplicitGEMM.swift).
+#ifdef Y_FLOAT
+typedef float y_t;
+#define Y_LOAD(p, i) ((p)[i])
+#define Y_STORE(p, i, v) ((p)[i] = (v))
+#define Y_STORE_ROW store_row_float
+#else
+typedef store_t y_t;
+#define Y_LOAD(p, i) LOAD(p, i)
+#define Y_STORE(p, i, v) STORE(p, i, v)
+#define Y_STORE_ROW store_row
+#endif
+
 // One item per (group, block of NP panels of NR columns); the columns run over every sample's
 // grid, so that small planes (7x7) fill whole panels. Tiles of KC rows of k, one per panel, are
 // gathered; then each MR-row block of A runs over all NP tiles while its rows of this tile of k
@@ -157,7 +172,7 @@ inline void store_row_float(vecw acc[NV], __global float *out, uint count, bool 
 // grid column, length).
 __kernel void implicit_conv(__global const store_t *x, uint xo, uint xs, uint XC, uint H, uint W,
                             __global const float *a, uint ao, uint aGroup,
-                            __global store_t *y, uint yo, uint ys, uint M, uint YH, uint YW,
+                            __global y_t *y, uint yo, uint ys, uint M, uint YH, uint YW,
                             uint GI, uint GJ, int BH, int BW, uint YBH, uint YBW, uint YSH, uint YSW,
                             uint G, uint batch, uint accumulate, __local float *tile, __local uint *runs) {
     const uint K = XC * TH * TW, plane = GI * GJ, cols = batch * plane;
@@ -207,7 +222,7 @@ __kernel void implicit_conv(__global const store_t *x, uint xo, uint xs, uint XC
 #pragma unroll
                     for (uint r = 0; r < MR; r++) {
                         if (p * MR + r >= M) break;
-                        __global store_t *out = y + yo + (g * M + p * MR + r) * YH * YW;
+                        __global y_t *out = y + yo + (g * M + p * MR + r) * YH * YW;
                         float lanes[NR];
                         if (panelRuns[pn + 1] - panelRuns[pn] > 1 || YSW != 1) {
 #pragma unroll
@@ -216,13 +231,13 @@ __kernel void implicit_conv(__global const store_t *x, uint xo, uint xs, uint XC
                         uint jo = 0;
                         for (uint s = panelRuns[pn]; s < panelRuns[pn + 1]; s++) {
                             const uint len = runs[4 * s + 3];
-                            __global store_t *dst = out + runs[4 * s] * ys + (YBH + runs[4 * s + 1] * YSH) * YW + YBW
+                            __global y_t *dst = out + runs[4 * s] * ys + (YBH + runs[4 * s + 1] * YSH) * YW + YBW
                                                   + runs[4 * s + 2] * YSW;
                             if (YSW == 1 && panelRuns[pn + 1] - panelRuns[pn] == 1) {
-                                store_row(acc[r], dst, len, add);
+                                Y_STORE_ROW(acc[r], dst, len, add);
                             } else {
                                 for (uint t = 0; t < len; t++) {
-                                    STORE(dst, t * YSW, add ? LOAD(dst, t * YSW) + lanes[jo + t] : lanes[jo + t]);
+                                    Y_STORE(dst, t * YSW, add ? Y_LOAD(dst, t * YSW) + lanes[jo + t] : lanes[jo + t]);
                                 }
                             }
                             jo += len;

@@ -161,12 +161,44 @@ __kernel void maxpool_forward(__global const store_t *x, uint xo, uint xs, __glo
 
 #endif  // WKH
 
-#if NL == 1
+#if NL == 1 && (defined(CLNET_STORAGE_HALF) || defined(CLNET_STORAGE_BF16))
+// One work item per (n, c) plane, as below, but with 16-bit storage the sums cannot run in dx
+// (each addition would round to it): each input row is summed in float in pieces of PIECE
+// columns, from the outputs whose windows reach the piece, in output order, and stored once.
+#define PIECE 64
+__kernel void maxpool_backward(__global const store_t *dy, uint dyo, uint dys, __global const uint *idx,
+                               __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint planes, uint accumulate) {
+    FOR_EACH_RUN(item, planes) {
+        const uint c = item % channels, n = item / channels;
+        __global store_t *out = dx + AT(dxo, dxs, n, c * H * W);
+        __global const store_t *grad = dy + AT(dyo, dys, n, c * OH * OW);
+        __global const uint *args = idx + item * OH * OW;
+        for (uint ih = 0; ih < H; ++ih) {
+            uint oh0, oh1;
+            covering(ih, KH, SH, PH, OH, &oh0, &oh1);
+            for (uint w0 = 0; w0 < W; w0 += PIECE) {
+                const uint len = min((uint)PIECE, W - w0), first = ih * W + w0;
+                uint ow0, ow1, last0, last1;
+                covering(w0, KW, SW, PW, OW, &ow0, &ow1);
+                covering(w0 + len - 1, KW, SW, PW, OW, &last0, &last1);
+                float sum[PIECE];
+                for (uint t = 0; t < len; ++t) sum[t] = accumulate ? LOAD(out, first + t) : 0.0f;
+                for (uint oh = oh0; oh < oh1; ++oh) {
+                    for (uint ow = ow0; ow < last1; ++ow) {
+                        const uint t = args[oh * OW + ow] - first;  // wraps past len when before the piece
+                        if (t < len) sum[t] += LOAD(grad, oh * OW + ow);
+                    }
+                }
+                for (uint t = 0; t < len; ++t) STORE(out, first + t, sum[t]);
+            }
+        }
+    }
+}
+#elif NL == 1
 // One work item per (n, c) plane: it clears the plane (unless accumulating), then adds each
 // output's gradient at its argmax, in output order. Owning the plane, it needs no atomics where
 // windows overlap, and the plane stays in a CPU's cache: the gather below ran at 0.02 of copy on
-// PoCL. Each input sums its outputs in the same order as the gather does (with 16-bit storage
-// the running sum is in dx, so each addition rounds to it; the gather below sums in float).
+// PoCL. Each input sums its outputs in the same order as the kernels above and below do.
 __kernel void maxpool_backward(__global const store_t *dy, uint dyo, uint dys, __global const uint *idx,
                                __global store_t *dx, uint dxo, uint dxs, GEOMETRY, uint planes, uint accumulate) {
     FOR_EACH_RUN(item, planes) {

@@ -11,7 +11,9 @@ import Testing
     /// arithmetic round an element to neighbouring 16-bit values, and by what such an element
     /// moves after it. Measured over 18 draws of every case below (Benchmarks/RESULTS.md): at
     /// most 2.6 units (the linear layer's weight gradient at fp16), 1.0-1.7 for the other
-    /// products and the losses, below 1 for the rest; 4 units leaves room for other draws.
+    /// products and the losses, below 1 for the rest; 4 units leaves room for other draws. Over
+    /// 40 more: at most 2.5 units but for distillation (3.1), whose gradients cancel and which
+    /// has its own bound.
     static func bound(_ p: Precision, units: Double = 4) -> Double {
         units * (p == .fp16 ? 0x1p-11 : 0x1p-8)
     }
@@ -169,6 +171,88 @@ import Testing
         }
     }
 
+    /// Implicit GEMM over more rows of k than one tile holds, at 16-bit storage: the sums are
+    /// built in float in the workspace and rounded once, so the device rounds what the reference
+    /// rounds and they differ only where float and Double sums fall either side of a rounding
+    /// point (0.25 units; a rounding per tile of k measured 0.45-0.55). Forward, and the input
+    /// gradient written and accumulated into a strided channel slice. 242 channels: k = 2,178
+    /// exceeds the largest tile a CPU takes (2,048 rows), and the 527,076 weights are too many for
+    /// the weight gradient's split partials, so the workspace holds the packed filters and one
+    /// sample's sums, and the two samples take two chunks.
+    @Test(arguments: [Precision.fp16, .bf16])
+    func implicitSumsRoundOnce(_ p: Precision) throws {
+        let q = try Shared.context().makeQueue(), device = q.context.device
+        let c = 242, conv = Conv2D(inChannels: c, outChannels: c, kernel: 3, padding: 1)
+        let shape: Shape = [2, c, 1, 2], out = try conv.outputShape(shape)
+        let tile = Conv2D.implicitTileRows(device, nr: GEMMPanels(device: device).nr, np: 1)
+        try #require(9 * c > tile, "k fits one tile of \(tile) rows on this device: the case tests nothing")
+        let ws = try Tensor(context: q.context, shape: [try conv.implicitWorkspaceCount(shape)])
+        try #require(ws.shape.count - conv.implicitPackedCount < 2 * shape.sampleCount, "the samples fit one chunk")
+        var rng = freshGenerator("precision implicit sums \(p)")
+        let r = { (v: [Double]) in v.map { Double(p.rounded(Float($0))) } }
+        let x = r(randomDoubles(shape.count, using: &rng)), w = r(randomDoubles(conv.weightShape.count, using: &rng))
+        let dy = r(randomDoubles(out.count, using: &rng)), prior = r(randomDoubles(shape.count, using: &rng))
+        let g = Reference.conv2dBackward(x, shape: shape, weight: w, conv: conv, dy: dy)
+        func stored(_ v: [Double], _ s: Shape) throws -> Tensor { try q.upload(v.map(Float.init), shape: s, storage: p) }
+        let xt = try stored(x, shape), wt = try stored(w, conv.weightShape), dyt = try stored(dy, out)
+        let bound = Self.bound(p, units: 0.25)
+
+        let y = try Tensor(context: q.context, shape: out, storage: p)
+        try q.fill(y.buffer, with: .nan, storage: p)
+        try conv.forward(q, x: xt, weight: wt, bias: nil, y: y, workspace: ws, algorithm: .implicitGEMM)
+        let ey = relativeError(try q.read(y), r(Reference.conv2d(x, shape: shape, weight: w, bias: nil, conv: conv)))
+        #expect(ey <= bound, "forward at \(p): \(ey)")
+
+        let wide = try Tensor(context: q.context, shape: [2, c + 2, 1, 2], storage: p)
+        try q.fill(wide.buffer, with: .nan, storage: p)
+        let dx = try wide.slice(channels: 1..<c + 1)
+        for accumulate in [false, true] {
+            if accumulate { try q.write(prior.map(Float.init), to: dx) }
+            try conv.backward(q, x: xt, weight: wt, dy: dyt, dx: dx, dweight: nil, dbias: nil, workspace: ws,
+                              accumulate: accumulate, algorithm: .implicitGEMM)
+            let error = relativeError(try q.read(dx), r(accumulate ? zip(prior, g.dx).map(+) : g.dx))
+            #expect(error <= bound, "input gradient at \(p), accumulate \(accumulate): \(error)")
+            let all = p.decode(try q.read(wide.buffer, as: UInt16.self, count: wide.shape.count))
+            for n in 0..<2 {
+                for outside in [0, c + 1] {
+                    let plane = (n * (c + 2) + outside) * 2
+                    #expect(all[plane..<plane + 2].allSatisfy { $0.isNaN }, "sample \(n) channel \(outside) outside the slice was written")
+                }
+            }
+        }
+    }
+
+    /// Max pooling's 16-bit input gradient: the outputs that chose an input (up to nine with a
+    /// 3x3 window at stride 1) are summed in float and rounded once, on every layout, in rows
+    /// wider than the CPU kernel's pieces of 64; written, and added to a prior. The reference
+    /// takes the device's choices, which ties between rounded inputs leave open. 0.25 units, as
+    /// `implicitSumsRoundOnce` (a rounding per addition measured 0.65-0.95; once, 0).
+    @Test(arguments: [Precision.fp16, .bf16])
+    func maxPoolGradientRoundsOnce(_ p: Precision) throws {
+        let shape: Shape = [2, 3, 6, 70], window = Pool2D(kernel: 3, stride: 1, padding: 1)
+        let out = try window.outputShape("test", shape)
+        for q in try Shared.queuesForEachLayout() {
+            var rng = freshGenerator("precision max pool \(p)")
+            let r = { (v: [Double]) in v.map { Double(p.rounded(Float($0))) } }
+            let x = r(randomDoubles(shape.count, using: &rng)), dy = r(randomDoubles(out.count, using: &rng))
+            let prior = r(randomDoubles(shape.count, using: &rng))
+            let xt = try q.upload(x.map(Float.init), shape: shape, storage: p)
+            let dyt = try q.upload(dy.map(Float.init), shape: out, storage: p)
+            let y = try Tensor(context: q.context, shape: out, storage: p), idx = try q.context.buffer(bytes: out.count * 4)
+            try MaxPool.forward(q, x: xt, y: y, indices: idx, window: window)
+            let indices = try q.read(idx, as: UInt32.self).map(Int.init)
+            let want = Reference.maxPoolBackward(dy: dy, indices: indices, shape: shape, window: window)
+            let dx = try Tensor(context: q.context, shape: shape, storage: p)
+            for accumulate in [false, true] {
+                if accumulate { try q.write(prior.map(Float.init), to: dx) } else { try q.fill(dx.buffer, with: .nan, storage: p) }
+                try MaxPool.backward(q, dy: dyt, indices: idx, dx: dx, window: window, accumulate: accumulate)
+                let error = relativeError(try q.read(dx), r(accumulate ? zip(prior, want).map(+) : want))
+                #expect(error <= Self.bound(p, units: 0.25),
+                        "\(p), \(q.context.laneCount) lanes, accumulate \(accumulate): \(error)")
+            }
+        }
+    }
+
     // MARK: Every operator
 
     /// One operator of a small graph: x feeds two 1x1 convolutions, `h` and `h2`; the operator
@@ -234,7 +318,10 @@ import Testing
         OperatorCase(name: "multiply") { b, h, h2 in try b.multiply(h, h2, name: "op") },
         OperatorCase(name: "softmax cross-entropy") { b, h, _ in
             try b.softmaxCrossEntropy(try b.linear(h, outFeatures: 5, name: "fc"), labelSmoothing: 0.1, name: "loss") },
-        OperatorCase(name: "distillation") { b, h, _ in
+        // Its gradients are differences of two softmaxes over five classes, summed over two
+        // samples, which cancel: a logit rounded to the neighbouring 16-bit value on one side
+        // moves them further. Over 125 draws: at most 4.3 units (fc.bias at bf16), else 3.1.
+        OperatorCase(name: "distillation", units: 6) { b, h, _ in
             let teacher = try b.input("teacher", shape: [2, 5])
             return try b.distillation(try b.linear(h, outFeatures: 5, name: "fc"), teacher: teacher,
                                       Distillation(temperature: 2, weight: 0.5), name: "loss") },
@@ -261,9 +348,12 @@ import Testing
             case .normWeight: params[q.name] = randomDoubles(q.shape.count, using: &rng, in: 0.5...1.5)
             case .runningVar: params[q.name] = randomDoubles(q.shape.count, using: &rng, in: 0.5...1.5)
             case .position: params[q.name] = randomDoubles(q.shape.count, using: &rng, in: -1.5...1.5)
-            // Deformable offsets within about a third of a pixel (see the redraw below).
+            // Deformable offsets (and the mask's logits) about half a pixel from 0, within
+            // 0.2 of it (see the check below).
+            case _ where q.name.contains("conv_offset.bias"):
+                params[q.name] = randomDoubles(q.shape.count, using: &rng, in: 0.4...0.6)
             case _ where q.name.contains("conv_offset"):
-                params[q.name] = randomDoubles(q.shape.count, using: &rng, in: -0.05...0.05)
+                params[q.name] = randomDoubles(q.shape.count, using: &rng, in: -0.01...0.01)
             default: params[q.name] = randomDoubles(q.shape.count, using: &rng, in: -0.5...0.5)
             }
         }
@@ -272,13 +362,13 @@ import Testing
         let classes = graph.shape(of: lossNode.inputs[0]).c
         let labels = (0..<labelCount).map { ($0 * 5 + 1) % classes }
 
-        // A deformable sample's offset gradient jumps where its position crosses a pixel. The
-        // device's offsets and the reference's differ by an ulp of their 16 bits in some
-        // elements, so an offset within an ulp of an integer may sit on either side (one of
-        // 1,296 did in 3 draws of 14, and moved that gradient by 2-40%). The offsets stay below
-        // a pixel, where the only integer is 0 and an ulp is tiny, and a draw with one within
-        // 1e-5 of it (100 times the two sides' difference there) is redrawn, as ModelTests keeps
-        // ReLU inputs off their kink.
+        // A deformable sample's offset gradient jumps where its position crosses a pixel, that
+        // is, where an offset crosses an integer. The device's offsets and the reference's
+        // differ by more than their own rounding: each is a sum over 16-bit inputs of which a few
+        // round to neighbouring values on the two sides (bfloat16 moved one by 7.6e-5, across 0,
+        // and that gradient by 9%, in 2 draws of 20 when offsets were drawn around 0). So the
+        // offsets lie about half a pixel from 0, and a draw with one within 0.05 of an integer
+        // (600 times that difference) is redrawn, as ModelTests keeps ReLU inputs off their kink.
         var inputs: [String: [Double]] = [:], values: [[Double]] = []
         var reference = try ReferenceExecutor(graph: graph, parameters: params)
         reference.activationStorage = p
@@ -287,13 +377,13 @@ import Testing
             for (name, v) in graph.inputs { inputs[name] = randomDoubles(graph.shape(of: v).count, using: &rng) }
             values = try reference.forward(inputs, labels: labels, training: true, seed: 7)
             let k = try #require(graph.nodes.firstIndex { $0.name == c.offsets }, "no node \(c.offsets ?? "")")
-            clear = values[graph.nodes[k].output.index].allSatisfy { abs($0 - $0.rounded()) >= 1e-5 }
+            clear = values[graph.nodes[k].output.index].allSatisfy { abs($0 - $0.rounded()) >= 0.05 }
         }
         if c.offsets == nil {
             for (name, v) in graph.inputs { inputs[name] = randomDoubles(graph.shape(of: v).count, using: &rng) }
             values = try reference.forward(inputs, labels: labels, training: true, seed: 7)
         }
-        try #require(clear, "\(c.name): no draw in 20 kept the offsets 1e-5 off an integer")
+        try #require(clear, "\(c.name): no draw in 20 kept the offsets 0.05 off an integer")
         let grads = try reference.backward(values: values, labels: labels, seed: 7)
 
         // The memory-bound kernels' other layouts (lanes sharing a run, other vector widths) at
@@ -302,6 +392,11 @@ import Testing
         for context in layouts {
             let what = "\(c.name) at \(p), \(context.laneCount) lanes, VEC=\(context.loadWidth)"
             let e = try Executor(graph: graph, context: context, training: true, keep: [h, y], precision: p)
+            // NaN in every activation and gradient before the step, so that one left unwritten fails.
+            let poison = try context.makeQueue()
+            try poison.fill(e.values[0].buffer, with: .nan, storage: p)
+            if let arena = e.gradientArena { try poison.fill(arena, with: .nan) }
+            try poison.finish()
             for (name, v) in params { try e.setParameter(name, v.map(Float.init)) }
             try e.forward(inputs.mapValues { $0.map(Float.init) }, labels: labels, seed: 7)
             try e.backward()

@@ -121,8 +121,8 @@ public struct ResidualAttentionNetwork: Sendable {
             }
         }
         // ImageNet's fourth stage is three units that double the width at stride 2; CIFAR's is
-        // two that keep both, which gives the paper's 1.9M parameters for Attention-92 (the
-        // paper has no CIFAR layout table; Attention-236 comes to 5.2M against its 5.1M).
+        // two that keep both, which gives the paper's trainable counts, 1.9M for Attention-92
+        // and 5.1M for Attention-236 (the paper has no CIFAR layout table).
         let last = stem == .imagenet ? 2 * channels : channels
         for k in 0..<(stem == .imagenet ? 3 : 2) {
             y = try Self.unit(&b, y, k == 0 ? channels : last, last, stride: k == 0 && stem == .imagenet ? 2 : 1, norm: norm,

@@ -35,17 +35,24 @@ extension Conv2D {
     /// The most slices the weight gradient's k is split into.
     static let implicitMostSlices = 16
 
-    /// The workspace floats of the implicit algorithm: the filters in the GEMM's panels (those of
-    /// one phase for the input gradient), and the weight gradient's partial sums (none when only
-    /// one slice fits). The panels are sized for every register block a device may use (rows
-    /// padded to 6 or 8), so that the memory plan does not depend on the device.
-    var implicitWorkspaceCount: Int {
-        let weights = weightShape.count, kk = kernel.h * kernel.w
-        let cg = inChannels / groups, og = outChannels / groups
-        func padded(_ rows: Int) -> Int { GEMMPanels.rowBlocks.map { (rows + $0 - 1) / $0 * $0 }.max()! }
-        let packed = groups * kk * max(padded(og) * cg, padded(cg) * og)
+    /// The workspace floats of the implicit algorithm for input `x`: the filters in the GEMM's
+    /// panels (those of one phase for the input gradient) with room after them for one sample's
+    /// output or input gradient in float (16-bit sums, `inFloatSums`), or the weight gradient's
+    /// partial sums (none when only one slice fits). The panels are sized for every register
+    /// block a device may use (rows padded to 6 or 8), so that the memory plan does not depend
+    /// on the device.
+    func implicitWorkspaceCount(_ x: Shape) throws(CLNetError) -> Int {
+        let weights = weightShape.count
         let partials = min(Self.implicitMostSlices, Self.implicitPartialsFloats / weights) * weights
-        return max(packed, partials >= 2 * weights ? partials : 0)
+        let sample = max(try outputShape(x).sampleCount, x.sampleCount)
+        return max(implicitPackedCount + sample, partials >= 2 * weights ? partials : 0)
+    }
+
+    /// The floats of the filters in the GEMM's panels, for either direction and register block.
+    var implicitPackedCount: Int {
+        let kk = kernel.h * kernel.w, cg = inChannels / groups, og = outChannels / groups
+        func padded(_ rows: Int) -> Int { GEMMPanels.rowBlocks.map { (rows + $0 - 1) / $0 * $0 }.max()! }
+        return groups * kk * max(padded(og) * cg, padded(cg) * og)
     }
 
     /// Writes the filters into `ws` as implicit_conv's A: `rows` rows of k = (outer, th, tw) per
@@ -69,15 +76,16 @@ extension Conv2D {
     /// Enqueues an implicit kernel whose items take `np` panels, on a grid of the same size at
     /// every launch (PoCL, see FOR_EACH_RUN in Common.cl), one work item per work-group, each
     /// with its own tiles and runs; the macros are the GEMM's register block, the tiles' size
-    /// and the taps' geometry.
+    /// and the taps' geometry, and Y_FLOAT where a float output is computed from 16-bit inputs.
     private func launchImplicit(_ q: CommandQueue, _ name: String, _ arguments: [KernelArgument], np: Int,
-                                taps: (Int, Int), step: (Int, Int), tapStep: (Int, Int),
+                                taps: (Int, Int), step: (Int, Int), tapStep: (Int, Int), floatOutput: Bool = false,
                                 waitFor: [Event]) throws(CLNetError) -> Event {
         let device = q.context.device, panels = GEMMPanels(device: device)
         let rows = Self.implicitTileRows(device, nr: panels.nr, np: np)
-        let macros = ["MR": "\(panels.mr)", "NR": "\(panels.nr)", "VW": "\(panels.vw)", "NP": "\(np)", "KC": "\(rows)",
+        var macros = ["MR": "\(panels.mr)", "NR": "\(panels.nr)", "VW": "\(panels.vw)", "NP": "\(np)", "KC": "\(rows)",
                       "TH": "\(taps.0)", "TW": "\(taps.1)", "SH": "\(step.0)", "SW": "\(step.1)",
                       "DH": "\(tapStep.0)", "DW": "\(tapStep.1)"]
+        if floatOutput { macros["Y_FLOAT"] = "1" }
         let kernel = try q.context.kernel(.implicitGEMM, name, for: arguments, specialised: macros)
         let local: [KernelArgument] = [.local(bytes: rows * panels.nr * np * 4), .local(bytes: 16 * max(rows, np * panels.nr))]
         return try q.enqueue(kernel, arguments + local, global: [Self.implicitWorkers(device)], local: [1],
@@ -100,21 +108,57 @@ extension Conv2D {
 
     func implicitForward(_ q: CommandQueue, x: Tensor, weight: Tensor, y: Tensor, workspace: Tensor?,
                          waitFor: [Event]) throws(CLNetError) -> Event {
-        let ws = try implicitWorkspace(workspace, "")
+        let ws = try implicitWorkspace(workspace, "", x.shape)
         let cg = inChannels / groups, og = outChannels / groups, kk = kernel.h * kernel.w
-        let out = y.shape
         _ = try q.marker(waitFor: waitFor)
         let aGroup = try packFilters(q, weight, rows: og, outer: cg, rowStride: cg * kk, outerStride: kk,
                                      th: (0, 1, kernel.h), tw: (0, 1, kernel.w), into: ws)
-        let arguments: [KernelArgument] = try x.arguments + KernelArgument.counts([cg, x.shape.h, x.shape.w])
-            + ws.vectorArguments + KernelArgument.counts([aGroup])
-            + y.arguments + KernelArgument.counts([og, out.h, out.w, out.h, out.w])
-            + [.int(Int32(-padding.h)), .int(Int32(-padding.w))]
-            + KernelArgument.counts([0, 0, 1, 1, groups, x.shape.n]) + [.flag(false)]
-        return try launchImplicit(q, "implicit_conv", arguments,
-                                  np: implicitColumnPanels(q.context.device, columns: x.shape.n * out.h * out.w),
-                                  taps: (kernel.h, kernel.w), step: (stride.h, stride.w),
-                                  tapStep: (dilation.h, dilation.w), waitFor: [])
+        func product(_ x: Tensor, _ y: Tensor) throws(CLNetError) -> Event {
+            let out = y.shape
+            let arguments: [KernelArgument] = try x.arguments + KernelArgument.counts([cg, x.shape.h, x.shape.w])
+                + ws.vectorArguments + KernelArgument.counts([aGroup])
+                + y.arguments + KernelArgument.counts([og, out.h, out.w, out.h, out.w])
+                + [.int(Int32(-padding.h)), .int(Int32(-padding.w))]
+                + KernelArgument.counts([0, 0, 1, 1, groups, x.shape.n]) + [.flag(false)]
+            return try launchImplicit(q, "implicit_conv", arguments,
+                                      np: implicitColumnPanels(q.context.device, columns: out.n * out.h * out.w),
+                                      taps: (kernel.h, kernel.w), step: (stride.h, stride.w),
+                                      tapStep: (dilation.h, dilation.w), floatOutput: y.storage == .fp32 && x.storage != .fp32,
+                                      waitFor: [])
+        }
+        guard needsFloatSums(q.context.device, output: y, k: cg * kk, columns: y.shape.n * y.shape.h * y.shape.w) else {
+            return try product(x, y)
+        }
+        return try inFloatSums(q, y, workspace: ws, accumulate: false) { (samples, sums) throws(CLNetError) in
+            _ = try product(try x.slice(samples: samples), sums)
+        }
+    }
+
+    /// True where implicit_conv, summing `k` rows into a 16-bit `output`, would add a rounded
+    /// partial sum per tile of k: its sums are then built in float (`inFloatSums`).
+    private func needsFloatSums(_ device: Device, output: Tensor, k: Int, columns: Int) -> Bool {
+        let panels = GEMMPanels(device: device)
+        let np = implicitColumnPanels(device, columns: columns)
+        return output.storage != .fp32 && k > Self.implicitTileRows(device, nr: panels.nr, np: np)
+    }
+
+    /// Runs `product` over chunks of whole samples into float sums in the workspace (after the
+    /// packed filters), each chunk rounded into `output` once (added to it when `accumulate`),
+    /// so that a 16-bit output is rounded once however many tiles of k its sums took.
+    private func inFloatSums(_ q: CommandQueue, _ output: Tensor, workspace ws: Tensor, accumulate: Bool,
+                             _ product: (Range<Int>, Tensor) throws(CLNetError) -> Void) throws(CLNetError) -> Event {
+        let n = output.shape.n, sample = output.shape.sampleCount
+        // At least one sample fits: implicitWorkspaceCount leaves room for it.
+        let chunk = max(1, min(n, (ws.shape.count - implicitPackedCount) / sample))
+        var last = try q.marker()
+        for n0 in Swift.stride(from: 0, to: n, by: chunk) {
+            let samples = n0..<min(n, n0 + chunk)
+            let sums = try Tensor(buffer: ws.buffer, shape: Shape([samples.count] + output.shape.dims.dropFirst()),
+                                  offset: ws.offset + implicitPackedCount)
+            try product(samples, sums)
+            last = try q.copy(from: sums, to: try output.slice(samples: samples), accumulate: accumulate)
+        }
+        return last
     }
 
     /// The taps of one phase along an axis: the first kernel position that reaches input
@@ -130,17 +174,18 @@ extension Conv2D {
     private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
     /// Checks the workspace of the implicit algorithm and returns it.
-    private func implicitWorkspace(_ workspace: Tensor?, _ label: String) throws(CLNetError) -> Tensor {
-        guard let workspace, workspace.isDense, workspace.shape.count >= implicitWorkspaceCount else {
+    private func implicitWorkspace(_ workspace: Tensor?, _ label: String, _ x: Shape) throws(CLNetError) -> Tensor {
+        let least = try implicitWorkspaceCount(x)
+        guard let workspace, workspace.isDense, workspace.storage == .fp32, workspace.shape.count >= least else {
             throw .invalidShape(operation: "Conv2D(\(self))\(label)",
-                                message: "implicit GEMM needs a workspace of at least \(implicitWorkspaceCount) floats (see workspaceCount)")
+                                message: "implicit GEMM needs a float workspace of at least \(least) floats (see workspaceCount)")
         }
         return workspace
     }
 
     func implicitBackward(_ q: CommandQueue, x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dweight: Tensor?,
                           workspace: Tensor?, accumulate: Bool, waitFor: [Event]) throws(CLNetError) -> Event {
-        let ws = try implicitWorkspace(workspace, " backward")
+        let ws = try implicitWorkspace(workspace, " backward", x.shape)
         var last = try q.marker(waitFor: waitFor)
         if let dweight { last = try implicitWeightGradient(q, x: x, dy: dy, dweight: dweight, workspace: ws, accumulate: accumulate) }
         if let dx { last = try implicitInputGradient(q, weight: weight, dy: dy, dx: dx, workspace: ws, accumulate: accumulate) }
@@ -149,37 +194,70 @@ extension Conv2D {
 
     private func implicitInputGradient(_ q: CommandQueue, weight: Tensor, dy: Tensor, dx: Tensor, workspace ws: Tensor,
                                        accumulate: Bool) throws(CLNetError) -> Event {
+        let og = outChannels / groups, shape = dx.shape
+        let floatSums = inputPhases(shape).contains { phase in
+            needsFloatSums(q.context.device, output: dx, k: og * phase.th.count * phase.tw.count,
+                           columns: shape.n * phase.gi * phase.gj)
+        }
+        guard floatSums else {
+            return try inputGradientPhases(q, weight: weight, dy: dy, dx: dx, workspace: ws, accumulate: accumulate)
+        }
+        return try inFloatSums(q, dx, workspace: ws, accumulate: accumulate) { (samples, sums) throws(CLNetError) in
+            _ = try inputGradientPhases(q, weight: weight, dy: try dy.slice(samples: samples), dx: sums, workspace: ws,
+                                        accumulate: false)
+        }
+    }
+
+    /// One phase (ph, pw) of the stride in the input gradient: its taps along each axis and its
+    /// grid of input positions (gi x gj).
+    private struct InputPhase {
+        var ph: Int, pw: Int
+        var th: (first: Int, step: Int, count: Int), tw: (first: Int, step: Int, count: Int)
+        var gi: Int, gj: Int
+    }
+
+    /// The phases of an input of `shape`; a phase may lack taps when the input is smaller than
+    /// the stride.
+    private func inputPhases(_ shape: Shape) -> [InputPhase] {
+        (0..<min(stride.h, shape.h)).flatMap { ph in
+            (0..<min(stride.w, shape.w)).map { pw in
+                InputPhase(ph: ph, pw: pw,
+                           th: Self.phaseTaps(phase: ph, kernel: kernel.h, stride: stride.h, padding: padding.h, dilation: dilation.h),
+                           tw: Self.phaseTaps(phase: pw, kernel: kernel.w, stride: stride.w, padding: padding.w, dilation: dilation.w),
+                           gi: (shape.h - ph + stride.h - 1) / stride.h, gj: (shape.w - pw + stride.w - 1) / stride.w)
+            }
+        }
+    }
+
+    private func inputGradientPhases(_ q: CommandQueue, weight: Tensor, dy: Tensor, dx: Tensor, workspace ws: Tensor,
+                                     accumulate: Bool) throws(CLNetError) -> Event {
         let cg = inChannels / groups, og = outChannels / groups, n = dx.shape.n, kk = kernel.h * kernel.w
         let h = dx.shape.h, w = dx.shape.w, out = dy.shape
-        // Every phase may lack taps when the input is smaller than the stride (accumulating, nothing runs).
         var last = try q.marker()
-        for ph in 0..<min(stride.h, h) {
-            for pw in 0..<min(stride.w, w) {
-                let th = Self.phaseTaps(phase: ph, kernel: kernel.h, stride: stride.h, padding: padding.h, dilation: dilation.h)
-                let tw = Self.phaseTaps(phase: pw, kernel: kernel.w, stride: stride.w, padding: padding.w, dilation: dilation.w)
-                if th.count == 0 || tw.count == 0 {
-                    if !accumulate {
-                        last = try q.launchRuns(.implicitGEMM, "implicit_zero_phase", dx.arguments + KernelArgument.counts(
-                            [inChannels, h, w, ph, pw, stride.h, stride.w, n]), waitFor: [])
-                    }
-                    continue
+        for phase in inputPhases(dx.shape) {
+            let (ph, pw, th, tw) = (phase.ph, phase.pw, phase.th, phase.tw)
+            if th.count == 0 || tw.count == 0 {
+                // Accumulating, nothing runs.
+                if !accumulate {
+                    last = try q.launchRuns(.implicitGEMM, "implicit_zero_phase", dx.arguments + KernelArgument.counts(
+                        [inChannels, h, w, ph, pw, stride.h, stride.w, n]), waitFor: [])
                 }
-                let aGroup = try packFilters(q, weight, rows: cg, outer: og, rowStride: kk, outerStride: cg * kk,
-                                             th: th, tw: tw, into: ws)
-                // dy position of grid column i at tap t: i + (ph + PH - first * DH) / SH - t * (step * DH / SH).
-                let bh = (ph + padding.h - th.first * dilation.h) / stride.h
-                let bw = (pw + padding.w - tw.first * dilation.w) / stride.w
-                let gi = (h - ph + stride.h - 1) / stride.h, gj = (w - pw + stride.w - 1) / stride.w
-                let arguments: [KernelArgument] = try dy.arguments + KernelArgument.counts([og, out.h, out.w])
-                    + ws.vectorArguments + KernelArgument.counts([aGroup])
-                    + dx.arguments + KernelArgument.counts([cg, h, w, gi, gj]) + [.int(Int32(bh)), .int(Int32(bw))]
-                    + KernelArgument.counts([ph, pw, stride.h, stride.w, groups, n]) + [.flag(accumulate)]
-                last = try launchImplicit(q, "implicit_conv", arguments,
-                                          np: implicitColumnPanels(q.context.device, columns: n * gi * gj),
-                                          taps: (th.count, tw.count), step: (1, 1),
-                                          tapStep: (-th.step * dilation.h / stride.h, -tw.step * dilation.w / stride.w),
-                                          waitFor: [])
+                continue
             }
+            let aGroup = try packFilters(q, weight, rows: cg, outer: og, rowStride: kk, outerStride: cg * kk,
+                                         th: th, tw: tw, into: ws)
+            // dy position of grid column i at tap t: i + (ph + PH - first * DH) / SH - t * (step * DH / SH).
+            let bh = (ph + padding.h - th.first * dilation.h) / stride.h
+            let bw = (pw + padding.w - tw.first * dilation.w) / stride.w
+            let arguments: [KernelArgument] = try dy.arguments + KernelArgument.counts([og, out.h, out.w])
+                + ws.vectorArguments + KernelArgument.counts([aGroup])
+                + dx.arguments + KernelArgument.counts([cg, h, w, phase.gi, phase.gj]) + [.int(Int32(bh)), .int(Int32(bw))]
+                + KernelArgument.counts([ph, pw, stride.h, stride.w, groups, n]) + [.flag(accumulate)]
+            last = try launchImplicit(q, "implicit_conv", arguments,
+                                      np: implicitColumnPanels(q.context.device, columns: n * phase.gi * phase.gj),
+                                      taps: (th.count, tw.count), step: (1, 1),
+                                      tapStep: (-th.step * dilation.h / stride.h, -tw.step * dilation.w / stride.w),
+                                      floatOutput: dx.storage == .fp32 && dy.storage != .fp32, waitFor: [])
         }
         return last
     }

@@ -191,7 +191,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         for option in algorithm.map({ [$0] }) ?? applicableAlgorithms {
             switch option {
             case .direct, .groupedBlocked, .gemm1x1: break
-            case .implicitGEMM: most = max(most, implicitWorkspaceCount)
+            case .implicitGEMM: most = max(most, try implicitWorkspaceCount(x))
             case .winograd2x2, .winograd4x4:
                 most = max(most, try winogradWorkspaceCount(x, WinogradTile(option)!, budget: budget))
             case .im2col:
@@ -202,8 +202,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         return most
     }
 
+    /// `activations`: y, or dy and dx, which every kernel reads and writes in x's storage.
     private func check(_ x: Tensor, _ weight: Tensor, _ y: Shape, _ bias: Tensor?, workspace: Tensor?,
-                       needsWorkspace: Bool, _ label: String) throws(CLNetError) -> Shape {
+                       needsWorkspace: Bool, _ label: String, activations: KeyValuePairs<String, Tensor?>) throws(CLNetError) -> Shape {
         let op = "Conv2D(\(self))\(label)"
         let out = try outputShape(x.shape)
         guard weight.shape == weightShape, weight.isDense else {
@@ -213,6 +214,9 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
         // The direct kernels read the weight as they read x (store_t).
         guard weight.storage == x.storage else {
             throw .invalidArgument("\(op): x is stored as \(x.storage) but the weight as \(weight.storage); a 16-bit convolution reads a 16-bit copy of its weight")
+        }
+        for case let (name, t?) in activations where t.storage != x.storage {
+            throw .invalidArgument("\(op): x is stored as \(x.storage) but \(name) as \(t.storage); a convolution's activations share one storage")
         }
         if let bias, bias.shape.count != outChannels {
             throw .invalidShape(operation: op, message: "bias has shape \(bias.shape) but \(outChannels) values are needed")
@@ -279,7 +283,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                         epilogue: ConvEpilogue? = nil, written: WrittenStatistics? = nil, algorithm requested: Algorithm? = nil,
                         waitFor: [Event] = []) throws(CLNetError) -> Event {
         let algorithm = try resolve(requested, q)
-        let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "")
+        let out = try check(x, weight, y.shape, bias, workspace: workspace, needsWorkspace: algorithm == .im2col, "",
+                            activations: ["y": y])
         try checkIndexable("Conv2D", [x, y])
         var rows: RowStatistics? = nil
         if let written {
@@ -364,7 +369,7 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
                          algorithm requested: Algorithm? = nil, waitFor: [Event] = []) throws(CLNetError) -> Event {
         let algorithm = try resolve(requested, q)
         let out = try check(x, weight, dy.shape, dbias, workspace: workspace,
-                            needsWorkspace: algorithm == .im2col, " backward")
+                            needsWorkspace: algorithm == .im2col, " backward", activations: ["dy": dy, "dx": dx])
         if let dx { try checkSameShape("Conv2D(\(self)) backward", ["x": x.shape, "dx": dx.shape]) }
         if let dweight, dweight.shape != weightShape || !dweight.isDense {
             throw .invalidShape(operation: "Conv2D(\(self)) backward", message: "dweight has shape \(dweight.shape) but \(weightShape) is needed")

@@ -248,9 +248,7 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
                                  [.buffer(ws.buffer), .uint(start), .uint(UInt32(sample))] + geometry(x.shape, out) +
                                  KernelArgument.counts([n0, count, total]) + [.flag(false)], total: total,
                                floatInputGradient: true)
-                let part = try Tensor(buffer: dx.buffer, shape: sums.shape, offset: dx.offset + n0 * dx.batchStride,
-                                      batchStride: dx.batchStride, storage: dx.storage)
-                last = try q.copy(from: sums, to: part, accumulate: accumulate.contains(.input))
+                last = try q.copy(from: sums, to: try dx.slice(samples: n0..<n0 + count), accumulate: accumulate.contains(.input))
             }
             if doffset != nil || dmask != nil {
                 let total = count * offsetGroups * kk * plane

@@ -90,6 +90,15 @@ public struct Tensor: Sendable {
                           offset: offset + range.lowerBound * plane, batchStride: batchStride, storage: storage)
     }
 
+    /// Samples `range` of a tensor, as a view into the same buffer.
+    public func slice(samples range: Range<Int>) throws(CLNetError) -> Tensor {
+        guard shape.rank >= 1, range.lowerBound >= 0, range.upperBound <= shape[0], !range.isEmpty else {
+            throw .invalidArgument("sample slice \(range) of a tensor \(shape) is out of range")
+        }
+        return try Tensor(buffer: buffer, shape: Shape([range.count] + shape.dims.dropFirst()), offset: offset + range.lowerBound * batchStride,
+                          batchStride: batchStride, storage: storage)
+    }
+
     /// The same elements under another shape with the same count (dense tensors only).
     public func reshaped(_ newShape: Shape) throws(CLNetError) -> Tensor {
         guard isDense, newShape.count == shape.count else {
