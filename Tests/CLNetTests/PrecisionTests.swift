@@ -122,6 +122,33 @@ import Testing
         }
     }
 
+    /// A convolution's activations share x's storage, and its weight too: one stored otherwise
+    /// is refused with an error naming both, not read as the wrong format (an fp32 x with a
+    /// 16-bit y once compiled implicit GEMM with a float y on the 16-bit buffer).
+    @Test func convolutionsRefuseMixedStorage() throws {
+        let q = try Shared.context().makeQueue()
+        let conv = Conv2D(inChannels: 4, outChannels: 3, kernel: 3, padding: 1)
+        let shape: Shape = [1, 4, 5, 5], out = try conv.outputShape(shape)
+        let ws = try Tensor(context: q.context, shape: [try conv.workspaceCount(shape)])
+        func t(_ s: Shape, _ p: Precision) throws -> Tensor { try Tensor(context: q.context, shape: s, storage: p) }
+        for algorithm in conv.applicableAlgorithms {
+            for (x, y) in [(Precision.fp32, Precision.fp16), (.fp16, .fp32), (.bf16, .fp16)] {
+                #expect(throws: CLNetError.self, "\(algorithm.rawValue): x \(x), y \(y)") {
+                    try conv.forward(q, x: try t(shape, x), weight: try t(conv.weightShape, x), bias: nil, y: try t(out, y),
+                                     workspace: ws, algorithm: algorithm)
+                }
+                #expect(throws: CLNetError.self, "\(algorithm.rawValue) backward: x \(x), dy \(y)") {
+                    try conv.backward(q, x: try t(shape, x), weight: try t(conv.weightShape, x), dy: try t(out, y),
+                                      dx: try t(shape, x), dweight: nil, dbias: nil, workspace: ws, algorithm: algorithm)
+                }
+            }
+            #expect(throws: CLNetError.self, "\(algorithm.rawValue): a float weight beside 16-bit x") {
+                try conv.forward(q, x: try t(shape, .fp16), weight: try t(conv.weightShape, .fp32), bias: nil,
+                                 y: try t(out, .fp16), workspace: ws, algorithm: algorithm)
+            }
+        }
+    }
+
     /// The deformable convolution's 16-bit input gradient, summed in float in the workspace
     /// and rounded once: over chunks of one sample (so that the sums' offset wraps in the
     /// kernel's 32-bit arithmetic), into a strided channel slice, written and accumulated.
