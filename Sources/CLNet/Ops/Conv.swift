@@ -204,7 +204,8 @@ public struct Conv2D: Sendable, Hashable, CustomStringConvertible {
 
     /// `activations`: y, or dy and dx, which every kernel reads and writes in x's storage.
     private func check(_ x: Tensor, _ weight: Tensor, _ y: Shape, _ bias: Tensor?, workspace: Tensor?,
-                       needsWorkspace: Bool, _ label: String, activations: KeyValuePairs<String, Tensor?>) throws(CLNetError) -> Shape {
+                       needsWorkspace: Bool, _ label: String,
+                       activations: KeyValuePairs<String, Tensor?>) throws(CLNetError) -> Shape {
         let op = "Conv2D(\(self))\(label)"
         let out = try outputShape(x.shape)
         guard weight.shape == weightShape, weight.isDense else {

@@ -248,7 +248,8 @@ public struct DeformConv2D: Sendable, Hashable, CustomStringConvertible {
                                  [.buffer(ws.buffer), .uint(start), .uint(UInt32(sample))] + geometry(x.shape, out) +
                                  KernelArgument.counts([n0, count, total]) + [.flag(false)], total: total,
                                floatInputGradient: true)
-                last = try q.copy(from: sums, to: try dx.slice(samples: n0..<n0 + count), accumulate: accumulate.contains(.input))
+                last = try q.copy(from: sums, to: try dx.slice(samples: n0..<n0 + count),
+                                  accumulate: accumulate.contains(.input))
             }
             if doffset != nil || dmask != nil {
                 let total = count * offsetGroups * kk * plane

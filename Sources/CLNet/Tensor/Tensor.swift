@@ -95,8 +95,8 @@ public struct Tensor: Sendable {
         guard shape.rank >= 1, range.lowerBound >= 0, range.upperBound <= shape[0], !range.isEmpty else {
             throw .invalidArgument("sample slice \(range) of a tensor \(shape) is out of range")
         }
-        return try Tensor(buffer: buffer, shape: Shape([range.count] + shape.dims.dropFirst()), offset: offset + range.lowerBound * batchStride,
-                          batchStride: batchStride, storage: storage)
+        return try Tensor(buffer: buffer, shape: Shape([range.count] + shape.dims.dropFirst()),
+                          offset: offset + range.lowerBound * batchStride, batchStride: batchStride, storage: storage)
     }
 
     /// The same elements under another shape with the same count (dense tensors only).
